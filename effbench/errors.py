@@ -1,0 +1,37 @@
+"""The one exception type for a user's mistake: it names the file, the field and the fix.
+
+The CLI prints it as one `error:` line and exits 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A mistake the user can fix: bad YAML, a missing file, an unknown name."""
+
+    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None,
+                 field: str | None = None, fix: str | None = None) -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.field = field
+        self.fix = fix
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "") + ": "
+        field = f"{self.field}: " if self.field else ""
+        fix = f"; {self.fix}" if self.fix else ""
+        text = f"{where}{field}{self.message}{fix}"
+        return " ".join(text.split())  # one line, always
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' or '' when nothing is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

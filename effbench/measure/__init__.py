@@ -1,0 +1,1 @@
+"""Measurement: timing loops and statistics, memory, energy, work counts and quality."""

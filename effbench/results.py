@@ -1,0 +1,298 @@
+"""The result record, the JSONL results store, provenance, and the DataFrame view.
+
+One schema, one place: the runner writes `Record.to_json()`, the reporter and the gate read
+`Record.from_json()`. A store holds one line per cell *and round*; `load()` merges rounds.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from effbench.errors import UserError
+from effbench.measure.latency import LatencyStats
+
+SCHEMA = "effbench.result/1"
+STATUSES = ("ok", "unsupported", "failed")
+
+
+@dataclass
+class Record:
+    """One measured cell (or one round of it). Sections are plain JSON objects; see DESIGN.md.
+
+    Sections and their keys (absent sections are None, never faked zeros):
+    - cell: model, variant (label as in the suite, e.g. "int8-static"), precision, method, runner,
+      runner_label, threads, batch_size, scenario
+    - variant: tool, tool_version, options, size_bytes, weight_bits, compression_vs_fp32, emulated
+    - model_stats: params, size_bytes, weight_bytes, weight_bits, macs, flops, bops, bytes_moved,
+      uncounted_ops
+    - latency_ms: LatencyStats.to_json(); samples_ms: raw samples in time order (maybe thinned)
+    - memory: baseline_rss_bytes, peak_rss_bytes, model_bytes
+    - energy: source ("measured:rapl" | "measured:nvml" | "modeled:<profile>"), j_per_inference,
+      avg_power_w, inferences_per_j, mw_per_inference
+    - quality: metric, value, fp32_value, relative, below_floor, fidelity{cosine, top1_agreement,
+      max_abs_err, sqnr_db}
+    - projections: {profile_id: {latency_ms, energy_mj, fits, bound, status, reason}}
+    """
+
+    cell_id: str
+    config_hash: str
+    status: str
+    reason: str | None = None
+    cell: dict[str, Any] = field(default_factory=dict)
+    round: int = 0
+    rounds: int = 1
+    variant: dict[str, Any] | None = None
+    model_stats: dict[str, Any] | None = None
+    latency_ms: dict[str, Any] | None = None
+    samples_ms: list[float] = field(default_factory=list)
+    round_medians_ms: list[float] = field(default_factory=list)
+    throughput_ips: float | None = None
+    memory: dict[str, Any] | None = None
+    energy: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+    projections: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema: str = SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"schema": d.pop("schema"), **d}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Record:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise ValueError(f"not an {SCHEMA} record")
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def stats(self) -> LatencyStats | None:
+        """The latency statistics rebuilt from the stored raw samples."""
+        if not self.samples_ms:
+            return None
+        lat = self.latency_ms or {}
+        return LatencyStats.from_samples_ms(self.samples_ms, timing=lat.get("timing", "per-call"),
+                                            block_size=lat.get("block_size", 1))
+
+    @property
+    def unstable(self) -> bool:
+        return bool((self.latency_ms or {}).get("unstable"))
+
+    @property
+    def emulated(self) -> bool:
+        return bool((self.variant or {}).get("emulated"))
+
+    @property
+    def below_floor(self) -> bool:
+        return bool((self.quality or {}).get("below_floor"))
+
+
+def _dumps(record: Record) -> str:
+    def clean(x: Any) -> Any:  # JSON has no NaN/inf: absent is None
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(record.to_json()), separators=(",", ":"), allow_nan=False)
+
+
+class Store:
+    """An append-only `results.jsonl`: whole lines, flushed and fsynced as each cell ends."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def append(self, record: Record) -> None:
+        line = (_dumps(record) + "\n").encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One os.write of a whole line in O_APPEND mode: a crash leaves the line whole or absent.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                self._heal_torn_tail(fd)
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(f"short write ({written} of {len(line)} bytes)")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise UserError(f"cannot write results: {e.strerror or e}", file=self.path,
+                            fix="free disk space or choose a writable output folder with -o") from e
+
+    def _heal_torn_tail(self, fd: int) -> None:
+        """If a killed writer left a line without its newline, end it so the next line stays whole."""
+        size = os.fstat(fd).st_size
+        if size:
+            with open(self.path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    os.write(fd, b"\n")
+
+    def iter_lines(self) -> Iterator[tuple[int, Record | None, str | None]]:
+        """(line number, record or None, problem or None) for every non-blank line."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            raw = f.read().split(b"\n")
+        for i, line in enumerate(raw, 1):
+            if not line.strip():
+                continue
+            try:
+                yield i, Record.from_json(json.loads(line)), None
+            except (ValueError, TypeError) as e:
+                yield i, None, str(e)
+
+    def records(self, *, strict: bool = True) -> tuple[list[Record], list[str]]:
+        """Every stored line as a record, plus warnings for torn lines a killed run left behind."""
+        records, warnings = [], []
+        for lineno, rec, problem in self.iter_lines():
+            if rec is not None:
+                records.append(rec)
+                continue
+            msg = f"{self.path}:{lineno}: skipped an unreadable line ({problem}); a run was probably killed mid-write"
+            if strict and not _is_torn(self.path, lineno):
+                raise UserError(f"line {lineno} is not an effbench result record ({problem})",
+                                file=self.path, fix="point at a results.jsonl written by effbench")
+            warnings.append(msg)
+        return records, warnings
+
+
+def _is_torn(path: Path, lineno: int) -> bool:
+    """A torn line is one that does not parse as JSON at all (cut short), not a foreign object."""
+    with open(path, "rb") as f:
+        line = f.read().split(b"\n")[lineno - 1]
+    try:
+        json.loads(line)
+        return False
+    except ValueError:
+        return True
+
+
+def merge_rounds(records: Iterable[Record]) -> list[Record]:
+    """One record per cell: ok rounds pooled (stats recomputed), per-round medians kept beside them."""
+    by_cell: dict[str, list[Record]] = {}
+    for r in records:
+        by_cell.setdefault(r.cell_id, []).append(r)
+    merged = []
+    for cell_id, group in by_cell.items():
+        group.sort(key=lambda r: r.round)
+        # a cell re-run with another config (edited suite) keeps only its newest config
+        newest = group[-1].config_hash
+        group = [r for r in group if r.config_hash == newest]
+        ok = [r for r in group if r.ok]
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        if not ok:
+            merged.append(group[-1])
+            continue
+        base = Record.from_json(ok[-1].to_json())
+        base.round = -1
+        base.rounds = len(group)
+        base.round_medians_ms = [r.latency_ms["median"] for r in ok if r.latency_ms]
+        samples = [s for r in ok for s in r.samples_ms]
+        if samples:
+            lat0 = ok[0].latency_ms or {}
+            st = LatencyStats.from_samples_ms(samples, timing=lat0.get("timing", "per-call"),
+                                              block_size=lat0.get("block_size", 1),
+                                              first_call_ns=(lat0.get("first_call") or 0) * 1e6,
+                                              unstable=any(r.unstable for r in ok))
+            base.latency_ms = {**st.to_json(), "calls": sum((r.latency_ms or {}).get("calls") or 0 for r in ok),
+                               "elapsed_s": sum((r.latency_ms or {}).get("elapsed_s") or 0 for r in ok)}
+            base.samples_ms = samples
+        tps = sorted(r.throughput_ips for r in ok if r.throughput_ips)
+        base.throughput_ips = tps[len(tps) // 2] if tps else None
+        peaks = [(r.memory or {}).get("peak_rss_bytes") for r in ok]
+        if base.memory and all(p is not None for p in peaks):
+            base.memory = {**base.memory, "peak_rss_bytes": max(peaks)}
+        failed = [r for r in group if not r.ok]
+        if failed:
+            base.reason = f"{len(failed)} of {len(group)} rounds did not finish: {failed[0].reason}"
+        merged.append(base)
+    return merged
+
+
+@dataclass
+class Results:
+    """A loaded store: merged records (one per cell) and what loading noticed."""
+
+    records: list[Record]
+    raw: list[Record] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def by_id(self) -> dict[str, Record]:
+        return {r.cell_id: r for r in self.records}
+
+    def to_frame(self):
+        """A flat pandas DataFrame, one row per merged record (the CSV report is this)."""
+        import pandas as pd
+        rows = []
+        for r in self.records:
+            row: dict[str, Any] = {"cell_id": r.cell_id, "status": r.status, "reason": r.reason,
+                                   "rounds": r.rounds, "throughput_ips": r.throughput_ips}
+            for section in ("cell", "variant", "model_stats", "latency_ms", "memory", "energy", "quality"):
+                for k, v in _flatten(getattr(r, section) or {}).items():
+                    row[f"{section}.{k}"] = v
+            for pid, proj in (r.projections or {}).items():
+                for k, v in _flatten(proj).items():
+                    row[f"projections.{pid}.{k}"] = v
+            row["round_medians_ms"] = json.dumps(r.round_medians_ms) if r.round_medians_ms else None
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def resolve_store_path(path: str | Path) -> Path:
+    """A results.jsonl, or a report folder holding one."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.jsonl"
+    if not p.exists():
+        raise UserError("no such results store", file=p,
+                        fix="pass a results.jsonl or a report folder that holds one")
+    return p
+
+
+def load(*paths: str | Path) -> Results:
+    """Load and merge one or more stores (e.g. from several machines) into one Results."""
+    merged, raw, warnings, sources = [], [], [], []
+    for path in paths:
+        p = resolve_store_path(path)
+        recs, warns = Store(p).records()
+        merged.extend(merge_rounds(recs))  # rounds merge within a store, never across machines
+        raw.extend(recs)
+        warnings.extend(warns)
+        sources.append(str(p))
+    return Results(records=merged, raw=raw, warnings=warnings, sources=sources)
