@@ -21,6 +21,9 @@ class UserError(Exception):
         self.fix = fix
         super().__init__(self.one_line())
 
+    def __reduce__(self):  # survives the trip back from a worker process
+        return (_rebuild, (self.message, self.file, self.line, self.field, self.fix))
+
     def one_line(self) -> str:
         where = ""
         if self.file:
@@ -35,3 +38,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' or '' when nothing is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _rebuild(message, file, line, field, fix) -> UserError:
+    return UserError(message, file=file, line=line, field=field, fix=fix)

@@ -296,3 +296,49 @@ def load(*paths: str | Path) -> Results:
         warnings.extend(warns)
         sources.append(str(p))
     return Results(records=merged, raw=raw, warnings=warnings, sources=sources)
+
+
+def host_info() -> dict[str, Any]:
+    import platform
+
+    import psutil
+    cpu = platform.processor() or ""
+    flags: list[str] = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not cpu.strip(" x86_64"):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    flags = sorted(f for f in have if f.startswith(("avx", "amx", "fma", "sse4", "f16c")))
+                    break
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "cpu": cpu, "machine": platform.machine(),
+            "cores_logical": psutil.cpu_count(), "cores_physical": psutil.cpu_count(logical=False),
+            "memory_bytes": psutil.virtual_memory().total, "os": platform.platform(), "isa_flags": flags}
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+    out: dict[str, str | None] = {}
+    for name in ("effbench", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "numpy", "torchao"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name in ("effbench", "onnxruntime", "onnx", "torch", "numpy"):
+                out[name] = None
+    return out
+
+
+def provenance(*, suite_sha256: str, speed: dict | None, run_id: str) -> dict[str, Any]:
+    import datetime
+    import platform
+
+    from effbench import __version__
+    return {"effbench": __version__, "python": platform.python_version(), "packages": package_versions(),
+            "host": host_info(), "suite_sha256": suite_sha256, "speed_index": speed, "run_id": run_id,
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -1,0 +1,453 @@
+"""The device-profile schema and its loading: shipped `device_profiles/<id>.yaml` or a user's YAML path.
+
+Every number in a profile is a `Figure` (value, source, derived), so a reader can check each one.
+Throughput is quoted in ops/s as vendors quote it: one multiply-accumulate (MAC) = 2 ops.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from effbench.errors import UserError, did_you_mean
+from effbench.yamlsource import LineMap, dotted, load_yaml
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
+KINDS = ("cpu", "gpu", "npu", "tpu", "mcu")
+OPS_PER_MAC = 2  # vendors' TOPS/TFLOPS count a multiply-accumulate as two operations
+LOCAL_ID = "local"
+
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "binary"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Figure(_Strict):
+    """One number and where it comes from; `derived: true` when it was computed from other figures."""
+
+    value: float
+    source: str = Field(min_length=3)
+    derived: bool = False
+
+    @field_validator("value")
+    @classmethod
+    def _finite_nonnegative(cls, v: float) -> float:
+        if not math.isfinite(v) or v < 0:
+            raise ValueError("must be a finite number >= 0")
+        return v
+
+
+class Fact(_Strict):
+    """A non-numeric datum that still needs a source (e.g. a process node)."""
+
+    value: str
+    source: str = Field(min_length=3)
+
+
+class Peak(_Strict):
+    """Peak throughput at one precision in ops/s. `dense: null` = runs it, but no figure is published."""
+
+    dense: Figure | None
+    sparse: Figure | None = None
+    unpublished: str | None = None  # why dense is null
+
+    @model_validator(mode="after")
+    def _null_needs_reason(self) -> Peak:
+        if self.dense is None and not self.unpublished:
+            raise ValueError("dense is null: add `unpublished: <why no figure exists>`")
+        return self
+
+
+class Memory(_Strict):
+    bandwidth_bytes_per_s: Figure
+    capacity_bytes: Figure | None = None        # None: bounded only by the host (e.g. a USB accelerator)
+    sram_bytes: Figure | None = None            # on-chip memory (caches, scratchpad)
+    sram_bandwidth_bytes_per_s: Figure | None = None  # used when weights + activations fit in sram_bytes
+    flash_bytes: Figure | None = None           # MCUs: weights live in flash, activations in RAM
+
+
+class Power(_Strict):
+    tdp_w: Figure | None = None
+    idle_w: Figure | None = None
+    modes: dict[str, Figure] = Field(default_factory=dict)
+
+
+class EnergySpec(_Strict):
+    """Energy per operation. `base: horowitz-45nm` fills whatever the vendor does not publish."""
+
+    base: Literal["horowitz-45nm"] | None = None
+    process_node: Fact | None = None
+    pj_per_mac: dict[Precision, Figure] = Field(default_factory=dict)
+    pj_per_dram_byte: Figure | None = None
+    pj_per_sram_byte: Figure | None = None
+    static_w: Figure | None = None
+
+    @model_validator(mode="after")
+    def _complete_without_base(self) -> EnergySpec:
+        if self.base is None:
+            missing = [k for k in ("pj_per_dram_byte", "pj_per_sram_byte") if getattr(self, k) is None]
+            if not self.pj_per_mac:
+                missing.insert(0, "pj_per_mac")
+            if missing:
+                raise ValueError(f"without `base: horowitz-45nm` these are required: {', '.join(missing)}")
+        return self
+
+
+class Derate(_Strict):
+    """Achieved / peak efficiency. 1 until calibrated; `compute_by` keys: 'int8' or 'onnxruntime/int8'."""
+
+    compute: Figure = Figure(value=1.0, source="default: uncalibrated (peak assumed reachable)")
+    memory: Figure = Figure(value=1.0, source="default: uncalibrated (peak assumed reachable)")
+    compute_by: dict[str, Figure] = Field(default_factory=dict)
+
+    @field_validator("compute", "memory")
+    @classmethod
+    def _positive(cls, f: Figure) -> Figure:
+        if f.value <= 0:
+            raise ValueError("a derate must be > 0")
+        return f
+
+    @field_validator("compute_by")
+    @classmethod
+    def _keys(cls, d: dict[str, Figure]) -> dict[str, Figure]:
+        for key, f in d.items():
+            prec = key.rsplit("/", 1)[-1]
+            if prec not in PRECISIONS:
+                raise ValueError(f"key '{key}' must be PRECISION or RUNNER/PRECISION with a precision in "
+                                 f"{', '.join(PRECISIONS)}")
+            if f.value <= 0:
+                raise ValueError(f"derate '{key}' must be > 0")
+        return d
+
+
+class Profile(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    name: str
+    kind: Literal["cpu", "gpu", "npu", "tpu", "mcu"]
+    notes: str | None = None
+    peak_ops: dict[Precision, Peak]
+    memory: Memory
+    power: Power = Power()
+    energy_model: EnergySpec = EnergySpec(base="horowitz-45nm")
+    derate: Derate = Derate()
+    per_op_overhead_s: Figure
+    meters: list[str] = Field(default_factory=list)
+    path: str | None = Field(default=None, exclude=True)  # where it was loaded from (not a YAML key)
+
+    @model_validator(mode="after")
+    def _has_some_peak(self) -> Profile:
+        if not self.peak_ops:
+            raise ValueError("peak_ops is empty: a profile must declare at least one precision")
+        return self
+
+    # -- the figures projection needs -------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return self.id == LOCAL_ID
+
+    def peak_ops_per_s(self, precision: str) -> float | None:
+        peak = self.peak_ops.get(precision)  # type: ignore[call-overload]
+        return peak.dense.value if peak is not None and peak.dense is not None else None
+
+    def compute_derate(self, precision: str, runner: str | None = None) -> float:
+        by = self.derate.compute_by
+        for key in (f"{runner}/{precision}", precision):
+            if key in by:
+                return by[key].value
+        return self.derate.compute.value
+
+    def energy(self):
+        """This profile's energy model as an `effbench.measure.energy.EnergyModel`."""
+        from effbench.measure.energy import HOROWITZ_45NM, EnergyModel
+        spec = self.energy_model
+        base = HOROWITZ_45NM if spec.base == "horowitz-45nm" else None
+        pj_per_mac = dict(base.pj_per_mac) if base else {}
+        pj_per_mac.update({p: f.value for p, f in spec.pj_per_mac.items()})
+        static = spec.static_w or self.power.idle_w
+        parts = []
+        if base:
+            own = [k for k in ("pj_per_mac", "pj_per_dram_byte", "pj_per_sram_byte") if getattr(spec, k)]
+            parts.append("Horowitz ISSCC 2014 45 nm table (the vendor publishes no energy per operation)"
+                         + (f", overridden by the vendor's {', '.join(own)}" if own else ""))
+        else:
+            parts.append("vendor figures (see the profile's sources)")
+        if static is not None:
+            parts.append(f"static power {static.value:g} W from {'energy_model.static_w' if spec.static_w else 'power.idle_w'}")
+        return EnergyModel(
+            pj_per_mac=pj_per_mac,
+            pj_per_dram_byte=(spec.pj_per_dram_byte.value if spec.pj_per_dram_byte else base.pj_per_dram_byte),
+            pj_per_sram_byte=(spec.pj_per_sram_byte.value if spec.pj_per_sram_byte else base.pj_per_sram_byte),
+            static_w=static.value if static is not None else (base.static_w if base else 0.0),
+            source=f"{self.id}: " + "; ".join(parts),
+        )
+
+    def with_derate(self, derate: Derate, per_op_overhead_s: Figure | None = None) -> Profile:
+        update: dict[str, Any] = {"derate": derate}
+        if per_op_overhead_s is not None:
+            update["per_op_overhead_s"] = per_op_overhead_s
+        return self.model_copy(update=update)
+
+
+# -- locating and loading ---------------------------------------------------------------------------
+
+def profiles_dir() -> Path:
+    """The shipped profiles: `effbench/devices/device_profiles` (a symlink to the repo's
+    `device_profiles/` in a checkout, real files in a wheel), else the repo root's folder."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "device_profiles", here.parents[1] / "device_profiles"):
+        if cand.is_dir():
+            return cand
+    try:  # an installed package whose data went through importlib.resources
+        from importlib.resources import files
+        cand = Path(str(files("effbench.devices") / "device_profiles"))
+        if cand.is_dir():
+            return cand
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return here / "device_profiles"
+
+
+def shipped_ids() -> list[str]:
+    return sorted([LOCAL_ID] + [p.stem for p in profiles_dir().glob("*.yaml")])
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
+
+
+def load_profile_file(path: str | Path, *, expect_id: str | None = None) -> Profile:
+    """Load and validate one profile YAML; every mistake is a one-line UserError with its line."""
+    data, lines = load_yaml(path, what="device profile")
+    return validate_profile(data, lines, file=str(path), expect_id=expect_id)
+
+
+def validate_profile(data: Any, lines: LineMap | None = None, *, file: str, expect_id: str | None = None) -> Profile:
+    lines = lines or LineMap()
+    if not isinstance(data, dict):
+        raise UserError("a device profile must be a YAML mapping (id, name, kind, peak_ops, memory, ...)",
+                        file=file, line=lines.line(()), fix="start from a file in device_profiles/")
+    try:
+        profile = Profile.model_validate({**data, "path": file} if "path" not in data else data)
+    except ValidationError as e:
+        raise _user_error(e, lines, file) from None
+    if expect_id is not None and profile.id != expect_id:
+        raise UserError(f"id '{profile.id}' does not match the file name '{expect_id}'", file=file,
+                        line=lines.line(("id",)), field="id", fix=f"set id: {expect_id}")
+    return profile
+
+
+_FIELD_HINTS = {
+    "peak_ops": f"keys are precisions ({', '.join(PRECISIONS)}), each {{dense: {{value, source}}}}",
+    "kind": f"one of {', '.join(KINDS)}",
+    "source": "cite a datasheet URL or a paper; write the arithmetic when derived: true",
+}
+
+
+def _user_error(e: ValidationError, lines: LineMap, file: str) -> UserError:
+    # a misspelt key also makes its correct name "missing": report the misspelling
+    err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    # pydantic puts union/literal-key detail after the real path: keep the YAML part only
+    path = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    if kind == "extra_forbidden":
+        parent, key = path[:-1], path[-1]
+        allowed = _allowed_keys(parent)
+        msg = f"unknown key '{key}'{did_you_mean(str(key), allowed)}"
+        fix = f"allowed here: {', '.join(allowed)}" if allowed else "remove it"
+    elif kind == "missing":
+        msg = "required field is missing"
+        fix = _FIELD_HINTS.get(str(path[-1]) if path else "", "add it (see device_profiles/ for examples)")
+    elif kind == "literal_error" and len(path) >= 2 and path[-2] in ("peak_ops", "pj_per_mac"):
+        key = path[-1]
+        msg = f"unknown precision '{key}'{did_you_mean(str(key), PRECISIONS)}"
+        fix = f"expected one of {', '.join(PRECISIONS)}"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            msg += f" (got {str(err['input'])[:40]!r})"
+        fix = _FIELD_HINTS.get(str(path[-1]) if path else "", "see device_profiles/ for the expected form")
+    return UserError(msg, file=file, line=lines.line(path), field=dotted(path), fix=fix)
+
+
+def _allowed_keys(parent: tuple) -> list[str]:
+    model: Any = Profile
+    for p in parent:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or p not in fields:
+            # inside a dict (peak_ops.int8, power.modes.x): follow the dict's value type
+            args = getattr(model, "__args__", ())
+            model = args[-1] if args else None
+            if model is None:
+                return []
+            model = _unwrap(model)
+            continue
+        model = _unwrap(fields[p].annotation)
+    fields = getattr(model, "model_fields", None)
+    return [k for k in fields if k != "path"] if fields else []
+
+
+def _unwrap(tp: Any) -> Any:
+    for a in getattr(tp, "__args__", ()) or ():
+        if a is not type(None):
+            if isinstance(a, type) and issubclass(a, BaseModel):
+                return a
+            if getattr(a, "__origin__", None) is dict:
+                return a
+    return tp
+
+
+def load_profiles(names: list[str], *, base_dir: Path | None = None, suite_file: str | None = None,
+                  cache_dir: Path | None = None, quick: bool = False) -> list[Profile]:
+    """Profiles for a suite's `devices:` list: shipped ids, `local` (detected), or YAML paths
+    (relative to `base_dir`, the suite's folder)."""
+    known = shipped_ids()
+    out: list[Profile | None] = []
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        field = f"devices[{i}]"
+        if not isinstance(name, str) or not name:
+            raise UserError(f"a device must be a profile id or a YAML path, got {name!r}", file=suite_file,
+                            field=field, fix=f"use one of {', '.join(known)}")
+        if name == LOCAL_ID:
+            prof = None  # detected last, after every other name has been checked
+        elif _looks_like_path(name):
+            p = Path(name)
+            if not p.is_absolute() and base_dir is not None:
+                p = Path(base_dir) / p
+            if not p.exists():
+                raise UserError(f"device profile '{name}' not found (looked at {p})", file=suite_file,
+                                field=field, fix="check the path; it is relative to the suite file")
+            prof = load_profile_file(p)
+        else:
+            path = profiles_dir() / f"{name}.yaml"
+            if not path.exists():
+                raise UserError(f"unknown device '{name}'{did_you_mean(name, known)}", file=suite_file,
+                                field=field, fix=f"use one of {', '.join(known)} or a path to a profile YAML")
+            prof = load_profile_file(path, expect_id=name)
+        pid = prof.id if prof is not None else LOCAL_ID
+        if pid in seen:
+            raise UserError(f"device '{pid}' is listed twice (also devices[{seen[pid]}])",
+                            file=suite_file, field=field, fix="keep one")
+        seen[pid] = i
+        out.append(prof)
+    if LOCAL_ID in seen:
+        from effbench.devices.detect import local_profile
+        out[seen[LOCAL_ID]] = local_profile(cache_dir=cache_dir, quick=quick)
+    return out
+
+
+def load_shipped(profile_id: str) -> Profile:
+    if profile_id == LOCAL_ID:
+        from effbench.devices.detect import local_profile
+        return local_profile()
+    return load_profiles([profile_id])[0]
+
+
+# -- text for the CLI -----------------------------------------------------------------------------
+
+def _si(x: float | None, unit: str) -> str:
+    if x is None:
+        return "-"
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def _bytes(x: float | None) -> str:
+    if x is None:
+        return "-"
+    for scale, prefix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if x >= scale:
+            return f"{x / scale:.3g} {prefix}"
+    return f"{x:.0f} B"
+
+
+def profiles_list_text(profiles: list[Profile] | None = None) -> str:
+    """A table of the shipped profiles (the local one without running its micro-benchmark)."""
+    if profiles is None:
+        profiles = [load_profile_file(profiles_dir() / f"{i}.yaml", expect_id=i)
+                    for i in shipped_ids() if i != LOCAL_ID]
+    head = ("id", "kind", "INT8 ops/s", "FP16 ops/s", "FP32 ops/s", "bandwidth", "TDP")
+    rows = [head]
+    for p in profiles:
+        peak = lambda prec: ("n/a" if prec not in p.peak_ops else  # noqa: E731
+                             _si(p.peak_ops_per_s(prec), "ops/s") if p.peak_ops_per_s(prec) else "unpublished")
+        rows.append((p.id, p.kind, peak("int8"), peak("fp16"), peak("fp32"),
+                     _si(p.memory.bandwidth_bytes_per_s.value, "B/s"),
+                     f"{p.power.tdp_w.value:g} W" if p.power.tdp_w else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append("local: this machine, detected and micro-benchmarked on first use (effbench profiles show local)")
+    lines.append("n/a: the device cannot run that precision; unpublished: it can, but no vendor figure exists")
+    return "\n".join(lines)
+
+
+def profile_show_text(profile_id: str, profile: Profile | None = None) -> str:
+    """Every field of one profile with its source."""
+    p = profile or load_shipped(profile_id)
+    out = [f"{p.id}: {p.name} ({p.kind})"]
+    if p.path:
+        out.append(f"  file: {p.path}")
+    if p.notes:
+        out.append(f"  notes: {' '.join(p.notes.split())}")
+
+    def fig(label: str, f: Figure | Fact | None, unit: str = "") -> None:
+        if f is None:
+            return
+        val = f.value if isinstance(f, Fact) else f"{f.value:.6g}{(' ' + unit) if unit else ''}"
+        tag = " [derived]" if isinstance(f, Figure) and f.derived else ""
+        out.append(f"  {label} = {val}{tag}")
+        out.append(f"      source: {' '.join(f.source.split())}")
+
+    for prec, peak in p.peak_ops.items():
+        if peak.dense is None:
+            out.append(f"  peak_ops.{prec}.dense = unpublished")
+            out.append(f"      why: {' '.join((peak.unpublished or '').split())}")
+        fig(f"peak_ops.{prec}.dense", peak.dense, "ops/s")
+        fig(f"peak_ops.{prec}.sparse", peak.sparse, "ops/s")
+    absent = [x for x in PRECISIONS if x not in p.peak_ops]
+    if absent:
+        out.append(f"  (cannot run: {', '.join(absent)})")
+    m = p.memory
+    fig("memory.bandwidth_bytes_per_s", m.bandwidth_bytes_per_s, "B/s")
+    fig("memory.capacity_bytes", m.capacity_bytes, "B")
+    fig("memory.sram_bytes", m.sram_bytes, "B")
+    fig("memory.sram_bandwidth_bytes_per_s", m.sram_bandwidth_bytes_per_s, "B/s")
+    fig("memory.flash_bytes", m.flash_bytes, "B")
+    fig("power.tdp_w", p.power.tdp_w, "W")
+    fig("power.idle_w", p.power.idle_w, "W")
+    for mode, f in p.power.modes.items():
+        fig(f"power.modes.{mode}", f, "W")
+    e = p.energy_model
+    if e.base:
+        out.append(f"  energy_model.base = {e.base} (Horowitz, 'Computing's energy problem', ISSCC 2014: "
+                   "used where the vendor publishes no energy per operation)")
+    fig("energy_model.process_node", e.process_node)
+    for prec, f in e.pj_per_mac.items():
+        fig(f"energy_model.pj_per_mac.{prec}", f, "pJ")
+    fig("energy_model.pj_per_dram_byte", e.pj_per_dram_byte, "pJ")
+    fig("energy_model.pj_per_sram_byte", e.pj_per_sram_byte, "pJ")
+    fig("energy_model.static_w", e.static_w, "W")
+    try:
+        em = p.energy()
+        out.append(f"  energy model in use: {em.source}")
+        out.append("      pJ/MAC: " + ", ".join(f"{k} {v:g}" for k, v in em.pj_per_mac.items())
+                   + f"; pJ/DRAM byte {em.pj_per_dram_byte:g}; pJ/SRAM byte {em.pj_per_sram_byte:g}; "
+                   f"static {em.static_w:g} W")
+    except ImportError:
+        out.append("  energy model in use: unavailable (effbench.measure.energy is not installed)")
+    fig("derate.compute", p.derate.compute)
+    fig("derate.memory", p.derate.memory)
+    for k, f in p.derate.compute_by.items():
+        fig(f"derate.compute_by.{k}", f)
+    fig("per_op_overhead_s", p.per_op_overhead_s, "s")
+    out.append(f"  meters: {', '.join(p.meters) if p.meters else 'none'}")
+    return "\n".join(out)

@@ -1,0 +1,168 @@
+"""Roofline projection of a measured record onto device profiles: latency, energy, memory fit.
+
+latency = max(MACs x 2 / (peak ops/s x compute derate), bytes moved / (bandwidth x memory derate))
+          + nodes x per-op overhead.  Always labelled "projected"; never raises for a well-formed record.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from effbench.devices.profile import OPS_PER_MAC, Profile
+from effbench.errors import UserError
+from effbench.results import Record
+
+
+def _num(d: dict[str, Any], key: str) -> float | None:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        return None
+    return float(v)
+
+
+def _base(profile: Profile) -> dict[str, Any]:
+    return {"status": "no-data", "reason": None, "latency_ms": None, "energy_mj": None,
+            "energy_source": f"projected:{profile.id}", "fits": None, "shortfall_bytes": None,
+            "bound": None, "label": "projected"}
+
+
+def work_per_call(record: Record) -> dict[str, float | None] | str:
+    """Work figures for one call at the cell's batch size, or the reason they are missing.
+
+    model_stats figures are counted on the graph with its batch axis bound; `model_stats.batch_size`
+    names that batch when it differs from the cell's (absent: the cell's own batch size).
+    """
+    stats = record.model_stats or {}
+    cell = record.cell or {}
+    batch = _num(cell, "batch_size") or 1.0
+    counted_at = _num(stats, "batch_size") or batch
+    scale = batch / counted_at
+    macs, moved = _num(stats, "macs"), _num(stats, "bytes_moved")
+    missing = [k for k, v in (("macs", macs), ("bytes_moved", moved)) if v is None]
+    if missing:
+        return f"model_stats lacks {' and '.join(missing)} (the work counter did not run or failed)"
+    acts = _num(stats, "activation_bytes")
+    weights = _num(stats, "weight_bytes")
+    if weights is None:
+        weights = _num(stats, "size_bytes")
+    return {"batch": batch, "macs": macs * scale, "bytes_moved": moved * scale,
+            "weight_bytes": weights, "activation_bytes": acts * scale if acts is not None else None,
+            "nodes": _num(stats, "nodes")}
+
+
+def project_one(record: Record, profile: Profile) -> dict[str, Any]:
+    out = _base(profile)
+    cell = record.cell or {}
+    if record.status != "ok":
+        out["reason"] = f"the cell did not run ({record.status}: {record.reason or 'no reason given'})"
+        return out
+    precision = str(cell.get("precision") or "")
+    work = work_per_call(record)
+    if isinstance(work, str):
+        out["reason"] = work
+        return out
+    notes: list[str] = []
+
+    # memory fit: weights + activations against the device's memory (weights in flash on an MCU)
+    fits, shortfall = _fit(profile, work, notes)
+    out["fits"], out["shortfall_bytes"] = fits, shortfall
+
+    if precision not in profile.peak_ops:
+        out["status"] = "unsupported"
+        declared = ", ".join(profile.peak_ops)
+        out["reason"] = (f"{profile.id} cannot run {precision or 'this precision'} (declares {declared})"
+                         + ("; this variant ran emulated (dequantized) here" if record.emulated else ""))
+        return out
+    peak = profile.peak_ops_per_s(precision)
+    if not peak:
+        out["reason"] = (f"{profile.id} runs {precision} but publishes no throughput for it: "
+                         f"{profile.peak_ops[precision].unpublished}")  # type: ignore[index]
+        return out
+
+    runner = cell.get("runner")
+    dc = profile.compute_derate(precision, runner)
+    dm = profile.derate.memory.value
+    bandwidth = profile.memory.bandwidth_bytes_per_s.value
+    m = profile.memory
+    working = (work["weight_bytes"] or 0) + (work["activation_bytes"] or 0)
+    if (m.sram_bytes and m.sram_bandwidth_bytes_per_s and work["weight_bytes"] is not None
+            and working <= m.sram_bytes.value):
+        bandwidth = m.sram_bandwidth_bytes_per_s.value
+        notes.append("working set fits on-chip memory: on-chip bandwidth used")
+    compute_s = work["macs"] * OPS_PER_MAC / (peak * dc)
+    memory_s = work["bytes_moved"] / (bandwidth * dm) if bandwidth > 0 else math.inf
+    if work["nodes"] is None:
+        overhead_s = 0.0
+        if profile.per_op_overhead_s.value > 0:
+            notes.append("model_stats lacks nodes: per-op overhead left out")
+    else:
+        overhead_s = work["nodes"] * profile.per_op_overhead_s.value
+    latency_s = max(compute_s, memory_s) + overhead_s
+    if not math.isfinite(latency_s):
+        out["reason"] = f"{profile.id} declares zero memory bandwidth"
+        return out
+    out.update(status="ok", latency_ms=latency_s * 1e3, bound="compute" if compute_s >= memory_s else "memory",
+               compute_ms=compute_s * 1e3, memory_ms=memory_s * 1e3, overhead_ms=overhead_s * 1e3,
+               batch_size=int(work["batch"]), precision=precision)
+    if not fits and fits is not None:
+        notes.append(f"does not fit: {shortfall:.0f} bytes short")
+
+    energy, why = _energy(profile, precision, work, latency_s)
+    out["energy_mj"] = energy
+    if why:
+        notes.append(why)
+    if profile.is_local and record.latency_ms and _num(record.latency_ms, "median"):
+        measured = float(record.latency_ms["median"])
+        out["measured_latency_ms"] = measured
+        out["error_pct"] = (out["latency_ms"] - measured) / measured * 100.0
+        if record.emulated:
+            notes.append("emulated variant: measured latency is of the dequantized run")
+    out["reason"] = "; ".join(notes) or None
+    return out
+
+
+def _fit(profile: Profile, work: dict[str, Any], notes: list[str]) -> tuple[bool | None, float | None]:
+    m = profile.memory
+    weights, acts = work["weight_bytes"], work["activation_bytes"]
+    if weights is None and acts is None:
+        notes.append("model_stats lacks weight_bytes and activation_bytes: memory fit unknown")
+        return None, None
+    if weights is None or acts is None:
+        notes.append(f"model_stats lacks {'weight_bytes' if weights is None else 'activation_bytes'}: "
+                     "memory fit checked on the rest")
+    weights, acts = weights or 0.0, acts or 0.0
+    if m.flash_bytes is not None and m.capacity_bytes is not None:
+        short = max(0.0, weights - m.flash_bytes.value) + max(0.0, acts - m.capacity_bytes.value)
+    elif m.capacity_bytes is not None:
+        short = max(0.0, weights + acts - m.capacity_bytes.value)
+    else:
+        notes.append("no capacity declared (the device uses host memory): assumed to fit")
+        return True, 0.0
+    return short == 0.0, short
+
+
+def _energy(profile: Profile, precision: str, work: dict[str, Any], latency_s: float) -> tuple[float | None, str | None]:
+    try:
+        from effbench.measure.energy import modeled_energy
+        model = profile.energy()
+    except ImportError:
+        return None, "energy not projected: effbench.measure.energy is unavailable"
+    if precision not in model.pj_per_mac:
+        return None, f"energy not projected: the energy model has no pJ/MAC for {precision}"
+    batch = work["batch"] or 1.0
+    try:
+        result = modeled_energy(macs=work["macs"] / batch, bytes_moved=work["bytes_moved"] / batch,
+                                precision=precision, seconds_per_inference=latency_s / batch,
+                                model=model, profile_id=profile.id)
+    except (UserError, ValueError) as e:
+        return None, f"energy not projected: {e}"
+    j = result.get("j_per_inference")
+    if j is None:
+        return None, "energy not projected: " + str(result.get("reason") or "the energy model returned none")
+    return float(j) * 1e3, None
+
+
+def project_record(record: Record, profiles: list[Profile]) -> dict[str, dict]:
+    """{profile_id: projection} for one record; `energy_mj` is per inference (one item of the batch),
+    `latency_ms` per call at the cell's batch size (the same unit as the measured median)."""
+    return {p.id: project_one(record, p) for p in profiles}

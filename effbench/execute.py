@@ -1,0 +1,501 @@
+"""Execution: plan -> prepare models -> build variants -> measure cells, each in a fresh `spawn`
+worker with a timeout; crash capture, rounds, resume, the output lock and the progress display.
+
+The parent never busy-waits: it blocks on the worker's pipe with a timeout (FIELD-NOTES: a spinning
+parent takes one of two cores and doubled the latency a known harness reported here).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import os
+import signal
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from effbench.errors import UserError
+from effbench.results import Record, Results, Store, load, merge_rounds, provenance
+from effbench.suite import Cell, Suite, load_suite
+
+BUILD_TIMEOUT_S = 1800.0
+
+
+# ----------------------------------------------------------------------------------------- workers
+@dataclass
+class Outcome:
+    kind: str            # ok | user_error | unsupported | failed
+    value: Any = None
+    reason: str | None = None
+
+
+def _worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
+    """Runs in the fresh interpreter: read (target, payload) from stdin, send one Outcome back."""
+    import importlib
+    import pickle
+
+    from effbench.measure.memory import limit_address_space
+    from effbench.runners import Unsupported
+    target, payload = pickle.load(sys.stdin.buffer)
+    try:
+        limit_address_space(memory_limit_mb)
+        mod_name, fn_name = target.split(":")
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+        out = Outcome("ok", fn(**payload))
+    except UserError as e:
+        out = Outcome("user_error", e)
+    except Unsupported as e:
+        out = Outcome("unsupported", reason=str(e))
+    except MemoryError:
+        out = Outcome("failed", reason=f"out of memory (worker limit {memory_limit_mb} MB)" if memory_limit_mb
+                      else "out of memory")
+    except BaseException as e:  # a bug or a runtime error: the traceback goes to the log, the gist to the record
+        traceback.print_exc()
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        out = Outcome("failed", reason=f"{type(e).__name__}: {first}".rstrip(": "))
+    try:
+        data = pickle.dumps(out)
+    except Exception as e:  # unpicklable result: say so rather than die silently
+        data = pickle.dumps(Outcome("failed", reason=f"worker result could not be sent back: {e}"))
+    with os.fdopen(result_fd, "wb") as f:
+        f.write(data)
+
+
+def run_in_worker(target: str, payload: dict, *, timeout_s: float, log_path: Path | None = None,
+                  memory_limit_mb: int | None = None) -> Outcome:
+    """Run `module:function(**payload)` in a fresh interpreter; a crash or timeout is an Outcome.
+
+    A fresh `python -m effbench.execute` rather than multiprocessing's spawn: spawn re-runs the
+    caller's __main__ module, which breaks any user script without a main guard.
+    """
+    import pickle
+    import selectors
+    import subprocess
+    read_fd, write_fd = os.pipe()
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    env = dict(os.environ)
+    pkg_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "effbench.execute", "--worker", str(write_fd), str(memory_limit_mb or 0)]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                pass_fds=(write_fd,), env=env, start_new_session=True)
+    finally:
+        os.close(write_fd)  # the parent's copy: the pipe reports EOF when the child dies
+        if log_path:
+            log.close()
+    chunks: list[bytes] = []
+    try:
+        try:
+            proc.stdin.write(pickle.dumps((target, payload)))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_fd, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):  # blocks in the kernel: no spinning
+                    _kill(proc)
+                    return Outcome("failed", reason=f"timed out after {timeout_s:g} s" + _log_tail(log_path))
+                chunk = os.read(read_fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+        if not chunks:
+            return Outcome("failed", reason=_death_reason(proc.returncode, memory_limit_mb) + _log_tail(log_path))
+        try:
+            return pickle.loads(b"".join(chunks))
+        except Exception as e:
+            return Outcome("failed", reason=f"worker sent an unreadable result ({type(e).__name__})")
+    finally:
+        os.close(read_fd)
+        if proc.poll() is None:
+            _kill(proc)
+
+
+def _kill(proc) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker and anything it started
+    with contextlib.suppress(Exception):
+        proc.wait(10)
+
+
+def _death_reason(code: int | None, memory_limit_mb: int | None) -> str:
+    if code is None:
+        return "worker did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = {"SIGSEGV": " (segmentation fault in the runtime)", "SIGABRT": " (the runtime aborted)",
+                "SIGKILL": " (killed: out of memory?)", "SIGBUS": " (bus error)"}.get(name, "")
+        return f"worker crashed: {name}{hint}"
+    return f"worker exited with code {code} without a result"
+
+
+def _log_tail(log_path: Path | None, lines: int = 2) -> str:
+    if not log_path or not Path(log_path).is_file():
+        return ""
+    try:
+        tail = [ln.strip() for ln in Path(log_path).read_text(errors="replace").splitlines() if ln.strip()][-lines:]
+    except OSError:
+        return ""
+    return f" [log: {' | '.join(t[:160] for t in tail)}]" if tail else ""
+
+
+# ------------------------------------------------------------------------------ worker functions
+def prepare_model(model: dict, index: int, base_dir: str, suite_file: str, cache_dir: str) -> dict:
+    from effbench.models.sources import prepare
+    from effbench.suite import ModelSpec
+    spec = ModelSpec.model_validate(model)
+    return prepare(spec, index, base_dir=Path(base_dir), suite_file=suite_file, cache_dir=Path(cache_dir)).to_json()
+
+
+def build_variant(artifact: dict, label: str, precision: str, method: str | None, options: dict,
+                  cache_dir: str, calibration: dict | None = None) -> dict:
+    from effbench.models.sources import ModelArtifact
+    from effbench.variants import build_variant as _build
+    return _build(ModelArtifact.from_json(artifact), label, precision, method, options, Path(cache_dir),
+                  calibration=calibration).to_json()
+
+
+def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict, runner_options: dict,
+                 overhead_ns: float | None = None) -> dict:
+    """The measuring worker: load the variant, time it by DESIGN.md's rules, report memory."""
+    import numpy as np
+
+    from effbench.measure import memory
+    from effbench.measure.latency import Budget, loop_overhead_ns, measure_latency
+    from effbench.runners import Unsupported, get_runner
+    from effbench.variants import Variant
+    runner = get_runner(cell["runner"])
+    if cell["runner"] == "onnxruntime":
+        import onnxruntime  # noqa: F401  (the runtime's import is not the model's memory)
+    else:
+        import torch  # noqa: F401
+    v = Variant.from_json(variant)
+    support = runner.supports(v)
+    if not support.ok:
+        raise Unsupported(support.reason)
+    baseline = memory.rss_bytes()
+    session = runner.load(v, cell["threads"], {**runner_options, "artifact": artifact, "compile": cell["compile"]})
+    arrays = {k: np.asarray(a) for k, a in feeds.items()}
+    call = session.timed_call(arrays)
+    overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
+    stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
+    peak = memory.peak_rss_bytes()
+    lat = stats.to_json()
+    throughput = cell["batch_size"] * lat["calls"] / stats.elapsed_s if stats.elapsed_s else None
+    return {"latency_ms": lat, "samples_ms": stats.stored_samples_ms(), "throughput_ips": throughput,
+            "memory": {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **memory.gpu_peak_bytes()},
+            "session": session.info, "loop_overhead_ns": overhead}
+
+
+# ----------------------------------------------------------------------------------- output lock
+class OutputLock:
+    """An flock on DIR/.effbench.lock: the kernel drops it when its holder dies, so a stale lock of a
+    dead process is taken over automatically; a live holder makes the second run refuse."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / ".effbench.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot create the output folder or its lock: {e.strerror}", file=self.path.parent,
+                            field="-o", fix="choose a writable output folder with -o") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                holder = f" (pid {int(os.pread(self.fd, 32, 0).decode().split()[0])})"
+            os.close(self.fd)
+            self.fd = None
+            raise UserError(f"another effbench run{holder} is writing to this folder", file=self.path.parent,
+                            field="-o", fix="wait for it to finish, or choose another folder with -o") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+
+# --------------------------------------------------------------------------------------- progress
+class Progress:
+    """A live bar on a terminal (rich), plain log lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool, stream=None) -> None:
+        self.total, self.done = total, 0
+        self.stream = stream or sys.stderr
+        self.live = enabled and self.stream.isatty()
+        self.enabled = enabled
+        self._bar = None
+        if self.live:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+                TimeElapsedColumn, TimeRemainingColumn
+            self._bar = RichProgress(TextColumn("[bold]effbench"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                     TextColumn("{task.description}"), console=Console(file=self.stream),
+                                     transient=False)
+            self._task = self._bar.add_task("", total=total)
+            self._bar.start()
+
+    def log(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def start(self, what: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=what)
+
+    def advance(self, line: str) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1)
+            self._bar.console.print(line, markup=False, highlight=False)
+        elif self.enabled:
+            print(f"[{self.done}/{self.total}] {line}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# -------------------------------------------------------------------------------------------- run
+@dataclass
+class RunOptions:
+    out_dir: Path
+    cache_dir: Path
+    only: list[str] | None = None
+    resume: bool = False
+    rounds: int | None = None
+    quick: bool = False
+    progress: bool = True
+    timeout_s: float | None = None
+
+
+def _budget(suite: Suite, quick: bool) -> dict:
+    from effbench.measure.latency import Budget
+    m = suite.spec.measure
+    b = Budget(warmup_s=m.warmup_s, min_time_s=m.min_time_s, max_time_s=m.max_time_s, target_rel_ci=m.target_rel_ci)
+    if quick:
+        b = b.quick()
+    return b.__dict__.copy()
+
+
+def run(suite: Suite | str | Path, *, out_dir: str | Path | None = None, only: str | list[str] | None = None,
+        resume: bool = False, rounds: int | None = None, quick: bool = False, cache_dir: str | Path | None = None,
+        progress: bool = True, timeout_s: float | None = None, hooks: list[Callable] | None = None) -> Results:
+    """Run a suite and return the merged results of this output folder's store."""
+    from effbench.models.sources import default_cache_dir
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    out = Path(out_dir) if out_dir else Path("reports") / suite.name
+    opts = RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                      only=[only] if isinstance(only, str) else only, resume=resume, rounds=rounds, quick=quick,
+                      progress=progress, timeout_s=timeout_s)
+    with OutputLock(out):
+        return Runner(suite, opts, hooks or []).run()
+
+
+class Runner:
+    """One `effbench run`: owns the plan, the store and the display."""
+
+    def __init__(self, suite: Suite, opts: RunOptions, hooks: list[Callable]) -> None:
+        self.suite, self.opts, self.hooks = suite, opts, hooks
+        self.store = Store(opts.out_dir / "results.jsonl")
+        self.logs = opts.out_dir / "logs"
+        self.run_id = uuid.uuid4().hex[:12]
+        self.budget = _budget(suite, opts.quick)
+        self.rounds = opts.rounds or suite.spec.measure.rounds
+        m = suite.spec.measure
+        self.timeout_s = opts.timeout_s or m.timeout_s or (self.budget["max_time_s"] + self.budget["warmup_s"] + 600)
+        self.memory_limit_mb = m.memory_limit_mb
+
+    # -- plan
+    def run(self) -> Results:
+        cells = self.suite.cells(self.opts.only)
+        if not cells:
+            raise UserError(f"--only {' '.join(self.opts.only or [])} matches no cell of this suite",
+                            file=self.suite.path, field="--only",
+                            fix="use a glob over cell ids such as 'digits-cnn/*/onnxruntime/*'")
+        done = self._done_set()
+        self.opts.out_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        from effbench.measure.speed import speed_index
+        self.provenance = provenance(suite_sha256=self.suite.sha256, speed=speed_index(), run_id=self.run_id)
+        hashes = {c.cell_id: self.suite.config_hash(c) for c in cells}
+        todo = [(r, c) for r in range(self.rounds) for c in cells if (hashes[c.cell_id], r) not in done]
+        skipped = len(cells) * self.rounds - len(todo)
+        progress = Progress(len(todo), self.opts.progress)
+        if skipped:
+            progress.log(f"resume: {skipped} finished cell-rounds already in {self.store.path}, {len(todo)} to go")
+        try:
+            self._execute(todo, hashes, progress)
+        finally:
+            progress.close()
+        return load(self.store.path)
+
+    def _done_set(self) -> set[tuple[str, int]]:
+        if not self.store.path.exists():
+            return set()
+        if not self.opts.resume:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            keep = self.store.path.with_name(f"results.{stamp}.jsonl")
+            self.store.path.rename(keep)  # never overwrite what was measured
+            return set()
+        records, warnings = self.store.records()
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        return {(r.config_hash, r.round) for r in records if r.status in ("ok", "unsupported")}
+
+    # -- preparation
+    def _prepare(self, model_ids: list[str], progress: Progress) -> dict[str, Any]:
+        from effbench.models.sources import ModelArtifact
+        arts: dict[str, Any] = {}
+        for mid in model_ids:
+            idx = next(i for i, m in enumerate(self.suite.spec.models) if m.id == mid)
+            progress.start(f"preparing {mid}")
+            out = run_in_worker("effbench.execute:prepare_model",
+                                {"model": self.suite.spec.models[idx].model_dump(mode="json"), "index": idx,
+                                 "base_dir": str(self.suite.base_dir), "suite_file": str(self.suite.path),
+                                 "cache_dir": str(self.opts.cache_dir)},
+                                timeout_s=BUILD_TIMEOUT_S, log_path=self.logs / f"prepare-{mid}.log")
+            if out.kind == "user_error":
+                raise out.value
+            arts[mid] = ModelArtifact.from_json(out.value) if out.kind == "ok" else out
+        return arts
+
+    def _datasets(self, artifacts: dict[str, Any]) -> dict[str, Any]:
+        from effbench.models.datasets import load_dataset
+        out = {}
+        for i, m in enumerate(self.suite.spec.models):
+            art = artifacts.get(m.id)
+            if m.dataset is None or not hasattr(art, "inputs"):
+                continue
+            shapes = {inp.name: (list(inp.concrete(1, art.dims)[1:]), inp.dtype) for inp in art.inputs}
+            out[m.id] = load_dataset(m.dataset, shapes, base_dir=self.suite.base_dir, suite_file=str(self.suite.path),
+                                     field=f"models[{i}].dataset")
+        return out
+
+    def _build(self, art, cell: Cell, progress: Progress, calibration) -> Outcome:
+        choice = self.suite.choice(cell.variant)
+        progress.start(f"building {cell.model}/{cell.variant}")
+        calib = None
+        if calibration is not None:
+            calib = {k: v[:256] for k, v in calibration.inputs.items()}
+        return run_in_worker("effbench.execute:build_variant",
+                             {"artifact": art.to_json(), "label": choice.label, "precision": choice.precision,
+                              "method": choice.method, "options": choice.options,
+                              "cache_dir": str(self.opts.cache_dir), "calibration": calib},
+                             timeout_s=BUILD_TIMEOUT_S, log_path=self.logs / f"build-{cell.model}-{cell.variant}.log")
+
+    # -- measurement
+    def _execute(self, todo: list[tuple[int, Cell]], hashes: dict[str, str], progress: Progress) -> None:
+        from effbench.measure.latency import loop_overhead_ns
+        models = sorted({c.model for _, c in todo}, key=[m.id for m in self.suite.spec.models].index)
+        artifacts = self._prepare(models, progress)
+        datasets = self._datasets(artifacts)
+        variants: dict[tuple[str, str], Outcome] = {}
+        overhead = loop_overhead_ns()
+        for rnd, cell in todo:
+            art = artifacts[cell.model]
+            base = Record(cell_id=cell.cell_id, config_hash=hashes[cell.cell_id], status="failed",
+                          cell=cell.to_json(), round=rnd, rounds=self.rounds, provenance=self.provenance)
+            if isinstance(art, Outcome):
+                base.reason = f"model could not be prepared: {art.reason}"
+                self._finish(base, progress)
+                continue
+            key = (cell.model, cell.variant)
+            if key not in variants:
+                variants[key] = self._build(art, cell, progress, datasets.get(cell.model))
+            vout = variants[key]
+            if vout.kind == "user_error":
+                raise vout.value
+            if vout.kind != "ok":
+                base.status = "unsupported" if vout.kind == "unsupported" else "failed"
+                base.reason = f"variant build: {vout.reason}"
+                self._finish(base, progress)
+                continue
+            variant = vout.value
+            base.cell["method"] = variant.get("method")
+            base.variant = _variant_section(variant, cell.runner)
+            feeds = art.feeds(cell.batch_size, datasets.get(cell.model))
+            progress.start(f"{cell.cell_id} (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else cell.cell_id)
+            log = self.logs / (cell.cell_id.replace("/", "_") + ".log")
+            out = run_in_worker("effbench.execute:measure_cell",
+                                {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
+                                 "budget": self.budget, "runner_options": {}, "overhead_ns": overhead},
+                                timeout_s=self.timeout_s, log_path=log, memory_limit_mb=self.memory_limit_mb)
+            if out.kind == "ok":
+                res = out.value
+                base.status, base.reason = "ok", None
+                base.latency_ms, base.samples_ms = res["latency_ms"], res["samples_ms"]
+                base.throughput_ips = res["throughput_ips"]
+                base.memory = {**res["memory"], "model_bytes": _model_bytes(variant, cell.runner)}
+                base.variant["runtime"] = res["session"]
+            elif out.kind == "user_error":
+                raise out.value
+            else:
+                base.status = "unsupported" if out.kind == "unsupported" else "failed"
+                base.reason = out.reason
+            for hook in self.hooks:
+                hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
+            self._finish(base, progress)
+
+    def _finish(self, record: Record, progress: Progress) -> None:
+        self.store.append(record)
+        progress.advance(_one_line(record))
+
+
+def _variant_section(variant: dict, runner: str) -> dict:
+    from effbench.variants import Variant
+    return Variant.from_json(variant).record_section(runner)
+
+
+def _model_bytes(variant: dict, runner: str) -> int | None:
+    path = variant.get("onnx_path") if runner == "onnxruntime" else (variant.get("torch") or {}).get("artifact_path")
+    if path and os.path.isfile(path):
+        return os.path.getsize(path)
+    stats = (variant.get("stats") or {}).get("torch" if runner == "torch" else "onnx") or {}
+    return stats.get("size_bytes")
+
+
+def _one_line(r: Record) -> str:
+    if r.ok and r.latency_ms:
+        lat = r.latency_ms
+        flag = " UNSTABLE" if lat.get("unstable") else ""
+        return f"{r.cell_id}: ok {lat['median']:.4g} ms [{lat['ci'][0]:.4g}, {lat['ci'][1]:.4g}] n={lat['n']}{flag}"
+    return f"{r.cell_id}: {r.status}: {r.reason}"
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
+    # Re-import under the package name so pickled Outcomes name `effbench.execute`, not `__main__`.
+    from effbench.execute import _worker_main as _main
+    _main(int(sys.argv[2]), int(sys.argv[3]) or None)

@@ -1,0 +1,291 @@
+"""Energy per inference: measured from RAPL (powercap) or NVML counters, else modeled from a device profile.
+
+Every figure carries its `source` (measured:rapl | measured:nvml | modeled:<profile>); the two kinds never mix.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from effbench.errors import UserError, did_you_mean
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
+
+
+@dataclass(frozen=True)
+class EnergyModel:
+    """Per-operation energies of a device (device profiles build one from YAML)."""
+
+    pj_per_mac: dict[str, float]
+    pj_per_dram_byte: float
+    pj_per_sram_byte: float
+    static_w: float
+    source: str
+
+
+# M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V
+# (the table reproduced in Sze et al., Proc. IEEE 2017, Fig. 5 / Han et al., ISCA 2016):
+#   fp32 mult 3.7 pJ + add 0.9 pJ; fp16 mult 1.1 + add 0.4; int8 mult 0.2 + add 0.03 (per MAC: mult + add);
+#   32-bit SRAM (8 KB cache) read 5 pJ -> 1.25 pJ/byte; 32-bit DRAM read 640 pJ -> 160 pJ/byte.
+# Not in the paper, derived and labelled as assumptions:
+#   bf16 = fp16 (same 16-bit datapath class); int4 = int8 with the multiplier scaled by bits^2 and the
+#   adder by bits (0.2/4 + 0.03/2); binary = XNOR + popcount, the same scaling to 1 bit (0.2/64 + 0.03/8).
+#   static_w = 0: the paper gives dynamic energy only; static power is a device property its profile supplies.
+HOROWITZ_45NM = EnergyModel(
+    pj_per_mac={"fp32": 4.6, "fp16": 1.5, "bf16": 1.5, "int8": 0.23, "int4": 0.065, "binary": 0.006875},
+    pj_per_dram_byte=160.0,
+    pj_per_sram_byte=1.25,
+    static_w=0.0,
+    source="Horowitz ISSCC 2014 (45 nm); bf16/int4/binary derived by bit-width scaling; static power not modeled",
+)
+
+
+def _per_inference(j: float, seconds_per_inference: float) -> dict:
+    """The derived figures shared by modeled and measured results.
+
+    mW per inference (the seed's metric) = average power / inferences per second, which is numerically
+    millijoules per inference.
+    """
+    avg_power_w = j / seconds_per_inference if seconds_per_inference > 0 else None
+    ips = 1.0 / seconds_per_inference if seconds_per_inference > 0 else None
+    return {
+        "j_per_inference": j,
+        "avg_power_w": avg_power_w,
+        "inferences_per_j": 1.0 / j if j > 0 else None,
+        "mw_per_inference": avg_power_w * 1e3 / ips if avg_power_w is not None and ips else None,
+    }
+
+
+def modeled_energy(*, macs: int, bytes_moved: int, precision: str, seconds_per_inference: float,
+                   model: EnergyModel, profile_id: str) -> dict:
+    """Energy of one inference from a stated model: MACs x pJ/MAC + bytes x pJ/byte + static W x time.
+
+    All arguments describe the same unit (one inference); bytes are charged at the DRAM rate.
+    """
+    if precision not in model.pj_per_mac:
+        raise UserError(f"no energy per MAC for precision '{precision}' in profile '{profile_id}'"
+                        + did_you_mean(precision, model.pj_per_mac), field="pj_per_mac",
+                        fix="add it to the device profile; known: " + ", ".join(model.pj_per_mac))
+    if seconds_per_inference <= 0:
+        raise ValueError(f"seconds_per_inference must be > 0, got {seconds_per_inference}")
+    compute_j = macs * model.pj_per_mac[precision] * 1e-12
+    memory_j = bytes_moved * model.pj_per_dram_byte * 1e-12
+    static_j = model.static_w * seconds_per_inference
+    out = {"source": f"modeled:{profile_id}"}
+    out.update(_per_inference(compute_j + memory_j + static_j, seconds_per_inference))
+    out["breakdown"] = {"compute_j": compute_j, "memory_j": memory_j, "static_j": static_j,
+                        "pj_per_mac": model.pj_per_mac[precision], "pj_per_byte": model.pj_per_dram_byte,
+                        "static_w": model.static_w, "model_source": model.source}
+    return out
+
+
+# ----------------------------------------------------------------------------------------- counters
+
+class Meter(Protocol):
+    available: bool
+    reason: str | None
+    source: str
+
+    def sample_idle_w(self, seconds: float) -> float: ...
+    def window(self) -> "EnergyWindow": ...
+
+
+@dataclass
+class EnergyWindow:
+    """Counter readings around a timed loop; `result()` turns them into the measured energy dict."""
+
+    meter: "_CounterMeter"
+    start: dict[str, float] = field(default_factory=dict)
+    end: dict[str, float] = field(default_factory=dict)
+    t0: float = 0.0
+    t1: float = 0.0
+    reason: str | None = None
+
+    def __enter__(self) -> "EnergyWindow":
+        self.t0 = self.meter.clock()
+        self.start = self.meter.read_j()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end = self.meter.read_j()
+        self.t1 = self.meter.clock()
+
+    @property
+    def window_s(self) -> float:
+        return self.t1 - self.t0
+
+    def joules(self) -> dict[str, float]:
+        return {d: self.meter.delta_j(d, self.start[d], self.end[d]) for d in self.start if d in self.end}
+
+    def long_enough(self) -> bool:
+        """True once the window spans the counter's update period (the worker loops until it does)."""
+        return self.meter.clock() - self.t0 >= self.meter.min_window_s
+
+    def result(self, inferences: int, elapsed_s: float, idle_w: float | None) -> dict | None:
+        """Measured energy per inference (gross and net of idle), or None with `self.reason` set."""
+        if inferences <= 0 or elapsed_s <= 0:
+            self.reason = "no inferences in the window"
+            return None
+        if self.window_s < self.meter.min_window_s:
+            self.reason = (f"window {self.window_s:.3f} s is shorter than the counter's update period "
+                           f"({self.meter.min_window_s} s)")
+            return None
+        domains = self.joules()
+        gross = sum(domains.values())
+        if gross <= 0:
+            self.reason = "energy counter did not advance during the window"
+            return None
+        # The counters span the whole window; the runner's elapsed time is the inference time within it.
+        gross_j = gross / inferences
+        idle_j = (idle_w or 0.0) * self.window_s / inferences
+        net_j = gross_j - idle_j
+        out: dict[str, Any] = {"source": self.meter.source}
+        seconds = elapsed_s / inferences
+        if net_j > 0:
+            out.update(_per_inference(net_j, seconds))
+        else:
+            out.update({"j_per_inference": None, "avg_power_w": None, "inferences_per_j": None,
+                        "mw_per_inference": None})
+            out["reason"] = "net energy not positive: idle power noise exceeds the load"
+        out.update({"gross_j_per_inference": gross_j, "gross_avg_power_w": gross / self.window_s,
+                    "idle_w": idle_w, "window_s": self.window_s, "domains": domains})
+        return out
+
+
+@dataclass
+class _CounterMeter:
+    """A meter over cumulative energy counters (joules by domain) with wraparound ranges."""
+
+    source: str
+    read_j: Callable[[], dict[str, float]]
+    ranges_j: dict[str, float]
+    min_window_s: float
+    clock: Callable[[], float] = time.perf_counter
+    sleep: Callable[[float], None] = time.sleep
+    available: bool = True
+    reason: str | None = None
+
+    def delta_j(self, domain: str, start: float, end: float) -> float:
+        if end >= start:
+            return end - start
+        # The counter wrapped once (it restarts at 0 after max_energy_range_uj).
+        return end + self.ranges_j.get(domain, 0.0) - start
+
+    def sample_idle_w(self, seconds: float) -> float:
+        with self.window() as w:
+            self.sleep(seconds)
+        return sum(w.joules().values()) / w.window_s if w.window_s > 0 else 0.0
+
+    def window(self) -> EnergyWindow:
+        return EnergyWindow(self)
+
+
+@dataclass
+class Unavailable:
+    """No counter can be read here; `reason` says why (the caller falls back to the model)."""
+
+    reason: str
+    available: bool = False
+    source: str = "none"
+    min_window_s: float = 0.0
+
+    def sample_idle_w(self, seconds: float) -> float:
+        raise RuntimeError(f"no energy counter: {self.reason}")
+
+    def window(self) -> EnergyWindow:
+        raise RuntimeError(f"no energy counter: {self.reason}")
+
+
+# RAPL counters update about every 1 ms; codecarbon and zeus read over windows of 10s of ms or more.
+RAPL_MIN_WINDOW_S = 0.05
+# NVML's total-energy counter refreshes far less often (tens of ms); a longer window keeps the error small.
+NVML_MIN_WINDOW_S = 0.2
+
+
+def _rapl_zones(root: Path) -> list[Path]:
+    """Package zones and DRAM zones (top level or sub-zone); core/uncore/psys would double count."""
+    zones = []
+    for z in sorted(root.glob("intel-rapl:*")):
+        try:
+            name = (z / "name").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith("package") or name == "dram":
+            zones.append(z)
+        for sub in sorted(z.glob("intel-rapl:*:*")):
+            try:
+                if (sub / "name").read_text().strip() == "dram":
+                    zones.append(sub)
+            except OSError:
+                continue
+    return zones
+
+
+def _rapl_meter(root: Path, clock: Callable[[], float], sleep: Callable[[float], None]) -> _CounterMeter | Unavailable:
+    if not root.is_dir():
+        return Unavailable(f"no powercap interface at {root} (a VM or a kernel without RAPL)")
+    zones = _rapl_zones(root)
+    if not zones:
+        return Unavailable(f"no package or dram RAPL zone under {root}")
+    names: dict[Path, str] = {}
+    ranges: dict[str, float] = {}
+    for z in zones:
+        label = (z / "name").read_text().strip()
+        if label in ranges:
+            label = f"{label}@{z.name}"
+        names[z] = label
+        try:
+            (z / "energy_uj").read_text()
+            ranges[label] = int((z / "max_energy_range_uj").read_text()) / 1e6
+        except PermissionError:
+            return Unavailable(f"permission denied reading {z / 'energy_uj'} (root-only on patched kernels; "
+                               "grant read access or run as root)")
+        except (OSError, ValueError) as exc:
+            return Unavailable(f"cannot read {z}: {exc}")
+
+    def read_j() -> dict[str, float]:
+        return {names[z]: int((z / "energy_uj").read_text()) / 1e6 for z in zones}
+
+    return _CounterMeter("measured:rapl", read_j, ranges, RAPL_MIN_WINDOW_S, clock, sleep)
+
+
+def _nvml_meter(nvml: Any, clock: Callable[[], float], sleep: Callable[[float], None]) -> _CounterMeter | Unavailable:
+    if nvml is None:
+        try:
+            import pynvml as nvml  # nvidia-ml-py
+        except ImportError:
+            return Unavailable("nvidia-ml-py (pynvml) is not installed")
+    try:
+        nvml.nvmlInit()
+        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        if not handles:
+            return Unavailable("NVML found no GPU")
+        for h in handles:
+            nvml.nvmlDeviceGetTotalEnergyConsumption(h)  # mJ since driver load (Volta and newer)
+    except Exception as exc:  # noqa: BLE001 - NVMLError and friends: no counter, fall back
+        return Unavailable(f"NVML total energy not readable: {exc}")
+
+    def read_j() -> dict[str, float]:
+        return {f"gpu{i}": nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3 for i, h in enumerate(handles)}
+
+    return _CounterMeter("measured:nvml", read_j, {}, NVML_MIN_WINDOW_S, clock, sleep)
+
+
+def detect_meter(powercap_root: str | Path = "/sys/class/powercap", nvml: Any = None, *, gpu: bool | None = None,
+                 clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> _CounterMeter | Unavailable:
+    """The readable counter for the runtime: NVML for a GPU runtime (`gpu=True`), RAPL for a CPU one.
+
+    Returns Unavailable(reason) when it cannot be read (the caller then models energy). A GPU runtime
+    never falls back to RAPL: the CPU package alone would be a partial figure presented as whole.
+    `nvml` replaces the `pynvml` module (tests pass a fake; passing one implies `gpu`); `clock`/`sleep`
+    likewise.
+    """
+    if gpu is None:
+        gpu = nvml is not None
+    if gpu:
+        return _nvml_meter(nvml, clock, sleep)
+    return _rapl_meter(Path(powercap_root), clock, sleep)

@@ -1,0 +1,44 @@
+"""Memory of the worker process: baseline RSS before loading, and the kernel's peak RSS.
+
+Peak comes from the kernel's own high-water mark of this process image (VmHWM in /proc/self/status),
+so it needs no sampling thread that would perturb the timing loop. Not getrusage's ru_maxrss: Linux
+carries that across exec, so a spawned worker would inherit its parent's peak.
+"""
+from __future__ import annotations
+
+import resource
+import sys
+
+import psutil
+
+
+def rss_bytes() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+def peak_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
+
+
+def limit_address_space(limit_mb: int | None) -> None:
+    """Run this worker under an address-space limit, so a runaway cell fails alone."""
+    if limit_mb:
+        limit = int(limit_mb) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def gpu_peak_bytes() -> dict:
+    """Device memory peak where a GPU runtime reports it (absent on CPU-only machines)."""
+    out: dict = {}
+    mod = sys.modules.get("torch")
+    if mod is not None and getattr(mod, "cuda", None) is not None and mod.cuda.is_available():
+        out["torch_cuda_max_allocated_bytes"] = int(mod.cuda.max_memory_allocated())
+    return out

@@ -1,0 +1,409 @@
+"""The suite: its v1 YAML schema, loading with line numbers, validation, and expansion into cells.
+
+Owns no runtime: it must stay importable without onnxruntime or torch.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from effbench.errors import UserError, did_you_mean
+from effbench.yamlsource import LineMap, dotted, load_yaml
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
+# A precision label is a precision, optionally with a method: "int8-static", "int8-dynamic".
+PRECISION_METHODS = {"int8": ("static", "dynamic"), "fp16": (), "bf16": (), "fp32": (), "int4": (), "binary": ()}
+PRECISION_LABELS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic", "int8-static", "int4", "binary")
+RUNNER_NAMES = ("onnxruntime", "torch")
+SCENARIOS = ("single-stream", "offline")
+BUILTIN_MODELS = ("mlp", "digits-cnn", "tiny-transformer")
+BUILTIN_DATASETS = ("digits",)
+DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8", "int8")
+QUALITY_METRICS = ("top1", "cosine")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class InputSpec(_Strict):
+    shape: list[Annotated[int, Field(gt=0, lt=2**31)] | str] = Field(min_length=1, max_length=8)
+    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
+    range: tuple[float, float] | None = None  # for generated inputs: [low, high)
+
+    @field_validator("shape")
+    @classmethod
+    def _symbols(cls, v: list) -> list:
+        for d in v:
+            if isinstance(d, str) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d):
+                raise ValueError(f"dimension '{d}' must be a positive integer or a name such as 'batch'")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> InputSpec:
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError("range must be [low, high] with low < high")
+        return self
+
+
+class Source(_Strict):
+    onnx: str | None = None
+    torch: str | None = None
+    builtin: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Source:
+        given = [k for k in ("onnx", "torch", "builtin") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of onnx: PATH, torch: \"package.module:factory\", builtin: NAME")
+        if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
+            raise ValueError(f"unknown builtin model '{self.builtin}'{did_you_mean(self.builtin, BUILTIN_MODELS)}; "
+                             f"expected one of {', '.join(BUILTIN_MODELS)}")
+        if self.torch is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.torch):
+            raise ValueError(f"torch source '{self.torch}' must look like \"package.module:factory\"")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("onnx", "torch", "builtin") if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> str:
+        return getattr(self, self.kind)
+
+
+class DatasetSpec(_Strict):
+    builtin: str | None = None
+    npz: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> DatasetSpec:
+        given = [k for k in ("builtin", "npz") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of builtin: NAME or npz: PATH")
+        if self.builtin is not None and self.builtin not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown builtin dataset '{self.builtin}'{did_you_mean(self.builtin, BUILTIN_DATASETS)}; "
+                             f"expected one of {', '.join(BUILTIN_DATASETS)}")
+        return self
+
+
+class ExportSpec(_Strict):
+    exporter: Literal["dynamo", "legacy"] = "dynamo"
+    opset: Annotated[int, Field(ge=7, le=23)] | None = None
+
+
+class ModelSpec(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+    source: Source
+    inputs: dict[str, InputSpec] | None = None
+    dims: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
+    dataset: DatasetSpec | None = None
+    task: Literal["classification", "embedding"] | None = None
+    export: ExportSpec = Field(default_factory=ExportSpec)
+
+    @field_validator("inputs")
+    @classmethod
+    def _nonempty(cls, v: dict | None) -> dict | None:
+        if v is not None and not v:
+            raise ValueError("inputs must name at least one input (or leave inputs out to read them from the model)")
+        return v
+
+
+class RunnerSpec(_Strict):
+    name: str
+    threads: Annotated[int, Field(ge=1, le=1024)] = 1
+    compile: bool = False
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in RUNNER_NAMES:
+            raise ValueError(f"unknown runner '{v}'{did_you_mean(v, RUNNER_NAMES)}; expected one of {', '.join(RUNNER_NAMES)}")
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.id or (f"{self.name}-compile" if self.compile else self.name)
+
+
+class MeasureSpec(_Strict):
+    warmup_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    min_time_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    max_time_s: Annotated[float, Field(gt=0, le=86400)] = 20.0
+    target_rel_ci: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 1
+    timeout_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    memory_limit_mb: Annotated[int, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> MeasureSpec:
+        if self.max_time_s < self.min_time_s:
+            raise ValueError("max_time_s must be at least min_time_s")
+        return self
+
+
+class QualitySpec(_Strict):
+    metric: Literal[QUALITY_METRICS] | None = None  # type: ignore[valid-type]
+    min_relative: Annotated[float, Field(gt=0, le=1)] = 0.99
+    samples: Annotated[int, Field(gt=0)] | None = None
+
+
+class GateSpec(_Strict):
+    rules: list[str] = Field(default_factory=list)
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01
+
+
+PrecisionEntry = Union[str, dict[str, dict[str, Any]]]
+
+
+class SuiteSpec(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+    models: list[ModelSpec] = Field(min_length=1)
+    precisions: list[PrecisionEntry] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    runners: list[RunnerSpec] = Field(default_factory=lambda: [RunnerSpec(name="onnxruntime")], min_length=1)
+    batch_sizes: list[Annotated[int, Field(gt=0, le=1_000_000)]] = Field(default_factory=lambda: [1], min_length=1)
+    scenarios: list[Literal[SCENARIOS]] = Field(default_factory=lambda: ["single-stream"], min_length=1)  # type: ignore[valid-type]
+    devices: list[str] = Field(default_factory=lambda: ["local"])
+    measure: MeasureSpec = Field(default_factory=MeasureSpec)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
+    gate: GateSpec = Field(default_factory=GateSpec)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """One entry of `precisions:`: a label as the user wrote it, its precision, method and options."""
+
+    label: str
+    precision: str
+    method: str | None
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def _parse_precision(entry: PrecisionEntry) -> PrecisionChoice:
+    if isinstance(entry, dict):
+        if len(entry) != 1:
+            raise ValueError("a precision with options is a one-key mapping, e.g. {int8: {method: static}}")
+        (label, options), = entry.items()
+        options = dict(options or {})
+    else:
+        label, options = entry, {}
+    if label not in PRECISION_LABELS:
+        raise ValueError(f"unknown precision '{label}'{did_you_mean(label, PRECISION_LABELS)}; "
+                         f"expected one of {', '.join(PRECISION_LABELS)}")
+    precision, _, method = label.partition("-")
+    if "method" in options:
+        m = options.pop("method")
+        if m not in PRECISION_METHODS.get(precision, ()):
+            allowed = ", ".join(PRECISION_METHODS.get(precision, ())) or "none"
+            raise ValueError(f"unknown method '{m}' for {precision}; expected one of {allowed}")
+        if method and m != method:
+            raise ValueError(f"'{label}' already names method '{method}'")
+        method = m
+        label = f"{precision}-{method}"
+    return PrecisionChoice(label=label, precision=precision, method=method or None, options=options)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One thing to measure: model x variant x runner x batch size x scenario."""
+
+    model: str
+    variant: str          # the precision label, e.g. "int8-static"
+    precision: str
+    method: str | None
+    runner: str
+    runner_label: str
+    threads: int
+    compile: bool
+    batch_size: int
+    scenario: str
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.model}/{self.variant}/{self.runner_label}/b{self.batch_size}/{self.scenario}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "variant": self.variant, "precision": self.precision,
+                "method": self.method, "runner": self.runner, "runner_label": self.runner_label,
+                "threads": self.threads, "compile": self.compile, "batch_size": self.batch_size,
+                "scenario": self.scenario}
+
+
+@dataclass
+class Suite:
+    """A validated suite and where it came from."""
+
+    spec: SuiteSpec
+    path: Path
+    sha256: str
+    lines: LineMap
+    precision_choices: list[PrecisionChoice]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def model(self, model_id: str) -> ModelSpec:
+        return next(m for m in self.spec.models if m.id == model_id)
+
+    def choice(self, label: str) -> PrecisionChoice:
+        return next(c for c in self.precision_choices if c.label == label)
+
+    def line(self, *path: Any) -> int | None:
+        return self.lines.line(tuple(path))
+
+    def error(self, message: str, *path: Any, fix: str | None = None) -> UserError:
+        return UserError(message, file=self.path, line=self.line(*path), field=dotted(tuple(path)), fix=fix)
+
+    def cells(self, only: str | list[str] | None = None) -> list[Cell]:
+        out = []
+        for m in self.spec.models:
+            for c in self.precision_choices:
+                for r in self.spec.runners:
+                    for b in self.spec.batch_sizes:
+                        for s in self.spec.scenarios:
+                            out.append(Cell(model=m.id, variant=c.label, precision=c.precision, method=c.method,
+                                            runner=r.name, runner_label=r.label, threads=r.threads,
+                                            compile=r.compile, batch_size=b, scenario=s))
+        if only:
+            globs = [only] if isinstance(only, str) else list(only)
+            out = [c for c in out if any(fnmatch.fnmatchcase(c.cell_id, g) for g in globs)]
+        return out
+
+    def config_hash(self, cell: Cell) -> str:
+        """Identity of a cell's configuration: what would make a stored measurement stale."""
+        m = self.model(cell.model)
+        payload = {"cell": cell.to_json(), "model": m.model_dump(mode="json"),
+                   "options": self.choice(cell.variant).options,
+                   "measure": self.spec.measure.model_dump(mode="json", exclude={"rounds"}),
+                   "quality": self.spec.quality.model_dump(mode="json")}
+        src = m.source
+        if src.kind == "onnx":
+            p = (self.base_dir / src.onnx)
+            payload["onnx_sha256"] = _file_sha256(p) if p.is_file() else None
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pydantic_error(e: ValidationError, file: Path, lines: LineMap, data: Any) -> UserError:
+    err = e.errors(include_url=False)[0]
+    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x.startswith("function-") or x in
+                ("str", "int", "float", "bool", "list", "dict", "tuple", "none", "literal") or x.startswith("dict[") or x.startswith("list["))))
+    loc = tuple(x for x in loc if x not in ("str", "dict[str,dict[str,any]]"))
+    kind = err["type"]
+    msg = err["msg"]
+    fix = None
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        parent = _known_fields(loc[:-1], data)
+        msg = f"unknown key '{key}'{did_you_mean(str(key), parent)}"
+        fix = f"expected one of {', '.join(parent)}" if parent else "remove it"
+    elif kind == "missing":
+        msg = f"missing required key '{loc[-1]}'"
+        fix = f"add {loc[-1]}:"
+    elif kind.startswith("value_error"):
+        msg = msg.removeprefix("Value error, ")
+    elif kind in ("too_short",):
+        msg = "must not be empty"
+        fix = "give at least one entry"
+    else:
+        got = err.get("input")
+        shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        msg = f"{msg[0].lower()}{msg[1:]} (got {shown})"
+    return UserError(msg, file=file, line=lines.line(loc), field=dotted(loc), fix=fix)
+
+
+_FIELDS_BY_PATH = {
+    (): SuiteSpec, ("models", int): ModelSpec, ("models", int, "source"): Source,
+    ("models", int, "dataset"): DatasetSpec, ("models", int, "export"): ExportSpec,
+    ("models", int, "inputs", str): InputSpec, ("runners", int): RunnerSpec, ("measure",): MeasureSpec,
+    ("quality",): QualitySpec, ("gate",): GateSpec,
+}
+
+
+def _known_fields(loc: tuple, data: Any) -> list[str]:
+    shape = tuple(int if isinstance(x, int) else x for x in loc)
+    for key, cls in _FIELDS_BY_PATH.items():
+        if len(key) == len(shape) and all(k is str or k == s for k, s in zip(key, shape)):
+            return list(cls.model_fields)
+    return []
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read, validate and check a suite file; every problem is a one-line UserError."""
+    p = Path(path)
+    data, lines = load_yaml(p, what="suite file")
+    if not isinstance(data, dict):
+        raise UserError("a suite is a YAML mapping with name:, models:, precisions: ...", file=p, line=1,
+                        fix="see suites/quickstart.yaml for the v1 form")
+    try:
+        spec = SuiteSpec.model_validate(data)
+    except ValidationError as e:
+        raise _pydantic_error(e, p, lines, data) from None
+    choices = []
+    for i, entry in enumerate(spec.precisions):
+        try:
+            choices.append(_parse_precision(entry))
+        except ValueError as e:
+            raise UserError(str(e), file=p, line=lines.line(("precisions", i)), field=f"precisions[{i}]",
+                            fix=None) from None
+    suite = Suite(spec=spec, path=p, sha256=hashlib.sha256(p.read_bytes()).hexdigest(), lines=lines,
+                  precision_choices=choices)
+    _check_unique(suite)
+    _check_paths(suite)
+    return suite
+
+
+def _check_unique(suite: Suite) -> None:
+    s = suite.spec
+    for what, values in (("models", [m.id for m in s.models]), ("precisions", [c.label for c in suite.precision_choices]),
+                         ("runners", [r.label for r in s.runners]), ("batch_sizes", s.batch_sizes),
+                         ("scenarios", s.scenarios), ("devices", s.devices)):
+        seen: set = set()
+        for i, v in enumerate(values):
+            if v in seen:
+                path = (what, i, "id") if what == "models" else (what, i)
+                hint = "give each runner entry its own id:" if what == "runners" else "remove the repeat"
+                raise suite.error(f"duplicate entry '{v}'", *path, fix=hint)
+            seen.add(v)
+    for i, m in enumerate(s.models):
+        for name, spec in (m.inputs or {}).items():
+            for j, d in enumerate(spec.shape):
+                if isinstance(d, str) and d != "batch" and d not in m.dims:
+                    raise suite.error(f"dimension '{d}' is not bound", "models", i, "inputs", name, "shape", j,
+                                      fix=f"add dims: {{{d}: N}} to model '{m.id}' or use a number")
+
+
+def _check_paths(suite: Suite) -> None:
+    for i, m in enumerate(suite.spec.models):
+        if m.source.kind == "onnx":
+            f = suite.base_dir / m.source.onnx
+            if not f.is_file():
+                raise suite.error(f"model file not found: {f}", "models", i, "source", "onnx",
+                                  fix="give a path relative to the suite file")
+        if m.dataset and m.dataset.npz is not None:
+            f = suite.base_dir / m.dataset.npz
+            if not f.is_file():
+                raise suite.error(f"dataset file not found: {f}", "models", i, "dataset", "npz",
+                                  fix="give a path relative to the suite file")

@@ -1,0 +1,134 @@
+"""Roofline arithmetic, memory fit, unsupported precisions, and no-data cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from effbench.devices.project import project_record
+from effbench.measure.energy import HOROWITZ_45NM
+
+
+def test_compute_bound_latency_and_energy(toy, make_record):
+    # 1e9 MACs at 2e9 ops/s = 1 s compute; 1e6 bytes at 1e9 B/s = 1 ms; 10 nodes x 1 us overhead
+    rec = make_record(macs=1e9, bytes_moved=1e6, nodes=10, batch=1)
+    p = project_record(rec, [toy])["toy"]
+    assert p["status"] == "ok" and p["label"] == "projected" and p["bound"] == "compute"
+    assert p["latency_ms"] == pytest.approx(1000.0 + 0.01)
+    assert p["energy_source"] == "projected:toy"
+    # Horowitz fp32: 4.6 pJ/MAC, 160 pJ/DRAM byte, no static power
+    expected_mj = (1e9 * 4.6 + 1e6 * 160.0) * 1e-12 * 1e3
+    assert HOROWITZ_45NM.pj_per_mac["fp32"] == 4.6
+    assert p["energy_mj"] == pytest.approx(expected_mj)
+
+
+def test_memory_bound_and_precision_peak(toy, make_record):
+    # int8: 1e6 MACs at 8e9 ops/s = 0.25 ms; 5e6 bytes at 1e9 B/s = 5 ms
+    rec = make_record(macs=1e6, bytes_moved=5e6, precision="int8", nodes=0)
+    p = project_record(rec, [toy])["toy"]
+    assert p["bound"] == "memory"
+    assert p["latency_ms"] == pytest.approx(5.0)
+    assert p["compute_ms"] == pytest.approx(0.25)
+
+
+def test_derates_scale_each_roof(make_profile, make_record):
+    prof = make_profile(derate={"compute": {"value": 0.5, "source": "test"},
+                                "memory": {"value": 0.25, "source": "test"},
+                                "compute_by": {"onnxruntime/int8": {"value": 0.1, "source": "test"}}})
+    fp32 = project_record(make_record(macs=1e9, bytes_moved=1e6, nodes=0), [prof])["toy"]
+    assert fp32["latency_ms"] == pytest.approx(2000.0)            # 1 s / 0.5
+    int8 = project_record(make_record(macs=1e9, bytes_moved=1e6, nodes=0, precision="int8"), [prof])["toy"]
+    assert int8["latency_ms"] == pytest.approx(250.0 / 0.1)      # runner/precision derate wins
+    torch_int8 = project_record(make_record(macs=1e9, bytes_moved=1e6, nodes=0, precision="int8",
+                                            runner="torch"), [prof])["toy"]
+    assert torch_int8["latency_ms"] == pytest.approx(500.0)      # falls back to the global derate
+    mem = project_record(make_record(macs=1, bytes_moved=1e9, nodes=0), [prof])["toy"]
+    assert mem["latency_ms"] == pytest.approx(4000.0)            # 1 s / 0.25
+
+
+def test_work_counted_at_other_batch_is_rescaled(toy, make_record):
+    rec = make_record(macs=1e8, bytes_moved=1e3, nodes=0, batch=32, batch_size=1)
+    p = project_record(rec, [toy])["toy"]
+    assert p["latency_ms"] == pytest.approx(32 * 100.0)
+    assert p["batch_size"] == 32
+
+
+def test_fp32_minilm_does_not_fit_cortex_m7(make_record):
+    from effbench.devices import load_profiles
+    m7, = load_profiles(["cortex-m7"])
+    # MiniLM-L6 fp32: about 22.7M params x 4 bytes of weights
+    rec = make_record(macs=1.1e9, bytes_moved=1e8, weight_bytes=90_900_000, activation_bytes=400_000)
+    p = project_record(rec, [m7])["cortex-m7"]
+    assert p["status"] == "ok" and p["fits"] is False
+    # weights over the 2 MiB flash; activations fit the 1 MiB RAM
+    assert p["shortfall_bytes"] == pytest.approx(90_900_000 - 2 * 2**20)
+    small = project_record(make_record(weight_bytes=100_000, activation_bytes=50_000), [m7])["cortex-m7"]
+    assert small["fits"] is True and small["shortfall_bytes"] == 0
+
+
+def test_fit_against_capacity(toy, make_record):
+    p = project_record(make_record(weight_bytes=800_000, activation_bytes=300_000), [toy])["toy"]
+    assert p["fits"] is False and p["shortfall_bytes"] == pytest.approx(100_000)
+
+
+def test_bf16_on_coral_is_unsupported(make_record):
+    from effbench.devices import load_profiles
+    coral, = load_profiles(["coral-edge-tpu"])
+    p = project_record(make_record(precision="bf16"), [coral])["coral-edge-tpu"]
+    assert p["status"] == "unsupported" and "bf16" in p["reason"]
+    assert p["latency_ms"] is None and p["energy_mj"] is None
+    ok = project_record(make_record(precision="int8"), [coral])["coral-edge-tpu"]
+    assert ok["status"] == "ok"
+    # the vendor's 2 TOPS/W gives 1 pJ/MAC instead of Horowitz's 0.23
+    assert ok["energy_mj"] == pytest.approx((1e9 * 1.0 + 1e6 * 160.0) * 1e-9)
+
+
+def test_binary_projects_only_where_declared(toy, make_profile, make_record):
+    rec = make_record(precision="binary", emulated=True, macs=1e9, nodes=0)
+    assert project_record(rec, [toy])["toy"]["status"] == "unsupported"
+    binary = make_profile(peak_ops={"binary": {"dense": {"value": 1e12, "source": "test"}}})
+    p = project_record(rec, [binary])["toy"]
+    assert p["status"] == "ok" and p["latency_ms"] == pytest.approx(max(2e9 / 1e12, 1e6 / 1e9) * 1e3)
+
+
+def test_unpublished_peak_is_no_data(make_record):
+    from effbench.devices import load_profiles
+    sd, = load_profiles(["snapdragon-8-gen-2"])
+    p = project_record(make_record(precision="int8"), [sd])["snapdragon-8-gen-2"]
+    assert p["status"] == "no-data" and "publishes no throughput" in p["reason"]
+
+
+@pytest.mark.parametrize("stats,why", [({"macs": None}, "macs"), ({"bytes_moved": None}, "bytes_moved"),
+                                       ({"macs": float("nan")}, "macs"), ({"macs": "lots"}, "macs")])
+def test_missing_work_is_no_data(toy, make_record, stats, why):
+    p = project_record(make_record(**stats), [toy])["toy"]
+    assert p["status"] == "no-data" and why in p["reason"]
+
+
+def test_failed_record_and_empty_stats_never_raise(toy, make_record):
+    from effbench.results import Record
+    failed = make_record(status="failed")
+    failed.reason = "timeout"
+    assert project_record(failed, [toy])["toy"]["status"] == "no-data"
+    bare = Record(cell_id="c", config_hash="h", status="ok")
+    p = project_record(bare, [toy])["toy"]
+    assert p["status"] == "no-data"
+
+
+def test_local_profile_reports_error_against_measured(make_profile, make_record):
+    local = make_profile(id="local")
+    p = project_record(make_record(macs=1e9, bytes_moved=1e6, nodes=0, median_ms=500.0), [local])["local"]
+    assert p["measured_latency_ms"] == 500.0
+    assert p["error_pct"] == pytest.approx(100.0)
+
+
+def test_onchip_bandwidth_when_working_set_fits(make_profile, make_record):
+    prof = make_profile(memory={"bandwidth_bytes_per_s": {"value": 1e9, "source": "test"},
+                                "sram_bytes": {"value": 1e6, "source": "test"},
+                                "sram_bandwidth_bytes_per_s": {"value": 1e11, "source": "test"}})
+    p = project_record(make_record(macs=1, bytes_moved=1e8, nodes=0, weight_bytes=1000, activation_bytes=1000),
+                       [prof])["toy"]
+    assert p["latency_ms"] == pytest.approx(1.0)   # 1e8 B at 1e11 B/s
+    big = project_record(make_record(macs=1, bytes_moved=1e8, nodes=0, weight_bytes=2e6), [prof])["toy"]
+    assert big["latency_ms"] == pytest.approx(100.0)
+    assert math.isfinite(big["energy_mj"])
