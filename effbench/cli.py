@@ -51,8 +51,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
         raise UserError("--rounds must be at least 1", field="--rounds", fix="use --rounds 3 for example")
     suite = load_suite(a.suite)
     out = Path(a.output) if a.output else Path("reports") / suite.name
-    results = run(suite, out_dir=out, only=a.only, resume=a.resume, rounds=a.rounds, quick=a.quick,
-                  cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout)
+    try:
+        results = run(suite, out_dir=out, only=a.only, resume=a.resume, rounds=a.rounds, quick=a.quick,
+                      cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout)
+    except UserError as e:
+        raise suite.locate(e) from None
     for w in results.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(summary_table(results))
@@ -98,10 +101,36 @@ def summary_table(results) -> str:
 def _cmd_validate(a: argparse.Namespace) -> int:
     from effbench.suite import load_suite
     suite = load_suite(a.suite)
+    try:
+        deep = check_models(suite)
+    except UserError as e:
+        raise suite.locate(e) from None
     cells = suite.cells()
+    if deep:
+        print(f"checked inputs and datasets of: {', '.join(deep)}")
     print(f"{suite.path}: ok: {len(suite.spec.models)} model(s), {len(suite.precision_choices)} precision(s), "
           f"{len(suite.spec.runners)} runner(s) -> {len(cells)} cells")
     return 0
+
+
+def check_models(suite) -> list[str]:
+    """Open what can be opened without running anything: ONNX inputs vs the suite, datasets vs inputs.
+
+    torch and builtin sources are exported at run time (that imports torch); they are checked then.
+    """
+    from effbench.models.datasets import load_dataset
+    from effbench.models.sources import prepare
+    checked = []
+    for i, m in enumerate(suite.spec.models):
+        if m.source.kind != "onnx":
+            continue
+        art = prepare(m, i, base_dir=suite.base_dir, suite_file=str(suite.path), cache_dir=Path("/nonexistent"))
+        if m.dataset is not None:
+            shapes = {inp.name: (list(inp.concrete(1, art.dims)[1:]), inp.dtype) for inp in art.inputs}
+            load_dataset(m.dataset, shapes, base_dir=suite.base_dir, suite_file=str(suite.path),
+                         field=f"models[{i}].dataset")
+        checked.append(m.id)
+    return checked
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate}

@@ -176,7 +176,7 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
     """The measuring worker: load the variant, time it by DESIGN.md's rules, report memory."""
     import numpy as np
 
-    from effbench.measure import memory
+    from effbench.measure import energy, memory
     from effbench.measure.latency import Budget, loop_overhead_ns, measure_latency
     from effbench.runners import Unsupported, get_runner
     from effbench.variants import Variant
@@ -194,13 +194,25 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
     arrays = {k: np.asarray(a) for k, a in feeds.items()}
     call = session.timed_call(arrays)
     overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
-    stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
+    on_gpu = any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
+    meter = energy.detect_meter(gpu=on_gpu)
+    idle_w = meter.sample_idle_w(0.5) if meter.available else None
+    if meter.available:
+        with meter.window() as window:
+            stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
+    else:
+        stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
     peak = memory.peak_rss_bytes()
     lat = stats.to_json()
-    throughput = cell["batch_size"] * lat["calls"] / stats.elapsed_s if stats.elapsed_s else None
+    inferences = cell["batch_size"] * lat["calls"]
+    measured, why = None, meter.reason
+    if meter.available:
+        measured = window.result(inferences=inferences, elapsed_s=stats.elapsed_s, idle_w=idle_w)
+        why = window.reason
+    throughput = inferences / stats.elapsed_s if stats.elapsed_s else None
     return {"latency_ms": lat, "samples_ms": stats.stored_samples_ms(), "throughput_ips": throughput,
             "memory": {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **memory.gpu_peak_bytes()},
-            "session": session.info, "loop_overhead_ns": overhead}
+            "session": session.info, "loop_overhead_ns": overhead, "energy": measured, "energy_reason": why}
 
 
 # ----------------------------------------------------------------------------------- output lock
@@ -337,6 +349,8 @@ class Runner:
         m = suite.spec.measure
         self.timeout_s = opts.timeout_s or m.timeout_s or (self.budget["max_time_s"] + self.budget["warmup_s"] + 600)
         self.memory_limit_mb = m.memory_limit_mb
+        self._work_cache: dict = {}
+        self.profiles: list = []
 
     # -- plan
     def run(self) -> Results:
@@ -348,6 +362,13 @@ class Runner:
         done = self._done_set()
         self.opts.out_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        from effbench.devices import load_profiles
+        progress_note = "measuring the local device profile" if "local" in self.suite.spec.devices else ""
+        if progress_note and self.opts.progress:
+            print(f"effbench: {progress_note} (cached after the first time)", file=sys.stderr)
+        self.profiles = load_profiles(list(self.suite.spec.devices), base_dir=self.suite.base_dir,
+                                      suite_file=str(self.suite.path), cache_dir=self.opts.cache_dir,
+                                      quick=self.opts.quick)
         from effbench.measure.speed import speed_index
         self.provenance = provenance(suite_sha256=self.suite.sha256, speed=speed_index(), run_id=self.run_id)
         hashes = {c.cell_id: self.suite.config_hash(c) for c in cells}
@@ -453,6 +474,7 @@ class Runner:
                                 {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
                                  "budget": self.budget, "runner_options": {}, "overhead_ns": overhead},
                                 timeout_s=self.timeout_s, log_path=log, memory_limit_mb=self.memory_limit_mb)
+            base.model_stats = self._work(variant, art, cell)
             if out.kind == "ok":
                 res = out.value
                 base.status, base.reason = "ok", None
@@ -460,6 +482,10 @@ class Runner:
                 base.throughput_ips = res["throughput_ips"]
                 base.memory = {**res["memory"], "model_bytes": _model_bytes(variant, cell.runner)}
                 base.variant["runtime"] = res["session"]
+                base.energy = res["energy"] or self._modeled_energy(base, res.get("energy_reason"))
+                if self.profiles:
+                    from effbench.devices import project_record
+                    base.projections = project_record(base, self.profiles)
             elif out.kind == "user_error":
                 raise out.value
             else:
@@ -469,9 +495,66 @@ class Runner:
                 hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
             self._finish(base, progress)
 
+    def _work(self, variant: dict, art, cell: Cell) -> dict | None:
+        """Work figures for this variant at this batch size, counted from its ONNX graph.
+
+        The torch side of a variant runs the same operators as the FP32 graph at its own bit widths,
+        so its MACs come from the FP32 graph and its BOPs from the variant's weight and activation bits.
+        """
+        from effbench.measure.flops import count_work
+        own_graph = cell.runner == "onnxruntime" and variant.get("onnx_path")
+        path = variant["onnx_path"] if own_graph else art.onnx_path
+        key = (path, cell.batch_size, tuple(variant.get("binary_nodes") or ()))
+        if key not in self._work_cache:
+            try:
+                wc = count_work(path, batch_size=cell.batch_size, dims=art.dims,
+                                binary_nodes=set(variant.get("binary_nodes") or ()) or None)
+                self._work_cache[key] = wc.to_json()
+            except UserError as e:
+                self._work_cache[key] = {"error": e.one_line()}
+            except Exception as e:  # a counting bug must not cost the measurement
+                self._work_cache[key] = {"error": f"work count failed: {type(e).__name__}: {e}"}
+        stats = dict(self._work_cache[key])
+        stats["counted_on"] = "variant graph" if own_graph else "fp32 graph"
+        if not own_graph and "macs" in stats:
+            side = (variant.get("stats") or {}).get("torch") or {}
+            wbits = side.get("weight_bits") or _PRECISION_BITS.get(cell.precision, 32)
+            abits = _ACT_BITS.get(cell.precision, 32)
+            stats["weight_bits"] = wbits
+            stats["activation_bits"] = abits
+            stats["bops"] = int(stats["macs"] * wbits * abits)
+            if side.get("size_bytes"):
+                stats["size_bytes"] = side["size_bytes"]
+        else:
+            side = (variant.get("stats") or {}).get("onnx") or {}
+            if side.get("size_bytes"):
+                stats["size_bytes"] = side["size_bytes"]
+        stats.pop("by_node", None)  # per-node detail stays in `effbench flops --by node`
+        return stats
+
+    def _modeled_energy(self, record: Record, why_not_measured: str | None) -> dict | None:
+        from effbench.measure.energy import modeled_energy
+        ms = record.model_stats or {}
+        local = next((p for p in self.profiles if p.id == "local"), None)
+        if local is None or "macs" not in ms or not record.latency_ms:
+            reason = "no local profile in devices:" if local is None else "no work count for this variant"
+            return {"source": None, "reason": f"energy not measured ({why_not_measured}) and not modeled ({reason})"}
+        b = record.cell["batch_size"]
+        out = modeled_energy(macs=ms["macs"] // b, bytes_moved=ms.get("bytes_moved", 0) // b,
+                             precision=record.cell["precision"],
+                             seconds_per_inference=record.latency_ms["median"] / 1e3 / b,
+                             model=local.energy(), profile_id="local")
+        out["reason"] = f"no energy counter here: {why_not_measured}" if why_not_measured else None
+        return out
+
     def _finish(self, record: Record, progress: Progress) -> None:
         self.store.append(record)
         progress.advance(_one_line(record))
+
+
+# Bit widths a torch-side variant computes with, for BOPs when it has no ONNX graph of its own.
+_PRECISION_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "binary": 1}
+_ACT_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 32, "binary": 32}
 
 
 def _variant_section(variant: dict, runner: str) -> dict:

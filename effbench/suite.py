@@ -146,7 +146,7 @@ class MeasureSpec(_Strict):
     @model_validator(mode="after")
     def _order(self) -> MeasureSpec:
         if self.max_time_s < self.min_time_s:
-            raise ValueError("max_time_s must be at least min_time_s")
+            raise ValueError("max_time_s must be at least min_time_s; raise max_time_s or lower min_time_s")
         return self
 
 
@@ -266,6 +266,15 @@ class Suite:
 
     def error(self, message: str, *path: Any, fix: str | None = None) -> UserError:
         return UserError(message, file=self.path, line=self.line(*path), field=dotted(tuple(path)), fix=fix)
+
+    def locate(self, e: UserError) -> UserError:
+        """Give a UserError about this suite the line of its field, when it was raised without one."""
+        if e.line is None and e.field and e.file and Path(e.file) == self.path:
+            path: list = []
+            for part in re.findall(r"[^.\[\]]+|\[\d+\]", e.field):
+                path.append(int(part[1:-1]) if part.startswith("[") else part)
+            e.line = self.lines.line(tuple(path))
+        return e
 
     def cells(self, only: str | list[str] | None = None) -> list[Cell]:
         out = []

@@ -39,12 +39,62 @@ class Variant:
         d["binary_nodes"] = tuple(d.get("binary_nodes") or ())
         return cls(**d)
 
+    def side(self, runner: str) -> str:
+        return "onnx" if runner == "onnxruntime" else "torch"
+
     def record_section(self, runner: str) -> dict[str, Any]:
         """The record's `variant` section, for the side this runner uses."""
         side = "onnx" if runner == "onnxruntime" else "torch"
-        return {"label": self.label, "precision": self.precision, "method": self.method,
+        method = (self.build.get(side) or {}).get("method", self.method)
+        return {"label": self.label, "precision": self.precision, "method": method,
                 "build": self.build.get(side, self.build), **self.stats.get(side, self.stats.get("onnx", {})),
                 "emulated": self.emulated}
+
+
+# Options each precision accepts in a suite, with their type and default. Pure Python: suite.py
+# validates against it at load time without importing a runtime. `method` is parsed by the suite.
+OPTIONS: dict[str, dict[str, tuple[type, Any]]] = {
+    "fp32": {},
+    "fp16": {"keep_io_types": (bool, True)},
+    "bf16": {"keep_io_types": (bool, True)},
+    "int8": {"per_channel": (bool, True), "calibration_samples": (int, 256)},
+    "int4": {"block_size": (int, 32), "symmetric": (bool, True), "accuracy_level": (int, 4)},
+    "binary": {"keep_fp32": (list, ["first", "last"])},
+}
+
+
+def validate_options(precision: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The options with defaults filled in; ValueError (one line) for an unknown key or a bad value."""
+    from effbench.errors import did_you_mean
+    if precision not in OPTIONS:
+        raise ValueError(f"unknown precision '{precision}'{did_you_mean(precision, OPTIONS)}; "
+                         f"expected one of {', '.join(OPTIONS)}")
+    known = OPTIONS[precision]
+    given = {k: v for k, v in (options or {}).items() if k != "method"}
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in known:
+            expected = ", ".join(known) if known else "none (it takes no options)"
+            raise ValueError(f"unknown option '{key}' for {precision}{did_you_mean(str(key), known)}; "
+                             f"expected one of {expected}")
+        typ, _ = known[key]
+        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+        if not ok:
+            raise ValueError(f"option '{key}' for {precision} must be a {typ.__name__}, got {value!r}")
+        out[key] = value
+    if precision == "int4":
+        bs = out.get("block_size", known["block_size"][1])
+        if bs < 16 or bs & (bs - 1):
+            raise ValueError(f"option 'block_size' for int4 must be a power of two >= 16 (MatMulNBits), got {bs}")
+        if not 0 <= out.get("accuracy_level", 4) <= 4:
+            raise ValueError("option 'accuracy_level' for int4 must be 0..4 (MatMulNBits)")
+    if precision == "int8" and out.get("calibration_samples", 1) <= 0:
+        raise ValueError("option 'calibration_samples' for int8 must be > 0")
+    if precision == "binary":
+        bad = [x for x in out.get("keep_fp32", []) if not isinstance(x, str)]
+        if bad:
+            raise ValueError(f"option 'keep_fp32' for binary lists layer names or first/last, got {bad[0]!r}")
+    return {k: (list(d) if isinstance(d, list) else d) for k, (_, d) in known.items()} | out
 
 
 Builder = Callable[..., Variant]
@@ -70,13 +120,97 @@ def _load_builders() -> None:
         pass
 
 
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+# ------------------------------------------------------------------------------------ stats
+def _onnx_weights(path: str) -> tuple[int, int]:
+    """(bytes, elements) of a graph's initializers and Constant tensors, as stored."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(path)
+    tensors = list(m.graph.initializer) + [a.t for n in m.graph.node if n.op_type == "Constant"
+                                           for a in n.attribute if a.name == "value"]
+    nbytes = elems = 0
+    for t in tensors:
+        n = int(np.prod(t.dims)) if t.dims else 1
+        elems += n
+        nbytes += numpy_helper.to_array(t).nbytes
+    return nbytes, elems
+
+
+def onnx_stats(path: str, fp32_path: str) -> dict[str, Any]:
+    """On-disk bytes, weight bytes, FP32 parameter count, bits per parameter and compression vs FP32.
+
+    `params` is the FP32 graph's count: a packed int4 tensor holds two parameters per stored byte,
+    so counting the variant's own elements would understate them.
+    """
+    import os
+    wbytes, _ = _onnx_weights(path)
+    fp32_wbytes, params = _onnx_weights(fp32_path) if fp32_path != path else (wbytes, _onnx_weights(path)[1])
+    size = os.path.getsize(path)
+    return {"size_bytes": size, "weight_bytes": wbytes, "params": params,
+            "weight_bits": round(8 * wbytes / params, 3) if params else None,
+            "compression_vs_fp32": round(os.path.getsize(fp32_path) / size, 3)}
+
+
+_TORCH_CACHE: dict[str, Any] = {}
+
+
+def torch_module(artifact: ModelArtifact):
+    """A fresh copy of the FP32 module (the factory runs once per process)."""
+    import copy
+    key = json.dumps([artifact.torch_factory, artifact.torch_factory_args], default=str)
+    if key not in _TORCH_CACHE:
+        from effbench.models.sources import build_torch_module
+        _TORCH_CACHE[key] = build_torch_module(artifact)
+    return copy.deepcopy(_TORCH_CACHE[key])
+
+
+def _state_bytes(sd: dict) -> int:
+    total = 0
+    for v in sd.values():
+        items = v if isinstance(v, (tuple, list)) else [v]
+        for t in items:
+            if hasattr(t, "element_size"):
+                total += t.numel() * t.element_size()
+    return int(total)
+
+
+def save_torch_state(module, path: Path, meta: dict[str, Any]) -> Path:
+    """Save weights only (state_dict + non-persistent buffers): the runner loads them with
+    torch.load(weights_only=True) into a skeleton, never unpickling arbitrary objects."""
+    import torch
+    sd = module.state_dict()
+    extra = {n: b for n, b in module.named_buffers() if n not in sd}
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save({"format": "effbench.torch-state/1", "state": sd, "extra_buffers": extra, "meta": meta}, tmp)
+    tmp.replace(path)
+    return Path(path)
+
+
+def torch_stats(path: Path | str | None, module, fp32_module=None) -> dict[str, Any]:
+    import os
+    fp32 = fp32_module if fp32_module is not None else module
+    params = sum(p.numel() for p in fp32.parameters())
+    fp32_bytes = _state_bytes(fp32.state_dict())
+    wbytes = _state_bytes(module.state_dict())
+    size = os.path.getsize(path) if path else fp32_bytes
+    return {"size_bytes": int(size), "weight_bytes": wbytes, "params": int(params),
+            "weight_bits": round(8 * wbytes / params, 3) if params else None,
+            "compression_vs_fp32": round(fp32_bytes / size, 3) if path else 1.0}
+
+
 def cache_key(artifact: ModelArtifact, label: str, options: dict[str, Any]) -> str:
     payload = json.dumps([artifact.onnx_sha256, artifact.torch_factory, artifact.torch_factory_args, label, options,
                           VARIANTS_VERSION], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-VARIANTS_VERSION = 1
+VARIANTS_VERSION = 2  # bump when a builder changes what it writes: old caches are then ignored
 
 
 def build_variant(artifact: ModelArtifact, label: str, precision: str, method: str | None,
@@ -95,7 +229,12 @@ def build_variant(artifact: ModelArtifact, label: str, precision: str, method: s
                           torch_reason=f"building {precision} variants is not implemented yet")
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        variant = fn(artifact, label=label, method=method, options=options, folder=folder, calibration=calibration)
+        try:
+            opts = validate_options(precision, options)
+        except ValueError as e:
+            from effbench.errors import UserError
+            raise UserError(str(e), field="precisions", fix="see the options each precision takes") from None
+        variant = fn(artifact, label=label, method=method, options=opts, folder=folder, calibration=calibration)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = meta.with_suffix(".tmp")
     tmp.write_text(json.dumps(variant.to_json()))

@@ -1,0 +1,220 @@
+"""Isolation, faults, resume and locking of `effbench run` (end-to-end: real workers, real runtimes)."""
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, HELPERS, ROOT, run_cli
+from effbench.errors import UserError
+from effbench.execute import OutputLock, run_in_worker
+from effbench.results import load
+
+QUICK = "measure: {warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.05}\n"
+
+
+@pytest.fixture
+def helpers_on_path(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(HELPERS) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_worker_returns_value(helpers_on_path):
+    out = run_in_worker("faultmodels:echo", {"value": {"a": [1, 2]}}, timeout_s=60)
+    assert out.kind == "ok" and out.value == {"a": [1, 2]}
+
+
+def test_worker_crash_is_a_failure_with_the_signal(helpers_on_path):
+    out = run_in_worker("faultmodels:abort", {}, timeout_s=60)
+    assert out.kind == "failed" and "SIGABRT" in out.reason
+
+
+def test_worker_timeout_is_a_failure(helpers_on_path):
+    t0 = time.monotonic()
+    out = run_in_worker("faultmodels:hang", {}, timeout_s=3)
+    assert out.kind == "failed" and "timed out after 3 s" in out.reason
+    assert time.monotonic() - t0 < 60
+
+
+def test_worker_memory_limit_is_a_failure(helpers_on_path):
+    out = run_in_worker("faultmodels:allocate", {"mb": 4000}, timeout_s=60, memory_limit_mb=1500)
+    assert out.kind == "failed" and "out of memory" in out.reason
+
+
+def test_worker_user_error_comes_back_whole(helpers_on_path):
+    out = run_in_worker("faultmodels:user_error", {}, timeout_s=60)
+    assert out.kind == "user_error" and isinstance(out.value, UserError)
+    assert out.value.one_line() == "x.yaml:3: a.b: bad thing; do better"
+
+
+def tiny_suite(tmp_path: Path, batch_sizes="[1, 2]", extra="") -> Path:
+    p = tmp_path / "suite.yaml"
+    p.write_text(f"""name: tiny
+models:
+  - id: tiny
+    source: {{onnx: {DATA / 'models' / 'tiny.onnx'}}}
+    dataset: {{npz: {DATA / 'models' / 'good.npz'}}}
+precisions: [fp32]
+runners: [{{name: onnxruntime, threads: 1}}]
+batch_sizes: {batch_sizes}
+devices: [generic-x86-server-core]
+{QUICK}{extra}""")
+    return p
+
+
+def test_run_end_to_end_writes_complete_records(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    res = run_cli("run", str(tiny_suite(tmp_path)), "-o", str(out), "--cache-dir", str(cache_dir), "--no-report")
+    assert res.returncode == 0, res.stderr
+    assert "tiny/fp32/onnxruntime/b1/single-stream" in res.stdout  # the summary table
+    results = load(out)
+    assert len(results) == 2 and all(r.ok for r in results)
+    r = results.by_id()["tiny/fp32/onnxruntime/b2/single-stream"]
+    assert r.latency_ms["n"] >= 16 and r.latency_ms["ci"][0] <= r.latency_ms["median"] <= r.latency_ms["ci"][1]
+    assert r.latency_ms["first_call"] is not None and r.samples_ms
+    assert r.memory["peak_rss_bytes"] >= r.memory["baseline_rss_bytes"] > 0
+    assert r.memory["model_bytes"] == (DATA / "models" / "tiny.onnx").stat().st_size
+    assert r.model_stats["macs"] == 2 * 16 * 8          # batch 2 x MatMul 16 -> 8
+    assert r.energy["source"] in ("measured:rapl", "modeled:local") or r.energy["source"] is None
+    assert r.variant["runtime"]["intra_op_num_threads"] == 1
+    p = r.provenance
+    assert p["suite_sha256"] and p["speed_index"]["gflops"] > 0 and p["packages"]["onnxruntime"]
+    assert p["host"]["cores_logical"] >= 1
+    assert r.throughput_ips == pytest.approx(2 * r.latency_ms["calls"] / r.latency_ms["elapsed_s"])
+
+
+def test_rounds_interleave_and_merge(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    res = run_cli("run", str(tiny_suite(tmp_path)), "-o", str(out), "--cache-dir", str(cache_dir), "--rounds", "3",
+                  "--no-report", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    raw = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["cell_id"].split("/")[3], r["round"]) for r in raw] == [
+        ("b1", 0), ("b2", 0), ("b1", 1), ("b2", 1), ("b1", 2), ("b2", 2)]  # A B, A B, A B
+    merged = load(out)
+    assert all(len(r.round_medians_ms) == 3 for r in merged)
+
+
+def test_resume_skips_finished_cells(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    suite = tiny_suite(tmp_path)
+    assert run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--only", "*/b1/*",
+                   "--no-report").returncode == 0
+    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--resume", "--no-report")
+    assert res.returncode == 0, res.stderr
+    assert "1 finished cell-rounds already" in res.stderr
+    ids = [json.loads(line)["cell_id"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(ids) == ["tiny/fp32/onnxruntime/b1/single-stream", "tiny/fp32/onnxruntime/b2/single-stream"]
+
+
+def test_rerun_without_resume_keeps_the_old_store(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    suite = tiny_suite(tmp_path, batch_sizes="[1]")
+    for _ in range(2):
+        assert run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--no-report").returncode == 0
+    assert len(list(out.glob("results.*.jsonl"))) == 1  # the first run's store, renamed, not lost
+
+
+def test_second_run_into_same_folder_refuses(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / ".effbench.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    try:
+        res = run_cli("run", str(tiny_suite(tmp_path)), "-o", str(out), "--cache-dir", str(cache_dir))
+    finally:
+        os.close(fd)
+    assert res.returncode == 2
+    assert "another effbench run (pid 4242) is writing to this folder" in res.stderr
+
+
+def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".effbench.lock").write_text("999999\n")  # left behind by a killed run: no flock held
+    with OutputLock(out):
+        assert (out / ".effbench.lock").read_text().strip() == str(os.getpid())
+
+
+def test_sigkill_then_resume_loses_nothing(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    suite = tiny_suite(tmp_path, batch_sizes="[1, 2, 3, 4]")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "effbench", "run", str(suite), "-o", str(out), "--cache-dir",
+                             str(cache_dir), "--no-report", "--no-progress"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = out / "results.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (store.exists() and store.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = [json.loads(line)["cell_id"] for line in store.read_text().splitlines() if line.strip()]
+    assert 1 <= len(before) < 4
+    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--resume", "--no-report")
+    assert res.returncode == 0, res.stderr
+    after = [json.loads(line)["cell_id"] for line in store.read_text().splitlines() if line.strip()]
+    assert sorted(after) == sorted(set(after)) and len(after) == 4  # every cell exactly once
+    assert after[:len(before)] == before
+
+
+@pytest.mark.slow
+def test_crash_and_hang_cells_fail_alone(tmp_path, cache_dir):
+    suite = tmp_path / "faulty.yaml"
+    suite.write_text(f"""name: faulty
+models:
+  - id: faulty
+    source: {{torch: "faultmodels:faulty"}}
+    inputs: {{x: {{shape: [batch, 16], dtype: float32}}}}
+    export: {{exporter: legacy}}
+precisions: [fp32]
+runners: [{{name: torch, threads: 1}}]
+batch_sizes: [1, 3, 5]
+devices: []
+{QUICK}""")
+    (tmp_path / "faultmodels.py").write_text((HELPERS / "faultmodels.py").read_text())
+    out = tmp_path / "out"
+    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--timeout", "40", "--no-report")
+    assert res.returncode == 1, res.stderr  # failed cells: exit 1, after finishing the others
+    by = load(out).by_id()
+    assert by["faulty/fp32/torch/b1/single-stream"].ok
+    assert by["faulty/fp32/torch/b3/single-stream"].status == "failed"
+    assert "SIGABRT" in by["faulty/fp32/torch/b3/single-stream"].reason
+    assert by["faulty/fp32/torch/b5/single-stream"].status == "failed"
+    assert "timed out" in by["faulty/fp32/torch/b5/single-stream"].reason
+
+
+@pytest.mark.parametrize("factory,message", [("faultmodels:raises", "factory exploded"),
+                                             ("faultmodels:not_a_module", "not a torch.nn.Module"),
+                                             ("faultmodels:missing", "has no callable 'missing'"),
+                                             ("nosuchmodule:build", "cannot import module 'nosuchmodule'")])
+def test_bad_torch_factory_is_one_line_exit_2(tmp_path, cache_dir, factory, message):
+    (tmp_path / "faultmodels.py").write_text((HELPERS / "faultmodels.py").read_text())
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: s\nmodels:\n  - id: m\n    source: {{torch: \"{factory}\"}}\n"
+                     f"    inputs: {{x: {{shape: [batch, 16]}}}}\ndevices: []\n{QUICK}")
+    res = run_cli("run", str(suite), "-o", str(tmp_path / "out"), "--cache-dir", str(cache_dir))
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "s.yaml:4: models[0].source" in res.stderr
+
+
+def test_torch_source_runs_on_both_runtimes(tmp_path, cache_dir):
+    (tmp_path / "faultmodels.py").write_text((HELPERS / "faultmodels.py").read_text())
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: s\nmodels:\n  - id: small\n    source: {{torch: \"faultmodels:small\"}}\n"
+                     f"    inputs: {{x: {{shape: [batch, 16]}}}}\nrunners: [{{name: onnxruntime}}, {{name: torch}}]\n"
+                     f"devices: []\n{QUICK}")
+    out = tmp_path / "out"
+    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--no-report")
+    assert res.returncode == 0, res.stderr
+    by = load(out).by_id()
+    ort, pt = by["small/fp32/onnxruntime/b1/single-stream"], by["small/fp32/torch/b1/single-stream"]
+    assert ort.ok and pt.ok
+    assert ort.variant["build"]["tool"] == "torch.onnx.export(dynamo)" and ort.variant["build"]["opset"] >= 17
+    assert ort.model_stats["macs"] == pt.model_stats["macs"] == 16 * 32 + 32 * 4

@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from effbench.errors import UserError
+from effbench.results import Record, Store, load
+
+
+def rec(cell_id="m/fp32/onnxruntime/b1/single-stream", rnd=0, rounds=1, samples=(1.0, 1.1, 0.9), status="ok"):
+    lat = {"median": sorted(samples)[len(samples) // 2], "timing": "per-call", "block_size": 1, "calls": len(samples),
+           "elapsed_s": 1.0, "unstable": False}
+    return Record(cell_id=cell_id, config_hash="h", status=status, cell={"batch_size": 1}, round=rnd, rounds=rounds,
+                  latency_ms=lat if status == "ok" else None, samples_ms=list(samples) if status == "ok" else [],
+                  throughput_ips=100.0 + rnd, memory={"peak_rss_bytes": 100 + rnd})
+
+
+def test_roundtrip(tmp_path):
+    s = Store(tmp_path / "results.jsonl")
+    r = rec()
+    s.append(r)
+    back, warnings = s.records()
+    assert back == [r] and not warnings
+    assert json.loads((tmp_path / "results.jsonl").read_text())["schema"] == "effbench.result/1"
+
+
+def test_torn_last_line_is_reported_and_healed(tmp_path):
+    path = tmp_path / "results.jsonl"
+    s = Store(path)
+    s.append(rec("a/fp32/onnxruntime/b1/single-stream"))
+    with open(path, "a") as f:
+        f.write('{"schema": "effbench.result/1", "cell_id": "b/fp')  # killed mid-write
+    records, warnings = s.records()
+    assert [r.cell_id for r in records] == ["a/fp32/onnxruntime/b1/single-stream"]
+    assert len(warnings) == 1 and "killed" in warnings[0]
+    s.append(rec("c/fp32/onnxruntime/b1/single-stream"))  # the next line starts on a line of its own
+    records, _ = s.records()
+    assert [r.cell_id for r in records] == ["a/fp32/onnxruntime/b1/single-stream", "c/fp32/onnxruntime/b1/single-stream"]
+
+
+def test_foreign_line_is_a_user_error(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"hello": "world"}\n')
+    with pytest.raises(UserError, match="not an effbench result record"):
+        load(path)
+
+
+def test_rounds_merge_into_one_record_with_round_medians(tmp_path):
+    s = Store(tmp_path / "results.jsonl")
+    s.append(rec(rnd=0, rounds=3, samples=(1.0, 1.0, 1.0)))
+    s.append(rec(rnd=1, rounds=3, samples=(2.0, 2.0, 2.0)))
+    s.append(rec(rnd=2, rounds=3, samples=(3.0, 3.0, 3.0)))
+    res = load(tmp_path)
+    assert len(res) == 1
+    r = res.records[0]
+    assert r.round_medians_ms == [1.0, 2.0, 3.0]
+    assert r.latency_ms["n"] == 9 and r.latency_ms["median"] == 2.0
+    assert r.memory["peak_rss_bytes"] == 102
+    df = res.to_frame()
+    assert df.loc[0, "latency_ms.median"] == 2.0
+
+
+def test_missing_store_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such results store"):
+        load(tmp_path / "nope.jsonl")
+
+
+def test_unwritable_store_is_a_user_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        import os
+        if os.access(ro, os.W_OK):  # root ignores permissions: use a path under a file instead
+            target = tmp_path / "file"
+            target.write_text("x")
+            path = target / "results.jsonl"
+        else:
+            path = ro / "results.jsonl"
+        with pytest.raises(UserError, match="cannot write results"):
+            Store(path).append(rec())
+    finally:
+        ro.chmod(0o700)
