@@ -19,15 +19,11 @@ def report(results, out_dir, **kwargs):
     return write_report(results, out_dir, **kwargs)
 
 
-def compare(base, new, **kwargs):
-    """The regression gate: a Verdict for two result stores (paths or Results)."""
-    from effbench import compare as _compare
-    from effbench.results import Results, load
-    base = base if isinstance(base, Results) else load(base)
-    new = new if isinstance(new, Results) else load(new)
-    return _compare.compare(base, new, **kwargs)
-
-
 def load(*paths):
     from effbench.results import load as _load
     return _load(*paths)
+
+
+# `effbench.compare(base, new, ...)` is the gate function; the module of the same name stays reachable as
+# `sys.modules["effbench.compare"]` and through `from effbench.compare import ...`.
+from effbench.compare import compare  # noqa: E402

@@ -39,14 +39,58 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress output")
     r.add_argument("--no-report", action="store_true", help="do not write the HTML/Markdown/CSV report")
 
+    r.add_argument("--baseline", metavar="STORE", help="gate the new results against this store (exit 1 on regression)")
+    r.add_argument("--rule", action="append", default=[], metavar="METRIC:THRESHOLD",
+                   help="gate rule, e.g. latency.median:5%% (repeatable; with --baseline or --ab)")
+    r.add_argument("--ab", metavar="BASE_SUITE",
+                   help="A/B mode: measure BASE_SUITE's cells interleaved with this suite's and gate on per-round ratios")
+
     v = sub.add_parser("validate", help="check a suite without running it")
     v.add_argument("suite")
+
+    rep = sub.add_parser("report", help="render results stores (several are merged) as HTML, Markdown and CSV")
+    rep.add_argument("stores", nargs="+", metavar="RESULTS")
+    rep.add_argument("-o", "--output", required=True, help="output folder")
+    rep.add_argument("--baseline", metavar="STORE", help="add a regression view against this store")
+    rep.add_argument("--title")
+
+    c = sub.add_parser("compare", help="the regression gate: exit 1 when NEW regressed against BASE")
+    c.add_argument("base", metavar="BASE")
+    c.add_argument("new", metavar="NEW")
+    c.add_argument("--rule", action="append", default=[], metavar="METRIC:THRESHOLD",
+                   help="e.g. latency.median:5%%, latency.p99:10%%, quality.relative:-0.5pp, memory.peak:off")
+    c.add_argument("--suite", help="take the suite's gate: block (rules, alpha) as defaults")
+    c.add_argument("--alpha", type=float, help="significance level (default 0.01)")
+    c.add_argument("--format", default="table", help="table, md or json")
+    c.add_argument("--output", help="also write the rendered verdict to this file")
+    c.add_argument("--normalize", action="store_true", help="scale timings by the stores' machine-speed indexes")
+    c.add_argument("--require-same-cells", action="store_true", help="cells present on one side only fail the gate")
+
+    f = sub.add_parser("flops", help="count MACs / FLOPs / BOPs, params and bytes of an ONNX model")
+    f.add_argument("model", metavar="MODEL.onnx")
+    f.add_argument("--batch", type=int, default=1)
+    f.add_argument("--dim", action="append", default=[], metavar="NAME=N", help="bind another symbolic dimension")
+    f.add_argument("--by", default="op", help="op or node")
+    f.add_argument("--json", action="store_true", help="one JSON object")
+
+    pr = sub.add_parser("profiles", help="device profiles: list, show, calibrate")
+    psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
+    psub.add_parser("list", help="table of shipped profiles")
+    ps = psub.add_parser("show", help="every field of a profile, with its source")
+    ps.add_argument("profile", metavar="ID_OR_PATH")
+    pc = psub.add_parser("calibrate", help="fit the local profile's derates to measured cells")
+    pc.add_argument("--results", action="append", metavar="STORE", help="results store(s) to fit on")
+    pc.add_argument("--suite", help="run this suite (quick) and fit on its results")
+    pc.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
+    pc.add_argument("--dry-run", action="store_true", help="report the fit without writing it")
     return p
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
     from effbench.execute import run
     from effbench.suite import load_suite
+    if a.ab:
+        return _cmd_ab(a)
     if a.rounds is not None and a.rounds < 1:
         raise UserError("--rounds must be at least 1", field="--rounds", fix="use --rounds 3 for example")
     suite = load_suite(a.suite)
@@ -60,6 +104,22 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(summary_table(results))
     print(f"results: {out / 'results.jsonl'}")
+    verdict = None
+    if a.baseline:
+        from effbench.compare import compare, resolve_rules
+        from effbench.results import load
+        base = load(a.baseline)
+        verdict = compare(base, results, rules=resolve_rules(a.rule, suite_gate=suite.spec.gate.rules),
+                          alpha=suite.spec.gate.alpha)
+    if not a.no_report:
+        from effbench.report import write_report
+        paths = write_report(results, out, baseline=load_baseline(a.baseline) if a.baseline else None, verdict=verdict)
+        print(f"report: {paths['html']}")
+    if verdict is not None:
+        print(verdict.render("table"))
+        (out / "verdict.md").write_text(verdict.render("md"))
+        if verdict.exit_code:
+            return verdict.exit_code
     failed = [r for r in results if r.status == "failed"]
     below = [r for r in results if r.below_floor]
     if failed:
@@ -98,6 +158,10 @@ def summary_table(results) -> str:
     return text + "* p99 from fewer than 662 per-call samples (or timed blocks): not reliable\n"
 
 
+def _cmd_ab(a: argparse.Namespace) -> int:
+    raise UserError("A/B mode is not implemented yet", field="--ab", fix="run both suites and use effbench compare")
+
+
 def _cmd_validate(a: argparse.Namespace) -> int:
     from effbench.suite import load_suite
     suite = load_suite(a.suite)
@@ -110,6 +174,101 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         print(f"checked inputs and datasets of: {', '.join(deep)}")
     print(f"{suite.path}: ok: {len(suite.spec.models)} model(s), {len(suite.precision_choices)} precision(s), "
           f"{len(suite.spec.runners)} runner(s) -> {len(cells)} cells")
+    return 0
+
+
+def load_baseline(path):
+    from effbench.results import load
+    return load(path)
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from effbench.report import write_report
+    from effbench.results import load
+    results = load(*a.stores)
+    for w in results.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    baseline = load(a.baseline) if a.baseline else None
+    paths = write_report(results, Path(a.output), baseline=baseline, title=a.title)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _cmd_compare(a: argparse.Namespace) -> int:
+    from effbench.compare import compare, resolve_rules
+    from effbench.results import load
+    gate_rules, alpha = None, 0.01
+    if a.suite:
+        from effbench.suite import load_suite
+        spec = load_suite(a.suite).spec
+        gate_rules, alpha = spec.gate.rules, spec.gate.alpha
+    if a.alpha is not None:
+        if not 0 < a.alpha < 1:
+            raise UserError(f"--alpha {a.alpha} is not a probability", field="--alpha", fix="use e.g. --alpha 0.01")
+        alpha = a.alpha
+    if a.format not in ("table", "md", "json"):
+        raise UserError(f"unknown format '{a.format}'", field="--format", fix="use table, md or json")
+    verdict = compare(load(a.base), load(a.new), rules=resolve_rules(a.rule, suite_gate=gate_rules), alpha=alpha,
+                      normalize=a.normalize, require_same_cells=a.require_same_cells)
+    text = verdict.render(a.format)
+    print(text)
+    if a.output:
+        try:
+            Path(a.output).write_text(text + "\n")
+        except OSError as e:
+            raise UserError(f"cannot write the verdict: {e.strerror}", file=a.output, field="--output",
+                            fix="choose a writable path") from None
+    return verdict.exit_code
+
+
+def _cmd_flops(a: argparse.Namespace) -> int:
+    import json
+
+    from effbench.measure.flops import count_work, format_work
+    from effbench.models.sources import load_onnx_checked
+    if a.batch < 1:
+        raise UserError("--batch must be at least 1", field="--batch", fix="use --batch 1")
+    if a.by not in ("op", "node"):
+        raise UserError(f"--by {a.by}: expected op or node", field="--by", fix="use --by op or --by node")
+    dims = {}
+    for d in a.dim:
+        name, _, value = d.partition("=")
+        if not name or not value.isdigit() or int(value) < 1:
+            raise UserError(f"--dim {d}: expected NAME=N with N a positive integer", field="--dim", fix="e.g. --dim seq=128")
+        dims[name] = int(value)
+    model = load_onnx_checked(Path(a.model), suite_file=a.model, field="MODEL")
+    work = count_work(model, batch_size=a.batch, dims=dims)
+    if a.json:
+        print(json.dumps(work.to_json(), indent=2))
+    else:
+        print(format_work(work, by=a.by))
+    return 0
+
+
+def _cmd_profiles(a: argparse.Namespace) -> int:
+    from effbench import devices
+    if a.profiles_command == "list":
+        print(devices.profiles_list_text())
+    elif a.profiles_command == "show":
+        print(devices.profile_show_text(a.profile))
+    else:
+        from effbench.results import load
+        cache = Path(a.cache_dir) if a.cache_dir else None
+        if a.suite:
+            from effbench.execute import run
+            from effbench.suite import load_suite
+            suite = load_suite(a.suite)
+            out = Path("reports") / f"{suite.name}-calibration"
+            results = run(suite, out_dir=out, quick=True, cache_dir=cache)
+            records = results.records
+        elif a.results:
+            records = load(*a.results).records
+        else:
+            raise UserError("nothing to calibrate on", field="profiles calibrate",
+                            fix="pass --results reports/quickstart/results.jsonl or --suite suites/quickstart.yaml")
+        report = devices.calibrate(records, cache_dir=cache, write=not a.dry_run)
+        print(report.text())
     return 0
 
 
@@ -133,7 +292,8 @@ def check_models(suite) -> list[str]:
     return checked
 
 
-COMMANDS = {"run": _cmd_run, "validate": _cmd_validate}
+COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "report": _cmd_report, "compare": _cmd_compare,
+            "flops": _cmd_flops, "profiles": _cmd_profiles}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -370,7 +370,8 @@ class Runner:
                                       suite_file=str(self.suite.path), cache_dir=self.opts.cache_dir,
                                       quick=self.opts.quick)
         from effbench.measure.speed import speed_index
-        self.provenance = provenance(suite_sha256=self.suite.sha256, speed=speed_index(), run_id=self.run_id)
+        self.provenance = provenance(suite_sha256=self.suite.sha256, speed=speed_index(), run_id=self.run_id,
+                                     suite=self.suite.name)
         hashes = {c.cell_id: self.suite.config_hash(c) for c in cells}
         todo = [(r, c) for r in range(self.rounds) for c in cells if (hashes[c.cell_id], r) not in done]
         skipped = len(cells) * self.rounds - len(todo)

@@ -334,11 +334,11 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def provenance(*, suite_sha256: str, speed: dict | None, run_id: str) -> dict[str, Any]:
+def provenance(*, suite_sha256: str, speed: dict | None, run_id: str, suite: str | None = None) -> dict[str, Any]:
     import datetime
     import platform
 
     from effbench import __version__
     return {"effbench": __version__, "python": platform.python_version(), "packages": package_versions(),
-            "host": host_info(), "suite_sha256": suite_sha256, "speed_index": speed, "run_id": run_id,
+            "host": host_info(), "suite": suite, "suite_sha256": suite_sha256, "speed_index": speed, "run_id": run_id,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
