@@ -159,7 +159,34 @@ def summary_table(results) -> str:
 
 
 def _cmd_ab(a: argparse.Namespace) -> int:
-    raise UserError("A/B mode is not implemented yet", field="--ab", fix="run both suites and use effbench compare")
+    """`run SUITE --ab BASE_SUITE`: interleaved measurement, gate on per-round ratios."""
+    from effbench.compare import compare_ab, resolve_rules
+    from effbench.execute import run_ab
+    from effbench.suite import load_suite
+    suite = load_suite(a.suite)
+    base_suite = load_suite(a.ab)
+    out = Path(a.output) if a.output else Path("reports") / f"{suite.name}-ab"
+    try:
+        base, new, notes = run_ab(suite, base_suite, out_dir=out, only=a.only, rounds=a.rounds, quick=a.quick,
+                                  cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout)
+    except UserError as e:
+        raise suite.locate(e) from None
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    base_by = base.by_id()
+    pairs = [(base_by[r.cell_id], r) for r in new if r.cell_id in base_by]
+    verdict = compare_ab(pairs, rules=resolve_rules(a.rule, suite_gate=suite.spec.gate.rules),
+                         alpha=suite.spec.gate.alpha)
+    print(summary_table(new))
+    print(verdict.render("table"))
+    (out / "verdict.md").write_text(verdict.render("md"))
+    if not a.no_report:
+        from effbench.report import write_report
+        paths = write_report(new, out, baseline=base, verdict=verdict)
+        summary = Path(paths["markdown"])
+        summary.write_text(summary.read_text() + "\n## A/B gate\n\n" + verdict.render("md") + "\n")
+        print(f"report: {paths['html']}")
+    return verdict.exit_code
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:

@@ -351,9 +351,24 @@ class Runner:
         self.memory_limit_mb = m.memory_limit_mb
         self._work_cache: dict = {}
         self.profiles: list = []
+        self.skipped = 0
 
     # -- plan
     def run(self) -> Results:
+        todo = self.plan()
+        progress = Progress(len(todo), self.opts.progress)
+        if self.skipped:
+            progress.log(f"resume: {self.skipped} finished cell-rounds already in {self.store.path}, {len(todo)} to go")
+        try:
+            self.setup(todo, progress)
+            for rnd, cell in todo:
+                self.do_cell(rnd, cell, progress)
+        finally:
+            progress.close()
+        return load(self.store.path)
+
+    def plan(self) -> list[tuple[int, Cell]]:
+        """(round, cell) pairs still to measure, round-robin: A B C, A B C, ..."""
         cells = self.suite.cells(self.opts.only)
         if not cells:
             raise UserError(f"--only {' '.join(self.opts.only or [])} matches no cell of this suite",
@@ -363,26 +378,18 @@ class Runner:
         self.opts.out_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         from effbench.devices import load_profiles
-        progress_note = "measuring the local device profile" if "local" in self.suite.spec.devices else ""
-        if progress_note and self.opts.progress:
-            print(f"effbench: {progress_note} (cached after the first time)", file=sys.stderr)
+        if "local" in self.suite.spec.devices and self.opts.progress:
+            print("effbench: measuring the local device profile (cached after the first time)", file=sys.stderr)
         self.profiles = load_profiles(list(self.suite.spec.devices), base_dir=self.suite.base_dir,
                                       suite_file=str(self.suite.path), cache_dir=self.opts.cache_dir,
                                       quick=self.opts.quick)
         from effbench.measure.speed import speed_index
         self.provenance = provenance(suite_sha256=self.suite.sha256, speed=speed_index(), run_id=self.run_id,
                                      suite=self.suite.name)
-        hashes = {c.cell_id: self.suite.config_hash(c) for c in cells}
-        todo = [(r, c) for r in range(self.rounds) for c in cells if (hashes[c.cell_id], r) not in done]
-        skipped = len(cells) * self.rounds - len(todo)
-        progress = Progress(len(todo), self.opts.progress)
-        if skipped:
-            progress.log(f"resume: {skipped} finished cell-rounds already in {self.store.path}, {len(todo)} to go")
-        try:
-            self._execute(todo, hashes, progress)
-        finally:
-            progress.close()
-        return load(self.store.path)
+        self.hashes = {c.cell_id: self.suite.config_hash(c) for c in cells}
+        todo = [(r, c) for r in range(self.rounds) for c in cells if (self.hashes[c.cell_id], r) not in done]
+        self.skipped = len(cells) * self.rounds - len(todo)
+        return todo
 
     def _done_set(self) -> set[tuple[str, int]]:
         if not self.store.path.exists():
@@ -439,62 +446,65 @@ class Runner:
                              timeout_s=BUILD_TIMEOUT_S, log_path=self.logs / f"build-{cell.model}-{cell.variant}.log")
 
     # -- measurement
-    def _execute(self, todo: list[tuple[int, Cell]], hashes: dict[str, str], progress: Progress) -> None:
+    def setup(self, todo: list[tuple[int, Cell]], progress: Progress) -> None:
+        """Prepare every model the plan needs (in workers) and load their datasets."""
         from effbench.measure.latency import loop_overhead_ns
         models = sorted({c.model for _, c in todo}, key=[m.id for m in self.suite.spec.models].index)
-        artifacts = self._prepare(models, progress)
-        datasets = self._datasets(artifacts)
-        variants: dict[tuple[str, str], Outcome] = {}
-        overhead = loop_overhead_ns()
-        for rnd, cell in todo:
-            art = artifacts[cell.model]
-            base = Record(cell_id=cell.cell_id, config_hash=hashes[cell.cell_id], status="failed",
-                          cell=cell.to_json(), round=rnd, rounds=self.rounds, provenance=self.provenance)
-            if isinstance(art, Outcome):
-                base.reason = f"model could not be prepared: {art.reason}"
-                self._finish(base, progress)
-                continue
-            key = (cell.model, cell.variant)
-            if key not in variants:
-                variants[key] = self._build(art, cell, progress, datasets.get(cell.model))
-            vout = variants[key]
-            if vout.kind == "user_error":
-                raise vout.value
-            if vout.kind != "ok":
-                base.status = "unsupported" if vout.kind == "unsupported" else "failed"
-                base.reason = f"variant build: {vout.reason}"
-                self._finish(base, progress)
-                continue
-            variant = vout.value
-            base.cell["method"] = variant.get("method")
-            base.variant = _variant_section(variant, cell.runner)
-            feeds = art.feeds(cell.batch_size, datasets.get(cell.model))
-            progress.start(f"{cell.cell_id} (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else cell.cell_id)
-            log = self.logs / (cell.cell_id.replace("/", "_") + ".log")
-            out = run_in_worker("effbench.execute:measure_cell",
-                                {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
-                                 "budget": self.budget, "runner_options": {}, "overhead_ns": overhead},
-                                timeout_s=self.timeout_s, log_path=log, memory_limit_mb=self.memory_limit_mb)
-            base.model_stats = self._work(variant, art, cell)
-            if out.kind == "ok":
-                res = out.value
-                base.status, base.reason = "ok", None
-                base.latency_ms, base.samples_ms = res["latency_ms"], res["samples_ms"]
-                base.throughput_ips = res["throughput_ips"]
-                base.memory = {**res["memory"], "model_bytes": _model_bytes(variant, cell.runner)}
-                base.variant["runtime"] = res["session"]
-                base.energy = res["energy"] or self._modeled_energy(base, res.get("energy_reason"))
-                if self.profiles:
-                    from effbench.devices import project_record
-                    base.projections = project_record(base, self.profiles)
-            elif out.kind == "user_error":
-                raise out.value
-            else:
-                base.status = "unsupported" if out.kind == "unsupported" else "failed"
-                base.reason = out.reason
-            for hook in self.hooks:
-                hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
-            self._finish(base, progress)
+        self.artifacts = self._prepare(models, progress)
+        self.datasets = self._datasets(self.artifacts)
+        self.variants: dict[tuple[str, str], Outcome] = {}
+        self.overhead = loop_overhead_ns()
+
+    def do_cell(self, rnd: int, cell: Cell, progress: Progress) -> Record:
+        """Build the cell's variant if needed, measure it in a fresh worker, append its record."""
+        hashes, artifacts, datasets, variants, overhead = (self.hashes, self.artifacts, self.datasets,
+                                                           self.variants, self.overhead)
+        art = artifacts[cell.model]
+        base = Record(cell_id=cell.cell_id, config_hash=hashes[cell.cell_id], status="failed",
+                      cell=cell.to_json(), round=rnd, rounds=self.rounds, provenance=self.provenance)
+        if isinstance(art, Outcome):
+            base.reason = f"model could not be prepared: {art.reason}"
+            return self._finish(base, progress)
+        key = (cell.model, cell.variant)
+        if key not in variants:
+            variants[key] = self._build(art, cell, progress, datasets.get(cell.model))
+        vout = variants[key]
+        if vout.kind == "user_error":
+            raise vout.value
+        if vout.kind != "ok":
+            base.status = "unsupported" if vout.kind == "unsupported" else "failed"
+            base.reason = f"variant build: {vout.reason}"
+            return self._finish(base, progress)
+        variant = vout.value
+        base.cell["method"] = variant.get("method")
+        base.variant = _variant_section(variant, cell.runner)
+        feeds = art.feeds(cell.batch_size, datasets.get(cell.model))
+        progress.start(f"{cell.cell_id} (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else cell.cell_id)
+        log = self.logs / (cell.cell_id.replace("/", "_") + ".log")
+        out = run_in_worker("effbench.execute:measure_cell",
+                            {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
+                             "budget": self.budget, "runner_options": {}, "overhead_ns": overhead},
+                            timeout_s=self.timeout_s, log_path=log, memory_limit_mb=self.memory_limit_mb)
+        base.model_stats = self._work(variant, art, cell)
+        if out.kind == "ok":
+            res = out.value
+            base.status, base.reason = "ok", None
+            base.latency_ms, base.samples_ms = res["latency_ms"], res["samples_ms"]
+            base.throughput_ips = res["throughput_ips"]
+            base.memory = {**res["memory"], "model_bytes": _model_bytes(variant, cell.runner)}
+            base.variant["runtime"] = res["session"]
+            base.energy = res["energy"] or self._modeled_energy(base, res.get("energy_reason"))
+            if self.profiles:
+                from effbench.devices import project_record
+                base.projections = project_record(base, self.profiles)
+        elif out.kind == "user_error":
+            raise out.value
+        else:
+            base.status = "unsupported" if out.kind == "unsupported" else "failed"
+            base.reason = out.reason
+        for hook in self.hooks:
+            hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
+        return self._finish(base, progress)
 
     def _work(self, variant: dict, art, cell: Cell) -> dict | None:
         """Work figures for this variant at this batch size, counted from its ONNX graph.
@@ -548,14 +558,62 @@ class Runner:
         out["reason"] = f"no energy counter here: {why_not_measured}" if why_not_measured else None
         return out
 
-    def _finish(self, record: Record, progress: Progress) -> None:
+    def _finish(self, record: Record, progress: Progress) -> Record:
         self.store.append(record)
         progress.advance(_one_line(record))
+        return record
 
 
 # Bit widths a torch-side variant computes with, for BOPs when it has no ONNX graph of its own.
 _PRECISION_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "binary": 1}
 _ACT_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 32, "binary": 32}
+
+
+def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir: str | Path | None = None,
+           only: str | list[str] | None = None, rounds: int | None = None, quick: bool = False,
+           cache_dir: str | Path | None = None, progress: bool = True,
+           timeout_s: float | None = None) -> tuple[Results, Results, list[str]]:
+    """A/B mode: the baseline's and the candidate's cells measured interleaved in one job.
+
+    Round r runs base(c1), new(c1), base(c2), new(c2) ... so both sides see the same machine states
+    (FIELD-NOTES: this machine flips between two speeds for tens of seconds). Stores: DIR/base/ and
+    DIR/. Returns (base results, new results, notes).
+    """
+    from effbench.models.sources import default_cache_dir
+    new_s = suite if isinstance(suite, Suite) else load_suite(suite)
+    base_s = base_suite if isinstance(base_suite, Suite) else load_suite(base_suite)
+    out = Path(out_dir) if out_dir else Path("reports") / f"{new_s.name}-ab"
+    notes = []
+    n_rounds = rounds or max(new_s.spec.measure.rounds, base_s.spec.measure.rounds)
+    if n_rounds < 5:
+        notes.append(f"A/B mode needs rounds to pair: using {max(n_rounds, 5)} rounds (asked for {n_rounds})")
+        n_rounds = max(n_rounds, 5)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    mk = lambda s, d: RunOptions(out_dir=d, cache_dir=cache, only=[only] if isinstance(only, str) else only,  # noqa: E731
+                                 rounds=n_rounds, quick=quick, progress=progress, timeout_s=timeout_s)
+    with OutputLock(out):
+        new_r = Runner(new_s, mk(new_s, out), [])
+        base_r = Runner(base_s, mk(base_s, out / "base"), [])
+        new_todo, base_todo = new_r.plan(), base_r.plan()
+        base_ids = {c.cell_id for _, c in base_todo}
+        shared = [(r, c) for r, c in new_todo if c.cell_id in base_ids]
+        missing = sorted({c.cell_id for _, c in new_todo} ^ {c.cell_id for _, c in base_todo})
+        if not shared:
+            raise UserError("the two suites share no cell id", file=base_s.path, field="--ab",
+                            fix="give both suites the same model ids, precisions, runners and batch sizes")
+        if missing:
+            notes.append(f"{len(missing)} cell(s) exist in one suite only and are not measured: {', '.join(missing[:5])}")
+        base_by = {(r, c.cell_id): c for r, c in base_todo}
+        bar = Progress(2 * len(shared), progress)
+        try:
+            new_r.setup(shared, bar)
+            base_r.setup([(r, base_by[(r, c.cell_id)]) for r, c in shared], bar)
+            for r, c in shared:
+                base_r.do_cell(r, base_by[(r, c.cell_id)], bar)
+                new_r.do_cell(r, c, bar)
+        finally:
+            bar.close()
+        return load(base_r.store.path), load(new_r.store.path), notes
 
 
 def _variant_section(variant: dict, runner: str) -> dict:
