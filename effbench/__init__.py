@@ -24,6 +24,11 @@ def load(*paths):
     return _load(*paths)
 
 
-# `effbench.compare(base, new, ...)` is the gate function; the module of the same name stays reachable as
-# `sys.modules["effbench.compare"]` and through `from effbench.compare import ...`.
-from effbench.compare import compare  # noqa: E402
+
+def __getattr__(name: str):
+    # `effbench.compare` is the gate module, callable as `effbench.compare(base, new, ...)`; imported
+    # on first use so that `effbench run` and its workers do not pay for scipy.stats up front.
+    if name == "compare":
+        import importlib
+        return importlib.import_module("effbench.compare")
+    raise AttributeError(f"module 'effbench' has no attribute {name!r}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import types
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -854,3 +856,14 @@ def _render_md(v: Verdict) -> str:
     if v.rows:
         lines += ["<details><summary>All rows</summary>", ""] + _md_table(v, v.rows) + ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+
+class _CallableModule(types.ModuleType):
+    """`effbench.compare(base, new, ...)` runs the gate; `effbench.compare` is also this module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Verdict:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

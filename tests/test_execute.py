@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, HELPERS, ROOT, run_cli
+from ebtest import DATA, HELPERS, ROOT, run_cli
 from effbench.errors import UserError
 from effbench.execute import OutputLock, run_in_worker
 from effbench.results import load
@@ -179,7 +179,7 @@ devices: []
 {QUICK}""")
     (tmp_path / "faultmodels.py").write_text((HELPERS / "faultmodels.py").read_text())
     out = tmp_path / "out"
-    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--timeout", "40", "--no-report")
+    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--timeout", "20", "--no-report")
     assert res.returncode == 1, res.stderr  # failed cells: exit 1, after finishing the others
     by = load(out).by_id()
     assert by["faulty/fp32/torch/b1/single-stream"].ok

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, ROOT, run_cli
+from ebtest import DATA, ROOT, run_cli
 from effbench.errors import UserError
 from effbench.suite import load_suite
 
@@ -52,13 +52,16 @@ def test_config_hash_tracks_what_matters(tmp_path):
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
-def test_bad_suite_is_one_line_exit_2(path):
+def test_bad_suite_is_one_line_exit_2(path, capsys, monkeypatch):
+    from effbench.cli import main
     head = _header(path)
-    res = run_cli("validate", str(path.relative_to(ROOT)))
-    assert res.returncode == 2, res.stdout + res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    assert "Traceback" not in res.stderr
+    monkeypatch.chdir(ROOT)
+    code = main(["validate", str(path.relative_to(ROOT))])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
     assert lines[0].startswith("error: ")
     assert head["expect"] in lines[0]
     if head["field"]:

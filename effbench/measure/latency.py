@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from scipy import stats as sps
 
 # MLPerf loadgen's early-stopping minimums: fewer samples cannot bound these percentiles.
 MIN_N_P90 = 64
@@ -32,6 +31,7 @@ def median_ci_ranks(n: int, level: float = CI_LEVEL) -> tuple[int, int]:
     """
     if n <= 0:
         return 0, 0
+    from scipy import stats as sps  # imported here: workers and the CLI start faster without it
     j = int(sps.binom.ppf((1 - level) / 2, n, 0.5))  # 1-based lower rank
     j = max(j, 1)
     return j - 1, n - j
