@@ -15,12 +15,12 @@ import sys
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from effbench.errors import UserError
-from effbench.results import Record, Results, Store, load, merge_rounds, provenance
+from effbench.results import Record, Results, Store, load, provenance
 from effbench.suite import Cell, Suite, load_suite
 
 BUILD_TIMEOUT_S = 1800.0
@@ -350,6 +350,7 @@ class Runner:
         self.timeout_s = opts.timeout_s or m.timeout_s or (self.budget["max_time_s"] + self.budget["warmup_s"] + 600)
         self.memory_limit_mb = m.memory_limit_mb
         self._work_cache: dict = {}
+        self.quality_cache: dict = {}
         self.profiles: list = []
         self.skipped = 0
 
@@ -433,9 +434,8 @@ class Runner:
                                      field=f"models[{i}].dataset")
         return out
 
-    def _build(self, art, cell: Cell, progress: Progress, calibration) -> Outcome:
-        choice = self.suite.choice(cell.variant)
-        progress.start(f"building {cell.model}/{cell.variant}")
+    def _build_choice(self, art, model: str, choice, progress: Progress, calibration) -> Outcome:
+        progress.start(f"building {model}/{choice.label}")
         calib = None
         if calibration is not None:
             calib = {k: v[:256] for k, v in calibration.inputs.items()}
@@ -443,7 +443,7 @@ class Runner:
                              {"artifact": art.to_json(), "label": choice.label, "precision": choice.precision,
                               "method": choice.method, "options": choice.options,
                               "cache_dir": str(self.opts.cache_dir), "calibration": calib},
-                             timeout_s=BUILD_TIMEOUT_S, log_path=self.logs / f"build-{cell.model}-{cell.variant}.log")
+                             timeout_s=BUILD_TIMEOUT_S, log_path=self.logs / f"build-{model}-{choice.label}.log")
 
     # -- measurement
     def setup(self, todo: list[tuple[int, Cell]], progress: Progress) -> None:
@@ -457,18 +457,14 @@ class Runner:
 
     def do_cell(self, rnd: int, cell: Cell, progress: Progress) -> Record:
         """Build the cell's variant if needed, measure it in a fresh worker, append its record."""
-        hashes, artifacts, datasets, variants, overhead = (self.hashes, self.artifacts, self.datasets,
-                                                           self.variants, self.overhead)
+        hashes, artifacts, datasets, overhead = self.hashes, self.artifacts, self.datasets, self.overhead
         art = artifacts[cell.model]
         base = Record(cell_id=cell.cell_id, config_hash=hashes[cell.cell_id], status="failed",
                       cell=cell.to_json(), round=rnd, rounds=self.rounds, provenance=self.provenance)
         if isinstance(art, Outcome):
             base.reason = f"model could not be prepared: {art.reason}"
             return self._finish(base, progress)
-        key = (cell.model, cell.variant)
-        if key not in variants:
-            variants[key] = self._build(art, cell, progress, datasets.get(cell.model))
-        vout = variants[key]
+        vout = self._variant(art, cell.model, cell.variant, progress)
         if vout.kind == "user_error":
             raise vout.value
         if vout.kind != "ok":
@@ -502,9 +498,68 @@ class Runner:
         else:
             base.status = "unsupported" if out.kind == "unsupported" else "failed"
             base.reason = out.reason
+        if base.ok:
+            base.quality = self._quality(cell, art, variant, progress)
         for hook in self.hooks:
             hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
         return self._finish(base, progress)
+
+    def _variant(self, art, model: str, label: str, progress: Progress) -> Outcome:
+        """The built variant (cached per run); fp32 is built even when the suite does not list it,
+        because every other variant's quality is scored against it."""
+        from effbench.suite import PrecisionChoice
+        key = (model, label)
+        if key not in self.variants:
+            try:
+                choice = self.suite.choice(label)
+            except StopIteration:
+                choice = PrecisionChoice(label="fp32", precision="fp32", method=None)
+            self.variants[key] = self._build_choice(art, model, choice, progress, self.datasets.get(model))
+        return self.variants[key]
+
+    def _quality(self, cell: Cell, art, variant: dict, progress: Progress) -> dict | None:
+        """The untimed quality pass of this variant on this runner, once per run (DESIGN.md "Quality")."""
+        key = (cell.model, cell.variant, cell.runner_label)
+        if key in self.quality_cache:
+            return self.quality_cache[key]
+        q = self.suite.spec.quality
+        ds = self.datasets.get(cell.model)
+        if ds is not None:
+            n = min(len(ds), q.samples) if q.samples else len(ds)
+            inputs = {k: v[:n] for k, v in ds.inputs.items()}
+            labels = ds.labels[:n] if ds.labels is not None else None
+        else:  # no dataset: fidelity to FP32 on seeded generated inputs, and the record says so
+            inputs, labels = art.feeds(q.samples or 256, None, seed=1), None
+        metric = q.metric or ("top1" if labels is not None else "cosine")
+        if metric == "top1" and labels is None:
+            raise self.suite.error(f"quality metric top1 needs labels, and model '{cell.model}' has no labelled dataset",
+                                   "quality", "metric", fix="add a dataset with labels, or use metric: cosine")
+        fp32_value = None
+        ref = self.opts.out_dir / "quality" / f"{cell.model}-{cell.runner_label}-{self.run_id}-fp32.npz"
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        if cell.variant != "fp32":
+            fp32_cell = Cell(**{**cell.__dict__, "variant": "fp32", "precision": "fp32", "method": None})
+            fp32_out = self._variant(art, cell.model, "fp32", progress)
+            if fp32_out.kind == "ok":
+                fp32_q = self._quality(fp32_cell, art, fp32_out.value, progress)
+                fp32_value = (fp32_q or {}).get("value")
+        progress.start(f"quality {cell.model}/{cell.variant}/{cell.runner_label}")
+        payload = {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "inputs": inputs,
+                   "labels": labels, "metric": metric, "reference_path": str(ref), "min_relative": q.min_relative,
+                   "fp32_value": fp32_value}
+        out = run_in_worker("effbench.measure.quality:quality_pass", payload, timeout_s=BUILD_TIMEOUT_S,
+                            log_path=self.logs / f"quality-{cell.model}-{cell.variant}-{cell.runner_label}.log",
+                            memory_limit_mb=self.memory_limit_mb)
+        if out.kind == "ok":
+            result = out.value
+            if ds is None:
+                result = {**result, "inputs": "generated (the model has no dataset)"}
+        elif out.kind == "user_error":
+            raise out.value
+        else:
+            result = {"metric": metric, "value": None, "status": out.kind, "reason": out.reason}
+        self.quality_cache[key] = result
+        return result
 
     def _work(self, variant: dict, art, cell: Cell) -> dict | None:
         """Work figures for this variant at this batch size, counted from its ONNX graph.
