@@ -78,7 +78,12 @@ def _header(ov: Overview) -> str:
         if h.effbench:
             facts.append(f"effbench {e(h.effbench)}")
         if h.speed_index is not None:
-            facts.append(f"speed index {e(_short(h.speed_index))}")
+            si = h.speed_index
+            if isinstance(si, dict) and si.get("gflops"):
+                text = f"{si['gflops']:.1f} GFLOP/s ({si.get('name', 'reference workload')}, {si.get('median_ms', 0):.2f} ms)"
+            else:
+                text = _short(si)
+            facts.append(f"speed index {e(text)}")
         details = "".join(f"<tr><th>{e(k)}</th><td>{e(_short(v))}</td></tr>" for k, v in sorted(h.details.items()))
         pkgs = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in sorted(h.packages.items()))
         when = f"{e(h.first)}" + (f" – {e(h.last)}" if h.last and h.last != h.first else "") if h.first else "unknown"
