@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--models", default="digits-cnn,minilm")
     ap.add_argument("--runners", default="onnxruntime,torch")
     ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="fp32 is always included")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "effbench-bench-cache"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "variants.json"))
@@ -98,7 +99,7 @@ def main() -> None:
         art, ds = prepare(model, cache)
         calib = {k: v[:256] for k, v in ds.inputs.items()}
         variants = {}
-        for label in PRECISIONS:
+        for label in ["fp32"] + [p for p in a.precisions.split(",") if p and p != "fp32"]:
             c = _parse_precision(label)
             t0 = time.perf_counter()
             v = build_variant(art, c.label, c.precision, c.method, validate_options(c.precision, c.options), cache,
@@ -140,6 +141,8 @@ def main() -> None:
                 per_round: dict[str, list[float]] = {label: [] for label in workers}
                 for r in range(a.rounds):
                     for label, (p, conn) in workers.items():
+                        # let the previous worker's spinning OpenMP / ORT pool threads park before timing
+                        time.sleep(0.3)
                         conn.send(("time", feeds, a.seconds))
                         status, ms = conn.recv()
                         per_round[label].append(ms)

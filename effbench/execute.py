@@ -41,6 +41,7 @@ def _worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
 
     from effbench.measure.memory import limit_address_space
     from effbench.runners import Unsupported
+    _die_with_parent()
     target, payload = pickle.load(sys.stdin.buffer)
     try:
         limit_address_space(memory_limit_mb)
@@ -51,19 +52,44 @@ def _worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
         out = Outcome("user_error", e)
     except Unsupported as e:
         out = Outcome("unsupported", reason=str(e))
-    except MemoryError:
-        out = Outcome("failed", reason=f"out of memory (worker limit {memory_limit_mb} MB)" if memory_limit_mb
-                      else "out of memory")
     except BaseException as e:  # a bug or a runtime error: the traceback goes to the log, the gist to the record
         traceback.print_exc()
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        out = Outcome("failed", reason=f"{type(e).__name__}: {first}".rstrip(": "))
+        gist = f"{type(e).__name__}: {first}".rstrip(": ")
+        if _out_of_memory(e):
+            limit = f"out of memory (worker limit {memory_limit_mb} MB)" if memory_limit_mb else "out of memory"
+            out = Outcome("failed", reason=limit if isinstance(e, MemoryError) and not first else f"{limit}: {gist}")
+        else:
+            out = Outcome("failed", reason=gist)
     try:
         data = pickle.dumps(out)
     except Exception as e:  # unpicklable result: say so rather than die silently
         data = pickle.dumps(Outcome("failed", reason=f"worker result could not be sent back: {e}"))
     with os.fdopen(result_fd, "wb") as f:
         f.write(data)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """MemoryError, ENOMEM, or a library that could not map/allocate under RLIMIT_AS (an import of a
+    shared object fails with "failed to map segment", ORT's arena with "Failed to allocate memory")."""
+    import errno
+    text = str(e)
+    return (isinstance(e, MemoryError) or getattr(e, "errno", None) == errno.ENOMEM
+            or any(s in text for s in ("failed to map segment", "Cannot allocate memory", "bad_alloc",
+                                       "Failed to allocate memory")))
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when the effbench process that started it dies (kill -9 of a run must
+    not leave a hung worker burning a core; start_new_session keeps it out of the run's process group)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl ran
+            os._exit(1)
 
 
 def run_in_worker(target: str, payload: dict, *, timeout_s: float, log_path: Path | None = None,

@@ -5,9 +5,11 @@ One schema, one place: the runner writes `Record.to_json()`, the reporter and th
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,7 +70,39 @@ class Record:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise ValueError(f"not an {SCHEMA} record")
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in known})
+        rec = cls(**{k: v for k, v in d.items() if k in known})
+        rec._check()
+        return rec
+
+    def _check(self) -> None:
+        """A hand-edited or foreign line must not crash the reporter or the gate later: check types."""
+        if not isinstance(self.cell_id, str) or not isinstance(self.config_hash, str):
+            raise ValueError("cell_id and config_hash must be strings")
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        if self.reason is not None and not isinstance(self.reason, str):
+            raise ValueError("reason must be a string or null")
+        for name in ("cell", "projections", "provenance"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be an object")
+        for name in ("variant", "model_stats", "latency_ms", "memory", "energy", "quality"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be an object or null")
+        for name in ("samples_ms", "round_medians_ms"):
+            v = getattr(self, name)
+            if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise ValueError(f"{name} must be a list of numbers")
+        if self.throughput_ips is not None and (isinstance(self.throughput_ips, bool)
+                                                or not isinstance(self.throughput_ips, (int, float))):
+            raise ValueError("throughput_ips must be a number or null")
+        if not isinstance(self.round, int) or not isinstance(self.rounds, int):
+            raise ValueError("round and rounds must be integers")
+        lat = self.latency_ms or {}
+        for k in ("median", "mean", "p90", "p99", "min", "max"):
+            if lat.get(k) is not None and (isinstance(lat[k], bool) or not isinstance(lat[k], (int, float))):
+                raise ValueError(f"latency_ms.{k} must be a number")
+        if self.status == "ok" and not isinstance(lat.get("median"), (int, float)):
+            raise ValueError("an ok record needs latency_ms.median")
 
     @property
     def ok(self) -> bool:
@@ -118,33 +152,47 @@ class Store:
         line = (_dumps(record) + "\n").encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # One os.write of a whole line in O_APPEND mode: a crash leaves the line whole or absent.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                self._heal_torn_tail(fd)
-                written = os.write(fd, line)
-                if written != len(line):
-                    raise OSError(f"short write ({written} of {len(line)} bytes)")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            created = not self.path.exists()
+            # A whole line per record in O_APPEND mode (the run's OutputLock makes us the only writer):
+            # a crash leaves the line whole, absent, or cut (healed below and reported on load).
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as e:
             raise UserError(f"cannot write results: {e.strerror or e}", file=self.path,
                             fix="free disk space or choose a writable output folder with -o") from e
+        try:
+            self._heal_torn_tail(fd)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:  # a disk that fills mid-line writes part of it; the next write says why
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                # Take the partial line back: the store keeps only whole records (issue 8).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+            if created:
+                _fsync_dir(self.path.parent)  # the new file's name survives a power cut too
+        except OSError as e:
+            raise UserError(f"cannot write results: {e.strerror or e}", file=self.path,
+                            fix="free disk space or choose a writable output folder with -o") from e
+        finally:
+            os.close(fd)
 
     def _heal_torn_tail(self, fd: int) -> None:
         """If a killed writer left a line without its newline, end it so the next line stays whole."""
-        size = os.fstat(fd).st_size
-        if size:
-            with open(self.path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    os.write(fd, b"\n")
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            os.write(fd, b"\n")
 
     def iter_lines(self) -> Iterator[tuple[int, Record | None, str | None]]:
         """(line number, record or None, problem or None) for every non-blank line."""
         if not self.path.exists():
             return
+        if not self.path.is_file():  # /dev/zero or a FIFO would be read forever
+            raise UserError("the results store is not a regular file", file=self.path,
+                            fix="point at a results.jsonl written by effbench")
         with open(self.path, "rb") as f:
             raw = f.read().split(b"\n")
         for i, line in enumerate(raw, 1):
@@ -168,6 +216,15 @@ class Store:
                                 file=self.path, fix="point at a results.jsonl written by effbench")
             warnings.append(msg)
         return records, warnings
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _is_torn(path: Path, lineno: int) -> bool:

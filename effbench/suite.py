@@ -315,7 +315,7 @@ def _file_sha256(p: Path) -> str:
 
 def _pydantic_error(e: ValidationError, file: Path, lines: LineMap, data: Any) -> UserError:
     err = e.errors(include_url=False)[0]
-    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x.startswith("function-") or x in
+    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x.startswith(("function-", "constrained-")) or x in
                 ("str", "int", "float", "bool", "list", "dict", "tuple", "none", "literal") or x.startswith("dict[") or x.startswith("list["))))
     loc = tuple(x for x in loc if x not in ("str", "dict[str,dict[str,any]]"))
     kind = err["type"]

@@ -14,6 +14,7 @@ from effbench.errors import UserError
 
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 class LineMap:
@@ -39,6 +40,11 @@ def _build(node: yaml.Node, path: tuple, lm: LineMap, constructor: yaml.construc
         raise UserError(f"nesting deeper than {MAX_DEPTH} levels", file=file,
                         line=node.start_mark.line + 1, fix="flatten the document")
     lm.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        # Collections are built here, not by the SafeConstructor, so its refusal of unknown tags must be
+        # repeated: `!!python/object/apply:...` on a list would otherwise be silently read as a list.
+        raise UserError(f"unsupported YAML tag '{node.tag}'", file=file, line=node.start_mark.line + 1,
+                        field=_dotted(path) if path else None, fix="remove the tag: effbench reads plain YAML only")
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         constructor.flatten_mapping(node)
@@ -89,7 +95,15 @@ def load_yaml(path: str | Path, *, what: str = "file") -> tuple[Any, LineMap]:
 
 
 def parse_yaml(text: str, *, file: str) -> tuple[Any, LineMap]:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks every character when it is built: a NUL or other control character
+        # raises here, before any node exists (issue 8 fuzzing found this escaping as a traceback).
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1 if isinstance(e.position, int) else None
+        raise UserError(f"invalid YAML: character #x{e.character:04x} is not allowed in YAML text"
+                        if isinstance(e.character, int) else f"invalid YAML: {e.reason}", file=file, line=line,
+                        fix="remove the control character (or quote it with an escape such as \"\\x00\")") from None
     lm = LineMap()
     try:
         node = loader.get_single_node()

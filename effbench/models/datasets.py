@@ -1,6 +1,7 @@
 """Datasets for quality passes and realistic timing inputs: builtin `digits` and `npz` files."""
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ class Dataset:
 def _fit(arr: np.ndarray, sample_shape: list[int], dtype: str, *, file: str | None, field: str,
          what: str) -> np.ndarray:
     """Reshape a dataset's per-sample arrays onto the model input's per-sample shape."""
+    if arr.dtype.kind not in "biuf":  # complex would lose its imaginary part, datetimes become numbers
+        raise UserError(f"{what} has dtype {arr.dtype}, not numbers", file=file, field=field,
+                        fix=f"store the arrays as {dtype}")
     want = int(np.prod(sample_shape)) if sample_shape else 1
     have = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
     if have != want:
@@ -29,10 +33,15 @@ def _fit(arr: np.ndarray, sample_shape: list[int], dtype: str, *, file: str | No
                         f"{sample_shape} per sample", file=file, field=field,
                         fix="give arrays whose per-sample shape matches the model's inputs")
     try:
-        return np.ascontiguousarray(arr.reshape(len(arr), *sample_shape).astype(dtype, copy=False))
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.ascontiguousarray(arr.reshape(len(arr), *sample_shape).astype(dtype, copy=False))
     except (TypeError, ValueError) as e:
         raise UserError(f"{what} cannot be read as {dtype}: {e}", file=file, field=field,
                         fix=f"store the arrays as {dtype}") from None
+    if out.dtype.kind == "f" and not np.isfinite(out).all():  # NaN in, NaN quality out
+        raise UserError(f"{what} holds NaN or infinite values (as {dtype})", file=file, field=field,
+                        fix="clean the data, or store values that fit the input's dtype")
+    return out
 
 
 def load_dataset(spec, input_shapes: dict[str, tuple[list[int], str]], *, base_dir: Path,
@@ -49,11 +58,15 @@ def load_dataset(spec, input_shapes: dict[str, tuple[list[int], str]], *, base_d
     path = base_dir / spec.npz
     fname = str(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a .npy array (or its memory map) named .npz
+            raise UserError("a single .npy array, not an .npz archive of named arrays", file=fname, field=field,
+                            fix="save it with numpy.savez(path, inputs=..., labels=...)")
+        with z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise UserError("dataset file not found", file=fname, field=field, fix="check the path") from None
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"not a readable .npz file ({str(e).splitlines()[0][:120]})", file=fname, field=field,
                         fix="save it with numpy.savez(path, inputs=..., labels=...)") from None
     inputs: dict[str, np.ndarray] = {}

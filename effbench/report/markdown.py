@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 from effbench.report.overview import Overview
@@ -14,7 +15,9 @@ COLUMNS = ("model", "variant", "runner", "batch", "scenario", "median latency (9
 
 def md_cell(text: object) -> str:
     """Text safe inside a Markdown table cell: HTML escaped (GitHub renders raw HTML), pipes escaped."""
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ").replace("`", "\\`")
+    out = html.escape(str(text), quote=False).replace("\n", " ")
+    # Markdown's own syntax too: no link, image or code span can come out of a field
+    return re.sub(r"([\\`\[\]|])", r"\\\1", out)
 
 
 def row_cells(row: Row) -> list[str]:

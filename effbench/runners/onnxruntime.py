@@ -1,6 +1,8 @@
 """ONNX Runtime: CPUExecutionProvider (CUDA when onnxruntime-gpu offers it), threads from the suite."""
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -46,7 +48,11 @@ class OnnxRuntimeRunner:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
+    line = text[0] if text else type(e).__name__
+    # ORT puts its C++ source location and function signature before the sentence that matters
+    # ("Opset 99 is under development", "Failed to allocate memory"): drop them, then cut.
+    line = re.sub(r"/onnxruntime_src/\S+:\d+ (?:[^()]*\([^()]*\)(?: const)? )?", "", line)
+    return line[:300]
 
 
 class OrtSession:
@@ -63,5 +69,7 @@ class OrtSession:
         try:
             run(names, feeds)
         except Exception as e:
+            if "Failed to allocate memory" in str(e) or "bad_alloc" in str(e):  # out of memory, not unsupported
+                raise MemoryError(f"onnxruntime could not allocate memory: {_first_line(e)}") from None
             raise Unsupported(f"onnxruntime failed to run the graph: {_first_line(e)}") from None
         return lambda: run(names, feeds)

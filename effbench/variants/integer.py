@@ -302,7 +302,7 @@ def _int4_class():
 
         def forward(self, x):
             shape = x.shape
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.weight_packed,
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).contiguous(), self.weight_packed,
                                                            self.group_size, self.scales_and_zeros)
             if self.bias is not None:
                 y = y + self.bias

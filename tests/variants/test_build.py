@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pytest
+
+from effbench.errors import UserError
+from effbench.runners import get_runner
+from effbench.variants import build_variant, validate_options
+
+LABELS = ["fp32", "fp16", "bf16", "int8", "int8-dynamic", "int8-static", "int4", "binary"]
+
+
+def _build(art, label, cache, calibration=None, **options):
+    prec, _, method = label.partition("-")
+    return build_variant(art, label, prec, method or None, validate_options(prec, options), cache, calibration=calibration)
+
+
+def _run(art, v, runner, x):
+    r = get_runner(runner)
+    assert r.supports(v).ok, r.supports(v).reason
+    return r.load(v, 1, {"artifact": art.to_json(), "compile": False}).run({"x": x})[0]
+
+
+@pytest.fixture(scope="module")
+def mlp_variants(mlp_artifact, cache, calib_mlp):
+    return {label: _build(mlp_artifact, label, cache, calib_mlp) for label in LABELS}
+
+
+def test_every_precision_builds_or_says_why(mlp_variants, mlp_artifact, calib_mlp):
+    x = calib_mlp["x"][:8]
+    ref = {rn: _run(mlp_artifact, mlp_variants["fp32"], rn, x) for rn in ("onnxruntime", "torch")}
+    np.testing.assert_allclose(ref["onnxruntime"], ref["torch"], atol=1e-4)
+    tol = {"fp16": 0.02, "bf16": 0.1, "int8": 0.15, "int8-dynamic": 0.15, "int8-static": 0.3, "int4": 0.6}
+    for label, v in mlp_variants.items():
+        assert v.precision == label.split("-")[0]
+        for side, runner in (("onnx_path", "onnxruntime"), ("torch", "torch")):
+            present = getattr(v, side) is not None
+            reason = v.onnx_reason if side == "onnx_path" else v.torch_reason
+            assert present != bool(reason), (label, side, reason)
+            if present and label in tol:
+                out = _run(mlp_artifact, v, runner, x)
+                err = float(np.abs(out - ref[runner]).max())
+                assert err < tol[label] * float(np.abs(ref[runner]).max()), (label, runner, err)
+                assert err > 0, (label, runner)  # really a different precision
+    # what this machine can and cannot do (FIELD-NOTES), with the runtime's own words
+    assert mlp_variants["bf16"].onnx_path is None and "onnxruntime" in mlp_variants["bf16"].onnx_reason
+    assert "NOT_IMPLEMENTED" in mlp_variants["bf16"].onnx_reason or "INVALID" in mlp_variants["bf16"].onnx_reason
+    assert mlp_variants["int8-static"].torch is None and "QuantStub" in mlp_variants["int8-static"].torch_reason
+    assert mlp_variants["int8-static"].method == "static-qdq"
+    assert mlp_variants["int8-dynamic"].method == "dynamic"
+    assert mlp_variants["binary"].emulated and not mlp_variants["int8"].emulated
+
+
+def test_int8_sizes_about_4x(mlp_variants):
+    fp, q = mlp_variants["fp32"].stats, mlp_variants["int8-dynamic"].stats
+    for side in ("onnx", "torch"):
+        ratio = fp[side]["weight_bytes"] / q[side]["weight_bytes"]
+        assert 3.3 < ratio < 4.05, (side, ratio)
+        assert 8 <= q[side]["weight_bits"] < 9.7
+        assert q[side]["params"] == fp[side]["params"]
+
+
+def test_int4_cuts_matmul_weights_more_than_4x(mlp_variants):
+    s = mlp_variants["int4"].stats["onnx"]["matmul_weight_bytes"]
+    assert s["fp32"] / s["int4"] >= 4.0
+    assert mlp_variants["int4"].build["onnx"]["gemm_rewritten_as_matmul"] == 3
+    # the torch side: the 10-wide output layer does not fit aten's int4 kernel (N % 16) and stays FP32
+    t = mlp_variants["int4"].build["torch"]
+    assert t["layers"] == 2 and len(t["kept_fp32"]) == 1 and t["kept_fp32"][0].startswith("4 ")
+
+
+def test_binary_is_bit_packed_and_lists_its_nodes(mlp_variants):
+    v = mlp_variants["binary"]
+    layers = v.stats["onnx"]["binarized_layers"]
+    # the middle Linear(128 -> 64): 8192 weights -> 1024 bytes of signs + 64 float32 scales
+    assert layers["fp32_bytes"] == 4 * 8192 and layers["packed_bytes"] == 1024 + 4 * 64
+    assert layers["ratio"] == pytest.approx(32768 / 1280, abs=1e-3)
+    assert len(v.binary_nodes) == 1  # 3 weight layers, first and last kept in FP32
+    assert v.build["onnx"]["kept_fp32"] and v.binary_nodes[0] not in v.build["onnx"]["kept_fp32"]
+    assert v.stats["torch"]["binarized_layers"]["ratio"] == layers["ratio"]
+    from pathlib import Path
+    assert Path(v.stats["onnx"]["packed_path"]).stat().st_size == v.stats["onnx"]["size_bytes"]
+
+
+def test_binary_keep_fp32_option(mlp_artifact, cache):
+    v = _build(mlp_artifact, "binary", cache, keep_fp32=[])
+    assert len(v.binary_nodes) == 3
+    with pytest.raises(UserError, match="not a weight layer"):
+        _build(mlp_artifact, "binary", cache, keep_fp32=["nope"])
+
+
+def test_binary_counts_one_bit_macs(mlp_variants):
+    from effbench.measure.flops import count_work
+    v = mlp_variants["binary"]
+    plain = count_work(v.onnx_path, batch_size=1)
+    binary = count_work(v.onnx_path, batch_size=1, binary_nodes=set(v.binary_nodes))
+    assert binary.macs == plain.macs and binary.bops < plain.bops
+
+
+def test_int8_auto_follows_graph_kind(cnn_artifact, cache, calib_cnn):
+    v = _build(cnn_artifact, "int8", cache, calib_cnn)
+    assert v.method == "static-qdq" and "CNN" in v.build["onnx"]["chosen_because"]
+    v = _build(cnn_artifact, "int8", cache.parent / "other-cache", None)
+    assert v.method == "dynamic" and "no dataset" in v.build["onnx"]["chosen_because"]
+
+
+def test_static_without_dataset_is_a_user_error(mlp_artifact, tmp_path):
+    with pytest.raises(UserError, match="needs calibration data") as e:
+        _build(mlp_artifact, "int8-static", tmp_path, None)
+    assert e.value.field == "precisions"
+
+
+def test_cache_returns_the_same_variant(mlp_artifact, cache, mlp_variants):
+    again = _build(mlp_artifact, "int8", cache, None)  # calibration is not in the key: the cached build returns
+    assert json.dumps(again.to_json(), sort_keys=True) == json.dumps(mlp_variants["int8"].to_json(), sort_keys=True)
+
+
+def test_record_section_per_side(mlp_variants):
+    v = mlp_variants["int8-static"]
+    sec = v.record_section("onnxruntime")
+    assert sec["method"] == "static-qdq" and sec["weight_bits"] == v.stats["onnx"]["weight_bits"]
+    sec = mlp_variants["int8"].record_section("torch")
+    assert sec["method"] == "dynamic" and sec["size_bytes"] == mlp_variants["int8"].stats["torch"]["size_bytes"]
