@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import json
 import os
 import signal
 import sys
@@ -186,15 +187,24 @@ def prepare_model(model: dict, index: int, base_dir: str, suite_file: str, cache
     from effbench.models.sources import prepare
     from effbench.suite import ModelSpec
     spec = ModelSpec.model_validate(model)
-    return prepare(spec, index, base_dir=Path(base_dir), suite_file=suite_file, cache_dir=Path(cache_dir)).to_json()
+    art = prepare(spec, index, base_dir=Path(base_dir), suite_file=suite_file, cache_dir=Path(cache_dir))
+    return _plain(art.to_json())
+
+
+def _plain(d: dict) -> dict:
+    """Plain JSON types only: a worker's result is pickled into the next worker's payload, and a torch
+    object in it (torch.__version__ is a TorchVersion) would import torch there on unpickling, before
+    the baseline RSS is read (~190 MB into an ONNX Runtime worker's memory figures)."""
+    return json.loads(json.dumps(d, default=str))
 
 
 def build_variant(artifact: dict, label: str, precision: str, method: str | None, options: dict,
                   cache_dir: str, calibration: dict | None = None) -> dict:
     from effbench.models.sources import ModelArtifact
     from effbench.variants import build_variant as _build
-    return _build(ModelArtifact.from_json(artifact), label, precision, method, options, Path(cache_dir),
-                  calibration=calibration).to_json()
+    built = _build(ModelArtifact.from_json(artifact), label, precision, method, options, Path(cache_dir),
+                   calibration=calibration)
+    return _plain(built.to_json())
 
 
 def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict, runner_options: dict,
@@ -206,6 +216,8 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
     from effbench.measure.latency import Budget, loop_overhead_ns, measure_latency
     from effbench.runners import Unsupported, get_runner
     from effbench.variants import Variant
+    if cell["runner"] != "torch" and "torch" in sys.modules:  # see _plain(): never measure with torch loaded
+        raise RuntimeError("torch was imported into an ONNX Runtime measuring worker before its baseline")
     runner = get_runner(cell["runner"])
     if cell["runner"] == "onnxruntime":
         import onnxruntime  # noqa: F401  (the runtime's import is not the model's memory)
@@ -703,6 +715,13 @@ def _variant_section(variant: dict, runner: str) -> dict:
 
 
 def _model_bytes(variant: dict, runner: str) -> int | None:
+    """Bytes of the model as it would ship: for emulated (binary) variants the bit-packed file, not the
+    dequantized graph the runtime happens to execute."""
+    side = "torch" if runner == "torch" else "onnx"
+    if variant.get("emulated"):
+        packed = ((variant.get("stats") or {}).get(side) or {}).get("size_bytes")
+        if packed:
+            return packed
     path = variant.get("onnx_path") if runner == "onnxruntime" else (variant.get("torch") or {}).get("artifact_path")
     if path and os.path.isfile(path):
         return os.path.getsize(path)

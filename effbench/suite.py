@@ -370,10 +370,13 @@ def load_suite(path: str | Path) -> Suite:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as e:
         raise _pydantic_error(e, p, lines, data) from None
+    from effbench.variants import validate_options  # pure Python: no runtime is imported
     choices = []
     for i, entry in enumerate(spec.precisions):
         try:
-            choices.append(_parse_precision(entry))
+            choice = _parse_precision(entry)
+            validate_options(choice.precision, choice.options)  # defaults are filled in at build time
+            choices.append(choice)
         except ValueError as e:
             raise UserError(str(e), file=p, line=lines.line(("precisions", i)), field=f"precisions[{i}]",
                             fix=None) from None

@@ -27,7 +27,7 @@ class TorchRunner:
         torch.set_num_threads(threads)
         artifact = ModelArtifact.from_json(options["artifact"])
         module, how = apply_transform(artifact, variant)
-        info = {"runtime": "torch", "version": torch.__version__, "threads": torch.get_num_threads(),
+        info = {"runtime": "torch", "version": str(torch.__version__), "threads": torch.get_num_threads(),
                 "mode": "eager", "inference_mode": True, "built": how}
         if options.get("compile"):
             # Measured here: torch.compile (inductor) of the zoo MLP took ~40 s cold, ~2 s per new batch

@@ -110,7 +110,7 @@ def _floating(artifact: ModelArtifact, label: str, precision: str, options: dict
                       "input_dtype": str(dtype).split(".")[-1]}
         torch_reason = None
         stats["torch"] = torch_stats(path, module, fp32_module=torch_module(artifact))
-        build["torch"] = {"tool": f"torch.nn.Module.to({dtype})", "torch": torch.__version__, "options": {}}
+        build["torch"] = {"tool": f"torch.nn.Module.to({dtype})", "torch": str(torch.__version__), "options": {}}
     return Variant(model_id=artifact.model_id, label=label, precision=precision, method=None,
                    onnx_path=onnx_path, onnx_reason=onnx_reason, torch=torch_side, torch_reason=torch_reason,
                    build=build, stats=stats)

@@ -122,7 +122,7 @@ def _torch_int8(artifact: ModelArtifact, folder: Path) -> tuple[dict, dict, dict
         q = torch.ao.quantization.quantize_dynamic(torch_module(artifact), {nn.Linear}, dtype=torch.qint8)
     path = save_torch_state(q, folder / "model-int8.pt", {"swapped": names})
     side = {"transform": "load", "artifact_path": str(path)}
-    build = {"tool": "torch.ao.quantization.quantize_dynamic", "torch": torch.__version__, "dtype": "qint8",
+    build = {"tool": "torch.ao.quantization.quantize_dynamic", "torch": str(torch.__version__), "dtype": "qint8",
              "layers": f"{len(names)} nn.Linear", "method": "dynamic"}
     return side, build, torch_stats(path, q, fp32_module=fp32)
 
@@ -340,7 +340,7 @@ def _torch_int4(artifact: ModelArtifact, options: dict, folder: Path) -> tuple[d
     if not swapped:
         raise _NoLayers(f"no nn.Linear layer fits int4 blocks of {group} ({'; '.join(kept) or 'no Linear layers'})")
     path = save_torch_state(module, folder / "model-int4.pt", {"swapped": swapped})
-    build = {"tool": "aten._convert_weight_to_int4pack_for_cpu + _weight_int4pack_mm_for_cpu", "torch": torch.__version__,
+    build = {"tool": "aten._convert_weight_to_int4pack_for_cpu + _weight_int4pack_mm_for_cpu", "torch": str(torch.__version__),
              "block_size": group, "symmetric": bool(options["symmetric"]), "layers": len(swapped),
              "kept_fp32": kept, "method": "weight-only-blockwise"}
     return {"transform": "load", "artifact_path": str(path)}, build, torch_stats(path, module, fp32_module=fp32)
