@@ -301,16 +301,9 @@ class Suite:
         src = m.source
         if src.kind == "onnx":
             p = (self.base_dir / src.onnx)
-            payload["onnx_sha256"] = _file_sha256(p) if p.is_file() else None
+            from effbench.models.sources import sha256_file
+            payload["onnx_sha256"] = sha256_file(p) if p.is_file() else None
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _file_sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pydantic_error(e: ValidationError, file: Path, lines: LineMap, data: Any) -> UserError:

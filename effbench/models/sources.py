@@ -131,7 +131,7 @@ def build_torch_module(artifact: ModelArtifact, *, suite_file: str | None = None
     return module.eval()
 
 
-def _sha256_file(p: Path) -> str:
+def sha256_file(p: Path) -> str:
     h = hashlib.sha256()
     with open(p, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -217,8 +217,8 @@ def merge_inputs(graph_inputs: list[InputDesc], spec_inputs: dict | None, dims: 
 
 
 @contextlib.contextmanager
-def _quiet_export():
-    """The exporters print pages of warnings; keep them out of the user's terminal."""
+def quiet_tools():
+    """Exporters and quantizers print pages of warnings; keep them out of the user's terminal."""
     buf = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         warnings.simplefilter("ignore")
@@ -240,7 +240,7 @@ def export_module(module, inputs: tuple[InputDesc, ...], dims: dict[str, int], o
     names = [i.name for i in inputs]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.onnx")
-    with _quiet_export(), torch.inference_mode(False), torch.no_grad():
+    with quiet_tools(), torch.inference_mode(False), torch.no_grad():
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=1 << 20)
             dynamic = tuple({0: batch} if i.shape and i.shape[0] == "batch" else {} for i in inputs)
@@ -288,7 +288,7 @@ def prepare(spec, index: int, *, base_dir: Path, suite_file: str, cache_dir: Pat
         model = load_onnx_checked(path, suite_file=suite_file, field=f"{field}.source.onnx")
         graph_inputs = read_onnx_inputs(model, file=str(path), field=field, suite_file=suite_file)
         inputs = merge_inputs(graph_inputs, spec.inputs, dims, suite_file=suite_file, field=field)
-        return ModelArtifact(model_id=spec.id, source_kind="onnx", onnx_path=str(path), onnx_sha256=_sha256_file(path),
+        return ModelArtifact(model_id=spec.id, source_kind="onnx", onnx_path=str(path), onnx_sha256=sha256_file(path),
                              inputs=inputs, output_names=tuple(o.name for o in model.graph.output), dims=dims,
                              task=spec.task, info={"opset": next((o.version for o in model.opset_import
                                                                   if o.domain in ("", "ai.onnx")), None)})
@@ -343,7 +343,7 @@ def prepare(spec, index: int, *, base_dir: Path, suite_file: str, cache_dir: Pat
     if src.kind == "builtin":
         from effbench.models import zoo
         info = zoo.info(src.builtin, cache_dir)
-    return ModelArtifact(model_id=spec.id, source_kind=src.kind, onnx_path=str(out), onnx_sha256=_sha256_file(out),
+    return ModelArtifact(model_id=spec.id, source_kind=src.kind, onnx_path=str(out), onnx_sha256=sha256_file(out),
                          inputs=inputs, output_names=tuple(o.name for o in model.graph.output), dims=dims, task=task,
                          torch_factory=factory, torch_factory_args=args, sys_path=sys_path, export=export, info=info)
 

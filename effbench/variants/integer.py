@@ -3,17 +3,13 @@ int4 weight-only block-wise (ONNX Runtime MatMulNBits; torch's aten int4pack CPU
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from effbench.errors import UserError
-from effbench.models.sources import ModelArtifact
+from effbench.models.sources import ModelArtifact, quiet_tools
 from effbench.variants import (Variant, builder, first_line, onnx_stats, save_torch_state, torch_module,
                                torch_stats)
 
@@ -22,17 +18,7 @@ from effbench.variants import (Variant, builder, first_line, onnx_stats, save_to
 ATTENTION_HINTS = ("Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization")
 
 
-@contextlib.contextmanager
-def _quiet():
-    buf = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
-        warnings.simplefilter("ignore")
-        level = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(level)
+_quiet = quiet_tools  # same silencing as the exporter's
 
 
 def graph_kind(path: str) -> str:
