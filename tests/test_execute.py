@@ -218,3 +218,14 @@ def test_torch_source_runs_on_both_runtimes(tmp_path, cache_dir):
     assert ort.ok and pt.ok
     assert ort.variant["build"]["tool"] == "torch.onnx.export(dynamo)" and ort.variant["build"]["opset"] >= 17
     assert ort.model_stats["macs"] == pt.model_stats["macs"] == 16 * 32 + 32 * 4
+
+
+def test_static_int8_without_dataset_is_one_line_exit_2(tmp_path, cache_dir):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: s\nmodels:\n  - id: tiny\n    source: {{onnx: {DATA / 'models' / 'tiny.onnx'}}}\n"
+                     f"precisions: [int8-static]\ndevices: []\n{QUICK}")
+    out = tmp_path / "out"
+    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir))
+    assert res.returncode == 2, res.stdout + res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "precisions" in line and "dataset" in line and "Traceback" not in res.stderr
