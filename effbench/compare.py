@@ -492,9 +492,14 @@ def _run_family(rows: list[_Row], alpha: float) -> None:
             r.significant = cn[0] > cb[1] or cn[1] < cb[0]
         elif r.test == "ci-paired-rounds":
             lo, hi, cov = median_ci(r.x)
-            r.significant = lo > 0 or hi < 0
             if cov < CI_LEVEL:
-                r.notes.append(f"CI coverage only {cov:.1%}")
+                # A 5-round CI covers 93.8%: gating on it flagged 1 of 16 A/A cells here. Too few
+                # rounds to decide is `unstable`, never `regressed`.
+                r.notes.append(f"CI coverage only {cov:.1%}: {len(r.x)} rounds cannot decide at "
+                               f"{CI_LEVEL:.0%}; use --rounds 12 or more")
+                r.significant = None
+            else:
+                r.significant = lo > 0 or hi < 0
     for r, ph in zip(tested, holm([r.p_value for r in tested])):
         r.p_holm = ph
         r.significant = ph <= alpha

@@ -25,6 +25,8 @@ from effbench.results import Record, Results, Store, load, provenance
 from effbench.suite import Cell, Suite, load_suite
 
 BUILD_TIMEOUT_S = 1800.0
+# Wilcoxon's smallest two-sided p with n rounds is 2 / 2**n: 12 rounds reach 0.01 / 16 cells (Holm).
+AB_MIN_ROUNDS = 12
 
 
 # ----------------------------------------------------------------------------------------- workers
@@ -677,10 +679,10 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
     base_s = base_suite if isinstance(base_suite, Suite) else load_suite(base_suite)
     out = Path(out_dir) if out_dir else Path("reports") / f"{new_s.name}-ab"
     notes = []
-    n_rounds = rounds or max(new_s.spec.measure.rounds, base_s.spec.measure.rounds)
-    if n_rounds < 5:
-        notes.append(f"A/B mode needs rounds to pair: using {max(n_rounds, 5)} rounds (asked for {n_rounds})")
-        n_rounds = max(n_rounds, 5)
+    n_rounds = rounds or max(new_s.spec.measure.rounds, base_s.spec.measure.rounds, AB_MIN_ROUNDS)
+    if n_rounds < AB_MIN_ROUNDS:
+        notes.append(f"{n_rounds} rounds: the signed-rank test needs about {AB_MIN_ROUNDS} to reach alpha 0.01 "
+                     f"after Holm over a few cells; cells it cannot decide are reported unstable")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     mk = lambda s, d: RunOptions(out_dir=d, cache_dir=cache, only=[only] if isinstance(only, str) else only,  # noqa: E731
                                  rounds=n_rounds, quick=quick, progress=progress, timeout_s=timeout_s)
