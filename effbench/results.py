@@ -97,6 +97,23 @@ class Record:
             raise ValueError("throughput_ips must be a number or null")
         if not isinstance(self.round, int) or not isinstance(self.rounds, int):
             raise ValueError("round and rounds must be integers")
+        if not all(isinstance(k, str) and isinstance(v, dict) for k, v in self.projections.items()):
+            raise ValueError("projections must map profile ids to objects")
+        for k in ("host", "packages", "speed_index"):
+            v = self.provenance.get(k)
+            if v is not None and not isinstance(v, dict) and not (k == "speed_index" and isinstance(v, (int, float))):
+                raise ValueError(f"provenance.{k} must be an object")
+        numeric = {"memory": ("baseline_rss_bytes", "peak_rss_bytes", "model_bytes"),
+                   "model_stats": ("params", "size_bytes", "weight_bytes", "macs", "flops", "bops", "bytes_moved",
+                                   "weight_bits", "nodes"),
+                   "energy": ("j_per_inference", "avg_power_w", "inferences_per_j", "mw_per_inference"),
+                   "quality": ("value", "fp32_value", "relative")}
+        for section, keys in numeric.items():
+            d = getattr(self, section) or {}
+            for k in keys:
+                v = d.get(k)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise ValueError(f"{section}.{k} must be a number or null")
         lat = self.latency_ms or {}
         for k in ("median", "mean", "p90", "p99", "min", "max"):
             if lat.get(k) is not None and (isinstance(lat[k], bool) or not isinstance(lat[k], (int, float))):
