@@ -104,7 +104,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(summary_table(results))
     print(f"results: {out / 'results.jsonl'}")
-    verdict = None
+    verdict, base = None, None
     if a.baseline:
         from effbench.compare import compare, resolve_rules
         from effbench.results import load
@@ -113,7 +113,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
                           alpha=suite.spec.gate.alpha)
     if not a.no_report:
         from effbench.report import write_report
-        paths = write_report(results, out, baseline=load_baseline(a.baseline) if a.baseline else None, verdict=verdict)
+        paths = write_report(results, out, baseline=base, verdict=verdict)
         print(f"report: {paths['html']}")
     if verdict is not None:
         print(verdict.render("table"))
@@ -202,11 +202,6 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     print(f"{suite.path}: ok: {len(suite.spec.models)} model(s), {len(suite.precision_choices)} precision(s), "
           f"{len(suite.spec.runners)} runner(s) -> {len(cells)} cells")
     return 0
-
-
-def load_baseline(path):
-    from effbench.results import load
-    return load(path)
 
 
 def _cmd_report(a: argparse.Namespace) -> int:

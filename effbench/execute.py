@@ -476,9 +476,11 @@ class Runner:
 
     def _build_choice(self, art, model: str, choice, progress: Progress, calibration) -> Outcome:
         progress.start(f"building {model}/{choice.label}")
+        from effbench.variants import validate_options
         calib = None
-        if calibration is not None:
-            calib = {k: v[:256] for k, v in calibration.inputs.items()}
+        samples = validate_options(choice.precision, choice.options).get("calibration_samples")
+        if calibration is not None and samples:  # only precisions that calibrate get (their share of) the data
+            calib = {k: v[:samples] for k, v in calibration.inputs.items()}
         return run_in_worker("effbench.execute:build_variant",
                              {"artifact": art.to_json(), "label": choice.label, "precision": choice.precision,
                               "method": choice.method, "options": choice.options,
@@ -684,11 +686,11 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
         notes.append(f"{n_rounds} rounds: the signed-rank test needs about {AB_MIN_ROUNDS} to reach alpha 0.01 "
                      f"after Holm over a few cells; cells it cannot decide are reported unstable")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    mk = lambda s, d: RunOptions(out_dir=d, cache_dir=cache, only=[only] if isinstance(only, str) else only,  # noqa: E731
+    mk = lambda d: RunOptions(out_dir=d, cache_dir=cache, only=[only] if isinstance(only, str) else only,  # noqa: E731
                                  rounds=n_rounds, quick=quick, progress=progress, timeout_s=timeout_s)
     with OutputLock(out):
-        new_r = Runner(new_s, mk(new_s, out), [])
-        base_r = Runner(base_s, mk(base_s, out / "base"), [])
+        new_r = Runner(new_s, mk(out), [])
+        base_r = Runner(base_s, mk(out / "base"), [])
         new_todo, base_todo = new_r.plan(), base_r.plan()
         base_ids = {c.cell_id for _, c in base_todo}
         shared = [(r, c) for r, c in new_todo if c.cell_id in base_ids]

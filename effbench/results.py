@@ -203,8 +203,9 @@ class Store:
         if stat.S_ISREG(st.st_mode) and st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
             os.write(fd, b"\n")
 
-    def iter_lines(self) -> Iterator[tuple[int, Record | None, str | None]]:
-        """(line number, record or None, problem or None) for every non-blank line."""
+    def iter_lines(self) -> Iterator[tuple[int, Record | None, str | None, bool]]:
+        """(line number, record or None, problem or None, torn) for every non-blank line; torn means the
+        line is not JSON at all (cut short by a killed writer), as opposed to a foreign JSON object."""
         if not self.path.exists():
             return
         if not self.path.is_file():  # /dev/zero or a FIFO would be read forever
@@ -216,19 +217,24 @@ class Store:
             if not line.strip():
                 continue
             try:
-                yield i, Record.from_json(json.loads(line)), None
+                obj = json.loads(line)
+            except ValueError as e:
+                yield i, None, str(e), True
+                continue
+            try:
+                yield i, Record.from_json(obj), None, False
             except (ValueError, TypeError) as e:
-                yield i, None, str(e)
+                yield i, None, str(e), False
 
     def records(self, *, strict: bool = True) -> tuple[list[Record], list[str]]:
         """Every stored line as a record, plus warnings for torn lines a killed run left behind."""
         records, warnings = [], []
-        for lineno, rec, problem in self.iter_lines():
+        for lineno, rec, problem, torn in self.iter_lines():
             if rec is not None:
                 records.append(rec)
                 continue
             msg = f"{self.path}:{lineno}: skipped an unreadable line ({problem}); a run was probably killed mid-write"
-            if strict and not _is_torn(self.path, lineno):
+            if strict and not torn:
                 raise UserError(f"line {lineno} is not an effbench result record ({problem})",
                                 file=self.path, fix="point at a results.jsonl written by effbench")
             warnings.append(msg)
@@ -242,17 +248,6 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _is_torn(path: Path, lineno: int) -> bool:
-    """A torn line is one that does not parse as JSON at all (cut short), not a foreign object."""
-    with open(path, "rb") as f:
-        line = f.read().split(b"\n")[lineno - 1]
-    try:
-        json.loads(line)
-        return False
-    except ValueError:
-        return True
 
 
 def merge_rounds(records: Iterable[Record]) -> list[Record]:

@@ -306,11 +306,17 @@ class Suite:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_TYPE_TAGS = ("str", "int", "float", "bool", "list", "dict", "tuple", "none", "literal")
+
+
+def _is_type_tag(part) -> bool:
+    """pydantic puts the union member or validator it tried into `loc`; users' field paths never hold those."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or part.startswith(("function-", "constrained-", "dict[", "list[")))
+
+
 def _pydantic_error(e: ValidationError, file: Path, lines: LineMap, data: Any) -> UserError:
     err = e.errors(include_url=False)[0]
-    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x.startswith(("function-", "constrained-")) or x in
-                ("str", "int", "float", "bool", "list", "dict", "tuple", "none", "literal") or x.startswith("dict[") or x.startswith("list["))))
-    loc = tuple(x for x in loc if x not in ("str", "dict[str,dict[str,any]]"))
+    loc = tuple(x for x in err["loc"] if not _is_type_tag(x))
     kind = err["type"]
     msg = err["msg"]
     fix = None

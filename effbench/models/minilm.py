@@ -33,7 +33,7 @@ def build():
 
     # eager attention: MatMul + Softmax in the graph, so exporters, quantizers and FLOP counters see every
     # product (FlopCounterMode has no formula for the CPU flash-attention op, FIELD-NOTES).
-    bert = AutoModel.from_pretrained(_model_dir(), attn_implementation="eager")
+    bert = AutoModel.from_pretrained(_model_dir(), attn_implementation="eager", local_files_only=True)
 
     class MiniLM(nn.Module):
         def __init__(self) -> None:
@@ -54,7 +54,7 @@ def tokenize(sentences_path: str | Path, out_path: str | Path, seq_len: int = SE
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
     lines = [ln.strip() for ln in Path(sentences_path).read_text().splitlines() if ln.strip()]
-    tok = AutoTokenizer.from_pretrained(_model_dir())
+    tok = AutoTokenizer.from_pretrained(_model_dir(), local_files_only=True)
     enc = tok(lines, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
     out = Path(out_path)
     np.savez(out, input_ids=enc["input_ids"].astype(np.int64), attention_mask=enc["attention_mask"].astype(np.int64))
