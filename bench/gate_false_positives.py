@@ -5,7 +5,11 @@ A/A: the quickstart suite's FP32 and INT8 cells measured twice (two stores, `--r
 the second store of each pair with every latency sample and round median of one model multiplied by
 1.10 (real measured samples, a known shift), and the gate's detection rate on that model's cells
 (target: all). Both in store mode (`compare`) and in A/B mode (`run --ab`, interleaved).
-Run: .venv/bin/python bench/gate_false_positives.py [--pairs 5] [--rounds 3] [--only GLOB]
+
+Measuring and judging are separate so a gate change can be re-judged on the same measurements:
+
+    .venv/bin/python bench/gate_false_positives.py --keep DIR [--pairs 5] [--rounds 12] [--quick]
+    .venv/bin/python bench/gate_false_positives.py --analyze DIR      # re-judge stores kept in DIR
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from effbench.compare import compare, compare_ab  # noqa: E402
 from effbench.execute import run, run_ab  # noqa: E402
-from effbench.results import Results  # noqa: E402
+from effbench.results import Results, load  # noqa: E402
 
 SLOW_MODEL = "digits-cnn"
+SLOW = 1.10
 
 
 def slowed(results: Results, model: str, factor: float) -> Results:
@@ -39,47 +44,93 @@ def slowed(results: Results, model: str, factor: float) -> Results:
     return Results(records=recs, raw=recs)
 
 
-def flagged(verdict, metric: str = "latency.median") -> list[str]:
-    return sorted({r["cell_id"] for r in verdict.rows if r["metric"] == metric and r["verdict"] in ("regressed", "improved")})
+def latency_rows(verdict) -> list[dict]:
+    return [r for r in verdict.rows if r["metric"] == "latency.median"]
+
+
+def flagged(verdict) -> list[str]:
+    return sorted({r["cell_id"] for r in latency_rows(verdict) if r["verdict"] in ("regressed", "improved")})
+
+
+def measure(d: Path, pairs: int, rounds: int, quick: bool, suite: str, only: list[str]) -> None:
+    for i in range(pairs):
+        for side in ("a", "b"):
+            if not (d / f"{side}{i}" / "results.jsonl").exists():
+                run(suite, out_dir=d / f"{side}{i}", only=only, rounds=rounds, quick=quick, progress=False)
+        if not (d / f"ab{i}" / "results.jsonl").exists():
+            run_ab(suite, suite, out_dir=d / f"ab{i}", only=only, rounds=max(rounds, 5), quick=quick, progress=False)
+        print(f"pair {i + 1} measured", flush=True)
+
+
+def _detail(verdict, target: list[str]) -> str:
+    out = []
+    for r in latency_rows(verdict):
+        if r["cell_id"] in target:
+            floor = r.get("noise_floor")
+            out.append(f"    {r['cell_id']}: {r['verdict']} ratio {r['ratio']:.3f} floor "
+                       f"{'-' if floor is None else f'{floor:.1%}'} p_holm {r.get('p_holm')}")
+    return "\n".join(out)
+
+
+def analyze(d: Path, verbose: bool) -> dict:
+    pairs = sorted(int(p.name[1:]) for p in d.glob("a*") if p.name[1:].isdigit())
+    fp_store = fp_ab = det_store = det_ab = cells = unstable_aa = n_aa = 0
+    for i in pairs:
+        base, new = load(d / f"a{i}" / "results.jsonl"), load(d / f"b{i}" / "results.jsonl")
+        v = compare(base, new)
+        fp = flagged(v)
+        slow = slowed(new, SLOW_MODEL, SLOW)
+        target = sorted(r.cell_id for r in slow.records if r.cell.get("model") == SLOW_MODEL and r.ok)
+        vs = compare(base, slow)
+        hit = [c for c in flagged(vs) if c in target]
+        line = (f"pair {i + 1}: A/A flagged {len(fp)} of {len(latency_rows(v))} cells (store mode) {fp}; "
+                f"planted +{SLOW - 1:.0%} on {SLOW_MODEL}: {len(hit)}/{len(target)} (store mode)")
+        n_aa += len(latency_rows(v))
+        unstable_aa += sum(r["verdict"] == "unstable" for r in latency_rows(v))
+        if (d / f"ab{i}" / "results.jsonl").exists():
+            b2, n2 = load(d / f"ab{i}" / "base" / "results.jsonl"), load(d / f"ab{i}" / "results.jsonl")
+            bb = b2.by_id()
+            fpa = flagged(compare_ab([(bb[r.cell_id], r) for r in n2 if r.cell_id in bb]))
+            va = compare_ab([(bb[r.cell_id], r) for r in slowed(n2, SLOW_MODEL, SLOW) if r.cell_id in bb])
+            hita = [c for c in flagged(va) if c in target]
+            fp_ab += len(fpa)
+            det_ab += len(hita)
+            line += f"; A/B mode: A/A flagged {len(fpa)} {fpa}, planted {len(hita)}/{len(target)}"
+        print(line)
+        if verbose:
+            print("  store mode, planted:\n" + _detail(vs, target))
+            if (d / f"ab{i}" / "results.jsonl").exists():
+                print("  A/B mode, planted:\n" + _detail(va, target))
+        fp_store += len(fp)
+        det_store += len(hit)
+        cells += len(target)
+    print(f"A/A false positives: store mode {fp_store}, A/B mode {fp_ab} over {len(pairs)} pairs "
+          f"({unstable_aa} of {n_aa} store-mode A/A rows unstable)")
+    print(f"planted +{SLOW - 1:.0%} detection: store mode {det_store}/{cells}, A/B mode {det_ab}/{cells}")
+    return {"fp_store": fp_store, "fp_ab": fp_ab, "det_store": det_store, "det_ab": det_ab, "cells": cells}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default=str(ROOT / "suites" / "quickstart.yaml"))
     ap.add_argument("--pairs", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--only", action="append", default=None,
                     help="cell globs (default: the fp32 and int8 cells)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--keep", help="measure into (and resume from) this folder and keep the stores")
+    ap.add_argument("--analyze", help="only re-judge the stores kept in this folder")
+    ap.add_argument("-v", "--verbose", action="store_true", help="per-cell ratios and floors of the planted runs")
     a = ap.parse_args()
-    only = a.only or ["*/fp32/*", "*/int8*/*"]
-    fp_store = fp_ab = 0
-    det_store = det_ab = cells_slowed = 0
-    with tempfile.TemporaryDirectory() as d:
-        for i in range(a.pairs):
-            base = run(a.suite, out_dir=Path(d) / f"a{i}", only=only, rounds=a.rounds, quick=a.quick, progress=False)
-            new = run(a.suite, out_dir=Path(d) / f"b{i}", only=only, rounds=a.rounds, quick=a.quick, progress=False)
-            v = compare(base, new)
-            fp = flagged(v)
-            fp_store += len(fp)
-            slow = slowed(new, SLOW_MODEL, 1.10)
-            target = sorted(r.cell_id for r in slow.records if r.cell.get("model") == SLOW_MODEL and r.ok)
-            hit = [c for c in flagged(compare(base, slow)) if c in target]
-            det_store += len(hit)
-            cells_slowed += len(target)
-            b2, n2, _ = run_ab(a.suite, a.suite, out_dir=Path(d) / f"ab{i}", only=only, rounds=max(a.rounds, 5),
-                               quick=a.quick, progress=False)
-            bb = b2.by_id()
-            pairs = [(bb[r.cell_id], r) for r in n2 if r.cell_id in bb]
-            fpa = flagged(compare_ab(pairs))
-            fp_ab += len(fpa)
-            spairs = [(bb[r.cell_id], r) for r in slowed(n2, SLOW_MODEL, 1.10) if r.cell_id in bb]
-            det_ab += len([c for c in flagged(compare_ab(spairs)) if c in target])
-            print(f"pair {i + 1}: A/A flagged {len(fp)} of {len(v.rows and {r['cell_id'] for r in v.rows})} cells "
-                  f"(store mode) {fp}, {len(fpa)} (A/B mode) {fpa}; planted +10% on {SLOW_MODEL}: "
-                  f"detected {len(hit)}/{len(target)} (store mode)", flush=True)
-    print(f"A/A false positives: store mode {fp_store}, A/B mode {fp_ab} over {a.pairs} pairs")
-    print(f"planted +10% detection: store mode {det_store}/{cells_slowed}, A/B mode {det_ab}/{cells_slowed}")
+    if a.analyze:
+        analyze(Path(a.analyze), a.verbose)
+        return
+    only = a.only or ["*/fp32/*", "*/int8/*"]
+    with tempfile.TemporaryDirectory() as td:
+        d = Path(a.keep or td)
+        d.mkdir(parents=True, exist_ok=True)
+        measure(d, a.pairs, a.rounds, a.quick, a.suite, only)
+        analyze(d, a.verbose)
 
 
 if __name__ == "__main__":

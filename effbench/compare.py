@@ -26,6 +26,8 @@ VERDICTS = ("regressed", "improved", "unchanged", "unstable")
 TESTS = ("mann-whitney-rounds", "mann-whitney-samples", "ci-overlap", "wilcoxon-paired-rounds",
          "ci-paired-rounds", "exact", "none")
 CI_LEVEL = 0.99
+# The noise floor is the half-width of this CI of a cell's median over rounds (see `noise_floor`).
+FLOOR_LEVEL = 0.95
 # Two stores whose machine-speed indexes differ by more than this are not comparable without care.
 SPEED_INDEX_TOLERANCE = 0.10
 
@@ -284,16 +286,27 @@ def quantile_ci(values: Sequence[float], q: float, level: float = CI_LEVEL) -> t
     return float(a[lo - 1]), float(a[hi - 1])
 
 
-def noise_floor(values: Sequence[float]) -> float | None:
-    """Between-round spread of one cell: half the max/min ratio of its per-round values, minus 1.
+def noise_floor(values: Sequence[float], *, logs: bool = False) -> float | None:
+    """Noise floor of one cell: how far its median over rounds can move by the rounds' spread alone.
 
-    A cell whose rounds read 10 and 12 ms has a floor of about 9.5%: a change smaller than that is
-    indistinguishable from the machine drifting between rounds.
+    The half-width of the 95% order-statistic CI of the median of the per-round values, in log space,
+    as a relative change: exp((log x_(hi) - log x_(lo)) / 2) - 1. With 5 rounds or fewer the interval is
+    the whole range (rounds reading 10 and 12 ms: 9.5%). It shrinks as rounds are added, which is how a
+    cell whose floor hides the threshold becomes decidable; the whole range would grow instead (more
+    rounds, more extremes) and one stray round would set it. `logs`: the values are already log ratios.
     """
-    v = [x for x in values if x is not None and x > 0]
+    v = [x for x in values if x is not None and (logs or x > 0)]
     if len(v) < 2:
         return None
-    return math.exp((math.log(max(v)) - math.log(min(v))) / 2) - 1
+    lv = sorted(v if logs else (math.log(x) for x in v))
+    lo, hi = median_ci_ranks(len(lv), FLOOR_LEVEL)
+    return math.exp((lv[hi] - lv[lo]) / 2) - 1
+
+
+def combined_floor(a: float | None, b: float | None) -> float | None:
+    """Floor of a ratio of two independent medians: the two log floors added in quadrature."""
+    parts = [math.log1p(f) for f in (a, b) if f is not None]
+    return math.exp(math.hypot(*parts)) - 1 if parts else None
 
 
 # --------------------------------------------------------------------------- comparing one metric
@@ -406,8 +419,7 @@ def _plan_metric(rule: Rule, cell_id: str, b: Record, n: Record, bside: _Side | 
             row.x, row.y = bx, [v * scale_new for v in ny]
             row.base, row.new = float(np.median(row.x)), float(np.median(row.y))
             row.test = "mann-whitney-rounds"
-            fb, fn = noise_floor(row.x), noise_floor(row.y)
-            row.floor = max(f for f in (fb, fn) if f is not None)
+            row.floor = combined_floor(noise_floor(row.x), noise_floor(row.y))
             row.notes.append(f"{len(bx)} vs {len(ny)} rounds")
         elif m.kind == "timing" and b.samples_ms and n.samples_ms:
             row.x, row.y = list(b.samples_ms), [v * scale_new for v in n.samples_ms]
@@ -741,7 +753,7 @@ def _plan_paired(rule: Rule, cell_id: str, b: Record, n: Record) -> _Row | None:
     med = float(np.median(logr))
     row.x = logr
     row.test = "wilcoxon-paired-rounds"
-    row.floor = math.exp((max(logr) - min(logr)) / 2) - 1 if len(logr) >= 2 else None
+    row.floor = noise_floor(logr, logs=True)
     row.notes.append(f"{len(logr)} interleaved rounds; ratio = median of per-round ratios")
     # the gate's ratio is the median of per-round ratios, not the ratio of medians
     ratio, _, row.beyond = _direction(rule, 1.0, math.exp(med))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from effbench.compare import (DEFAULT_RULES, TESTS, Rule, compare, compare_ab, compare_paths, holm, parse_rule,
-                              quantile_ci, resolve_rules)
+                              noise_floor, quantile_ci, resolve_rules)
 from effbench.errors import UserError
 from effbench.measure.latency import LatencyStats
 from effbench.results import Record, Store, load
@@ -163,7 +163,9 @@ def test_planted_30pct_slowdown_with_rounds_is_regressed(tmp_path):
     assert rows[fp32]["test"] == "ci-overlap"
     assert rows[fp32]["verdict"] == "regressed"
     assert rows[int8]["verdict"] == "unchanged"
-    assert rows[fp32]["noise_floor"] == pytest.approx(math.sqrt(1.01 / 0.99) - 1, rel=1e-6)
+    # 5 rounds: each store's floor is half its range; the two add in quadrature (independent medians)
+    one = math.log(math.sqrt(1.01 / 0.99))
+    assert rows[fp32]["noise_floor"] == pytest.approx(math.exp(math.sqrt(2) * one) - 1, rel=1e-6)
     assert v.exit_code == 1
 
 
@@ -459,14 +461,35 @@ def test_json_never_holds_nan_or_inf(tmp_path):
     assert {r["test"] for r in v.rows} <= set(TESTS)  # every test name rendered is a documented one
 
 
-def test_significant_change_inside_the_noise_floor_is_unstable(tmp_path):
+def test_one_stray_round_does_not_set_the_noise_floor(tmp_path):
     cell = list(CELLS)[0]
-    # one slow round in each store puts the floor at 9.5%; the 8% shift is significant but inside it
+    # one slow round in each store of 10: the old floor (half the whole range, 9.5%) hid this 8% shift;
+    # the 95% CI of the median over 10 rounds leaves the stray round out
     base = rounds_store(tmp_path, "base", {cell: [10.0 + 0.01 * i for i in range(9)] + [12.0]}, seed=1)
     new = rounds_store(tmp_path, "new", {cell: [10.8 + 0.01 * i for i in range(9)] + [12.1]}, seed=2)
     row = rows_by(compare(base, new))[cell]
     assert row["test"] == "mann-whitney-rounds" and row["p_holm"] < 0.01
-    assert row["noise_floor"] == pytest.approx(math.sqrt(12.0 / 10.0) - 1, rel=1e-6)
+    assert row["noise_floor"] < 0.01
+    assert row["verdict"] == "regressed"
+
+
+def test_noise_floor_shrinks_as_rounds_are_added():
+    rng = np.random.default_rng(5)
+    spread = {n: np.median([noise_floor(rng.lognormal(0, 0.05, n)) for _ in range(200)]) for n in (6, 12, 48)}
+    assert spread[6] > spread[12] > spread[48]
+    assert noise_floor([10.0, 12.0]) == pytest.approx(math.sqrt(1.2) - 1)   # 2 rounds: half the range
+    assert noise_floor([10.0]) is None
+
+
+def test_significant_change_inside_the_noise_floor_is_unstable():
+    cell = list(CELLS)[0]
+    # every round slower (signed-rank p = 0.0005), median +6.7%, but the rounds disagree on how much:
+    # the median's 95% CI spans 3% to 42%, so whether it is beyond the 5% threshold is unknown
+    logs = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.3, 0.35, 0.4, 0.45]
+    row = rows_by(compare_ab(explicit_pairs([math.exp(x) for x in logs])))[cell]
+    assert row["test"] == "wilcoxon-paired-rounds" and row["p_holm"] < 0.01
+    assert row["ratio"] == pytest.approx(math.exp(0.065), rel=1e-6)
+    assert row["noise_floor"] == pytest.approx(math.exp((0.35 - 0.03) / 2) - 1, rel=1e-6)
     assert row["verdict"] == "unstable" and "noise floor" in row["note"]
 
 
