@@ -3,8 +3,9 @@
 A/A: the quickstart suite's FP32 and INT8 cells measured twice (two stores, `--rounds R` each),
 `pairs` times; every flagged cell is a false positive (target: none). Then a planted 10% slowdown:
 the second store of each pair with every latency sample and round median of one model multiplied by
-1.10 (real measured samples, a known shift), and the gate's detection rate on that model's cells
-(target: all). Both in store mode (`compare`) and in A/B mode (`run --ab`, interleaved).
+1.10 (real measured samples, a known shift; in A/B mode the paired block ratios too), and the gate's
+detection rate on that model's cells (target: all). Both in store mode (`compare`) and in A/B mode
+(`run --ab`: interleaved workers plus paired blocks in one worker).
 
 Measuring and judging are separate so a gate change can be re-judged on the same measurements:
 
@@ -37,6 +38,7 @@ def slowed(results: Results, model: str, factor: float) -> Results:
         if r.cell.get("model") == model and r.ok:
             r.samples_ms = [s * factor for s in r.samples_ms]
             r.round_medians_ms = [m * factor for m in r.round_medians_ms]
+            r.paired_ratios = [p * factor for p in r.paired_ratios]   # the new side of each block pair
             r.latency_ms = {k: (v * factor if k in ("median", "mean", "p90", "p99", "min", "max") and v else v)
                             for k, v in r.latency_ms.items()}
             r.latency_ms["ci"] = [c * factor for c in r.latency_ms["ci"]]
@@ -52,12 +54,12 @@ def flagged(verdict) -> list[str]:
     return sorted({r["cell_id"] for r in latency_rows(verdict) if r["verdict"] in ("regressed", "improved")})
 
 
-def measure(d: Path, pairs: int, rounds: int, quick: bool, suite: str, only: list[str]) -> None:
+def measure(d: Path, pairs: int, rounds: int, quick: bool, suite: str, only: list[str], modes: str) -> None:
     for i in range(pairs):
-        for side in ("a", "b"):
+        for side in ("a", "b") if "store" in modes else ():
             if not (d / f"{side}{i}" / "results.jsonl").exists():
                 run(suite, out_dir=d / f"{side}{i}", only=only, rounds=rounds, quick=quick, progress=False)
-        if not (d / f"ab{i}" / "results.jsonl").exists():
+        if "ab" in modes and not (d / f"ab{i}" / "results.jsonl").exists():
             run_ab(suite, suite, out_dir=d / f"ab{i}", only=only, rounds=max(rounds, 5), quick=quick, progress=False)
         print(f"pair {i + 1} measured", flush=True)
 
@@ -73,41 +75,48 @@ def _detail(verdict, target: list[str]) -> str:
 
 
 def analyze(d: Path, verbose: bool) -> dict:
-    pairs = sorted(int(p.name[1:]) for p in d.glob("a*") if p.name[1:].isdigit())
-    fp_store = fp_ab = det_store = det_ab = cells = unstable_aa = n_aa = 0
+    pairs = sorted({int(p.name.lstrip("ab")) for p in d.glob("*") if p.is_dir() and p.name.lstrip("ab").isdigit()})
+    fp_store = fp_ab = det_store = det_ab = cells = cells_ab = unstable_aa = n_aa = 0
     for i in pairs:
-        base, new = load(d / f"a{i}" / "results.jsonl"), load(d / f"b{i}" / "results.jsonl")
-        v = compare(base, new)
-        fp = flagged(v)
-        slow = slowed(new, SLOW_MODEL, SLOW)
-        target = sorted(r.cell_id for r in slow.records if r.cell.get("model") == SLOW_MODEL and r.ok)
-        vs = compare(base, slow)
-        hit = [c for c in flagged(vs) if c in target]
-        line = (f"pair {i + 1}: A/A flagged {len(fp)} of {len(latency_rows(v))} cells (store mode) {fp}; "
-                f"planted +{SLOW - 1:.0%} on {SLOW_MODEL}: {len(hit)}/{len(target)} (store mode)")
-        n_aa += len(latency_rows(v))
-        unstable_aa += sum(r["verdict"] == "unstable" for r in latency_rows(v))
+        line, vs, target = f"pair {i + 1}:", None, []
+        if (d / f"b{i}" / "results.jsonl").exists():
+            base, new = load(d / f"a{i}" / "results.jsonl"), load(d / f"b{i}" / "results.jsonl")
+            v = compare(base, new)
+            fp = flagged(v)
+            slow = slowed(new, SLOW_MODEL, SLOW)
+            target = sorted(r.cell_id for r in slow.records if r.cell.get("model") == SLOW_MODEL and r.ok)
+            vs = compare(base, slow)
+            hit = [c for c in flagged(vs) if c in target]
+            line += (f" store mode: A/A flagged {len(fp)} of {len(latency_rows(v))} cells {fp}, "
+                     f"planted +{SLOW - 1:.0%} on {SLOW_MODEL} {len(hit)}/{len(target)};")
+            n_aa += len(latency_rows(v))
+            unstable_aa += sum(r["verdict"] == "unstable" for r in latency_rows(v))
+            fp_store += len(fp)
+            det_store += len(hit)
+            cells += len(target)
         if (d / f"ab{i}" / "results.jsonl").exists():
             b2, n2 = load(d / f"ab{i}" / "base" / "results.jsonl"), load(d / f"ab{i}" / "results.jsonl")
             bb = b2.by_id()
             fpa = flagged(compare_ab([(bb[r.cell_id], r) for r in n2 if r.cell_id in bb]))
             va = compare_ab([(bb[r.cell_id], r) for r in slowed(n2, SLOW_MODEL, SLOW) if r.cell_id in bb])
-            hita = [c for c in flagged(va) if c in target]
+            target_ab = sorted(r.cell_id for r in n2 if r.cell.get("model") == SLOW_MODEL and r.ok)
+            hita = [c for c in flagged(va) if c in target_ab]
+            paired = sum(len(r.paired_ratios) >= 2 for r in n2)
             fp_ab += len(fpa)
             det_ab += len(hita)
-            line += f"; A/B mode: A/A flagged {len(fpa)} {fpa}, planted {len(hita)}/{len(target)}"
+            cells_ab += len(target_ab)
+            line += (f" A/B mode ({paired} of {len(n2)} cells with paired blocks): A/A flagged {len(fpa)} {fpa}, "
+                     f"planted {len(hita)}/{len(target_ab)}")
         print(line)
-        if verbose:
+        if verbose and vs is not None:
             print("  store mode, planted:\n" + _detail(vs, target))
-            if (d / f"ab{i}" / "results.jsonl").exists():
-                print("  A/B mode, planted:\n" + _detail(va, target))
-        fp_store += len(fp)
-        det_store += len(hit)
-        cells += len(target)
-    print(f"A/A false positives: store mode {fp_store}, A/B mode {fp_ab} over {len(pairs)} pairs "
+        if verbose and (d / f"ab{i}" / "results.jsonl").exists():
+            print("  A/B mode, planted:\n" + _detail(va, target_ab))
+    print(f"A/A false positives: store mode {fp_store}, A/B mode {fp_ab} "
           f"({unstable_aa} of {n_aa} store-mode A/A rows unstable)")
-    print(f"planted +{SLOW - 1:.0%} detection: store mode {det_store}/{cells}, A/B mode {det_ab}/{cells}")
-    return {"fp_store": fp_store, "fp_ab": fp_ab, "det_store": det_store, "det_ab": det_ab, "cells": cells}
+    print(f"planted +{SLOW - 1:.0%} detection: store mode {det_store}/{cells}, A/B mode {det_ab}/{cells_ab}")
+    return {"fp_store": fp_store, "fp_ab": fp_ab, "det_store": det_store, "det_ab": det_ab, "cells": cells,
+            "cells_ab": cells_ab}
 
 
 def main() -> None:
@@ -120,6 +129,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--keep", help="measure into (and resume from) this folder and keep the stores")
     ap.add_argument("--analyze", help="only re-judge the stores kept in this folder")
+    ap.add_argument("--modes", default="store,ab", help="store, ab or both (default)")
     ap.add_argument("-v", "--verbose", action="store_true", help="per-cell ratios and floors of the planted runs")
     a = ap.parse_args()
     if a.analyze:
@@ -129,7 +139,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         d = Path(a.keep or td)
         d.mkdir(parents=True, exist_ok=True)
-        measure(d, a.pairs, a.rounds, a.quick, a.suite, only)
+        measure(d, a.pairs, a.rounds, a.quick, a.suite, only, a.modes)
         analyze(d, a.verbose)
 
 

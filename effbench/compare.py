@@ -707,11 +707,12 @@ def compare_ab(pairs: list[tuple[Record, Record]], *, rules: list[Rule] | None =
                warnings: list[str] | None = None) -> Verdict:
     """A/B mode: (baseline record, candidate record) pairs measured interleaved in one job.
 
-    Latency is gated on per-round ratios new_i / base_i (round i of both ran back to back): the
-    median ratio must be beyond the threshold and the log ratios significant by the Wilcoxon
-    signed-rank test (Holm-corrected across cells), or, with too few rounds for it to reach alpha,
-    by a 99% order-statistic CI of the median log ratio that excludes 0. The spread of the ratios is
-    the noise floor. Other rules compare the merged records as `compare` does.
+    Latency is gated on per-round ratios: the paired pass's block ratio when the candidate records
+    have `paired_ratios`, else new_i / base_i of the two workers' round medians (round i of both ran
+    back to back). The median ratio must be beyond the threshold and the log ratios significant by
+    the Wilcoxon signed-rank test (Holm-corrected across cells), or, with too few rounds for it to
+    reach alpha, by a 99% order-statistic CI of the median log ratio that excludes 0. The noise floor
+    is that of the ratios (`noise_floor`). Other rules compare the merged records as `compare` does.
     """
     _check_alpha(alpha)
     rules = list(DEFAULT_RULES if rules is None else rules)
@@ -749,12 +750,19 @@ def _plan_paired(rule: Rule, cell_id: str, b: Record, n: Record) -> _Row | None:
                          else "a round median is not positive")
         row.ratio, row.delta, row.beyond = _direction(rule, row.base, row.new)
         return row
-    logr = [math.log(y / x) for x, y in zip(bm, nm)]
+    pr = list(n.paired_ratios)
+    if len(pr) >= 2 and len(pr) == len(nm) and min(pr) > 0:
+        # each round's ratio from alternating blocks in one worker: both sides saw the same machine state
+        logr = [math.log(q) for q in pr]
+        row.notes.append(f"{len(logr)} rounds; ratio = median of per-round ratios from alternating blocks in one "
+                         "worker (the base and new columns are each side's own workers)")
+    else:
+        logr = [math.log(y / x) for x, y in zip(bm, nm)]
+        row.notes.append(f"{len(logr)} interleaved rounds; ratio = median of per-round ratios")
     med = float(np.median(logr))
     row.x = logr
     row.test = "wilcoxon-paired-rounds"
     row.floor = noise_floor(logr, logs=True)
-    row.notes.append(f"{len(logr)} interleaved rounds; ratio = median of per-round ratios")
     # the gate's ratio is the median of per-round ratios, not the ratio of medians
     ratio, _, row.beyond = _direction(rule, 1.0, math.exp(med))
     row.ratio = ratio

@@ -255,6 +255,28 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
             "session": session.info, "loop_overhead_ns": overhead, "energy": measured, "energy_reason": why}
 
 
+def measure_pair(cell: dict, sides: list[dict], budget: dict) -> dict:
+    """A/B mode's paired pass: the baseline's and the candidate's variants of one cell loaded in one worker
+    and timed in alternating blocks (`measure.latency.paired_ratio`). Timing only: memory and energy come
+    from each side's own worker."""
+    import numpy as np
+
+    from effbench.measure.latency import paired_ratio
+    from effbench.runners import Unsupported, get_runner
+    from effbench.variants import Variant
+    runner = get_runner(cell["runner"])
+    calls = []
+    for side in sides:
+        v = Variant.from_json(side["variant"])
+        support = runner.supports(v)
+        if not support.ok:
+            raise Unsupported(support.reason)
+        session = runner.load(v, cell["threads"], {"artifact": side["artifact"], "compile": cell["compile"]})
+        calls.append(session.timed_call({k: np.asarray(a) for k, a in side["feeds"].items()}))
+    return paired_ratio(calls[0], calls[1], duration_s=max(1.0, budget["min_time_s"]),
+                        warmup_s=budget["warmup_s"])
+
+
 # ----------------------------------------------------------------------------------- output lock
 class OutputLock:
     """An flock on DIR/.effbench.lock: the kernel drops it when its holder dies, so a stale lock of a
@@ -497,8 +519,10 @@ class Runner:
         self.variants: dict[tuple[str, str], Outcome] = {}
         self.overhead = loop_overhead_ns()
 
-    def do_cell(self, rnd: int, cell: Cell, progress: Progress) -> Record:
-        """Build the cell's variant if needed, measure it in a fresh worker, append its record."""
+    def do_cell(self, rnd: int, cell: Cell, progress: Progress, paired: dict | None = None) -> Record:
+        """Build the cell's variant if needed, measure it in a fresh worker, append its record.
+
+        `paired`: A/B mode's paired pass for this cell and round (`pair_pass`), kept as `paired_ratios`."""
         hashes, artifacts, datasets, overhead = self.hashes, self.artifacts, self.datasets, self.overhead
         art = artifacts[cell.model]
         base = Record(cell_id=cell.cell_id, config_hash=hashes[cell.cell_id], status="failed",
@@ -532,6 +556,8 @@ class Runner:
             base.memory = {**res["memory"], "model_bytes": _model_bytes(variant, cell.runner)}
             base.variant["runtime"] = res["session"]
             base.energy = res["energy"] or self._modeled_energy(base, res.get("energy_reason"))
+            if paired and paired.get("ratio"):
+                base.paired_ratios = [paired["ratio"]]
             if self.profiles:
                 from effbench.devices import project_record
                 base.projections = project_record(base, self.profiles)
@@ -545,6 +571,27 @@ class Runner:
         for hook in self.hooks:
             hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
         return self._finish(base, progress)
+
+    def pair_pass(self, rnd: int, cell: Cell, other: Runner, other_cell: Cell, progress: Progress) -> dict | None:
+        """A/B mode: `other`'s variant of the cell (the baseline) and this runner's, timed in alternating
+        blocks in one worker. None (the gate then uses the two workers' round medians) when either side
+        cannot be built or the pass fails; its log says why."""
+        sides = []
+        for r, c in ((other, other_cell), (self, cell)):
+            art = r.artifacts[c.model]
+            if isinstance(art, Outcome):
+                return None
+            vout = r._variant(art, c.model, c.variant, progress)
+            if vout.kind != "ok":
+                return None
+            sides.append({"variant": vout.value, "artifact": art.to_json(),
+                          "feeds": art.feeds(c.batch_size, r.datasets.get(c.model))})
+        progress.start(f"{cell.cell_id} paired A/B blocks (round {rnd + 1}/{self.rounds})")
+        out = run_in_worker("effbench.execute:measure_pair",
+                            {"cell": cell.to_json(), "sides": sides, "budget": self.budget},
+                            timeout_s=self.timeout_s, log_path=self.logs / (cell.cell_id.replace("/", "_") + "-ab.log"),
+                            memory_limit_mb=self.memory_limit_mb)
+        return out.value if out.kind == "ok" else None
 
     def _variant(self, art, model: str, label: str, progress: Progress) -> Outcome:
         """The built variant (cached per run); fp32 is built even when the suite does not list it,
@@ -672,9 +719,12 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
            timeout_s: float | None = None) -> tuple[Results, Results, list[str]]:
     """A/B mode: the baseline's and the candidate's cells measured interleaved in one job.
 
-    Round r runs base(c1), new(c1), base(c2), new(c2) ... so both sides see the same machine states
-    (FIELD-NOTES: this machine flips between two speeds for tens of seconds). Stores: DIR/base/ and
-    DIR/. Returns (base results, new results, notes).
+    Round r runs base(c1), new(c1), base(c2), new(c2) ... each in its own fresh worker (every figure of
+    a normal run), and between them a paired pass: both variants of the cell in one worker, timed in
+    alternating blocks, whose median block ratio is the candidate record's `paired_ratios` entry for
+    the round. FIELD-NOTES: this machine flips between two speeds within seconds, so even back-to-back
+    workers' round medians disagreed by +-25% here; alternating blocks see the same state. Stores:
+    DIR/base/ and DIR/. Returns (base results, new results, notes).
     """
     from effbench.models.sources import default_cache_dir
     new_s = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -706,8 +756,10 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
             new_r.setup(shared, bar)
             base_r.setup([(r, base_by[(r, c.cell_id)]) for r, c in shared], bar)
             for r, c in shared:
-                base_r.do_cell(r, base_by[(r, c.cell_id)], bar)
-                new_r.do_cell(r, c, bar)
+                bc = base_by[(r, c.cell_id)]
+                b_rec = base_r.do_cell(r, bc, bar)
+                paired = new_r.pair_pass(r, c, base_r, bc, bar) if b_rec.ok else None
+                new_r.do_cell(r, c, bar, paired=paired)
         finally:
             bar.close()
         return load(base_r.store.path), load(new_r.store.path), notes

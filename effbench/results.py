@@ -39,6 +39,8 @@ class Record:
     - quality: metric, value, fp32_value, relative, below_floor, fidelity{cosine, top1_agreement,
       max_abs_err, sqnr_db}
     - projections: {profile_id: {latency_ms, energy_mj, fits, bound, status, reason}}
+    - paired_ratios: A/B mode only (candidate side): per round, the median over alternating blocks of
+      candidate / baseline latency timed in one worker; the gate's per-round ratios when present
     """
 
     cell_id: str
@@ -53,6 +55,7 @@ class Record:
     latency_ms: dict[str, Any] | None = None
     samples_ms: list[float] = field(default_factory=list)
     round_medians_ms: list[float] = field(default_factory=list)
+    paired_ratios: list[float] = field(default_factory=list)
     throughput_ips: float | None = None
     memory: dict[str, Any] | None = None
     energy: dict[str, Any] | None = None
@@ -88,7 +91,7 @@ class Record:
         for name in ("variant", "model_stats", "latency_ms", "memory", "energy", "quality"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be an object or null")
-        for name in ("samples_ms", "round_medians_ms"):
+        for name in ("samples_ms", "round_medians_ms", "paired_ratios"):
             v = getattr(self, name)
             if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
                 raise ValueError(f"{name} must be a list of numbers")
@@ -272,6 +275,9 @@ def merge_rounds(records: Iterable[Record]) -> list[Record]:
         base.round = -1
         base.rounds = len(group)
         base.round_medians_ms = [r.latency_ms["median"] for r in ok if r.latency_ms]
+        paired = [r.paired_ratios for r in ok]
+        # paired only when every ok round has its ratio: the gate pairs them with the rounds
+        base.paired_ratios = [p[0] for p in paired] if paired and all(len(p) == 1 for p in paired) else []
         samples = [s for r in ok for s in r.samples_ms]
         if samples:
             lat0 = ok[0].latency_ms or {}

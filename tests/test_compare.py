@@ -529,3 +529,23 @@ def test_ab_inconsistent_ratios_are_not_significant():
     assert consistent["verdict"] == "unstable"  # too few rounds to decide at 99%
     twelve = rows_by(compare_ab(explicit_pairs([1.3, 1.31, 1.28, 1.29, 1.32, 1.3, 1.27, 1.33, 1.3, 1.29, 1.31, 1.3])))[cell]
     assert twelve["test"] == "wilcoxon-paired-rounds" and twelve["verdict"] == "regressed"
+
+
+def test_ab_paired_block_ratios_see_through_speed_flips_between_workers():
+    cell = list(CELLS)[0]
+    rng = np.random.default_rng(11)
+    # the two workers of a round landed in independent machine states (17.5 or 27 ms): their ratios
+    # swing +-50% and hide a 10% slowdown; the paired blocks of each round saw one state and read ~1.10
+    b_states, n_states = rng.choice([17.5, 27.0], size=12), rng.choice([17.5, 27.0], size=12)
+    b = record(cell, lognormal(1, 20.0), rounds=12)
+    n = record(cell, lognormal(2, 22.0), rounds=12)
+    b.round_medians_ms = [float(s) for s in b_states]
+    n.round_medians_ms = [float(s * 1.10) for s in n_states]
+    unpaired = rows_by(compare_ab([(b, n)]))[cell]
+    assert unpaired["verdict"] == "unstable"
+    n.paired_ratios = [float(1.10 * rng.lognormal(0, 0.01)) for _ in range(12)]
+    paired = rows_by(compare_ab([(b, n)]))[cell]
+    assert paired["verdict"] == "regressed" and "alternating blocks" in paired["note"]
+    assert paired["ratio"] == pytest.approx(1.10, rel=0.02)
+    n.paired_ratios = n.paired_ratios[:11]   # a round without its paired pass: fall back, never mis-pair
+    assert rows_by(compare_ab([(b, n)]))[cell]["verdict"] == "unstable"

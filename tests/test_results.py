@@ -59,6 +59,25 @@ def test_rounds_merge_into_one_record_with_round_medians(tmp_path):
     assert df.loc[0, "latency_ms.median"] == 2.0
 
 
+def test_paired_ratios_merge_only_when_every_round_has_one(tmp_path):
+    s = Store(tmp_path / "a" / "results.jsonl")
+    for i, q in enumerate((1.1, 1.2, 1.05)):
+        r = rec(rnd=i, rounds=3)
+        r.paired_ratios = [q]
+        s.append(r)
+    assert load(tmp_path / "a").records[0].paired_ratios == [1.1, 1.2, 1.05]
+    s = Store(tmp_path / "b" / "results.jsonl")
+    for i in range(3):
+        r = rec(rnd=i, rounds=3)
+        r.paired_ratios = [1.1] if i != 1 else []   # the paired pass failed in round 2
+        s.append(r)
+    assert load(tmp_path / "b").records[0].paired_ratios == []   # never mis-paired with the rounds
+    bad = rec()
+    bad.paired_ratios = ["fast"]
+    with pytest.raises(ValueError, match="paired_ratios"):
+        Record.from_json(bad.to_json())
+
+
 def test_missing_store_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such results store"):
         load(tmp_path / "nope.jsonl")

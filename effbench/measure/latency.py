@@ -258,3 +258,62 @@ def measure_latency(call: Callable[[], object], budget: Budget,
     unstable = (final.rel_ci_halfwidth > budget.target_rel_ci) or final.n < budget.min_n
     return LatencyStats(final.samples_ns, timing=timing, block_size=block, first_call_ns=float(first_call),
                         unstable=unstable, elapsed_s=elapsed, calls=len(loop.samples) * block)
+
+
+def paired_ratio(call_a: Callable[[], object], call_b: Callable[[], object], *, duration_s: float = 1.0,
+                 warmup_s: float = 0.1, min_block_s: float = 0.05, min_block_calls: int = 8,
+                 min_pairs: int = 6) -> dict:
+    """B's latency relative to A's, timed in alternating blocks in one process (A/B mode).
+
+    FIELD-NOTES: this machine flips between two speeds within seconds, so two cells timed one after the
+    other can land in different states (per-round ratios of back-to-back workers spread +-25% here).
+    Blocks of at least `min_block_s` and `min_block_calls` calls alternate A B, B A, A B ... (the order
+    flips each pair so neither side always runs first); each pair gives median(B) / median(A), and the
+    result is the median over pairs. Both sides see the same machine state to within one block.
+    """
+    pc = time.perf_counter_ns
+    for call in (call_a, call_b):
+        end = pc() + warmup_s * 1e9
+        n = 0
+        while n < 3 or pc() < end:
+            call()
+            n += 1
+    probe = []
+    for call in (call_a, call_b):
+        ts = []
+        for _ in range(5):
+            t0 = pc()
+            call()
+            ts.append(pc() - t0)
+        probe.append(max(float(np.median(ts)), 1.0))
+    calls = [max(min_block_calls, math.ceil(min_block_s * 1e9 / t)) for t in probe]
+
+    def block(call: Callable[[], object], n: int) -> float:
+        ts = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            t0 = pc()
+            call()
+            ts[i] = pc() - t0
+        return float(np.median(ts))
+
+    ratios, a_med, b_med = [], [], []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        end = pc() + duration_s * 1e9
+        while len(ratios) < min_pairs or pc() < end:
+            if len(ratios) % 2 == 0:
+                a = block(call_a, calls[0])
+                b = block(call_b, calls[1])
+            else:
+                b = block(call_b, calls[1])
+                a = block(call_a, calls[0])
+            ratios.append(b / a)
+            a_med.append(a)
+            b_med.append(b)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {"ratio": float(np.median(ratios)), "pairs": len(ratios), "calls_per_block": calls,
+            "a_median_ms": float(np.median(a_med)) / 1e6, "b_median_ms": float(np.median(b_med)) / 1e6,
+            "ratio_range": [float(min(ratios)), float(max(ratios))]}

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from scipy.stats import quantile_test
 
-from effbench.measure.latency import MIN_N_P99, Budget, LatencyStats, measure_latency, median_ci_ranks
+from effbench.measure import latency
+from effbench.measure.latency import (MIN_N_P99, Budget, LatencyStats, measure_latency, median_ci_ranks,
+                                     paired_ratio)
 
 
 @pytest.mark.parametrize("n", [10, 64, 101, 1000])
@@ -79,3 +81,29 @@ def _spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
+
+
+def test_paired_ratio_alternates_blocks_and_cancels_a_speed_flip(monkeypatch):
+    # a fake clock: A costs 100 ns and B 130 ns, but the machine halves its speed every 5,000 ns;
+    # blocks that alternate see the same state, so every pair's ratio is exactly 1.3
+    clock = {"t": 0}
+    monkeypatch.setattr(latency.time, "perf_counter_ns", lambda: clock["t"])
+    order = []
+
+    def make(name: str, cost: int):
+        def call():
+            slow = 2 if (clock["t"] // 5_000) % 2 else 1
+            clock["t"] += cost * slow
+            order.append(name)
+        return call
+
+    out = paired_ratio(make("a", 100), make("b", 130), duration_s=2e-4, warmup_s=0, min_block_s=1e-6,
+                       min_block_calls=8, min_pairs=6)
+    assert out["pairs"] >= 6 and out["calls_per_block"] == [10, 8]
+    assert out["ratio"] == pytest.approx(1.3, rel=1e-9)
+    # after 3 warmup and 5 probe calls each: blocks of 10 A and 8 B calls, A B, B A, A B ... so neither
+    # side always runs first (a B A pair boundary joins two blocks of the same side)
+    runs = [(k, len(list(g))) for k, g in itertools.groupby(order[16:])]
+    assert runs[0] == ("a", 10)
+    assert all(n in (10, 20) for k, n in runs if k == "a") and all(n in (8, 16) for k, n in runs if k == "b")
+    assert ("a", 20) in runs and ("b", 16) in runs
