@@ -255,24 +255,26 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
             "session": session.info, "loop_overhead_ns": overhead, "energy": measured, "energy_reason": why}
 
 
-def measure_pair(cell: dict, sides: list[dict], budget: dict) -> dict:
+def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: bool = False) -> dict:
     """A/B mode's paired pass: the baseline's and the candidate's variants of one cell loaded in one worker
     and timed in alternating blocks (`measure.latency.paired_ratio`). Timing only: memory and energy come
-    from each side's own worker."""
+    from each side's own worker. `load_reversed` loads the candidate first (odd rounds): two sessions of
+    the same model in one process differed by a few percent here, so neither side always loads first."""
     import numpy as np
 
     from effbench.measure.latency import paired_ratio
     from effbench.runners import Unsupported, get_runner
     from effbench.variants import Variant
     runner = get_runner(cell["runner"])
-    calls = []
-    for side in sides:
+    calls: dict[int, object] = {}
+    for i in ((1, 0) if load_reversed else (0, 1)):
+        side = sides[i]
         v = Variant.from_json(side["variant"])
         support = runner.supports(v)
         if not support.ok:
             raise Unsupported(support.reason)
         session = runner.load(v, cell["threads"], {"artifact": side["artifact"], "compile": cell["compile"]})
-        calls.append(session.timed_call({k: np.asarray(a) for k, a in side["feeds"].items()}))
+        calls[i] = session.timed_call({k: np.asarray(a) for k, a in side["feeds"].items()})
     return paired_ratio(calls[0], calls[1], duration_s=max(1.0, budget["min_time_s"]),
                         warmup_s=budget["warmup_s"])
 
@@ -588,7 +590,8 @@ class Runner:
                           "feeds": art.feeds(c.batch_size, r.datasets.get(c.model))})
         progress.start(f"{cell.cell_id} paired A/B blocks (round {rnd + 1}/{self.rounds})")
         out = run_in_worker("effbench.execute:measure_pair",
-                            {"cell": cell.to_json(), "sides": sides, "budget": self.budget},
+                            {"cell": cell.to_json(), "sides": sides, "budget": self.budget,
+                             "load_reversed": rnd % 2 == 1},
                             timeout_s=self.timeout_s, log_path=self.logs / (cell.cell_id.replace("/", "_") + "-ab.log"),
                             memory_limit_mb=self.memory_limit_mb)
         return out.value if out.kind == "ok" else None
