@@ -52,10 +52,11 @@ measure: {{warmup_s: 0.05, min_time_s: 0.2, max_time_s: 0.5, target_rel_ci: 0.05
     return p
 
 
-def latency_line(out: Path) -> str:
-    lines = [ln for ln in (out / "verdict.md").read_text().splitlines() if "latency.median" in ln]
-    assert len(lines) == 1, lines
-    return lines[0]
+def latency_verdicts(out: Path) -> set[str]:
+    """Verdicts of the latency.median rows of the run's verdict.md (a regression is listed twice)."""
+    rows = [ln.split("|") for ln in (out / "verdict.md").read_text().splitlines() if "| latency.median |" in ln]
+    assert rows
+    return {r[9].strip().strip("*") for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +73,19 @@ def stores(tmp_path_factory):
 def test_ab_mode_flags_a_planted_slowdown_from_extra_ops(stores):
     tmp, ab, _ = stores
     assert ab.returncode == 1, ab.stdout[-2000:] + ab.stderr[-2000:]
-    assert "REGRESSED" in latency_line(tmp / "ab")
+    assert latency_verdicts(tmp / "ab") == {"regressed"}
     rec, = load(tmp / "ab" / "results.jsonl").records
-    # every round's ratio comes from alternating blocks in one worker, and every one saw the extra ops
+    # every round's ratio comes from alternating blocks in one worker, and (all but at most one, which
+    # the signed-rank test tolerates at 9 rounds) saw the extra ops
     assert len(rec.paired_ratios) == int(ROUNDS)
-    assert min(rec.paired_ratios) > 1.05
+    assert sum(q > 1.05 for q in rec.paired_ratios) >= len(rec.paired_ratios) - 1
     assert 1.15 < float(np.median(rec.paired_ratios)) < 1.6   # 8/6 of the work, give or take overheads
 
 
 def test_ab_mode_same_model_on_both_sides_passes(stores):
     tmp, _, aa = stores
     assert aa.returncode == 0, aa.stdout[-2000:] + aa.stderr[-2000:]
-    assert "REGRESSED" not in latency_line(tmp / "aa")
+    assert "regressed" not in latency_verdicts(tmp / "aa")
     rec, = load(tmp / "aa" / "results.jsonl").records
     assert len(rec.paired_ratios) == int(ROUNDS)
 
