@@ -594,7 +594,15 @@ class Runner:
                              "load_reversed": rnd % 2 == 1},
                             timeout_s=self.timeout_s, log_path=self.logs / (cell.cell_id.replace("/", "_") + "-ab.log"),
                             memory_limit_mb=self.memory_limit_mb)
-        return out.value if out.kind == "ok" else None
+        if out.kind != "ok":
+            msg = (f"warning: {cell.cell_id} round {rnd + 1}: paired A/B pass {out.kind}: {out.reason}; the gate "
+                   "uses the two workers' round medians for this cell")
+            if progress.enabled:
+                progress.log(msg)
+            else:
+                print(msg, file=sys.stderr, flush=True)
+            return None
+        return out.value
 
     def _variant(self, art, model: str, label: str, progress: Progress) -> Outcome:
         """The built variant (cached per run); fp32 is built even when the suite does not list it,
