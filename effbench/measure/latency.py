@@ -162,17 +162,22 @@ class Budget:
                       min_warmup_calls=3, min_n=min(self.min_n, 16))
 
 
+def _median_call_ns(call: Callable[[], object], n: int) -> float:
+    """Median of `n` per-call timings of `call` (the per-call timing loop)."""
+    pc = time.perf_counter_ns
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        t0 = pc()
+        call()
+        out[i] = pc() - t0
+    return float(np.median(out))
+
+
 def loop_overhead_ns(reps: int = 20_000) -> float:
     """Median cost of one iteration of the per-call timing loop around an empty call."""
     def noop() -> None:
         return None
-    pc = time.perf_counter_ns
-    out = np.empty(reps, dtype=np.int64)
-    for i in range(reps):
-        t0 = pc()
-        noop()
-        out[i] = pc() - t0
-    return float(np.median(out))
+    return _median_call_ns(noop, reps)
 
 
 @dataclass
@@ -278,23 +283,9 @@ def paired_ratio(call_a: Callable[[], object], call_b: Callable[[], object], *, 
         while n < 3 or pc() < end:
             call()
             n += 1
-    probe = []
-    for call in (call_a, call_b):
-        ts = []
-        for _ in range(5):
-            t0 = pc()
-            call()
-            ts.append(pc() - t0)
-        probe.append(max(float(np.median(ts)), 1.0))
+    probe = [max(_median_call_ns(call, 5), 1.0) for call in (call_a, call_b)]
     calls = [max(min_block_calls, math.ceil(min_block_s * 1e9 / t)) for t in probe]
-
-    def block(call: Callable[[], object], n: int) -> float:
-        ts = np.empty(n, dtype=np.int64)
-        for i in range(n):
-            t0 = pc()
-            call()
-            ts[i] = pc() - t0
-        return float(np.median(ts))
+    block = _median_call_ns
 
     ratios, a_med, b_med = [], [], []
     gc_was_enabled = gc.isenabled()
