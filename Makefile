@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install chromium clean
+.PHONY: demo test bench bench-all install chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ test: $(STAMP) chromium
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/flops_100m.py
+
+# The long ones (about 2 hours together; run them on a quiet machine): variant speedups, where INT8 pays
+# on CNNs, speedups from paired blocks, and the gate's false-positive and detection rates.
+bench-all: bench
+	$(BIN)/python bench/variants.py
+	$(BIN)/python bench/int8_width.py
+	$(BIN)/python bench/paired_speedup.py
+	$(BIN)/python bench/gate_false_positives.py --pairs 3 --rounds 12 --quick --modes ab
 
 clean:
 	rm -rf $(VENV) build *.egg-info
