@@ -23,6 +23,12 @@ DEFAULT_CELLS = ["minilm/bf16/torch/b32/single-stream", "minilm/int8/torch/b32/s
                  "minilm/int8/onnxruntime/b32/single-stream"]
 
 
+def fp32_of(cell_id: str) -> str:
+    """The FP32 cell of the same model, runner, batch size and scenario."""
+    model, _, *rest = cell_id.split("/")
+    return "/".join([model, "fp32", *rest])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default=str(ROOT / "suites" / "minilm.yaml"))
@@ -35,7 +41,7 @@ def main() -> None:
     from effbench.suite import load_suite
     wanted = a.cell or DEFAULT_CELLS
     suite = load_suite(a.suite)
-    fp32_ids = sorted({"/".join([c.split("/")[0], "fp32", *c.split("/")[2:]]) for c in wanted})
+    fp32_ids = sorted({fp32_of(c) for c in wanted})
     with tempfile.TemporaryDirectory() as td:
         opts = RunOptions(out_dir=Path(td), cache_dir=Path(a.cache_dir) if a.cache_dir else default_cache_dir(),
                           only=wanted + fp32_ids, rounds=1, progress=False)
@@ -48,7 +54,7 @@ def main() -> None:
         for rnd in range(a.rounds):
             for cid in wanted:
                 c = cells[cid]
-                f = cells["/".join([cid.split("/")[0], "fp32", *cid.split("/")[2:]])]
+                f = cells[fp32_of(cid)]
                 res = r.pair_pass(rnd, c, r, f, bar)   # base = fp32, new = the variant
                 if res:
                     speedups[cid].append(1 / res["ratio"])
