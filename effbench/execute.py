@@ -279,6 +279,157 @@ def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: boo
                         warmup_s=budget["warmup_s"])
 
 
+def measure_group(group: dict, members: list[dict], variants: dict[str, dict], artifact: dict, feeds: dict,
+                  budget: dict, overhead_ns: float, seed: int, load_reversed: bool = False) -> dict:
+    """The measuring worker of one round of a group: the variants of one model on one runner, every
+    batch size, loaded in this process and timed in randomly interleaved blocks
+    (`measure.latency.measure_interleaved`), with the drift sentinel timed before and after.
+
+    `members`: [{"key", "label", "batch_size", "reference"}]; `variants`: label -> built variant; `feeds`: str(batch)
+    -> arrays. A variant this runtime cannot load or run is reported for its members alone; the others
+    are still timed. Memory and energy are not measured here: a variant's memory needs its own process.
+    """
+    import gc
+
+    import numpy as np
+
+    from effbench.measure.latency import Budget, measure_interleaved, sentinel_us
+    from effbench.runners import Unsupported, get_runner
+    from effbench.variants import Variant
+    if group["runner"] != "torch" and "torch" in sys.modules:  # see _plain()
+        raise RuntimeError("torch was imported into an ONNX Runtime measuring worker")
+    runner = get_runner(group["runner"])
+    if group["runner"] == "onnxruntime":
+        import onnxruntime  # noqa: F401
+    else:
+        import torch  # noqa: F401
+    before_us = sentinel_us()
+    status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
+    sessions: dict[str, Any] = {}
+    labels = list(dict.fromkeys(m["label"] for m in members))
+    for label in (labels[::-1] if load_reversed else labels):  # neither side always loads first
+        try:
+            v = Variant.from_json(variants[label])
+            support = runner.supports(v)
+            if not support.ok:
+                raise Unsupported(support.reason)
+            sessions[label] = runner.load(v, group["threads"], {"artifact": artifact, "compile": group["compile"]})
+        except Unsupported as e:
+            status[label] = ("unsupported", str(e))
+        except Exception as e:  # one variant's failure must not cost the others their measurement
+            traceback.print_exc()
+            status[label] = ("failed", _gist(e))
+    calls = {}
+    for m in members:
+        if m["label"] in status:
+            status[m["key"]] = status[m["label"]]
+            continue
+        arrays = {k: np.asarray(a) for k, a in feeds[str(m["batch_size"])].items()}
+        try:
+            calls[m["key"]] = sessions[m["label"]].timed_call(arrays)
+        except Unsupported as e:
+            status[m["key"]] = ("unsupported", str(e))
+        except Exception as e:
+            traceback.print_exc()
+            status[m["key"]] = ("failed", _gist(e))
+    references = {m["key"]: m["reference"] for m in members if m.get("reference")}
+    timed = (measure_interleaved(calls, Budget(**budget), overhead_ns=overhead_ns, references=references, seed=seed)
+             if calls else None)
+    infos = {label: sess.info for label, sess in sessions.items()}
+    # The sentinel runs in the same conditions as before: no session loaded (a loaded session's thread
+    # pool slowed it by a steady 10-15% here, which is not drift).
+    calls.clear()
+    sessions.clear()
+    gc.collect()
+    after_us = sentinel_us()
+    out: dict[str, dict] = {}
+    for m in members:
+        key = m["key"]
+        if key in status:
+            out[key] = {"status": status[key][0], "reason": status[key][1]}
+            continue
+        st = timed.stats[key]
+        inferences = m["batch_size"] * st.calls
+        out[key] = {"status": "ok", "latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(),
+                    "throughput_ips": inferences / st.elapsed_s if st.elapsed_s else None,
+                    "block_ms": timed.block_ms[key], "session": infos[m["label"]]}
+    return {"members": out, "cycles": timed.cycles if timed else 0,
+            "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
+
+
+def _gist(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    if _out_of_memory(e):
+        return f"out of memory: {type(e).__name__}: {first}".rstrip(": ")
+    return f"{type(e).__name__}: {first}".rstrip(": ")
+
+
+def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict,
+                    quality: dict | None) -> dict:
+    """The variant's own worker, once per run: peak memory at each batch size, measured energy where
+    the machine has counters, then the untimed quality pass.
+
+    Memory: baseline RSS before loading, then for each batch size (smallest first, as the runtime's
+    arenas only grow) the kernel's high-water mark over load and a few calls, reset between batch sizes
+    (/proc/self/clear_refs 5). Peak RSS needs a process of its own; timing does not (`measure_group`).
+    """
+    import numpy as np
+
+    from effbench.measure import energy, memory
+    from effbench.measure.latency import Budget, measure_latency
+    from effbench.runners import Unsupported, get_runner
+    from effbench.variants import Variant
+    if cell["runner"] != "torch" and "torch" in sys.modules:  # see _plain()
+        raise RuntimeError("torch was imported into an ONNX Runtime measuring worker before its baseline")
+    runner = get_runner(cell["runner"])
+    if cell["runner"] == "onnxruntime":
+        import onnxruntime  # noqa: F401  (the runtime's import is not the model's memory)
+    else:
+        import torch  # noqa: F401
+    v = Variant.from_json(variant)
+    support = runner.supports(v)
+    if not support.ok:
+        raise Unsupported(support.reason)
+    baseline = memory.rss_bytes()
+    session = runner.load(v, cell["threads"], {"artifact": artifact, "compile": cell["compile"]})
+    load_peak = memory.peak_rss_bytes()
+    out: dict[str, Any] = {"memory": {}, "energy": {}}
+    batches = sorted(feeds, key=int)
+    calls = {}
+    for b in batches:
+        resettable = memory.reset_peak()
+        call = session.timed_call({k: np.asarray(a) for k, a in feeds[b].items()})
+        for _ in range(10):
+            call()
+        calls[b] = call
+        peak = max(load_peak, memory.peak_rss_bytes()) if resettable else memory.peak_rss_bytes()
+        out["memory"][b] = {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **memory.gpu_peak_bytes(),
+                            "measured": "own worker, once per run" + ("" if resettable else
+                                        "; peak not resettable here: includes smaller batch sizes")}
+    on_gpu = any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
+    meter = energy.detect_meter(gpu=on_gpu)
+    for b in batches:
+        if not meter.available:
+            out["energy"][b] = {"measured": None, "reason": meter.reason}
+            continue
+        idle_w = meter.sample_idle_w(0.5)
+        with meter.window() as window:
+            stats = measure_latency(calls[b], Budget(**budget))
+        measured = window.result(inferences=int(b) * stats.calls, elapsed_s=stats.elapsed_s, idle_w=idle_w)
+        out["energy"][b] = {"measured": measured, "reason": window.reason}
+    del calls, session
+    if quality is not None:
+        from effbench.measure.quality import quality_pass
+        try:
+            out["quality"] = quality_pass(cell=cell, variant=variant, artifact=artifact, **quality)
+        except (Unsupported, UserError):
+            raise
+        except Exception as e:
+            traceback.print_exc()
+            out["quality"] = {"metric": quality.get("metric"), "value": None, "status": "failed", "reason": _gist(e)}
+    return out
+
+
 # ----------------------------------------------------------------------------------- output lock
 class OutputLock:
     """An flock on DIR/.effbench.lock: the kernel drops it when its holder dies, so a stale lock of a
@@ -415,6 +566,10 @@ class Runner:
         self.memory_limit_mb = m.memory_limit_mb
         self._work_cache: dict = {}
         self.quality_cache: dict = {}
+        self.profiles_done: dict[tuple, dict] = {}      # (model, variant, runner label) -> its own worker's figures
+        self.fp32_quality: dict[tuple, float | None] = {}
+        self.memory_given: set[str] = set()
+        self.todo: list[tuple[int, Cell]] = []
         self.profiles: list = []
         self.skipped = 0
 
@@ -426,11 +581,20 @@ class Runner:
             progress.log(f"resume: {self.skipped} finished cell-rounds already in {self.store.path}, {len(todo)} to go")
         try:
             self.setup(todo, progress)
-            for rnd, cell in todo:
-                self.do_cell(rnd, cell, progress)
+            for rnd, cells in self.schedule(todo):
+                self.do_group(rnd, cells, progress)
         finally:
             progress.close()
         return load(self.store.path)
+
+    def schedule(self, todo: list[tuple[int, Cell]]) -> list[tuple[int, list[Cell]]]:
+        """Round by round, one worker per group: the cells of one model, runner and scenario (every
+        variant and batch size), so each variant is timed beside its FP32 twin (DESIGN.md "Comparisons
+        are paired") and a worker starts once per group and round, not once per cell."""
+        groups: dict[tuple[int, tuple], list[Cell]] = {}
+        for rnd, cell in todo:
+            groups.setdefault((rnd, _group_key(cell)), []).append(cell)
+        return [(rnd, cells) for (rnd, _), cells in groups.items()]
 
     def plan(self) -> list[tuple[int, Cell]]:
         """(round, cell) pairs still to measure, round-robin: A B C, A B C, ..."""
@@ -453,6 +617,7 @@ class Runner:
                                      suite=self.suite.name)
         self.hashes = {c.cell_id: self.suite.config_hash(c) for c in cells}
         todo = [(r, c) for r in range(self.rounds) for c in cells if (self.hashes[c.cell_id], r) not in done]
+        self.todo = todo
         self.skipped = len(cells) * self.rounds - len(todo)
         return todo
 
@@ -521,10 +686,13 @@ class Runner:
         self.variants: dict[tuple[str, str], Outcome] = {}
         self.overhead = loop_overhead_ns()
 
-    def do_cell(self, rnd: int, cell: Cell, progress: Progress, paired: dict | None = None) -> Record:
-        """Build the cell's variant if needed, measure it in a fresh worker, append its record.
+    def do_cell(self, rnd: int, cell: Cell, progress: Progress, paired: dict | None = None,
+                comparison: dict | None = None) -> Record:
+        """Build the cell's variant if needed, measure it alone in a fresh worker, append its record (A/B
+        mode, and the fallback when a group's worker crashed).
 
-        `paired`: A/B mode's paired pass for this cell and round (`pair_pass`), kept as `paired_ratios`."""
+        `paired`: A/B mode's paired pass for this cell and round (`pair_pass`), kept as `paired_ratios`.
+        `comparison`: why this cell has no paired speedup vs FP32, when it is not FP32."""
         hashes, artifacts, datasets, overhead = self.hashes, self.artifacts, self.datasets, self.overhead
         art = artifacts[cell.model]
         base = Record(cell_id=cell.cell_id, config_hash=hashes[cell.cell_id], status="failed",
@@ -560,6 +728,7 @@ class Runner:
             base.energy = res["energy"] or self._modeled_energy(base, res.get("energy_reason"))
             if paired and paired.get("ratio"):
                 base.paired_ratios = [paired["ratio"]]
+            base.comparison = comparison
             if self.profiles:
                 from effbench.devices import project_record
                 base.projections = project_record(base, self.profiles)
@@ -573,6 +742,166 @@ class Runner:
         for hook in self.hooks:
             hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
         return self._finish(base, progress)
+
+    def do_group(self, rnd: int, cells: list[Cell], progress: Progress) -> list[Record]:
+        """One round of one group: build what is missing, the variants' own workers once per run
+        (memory, energy counters, quality), then one worker timing every variant and batch size of the
+        group interleaved; one record per cell, each non-FP32 one with its paired speedup vs FP32."""
+        first = cells[0]
+        art = self.artifacts[first.model]
+        records = []
+        if isinstance(art, Outcome):
+            for cell in cells:
+                base = self._record(rnd, cell)
+                base.reason = f"model could not be prepared: {art.reason}"
+                records.append(self._finish(base, progress))
+            return records
+        ready: list[tuple[Cell, dict]] = []
+        for cell in cells:
+            vout = self._variant(art, cell.model, cell.variant, progress)
+            if vout.kind == "user_error":
+                raise vout.value
+            if vout.kind != "ok":
+                base = self._record(rnd, cell)
+                base.status = "unsupported" if vout.kind == "unsupported" else "failed"
+                base.reason = f"variant build: {vout.reason}"
+                records.append(self._finish(base, progress))
+                continue
+            ready.append((cell, vout.value))
+        if not ready:
+            return records
+        batches = sorted({c.batch_size for c, _ in ready})
+        variants = {c.variant: v for c, v in ready}
+        # The FP32 twin is timed beside the others even when it is not to be recorded (--only, --resume,
+        # or a suite without fp32): a speedup needs both sides in the same worker.
+        ref = self._variant(art, first.model, FP32, progress)
+        if ref.kind == "ok":
+            variants.setdefault(FP32, ref.value)
+        members = [{"key": _member_key(c.variant, c.batch_size), "label": c.variant, "batch_size": c.batch_size,
+                    "reference": _member_key(FP32, c.batch_size) if c.variant != FP32 else None} for c, _ in ready]
+        have = {m["key"] for m in members}
+        if ref.kind == "ok":
+            members += [{"key": _member_key(FP32, b), "label": FP32, "batch_size": b} for b in batches
+                        if _member_key(FP32, b) not in have]
+        for label in sorted(variants, key=lambda x: x != FP32):  # FP32's quality pass writes the reference
+            self._profile(first, label, variants[label], art, progress)
+        feeds = {str(b): art.feeds(b, self.datasets.get(first.model)) for b in batches}
+        what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
+        progress.start(f"{what}: {len(members)} cells interleaved" +
+                       (f" (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else ""))
+        out = run_in_worker("effbench.execute:measure_group",
+                            {"group": {"runner": first.runner, "threads": first.threads, "compile": first.compile},
+                             "members": members, "variants": variants, "artifact": art.to_json(), "feeds": feeds,
+                             "budget": self.budget, "overhead_ns": self.overhead,
+                             "seed": _seed(self.run_id, rnd, what), "load_reversed": rnd % 2 == 1},
+                            timeout_s=self.timeout_s * len(members),
+                            log_path=self.logs / f"{first.model}_{first.runner_label}_{first.scenario}.log",
+                            memory_limit_mb=self.memory_limit_mb)
+        if out.kind == "user_error":
+            raise out.value
+        if out.kind != "ok":  # a crash of one variant must not cost the others: measure each alone
+            why = f"the group's interleaved worker {out.kind}: {out.reason}; measured alone, so not paired"
+            _warn(progress, f"warning: {what} round {rnd + 1}: {why}")
+            for cell, _ in ready:
+                records.append(self.do_cell(rnd, cell, progress,
+                                            comparison=None if cell.variant == FP32 else _unpaired(cell, why)))
+            return records
+        res = out.value
+        drift = _drift(res["sentinel"])
+        for cell, variant in ready:
+            m = res["members"][_member_key(cell.variant, cell.batch_size)]
+            base = self._record(rnd, cell)
+            base.cell["method"] = variant.get("method")
+            base.variant = _variant_section(variant, cell.runner)
+            base.model_stats = self._work(variant, art, cell)
+            prof = self.profiles_done.get((cell.model, cell.variant, cell.runner_label))
+            if m["status"] != "ok":
+                base.status, base.reason = m["status"], m["reason"]
+            else:
+                base.status, base.reason = "ok", None
+                base.latency_ms, base.samples_ms = m["latency_ms"], m["samples_ms"]
+                base.throughput_ips = m["throughput_ips"]
+                base.variant["runtime"] = m["session"]
+                base.drift = drift
+                if cell.variant != FP32:
+                    base.comparison = _paired(cell, variant, m, res["members"].get(_member_key(FP32, cell.batch_size)))
+                base.memory, measured, why = self._profile_figures(prof, cell, variant)
+                base.energy = measured or self._modeled_energy(base, why)
+                if self.profiles:
+                    from effbench.devices import project_record
+                    base.projections = project_record(base, self.profiles)
+                base.quality = (prof or {}).get("quality")
+            for hook in self.hooks:
+                hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
+            records.append(self._finish(base, progress))
+        return records
+
+    def _record(self, rnd: int, cell: Cell) -> Record:
+        return Record(cell_id=cell.cell_id, config_hash=self.hashes.get(cell.cell_id) or self.suite.config_hash(cell),
+                      status="failed", cell=cell.to_json(), round=rnd, rounds=self.rounds, provenance=self.provenance)
+
+    def _profile(self, cell: Cell, label: str, variant: dict, art, progress: Progress) -> None:
+        """The variant's own worker (memory at each batch size, energy counters, quality), once per run."""
+        key = (cell.model, label, cell.runner_label)
+        if key in self.profiles_done:
+            return
+        batches = sorted({c.batch_size for _, c in self.todo if _group_key(c) == _group_key(cell)})
+        feeds = {str(b): art.feeds(b, self.datasets.get(cell.model)) for b in batches}
+        this = Cell(**{**cell.__dict__, "variant": label, "precision": variant.get("precision", label),
+                       "method": variant.get("method")})
+        progress.start(f"memory and quality {cell.model}/{label}/{cell.runner_label}")
+        out = run_in_worker("effbench.execute:profile_variant",
+                            {"cell": this.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
+                             "budget": self.budget, "quality": self._quality_payload(this, art)},
+                            timeout_s=BUILD_TIMEOUT_S,
+                            log_path=self.logs / f"profile-{cell.model}-{label}-{cell.runner_label}.log",
+                            memory_limit_mb=self.memory_limit_mb)
+        if out.kind == "user_error":
+            raise out.value
+        if out.kind == "ok":
+            prof = out.value
+            q = prof.get("quality")
+            if q is not None and self.datasets.get(cell.model) is None and q.get("value") is not None:
+                prof["quality"] = {**q, "inputs": "generated (the model has no dataset)"}
+        else:
+            prof = {"reason": f"the variant's own worker {out.kind}: {out.reason}",
+                    "quality": {"metric": None, "value": None, "status": out.kind, "reason": out.reason}}
+        self.profiles_done[key] = prof
+        if label == FP32:
+            self.fp32_quality[(cell.model, cell.runner_label)] = (prof.get("quality") or {}).get("value")
+
+    def _quality_payload(self, cell: Cell, art) -> dict:
+        q = self.suite.spec.quality
+        ds = self.datasets.get(cell.model)
+        if ds is not None:
+            n = min(len(ds), q.samples) if q.samples else len(ds)
+            inputs = {k: v[:n] for k, v in ds.inputs.items()}
+            labels = ds.labels[:n] if ds.labels is not None else None
+        else:  # no dataset: fidelity to FP32 on seeded generated inputs, and the record says so
+            inputs, labels = art.feeds(q.samples or 256, None, seed=1), None
+        metric = q.metric or ("top1" if labels is not None else "cosine")
+        if metric == "top1" and labels is None:
+            raise self.suite.error(f"quality metric top1 needs labels, and model '{cell.model}' has no labelled dataset",
+                                   "quality", "metric", fix="add a dataset with labels, or use metric: cosine")
+        ref = self.opts.out_dir / "quality" / f"{cell.model}-{cell.runner_label}-{self.run_id}-fp32.npz"
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        return {"inputs": inputs, "labels": labels, "metric": metric, "reference_path": str(ref),
+                "min_relative": q.min_relative,
+                "fp32_value": None if cell.variant == FP32 else self.fp32_quality.get((cell.model, cell.runner_label))}
+
+    def _profile_figures(self, prof: dict | None, cell: Cell, variant: dict) -> tuple[dict | None, dict | None, str | None]:
+        """(memory, measured energy, why energy was not measured) of this cell from its variant's own
+        worker. Memory goes into the first record of this run for the cell only: it was measured once."""
+        b = str(cell.batch_size)
+        if prof is None or "memory" not in prof:
+            reason = (prof or {}).get("reason", "the variant's own worker did not run")
+            return {"reason": f"memory not measured: {reason}"}, None, reason
+        energy_b = (prof.get("energy") or {}).get(b) or {}
+        memory = None
+        if cell.cell_id not in self.memory_given:
+            self.memory_given.add(cell.cell_id)
+            memory = {**prof["memory"][b], "model_bytes": _model_bytes(variant, cell.runner)}
+        return memory, energy_b.get("measured"), energy_b.get("reason")
 
     def pair_pass(self, rnd: int, cell: Cell, other: Runner, other_cell: Cell, progress: Progress) -> dict | None:
         """A/B mode: `other`'s variant of the cell (the baseline) and this runner's, timed in alternating
@@ -717,6 +1046,65 @@ class Runner:
         self.store.append(record)
         progress.advance(_one_line(record))
         return record
+
+
+FP32 = "fp32"
+# The sentinel moving by more than this while a group was measured flags its cells' absolute latency.
+DRIFT_THRESHOLD = 0.10
+
+
+def _warn(progress: Progress, msg: str) -> None:
+    if progress.enabled:
+        progress.log(msg)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _group_key(cell: Cell) -> tuple:
+    return (cell.model, cell.runner_label, cell.scenario)
+
+
+def _member_key(label: str, batch_size: int) -> str:
+    return f"{label}/b{batch_size}"
+
+
+def _seed(run_id: str, rnd: int, what: str) -> int:
+    import hashlib
+    return int.from_bytes(hashlib.sha256(f"{run_id}/{rnd}/{what}".encode()).digest()[:4], "little")
+
+
+def _fp32_id(cell: Cell) -> str:
+    return Cell(**{**cell.__dict__, "variant": FP32, "precision": FP32, "method": None}).cell_id
+
+
+def _unpaired(cell: Cell, reason: str) -> dict:
+    return {"baseline": _fp32_id(cell), "speedup": None, "ci": None, "method": None, "reason": reason}
+
+
+def _paired(cell: Cell, variant: dict, member: dict, fp32: dict | None) -> dict:
+    """This round's speedup vs FP32: the median over cycles of FP32's block median / this block median,
+    both timed in one worker within one cycle. Emulated variants get no speedup: their speed is that
+    of the float kernels that emulate them."""
+    from effbench.measure.latency import block_ratios
+    from effbench.measure.stats import within_one_round
+    if variant.get("emulated"):
+        return _unpaired(cell, "emulated: this precision runs as float kernels that emulate it, so its speed "
+                               "is not the speed of native kernels")
+    if fp32 is None or fp32.get("status") != "ok":
+        why = f"the FP32 twin is {fp32['status']}: {fp32.get('reason')}" if fp32 else "no FP32 variant to compare with"
+        return _unpaired(cell, why)
+    est = within_one_round(block_ratios(fp32["block_ms"], member["block_ms"]))
+    if est is None:
+        return _unpaired(cell, "no cycle timed both sides")
+    return {"baseline": _fp32_id(cell), "speedup": est.value, "ci": [est.lo, est.hi], "ci_level": est.level,
+            "ci_scope": est.scope, "ci_method": est.method, "rounds": 1, "method": "paired", "cycles": est.n}
+
+
+def _drift(sentinel: dict) -> dict:
+    change = sentinel.get("change")
+    return {"threshold": DRIFT_THRESHOLD, "rounds": [sentinel],
+            "max_abs_change": abs(change) if change is not None else None,
+            "flagged": bool(change is not None and abs(change) > DRIFT_THRESHOLD)}
 
 
 # Bit widths a torch-side variant computes with, for BOPs when it has no ONNX graph of its own.

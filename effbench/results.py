@@ -41,6 +41,11 @@ class Record:
     - projections: {profile_id: {latency_ms, energy_mj, fits, bound, status, reason}}
     - paired_ratios: A/B mode only (candidate side): per round, the median over alternating blocks of
       candidate / baseline latency timed in one worker; the gate's per-round ratios when present
+    - comparison: non-FP32 cells: baseline (the FP32 cell id), speedup (FP32 time / this time from
+      blocks timed in one worker), ci, ci_scope ("between rounds" | "one moment (1 round)"), rounds,
+      method ("paired"); or speedup null and a reason
+    - drift: the sentinel workload timed before and after the cell's worker (before_us, after_us,
+      change) per round, flagged when it moved by more than `threshold`
     """
 
     cell_id: str
@@ -56,6 +61,8 @@ class Record:
     samples_ms: list[float] = field(default_factory=list)
     round_medians_ms: list[float] = field(default_factory=list)
     paired_ratios: list[float] = field(default_factory=list)
+    comparison: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
     throughput_ips: float | None = None
     memory: dict[str, Any] | None = None
     energy: dict[str, Any] | None = None
@@ -88,7 +95,7 @@ class Record:
         for name in ("cell", "projections", "provenance"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be an object")
-        for name in ("variant", "model_stats", "latency_ms", "memory", "energy", "quality"):
+        for name in ("variant", "model_stats", "latency_ms", "memory", "energy", "quality", "comparison", "drift"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be an object or null")
         for name in ("samples_ms", "round_medians_ms", "paired_ratios"):
@@ -117,6 +124,14 @@ class Record:
                 v = d.get(k)
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                     raise ValueError(f"{section}.{k} must be a number or null")
+        comp = self.comparison or {}
+        for k in ("speedup",):
+            if comp.get(k) is not None and (isinstance(comp[k], bool) or not isinstance(comp[k], (int, float))):
+                raise ValueError(f"comparison.{k} must be a number or null")
+        ci = comp.get("ci")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2
+                                   and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci)):
+            raise ValueError("comparison.ci must be [lo, hi] or null")
         lat = self.latency_ms or {}
         for k in ("median", "mean", "p90", "p99", "min", "max"):
             if lat.get(k) is not None and (isinstance(lat[k], bool) or not isinstance(lat[k], (int, float))):
@@ -254,7 +269,12 @@ def _fsync_dir(path: Path) -> None:
 
 
 def merge_rounds(records: Iterable[Record]) -> list[Record]:
-    """One record per cell: ok rounds pooled (stats recomputed), per-round medians kept beside them."""
+    """One record per cell: its rounds combined with the uncertainty over rounds (DESIGN.md).
+
+    Latency: the median of round medians with a CI over rounds (each round a fresh worker at another
+    moment); the pooled samples keep the percentiles, and their one-worker CI stays as
+    `within_round_ci`. Speedup: its per-round paired values combined the same way. Memory: the round that
+    measured it (each run measures it once, in the variant's own worker)."""
     by_cell: dict[str, list[Record]] = {}
     for r in records:
         by_cell.setdefault(r.cell_id, []).append(r)
@@ -288,16 +308,65 @@ def merge_rounds(records: Iterable[Record]) -> list[Record]:
             base.latency_ms = {**st.to_json(), "calls": sum((r.latency_ms or {}).get("calls") or 0 for r in ok),
                                "elapsed_s": sum((r.latency_ms or {}).get("elapsed_s") or 0 for r in ok)}
             base.samples_ms = samples
+        if base.latency_ms:
+            base.latency_ms = _latency_over_rounds(base.latency_ms, base.round_medians_ms)
+        base.comparison = _comparison_over_rounds([r.comparison for r in ok])
+        drifts = [r.drift for r in ok if r.drift]
+        base.drift = _drift_over_rounds(drifts) if drifts else None
         tps = sorted(r.throughput_ips for r in ok if r.throughput_ips)
         base.throughput_ips = tps[len(tps) // 2] if tps else None
-        peaks = [(r.memory or {}).get("peak_rss_bytes") for r in ok]
-        if base.memory and all(p is not None for p in peaks):
-            base.memory = {**base.memory, "peak_rss_bytes": max(peaks)}
+        measured = [r.memory for r in ok if (r.memory or {}).get("peak_rss_bytes") is not None]
+        if measured:
+            base.memory = measured[-1]
         failed = [r for r in group if not r.ok]
         if failed:
             base.reason = f"{len(failed)} of {len(group)} rounds did not finish: {failed[0].reason}"
         merged.append(base)
     return merged
+
+
+def _latency_over_rounds(lat: dict[str, Any], round_medians: list[float]) -> dict[str, Any]:
+    """The headline median and CI over rounds; the pooled samples' CI is kept, labelled, beside it."""
+    from effbench.measure.stats import UNSTABLE_REL_HALFWIDTH, over_rounds
+    est = over_rounds(round_medians)
+    if est is None:
+        return lat
+    out = {**lat, "within_round_ci": lat.get("ci"), "median": est.value, "ci": [est.lo, est.hi],
+           "ci_scope": est.scope, "ci_method": est.method, "rel_ci_halfwidth": est.rel_halfwidth}
+    out["unstable"] = est.rel_halfwidth > UNSTABLE_REL_HALFWIDTH
+    out["unstable_reason"] = (f"round medians spread: the 95% CI over {est.n} rounds is +-{est.rel_halfwidth:.0%} "
+                              f"of the median (flagged above +-{UNSTABLE_REL_HALFWIDTH:.0%})"
+                              if out["unstable"] else None)
+    return out
+
+
+def _comparison_over_rounds(per_round: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Per-round paired speedups combined: median with a CI over rounds; one round keeps its own
+    within-worker CI and says it covers one moment; none with a number keeps the last round's reason."""
+    from effbench.measure.stats import over_rounds
+    comps = [c for c in per_round if c]
+    if not comps:
+        return None
+    values = [c["speedup"] for c in comps if isinstance(c.get("speedup"), (int, float))]
+    if len(values) < 2:
+        return next((c for c in comps if c.get("speedup") is not None), comps[-1])
+    est = over_rounds(values)
+    out = {"baseline": comps[-1].get("baseline"), "speedup": est.value, "ci": [est.lo, est.hi],
+           "ci_level": est.level, "ci_scope": est.scope, "ci_method": est.method, "rounds": len(values),
+           "method": comps[-1].get("method", "paired"), "round_speedups": values,
+           "cycles": sum(c.get("cycles") or 0 for c in comps)}
+    if len(values) < len(comps):
+        out["note"] = f"{len(comps) - len(values)} round(s) without a paired value: {comps[-1].get('reason')}"
+    return out
+
+
+def _drift_over_rounds(drifts: list[dict[str, Any]]) -> dict[str, Any]:
+    rounds = [r for d in drifts for r in (d.get("rounds") or [d])]
+    changes = [abs(r["change"]) for r in rounds if isinstance(r.get("change"), (int, float))]
+    threshold = drifts[-1].get("threshold")
+    worst = max(changes) if changes else None
+    return {"threshold": threshold, "rounds": rounds, "max_abs_change": worst,
+            "flagged": bool(worst is not None and threshold is not None and worst > threshold)}
 
 
 @dataclass
@@ -325,7 +394,8 @@ class Results:
         for r in self.records:
             row: dict[str, Any] = {"cell_id": r.cell_id, "status": r.status, "reason": r.reason,
                                    "rounds": r.rounds, "throughput_ips": r.throughput_ips}
-            for section in ("cell", "variant", "model_stats", "latency_ms", "memory", "energy", "quality"):
+            for section in ("cell", "variant", "model_stats", "latency_ms", "comparison", "memory", "energy",
+                            "quality", "drift"):
                 for k, v in _flatten(getattr(r, section) or {}).items():
                     row[f"{section}.{k}"] = v
             for pid, proj in (r.projections or {}).items():

@@ -14,27 +14,14 @@ from functools import cached_property
 
 import numpy as np
 
+from effbench.measure.stats import CI_LEVEL, median_ci_ranks  # noqa: F401  (re-exported)
+
 # MLPerf loadgen's early-stopping minimums: fewer samples cannot bound these percentiles.
 MIN_N_P90 = 64
 MIN_N_P99 = 662
 # A call must be this many times the timing loop's own overhead to be timed one by one.
 PER_CALL_FACTOR = 100
-CI_LEVEL = 0.95
 STORED_SAMPLES_MAX = 10_000
-
-
-def median_ci_ranks(n: int, level: float = CI_LEVEL) -> tuple[int, int]:
-    """0-based ranks (lo, hi) of the distribution-free order-statistic CI of the median.
-
-    The number of samples below the true median is Binomial(n, 1/2); the interval
-    [x_(j), x_(n-j+1)] covers the median with probability >= level.
-    """
-    if n <= 0:
-        return 0, 0
-    from scipy import stats as sps  # imported here: workers and the CLI start faster without it
-    j = int(sps.binom.ppf((1 - level) / 2, n, 0.5))  # 1-based lower rank
-    j = max(j, 1)
-    return j - 1, n - j
 
 
 @dataclass(frozen=True)
@@ -308,3 +295,130 @@ def paired_ratio(call_a: Callable[[], object], call_b: Callable[[], object], *, 
     return {"ratio": float(np.median(ratios)), "pairs": len(ratios), "calls_per_block": calls,
             "a_median_ms": float(np.median(a_med)) / 1e6, "b_median_ms": float(np.median(b_med)) / 1e6,
             "ratio_range": [float(min(ratios)), float(max(ratios))]}
+
+
+# ------------------------------------------------------------------------------ interleaved rounds
+@dataclass(frozen=True)
+class Interleaved:
+    """One round of interleaved timing in one worker: each member's statistics, and the median of each
+    of its blocks per cycle (every cycle times every member once, in a fresh random order)."""
+
+    stats: dict[str, LatencyStats]
+    block_ms: dict[str, list[float]]
+    cycles: int
+
+    def ratios(self, reference: str, member: str) -> list[float]:
+        """Per cycle, reference block median / member block median: the member's speedup in that cycle.
+        Both blocks ran within one cycle (a fraction of a second apart), so both saw the same machine."""
+        return block_ratios(self.block_ms[reference], self.block_ms[member])
+
+
+def block_ratios(reference_ms: Sequence[float], member_ms: Sequence[float]) -> list[float]:
+    """Cycle by cycle, the reference's block median over the member's: the member's speedup per cycle."""
+    return [r / m for r, m in zip(reference_ms, member_ms) if r > 0 and m > 0]  # NaN (sat out) compares False
+
+
+def measure_interleaved(calls: dict[str, Callable[[], object]], budget: Budget, *, overhead_ns: float,
+                        references: dict[str, str] | None = None, seed: int = 0, min_block_s: float = 0.02,
+                        min_block_samples: int = 3, min_cycles: int = 6,
+                        clock: Callable[[], int] = time.perf_counter_ns) -> Interleaved:
+    """Time several calls (variants x batch sizes of one model) in one process, in randomly ordered
+    cycles of short blocks, by DESIGN.md's rules for each: first call apart, warmup, per-call timing or
+    timed blocks, and the stopping rule applied to every member.
+
+    Why: this machine flips between two speeds for seconds at a time (FIELD-NOTES), so two cells timed
+    in turn can land in different states and their ratio moved 2-3x between identical runs. A cycle
+    lasts a fraction of a second, so a ratio of two members' blocks of one cycle compares like with
+    like; the median over cycles discards the cycles a flip cut through.
+
+    A member leaves the cycles once its stopping rule is met, unless it is the reference (in
+    `references`: member -> the member it is compared with) of a member still being timed. A cycle a
+    member sat out holds NaN in its `block_ms`. `clock` is injectable so the estimator can be tested on
+    a fake machine with speed flips.
+    """
+    names = list(calls)
+    references = {k: r for k, r in (references or {}).items() if k in calls and r in calls}
+    first: dict[str, float] = {}
+    est: dict[str, float] = {}
+    for name in names:  # the first call of each (a new session or batch shape) is timed apart
+        call = calls[name]
+        t0 = clock()
+        call()
+        first[name] = float(clock() - t0)
+    for name in names:
+        call, n = calls[name], 0
+        start = clock()
+        while n < budget.min_warmup_calls or (clock() - start) < budget.warmup_s * 1e9:
+            call()
+            n += 1
+        est[name] = max((clock() - start) / n, 1.0)
+    inner = {k: 1 if est[k] >= PER_CALL_FACTOR * overhead_ns else
+             max(2, math.ceil(PER_CALL_FACTOR * overhead_ns / est[k])) for k in names}
+    per_block = {k: max(min_block_samples, math.ceil(min_block_s * 1e9 / (est[k] * inner[k]))) for k in names}
+
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    block_ms: dict[str, list[float]] = {k: [] for k in names}
+    spent = dict.fromkeys(names, 0)
+    rng = np.random.default_rng(seed)
+    active = set(names)
+    cycles = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside a timed call is noise from us, not from the model
+    try:
+        while active:
+            for i in rng.permutation(len(names)):
+                name = names[i]
+                if name not in active:
+                    block_ms[name].append(math.nan)
+                    continue
+                call, k, out = calls[name], inner[name], []
+                b0 = clock()
+                for _ in range(per_block[name]):
+                    t0 = clock()
+                    if k == 1:
+                        call()
+                    else:
+                        for _ in range(k):
+                            call()
+                    out.append((clock() - t0) / k)
+                spent[name] += clock() - b0
+                samples[name].extend(out)
+                block_ms[name].append(float(np.median(out)) / 1e6)
+            cycles += 1
+            if cycles >= min_cycles:
+                still = {k for k in active if not _done(samples[k], spent[k], budget)}
+                active = still | {references[k] for k in still if k in references}
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    stats = {}
+    for name in names:
+        st = LatencyStats(tuple(samples[name]))
+        unstable = st.rel_ci_halfwidth > budget.target_rel_ci or st.n < budget.min_n
+        stats[name] = LatencyStats(st.samples_ns, timing="per-call" if inner[name] == 1 else "blocks",
+                                   block_size=inner[name], first_call_ns=first[name], unstable=unstable,
+                                   elapsed_s=spent[name] / 1e9, calls=len(samples[name]) * inner[name])
+    return Interleaved(stats=stats, block_ms=block_ms, cycles=cycles)
+
+
+def _done(samples: list[float], spent_ns: int, budget: Budget) -> bool:
+    """The stopping rule of one member: max_time_s, or min_time_s with n >= min_n and the CI target."""
+    if spent_ns >= budget.max_time_s * 1e9:
+        return True
+    if spent_ns < budget.min_time_s * 1e9 or len(samples) < budget.min_n:
+        return False
+    return LatencyStats(tuple(samples)).rel_ci_halfwidth <= budget.target_rel_ci
+
+
+def sentinel_us(seconds: float = 0.03, clock: Callable[[], int] = time.perf_counter_ns) -> float:
+    """The machine's speed now: median time of a fixed small matmul (numpy, one thread) in µs. Timed
+    before and after each group of cells; a change says the machine drifted while they were measured."""
+    a = np.random.default_rng(0).standard_normal((96, 96)).astype(np.float32)
+    times = []
+    end = clock() + seconds * 1e9
+    while len(times) < 20 or clock() < end:
+        t0 = clock()
+        a @ a
+        times.append(clock() - t0)
+    return float(np.median(times)) / 1e3

@@ -42,3 +42,17 @@ def gpu_peak_bytes() -> dict:
     if mod is not None and getattr(mod, "cuda", None) is not None and mod.cuda.is_available():
         out["torch_cuda_max_allocated_bytes"] = int(mod.cuda.max_memory_allocated())
     return out
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's high-water mark to the current RSS (Linux >= 4.0: `5` > /proc/self/clear_refs),
+    so one worker can measure the peak of several batch sizes in turn. False where it cannot."""
+    mod = sys.modules.get("torch")
+    if mod is not None and getattr(mod, "cuda", None) is not None and mod.cuda.is_available():
+        mod.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

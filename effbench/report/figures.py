@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from effbench.report.table import Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_ratio, fmt_si
+from effbench.report.table import Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_si, fmt_speedup
 
 # Tableau 10: mid-saturation colours that stay readable on both a white and a near-black page.
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -68,7 +68,10 @@ def hover_text(row: Row) -> str:
         lines.append(f"p99: {fmt_ms(row.p99_ms)}{rel}; n = {row.lat('n')}, rounds = {row.record.rounds}")
         lines.append(f"throughput: {fmt_si(row.throughput_ips, 'items/s')}")
         if row.speedup:
-            lines.append(f"speedup vs FP32: {fmt_ratio(row.speedup.value)} ({esc(row.speedup.method)})")
+            sp = row.speedup
+            lines.append(f"speedup vs FP32: {fmt_speedup(sp)}, {sp.direction} ({esc(sp.basis)})")
+        elif row.speedup_note:
+            lines.append(f"speedup vs FP32: — ({esc(row.speedup_note)})")
         comp = f" ({row.compression:.2g}× smaller than FP32)" if row.compression else ""
         lines.append(f"size: {fmt_bytes(row.size_bytes)}{comp}")
         lines.append(f"MACs: {fmt_si(row.work('macs'))}, FLOPs: {fmt_si(row.work('flops'))}, "

@@ -15,7 +15,7 @@ from typing import Any
 
 from effbench.report import figures
 from effbench.report.overview import Overview
-from effbench.report.table import (Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_ratio, fmt_si)
+from effbench.report.table import Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_si, fmt_speedup
 
 # The page may load nothing from anywhere: this policy makes a stray request fail loudly in the console.
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -65,7 +65,7 @@ def _tag(kind: str, text: str, title: str) -> str:
 def _header(ov: Overview) -> str:
     c = ov.counts
     links = [("ok", "ok", "#decision"), ("unsupported", "unsupported", "#unsupported"),
-             ("failed", "failed", "#failed"), ("unstable", "unstable", "#unstable"),
+             ("failed", "failed", "#failed"), ("unstable", "unstable", "#unstable"), ("drift", "drift", "#drift"),
              ("below_floor", "below quality floor", "#below-floor")]
     chips = "".join(
         f'<a class="count count-{e(k)}" href="{href}"><b>{c[k]}</b> {e(label)}</a>' for k, label, href in links)
@@ -118,10 +118,13 @@ _COLUMNS = (  # (label, kind, title)
     ("model", "text", ""), ("variant", "text", "variant label; precision and method below it"),
     ("runner", "text", ""), ("batch", "num", "batch size"), ("scenario", "text", ""),
     ("status", "text", ""),
-    ("median latency (95% CI)", "num", "median per-call latency with its order-statistic 95% CI"),
+    ("median latency (95% CI)", "num", "median per-call latency with its 95% CI over rounds in fresh workers; "
+                                       "with one round, the CI of one worker's samples: one moment only"),
     ("p99", "num", "99th percentile latency; grey italics when fewer than 662 samples"),
     ("throughput", "num", "items per second over the timed window"),
-    ("speedup vs FP32", "num", "FP32 median / this median, same model, runner, batch size, scenario"),
+    ("speedup vs FP32", "num", "FP32 / this latency, paired: both timed in one worker in alternating blocks "
+                               "(same model, runner, batch size, scenario); 95% CI over rounds in fresh workers. "
+                               "Green or red only when the CI excludes 1×"),
     ("quality", "num", "task metric on the dataset"), ("relative quality", "num", "quality / FP32 quality"),
     ("energy / inference", "num", "measured (RAPL/NVML) or modeled from a device profile"),
     ("size (compression)", "num", "artifact size on disk; FP32 size / this size below"),
@@ -155,7 +158,9 @@ def _decision_row(r: Row) -> str:
              _td(e(r.scenario))]
     status = e(r.status)
     if r.unstable:
-        status += " " + _tag("unstable", "unstable", "the CI target was not met before max_time_s")
+        status += " " + _tag("unstable", "unstable", r.unstable_reason or "the CI target was not met before max_time_s")
+    if r.drift_flagged:
+        status += " " + _tag("drift", "drift", _drift_text(r))
     if not r.record.ok:
         cells.append(_td(status, title=r.record.reason or ""))
         reason = e(r.record.reason or "no reason recorded")
@@ -164,18 +169,20 @@ def _decision_row(r: Row) -> str:
     cells.append(_td(status))
     med = e(fmt_ms(r.median_ms))
     if r.ci_ms:
-        med += f'<div class="ci">{e(fmt_ms(r.ci_ms[0]).removesuffix(" ms"))} – {e(fmt_ms(r.ci_ms[1]))}</div>'
-    cells.append(_td(med, r.median_ms))
+        one = " · 1 round" if r.latency_one_moment else ""
+        med += f'<div class="ci">{e(fmt_ms(r.ci_ms[0]).removesuffix(" ms"))} – {e(fmt_ms(r.ci_ms[1]))}{one}</div>'
+    cells.append(_td(med, r.median_ms, title=_latency_ci_text(r)))
     weak = r.p99_ms is not None and not r.p99_reliable
     cells.append(_td(e(fmt_ms(r.p99_ms)), r.p99_ms, "weak" if weak else "",
                      "fewer than 662 per-call samples: not a reliable p99" if weak else ""))
     cells.append(_td(e(fmt_si(r.throughput_ips, "/s")), r.throughput_ips))
     if r.speedup:
-        cls_sp = "good" if r.speedup.value >= 1.05 else "bad" if r.speedup.value <= 0.95 else ""
-        sp = e(fmt_ratio(r.speedup.value))
-        if r.emulated:
-            sp += " " + _tag("emulated", "emu", "speed of an emulation, not of native kernels")
-        cells.append(_td(sp, r.speedup.value, cls_sp, r.speedup.method))
+        sp = r.speedup
+        # colour only what the CI supports: a point value above 1 with a CI across 1 is no finding
+        cls_sp = {"faster": "good", "slower": "bad"}.get(sp.direction, "neutral")
+        notes = ([] if sp.clear else ["no clear difference"]) + (["1 round"] if sp.one_moment else [])
+        text = e(fmt_speedup(sp)) + (f'<div class="ci">{e(" · ".join(notes))}</div>' if notes else "")
+        cells.append(_td(text, sp.value, cls_sp, f"FP32 / variant latency, {sp.basis}"))
     else:
         cells.append(_td("—", None, "", r.speedup_note or ""))
     q = e(fmt_quality(r.quality))
@@ -204,6 +211,30 @@ def _decision_row(r: Row) -> str:
     return f"<tr class=\"{' '.join(cls)}\"{data}>{''.join(cells)}</tr>"
 
 
+def _drift_text(r: Row) -> str:
+    d = r.record.drift or {}
+    change, threshold = _f(d.get("max_abs_change")), _f(d.get("threshold"))
+    how = f" by {change:.0%}" if change is not None else ""
+    if threshold is not None:
+        how += f" (more than {threshold:.0%})"
+    return (f"the machine's speed moved{how} while this cell was measured, by a sentinel workload timed before "
+            "and after: its absolute latency is less certain; paired speedups are unaffected")
+
+
+def _latency_ci_text(r: Row) -> str:
+    if r.ci_ms is None:
+        return ""
+    if r.latency_one_moment:
+        return "one round: this CI covers one moment only"
+    text = "95% CI over rounds in fresh workers"
+    if r.lat("ci_method"):
+        text += f" ({r.lat('ci_method')})"
+    if r.within_round_ci_ms:
+        lo, hi = r.within_round_ci_ms
+        text += f"; within one worker: {fmt_ms(lo).removesuffix(' ms')} – {fmt_ms(hi)}"
+    return text
+
+
 def _select(name: str, label: str, values: Sequence[str]) -> str:
     opts = "".join(f'<option value="{e(v)}">{e(v)}</option>' for v in values)
     return (f'<label>{e(label)} <select data-filter="{e(name)}"><option value="">all</option>{opts}'
@@ -224,11 +255,16 @@ def _decision(rows: Sequence[Row]) -> str:
     body = "\n".join(_decision_row(r) for r in rows)
     return f"""
 <section id="decision"><h2>Decision table</h2>
-<p class="muted">One row per cell. Click a column to sort. Marks:
+<p class="muted">One row per cell. Click a column to sort. Speedup vs FP32 is paired: FP32 and the variant
+timed in one worker in alternating blocks, with its 95% CI over rounds in fresh workers; it is green or red
+only when the CI excludes 1×, otherwise it says "no clear difference". "1 round": a CI from one round covers
+one moment of the machine only. Emulated variants have no speedup. Marks:
 {_tag("emulated", "emulated", "")} speed of an emulation, not of native kernels;
 {_tag("modeled", "modeled", "")} computed from a device profile, not measured;
 {_tag("floor", "below floor", "")} quality below the suite's floor;
-{_tag("unstable", "unstable", "")} the confidence-interval target was not met;
+{_tag("unstable", "unstable", "")} the latency's CI is wider than its target (hover for why);
+{_tag("drift", "drift", "")} the machine's speed moved while the cell was measured (its latency is less
+certain, its paired speedup is not);
 <span class="weak">grey italics</span>: a p99 from fewer than 662 samples.</p>
 <div class="controls"><div class="tabs" role="tablist">{''.join(tabs)}</div>
 {filters}<label>find <input type="search" data-filter="text" placeholder="text in any column"></label>
@@ -362,8 +398,12 @@ def _why(r: Row, kind: str) -> str:
     if kind == "below-floor":
         return f"relative quality {fmt_pct(r.relative_quality)} ({r.quality_metric} {fmt_quality(r.quality)})"
     if kind == "unstable":
+        if r.unstable_reason:
+            return r.unstable_reason
         rel = r.lat("rel_ci_halfwidth")
         return f"median CI half-width {fmt_pct(rel)} of the median" if rel is not None else "CI target not met"
+    if kind == "drift":
+        return _drift_text(r)
     return "no reason recorded"
 
 
@@ -374,6 +414,8 @@ def _failures(rows: Sequence[Row]) -> str:
                             "Every combination was supported.")
             + _list_section("unstable", "Unstable", [r for r in rows if r.unstable],
                             "Every ok cell met its confidence-interval target.")
+            + _list_section("drift", "Machine speed drifted", [r for r in rows if r.drift_flagged],
+                            "The machine's speed held steady while every cell was measured.")
             + _list_section("below-floor", "Below the quality floor", [r for r in rows if r.below_floor],
                             "No variant fell below the quality floor.")
             + "</section>")

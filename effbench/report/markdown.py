@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 
 from effbench.report.overview import Overview
-from effbench.report.table import (Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_ratio, fmt_si)
+from effbench.report.table import Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_si, fmt_speedup
 
 COLUMNS = ("model", "variant", "runner", "batch", "scenario", "median latency (95% CI)", "p99",
            "throughput", "speedup vs FP32", "size (compression)", "MACs", "peak RSS",
@@ -31,7 +31,9 @@ def row_cells(row: Row) -> list[str]:
         med += f" [{fmt_ms(row.ci_ms[0]).removesuffix(' ms')}, {fmt_ms(row.ci_ms[1])}]"
     p99 = fmt_ms(row.p99_ms) + ("" if row.p99_ms is None or row.p99_reliable else " (n too small)")
     tput = fmt_si(row.throughput_ips, "/s")
-    sp = fmt_ratio(row.speedup.value) if row.speedup else "—"
+    sp = fmt_speedup(row.speedup)
+    if row.speedup and not row.speedup.clear:
+        sp += " (no clear difference)"
     size = fmt_bytes(row.size_bytes)
     if row.compression is not None:
         size += f" ({row.compression:.2g}×)"
@@ -42,6 +44,8 @@ def row_cells(row: Row) -> list[str]:
     if row.relative_quality is not None:
         q += f" ({fmt_pct(row.relative_quality)})"
     notes = list(row.flags)
+    if row.speedup_note and not row.emulated:  # "emulated" is already a flag
+        notes.append(row.speedup_note)
     if row.record.reason:
         notes.append(row.record.reason)
     return base + [med, p99, tput, sp, size, fmt_si(row.work("macs")), fmt_bytes(row.peak_rss_bytes),
@@ -53,17 +57,21 @@ def render_markdown(rows: Sequence[Row], overview: Overview, *, verdict_rows: li
     out = [f"# {md_cell(overview.title)}", ""]
     c = overview.counts
     out.append(f"**{c['total']} cells:** {c['ok']} ok, {c['unsupported']} unsupported, {c['failed']} failed, "
-               f"{c['unstable']} unstable, {c['below_floor']} below the quality floor.")
+               f"{c['unstable']} unstable, {c['drift']} with drift, {c['below_floor']} below the quality floor.")
     out.append("")
     out.append("Hosts: " + ", ".join(md_cell(h) for h in overview.hosts) + ".")
     if overview.date_range:
         out.append(f"Measured: {md_cell(overview.date_range)}.")
     out.append("")
-    out.append("Speedup = FP32 median latency / variant median latency on the same model, runner, batch "
-               "size and scenario (median of per-round ratios when both cells have rounds). "
-               "Energy marked `modeled:` is computed from a device profile, not measured; "
-               "`emulated` variants run an emulation of their precision, so their speed is not the "
-               "speed of native kernels.")
+    out.append("Speedup = FP32 latency / variant latency on the same model, runner, batch size and scenario, "
+               "paired: both timed in one worker in alternating blocks, so both saw the same machine; its 95% "
+               "CI is over rounds in fresh workers, and \"(no clear difference)\" means the CI contains 1×. "
+               "Latency CIs are over rounds too. `1 round`: there was one round, so a CI covers one moment "
+               "of the machine only. `drift`: the machine's speed moved more than the threshold while the "
+               "cell was measured, so its absolute latency is less certain (paired speedups are "
+               "unaffected). Energy marked `modeled:` is computed from a device profile, not measured; "
+               "`emulated` variants run an emulation of their precision, so they have no speedup: their "
+               "speed is not the speed of native kernels.")
     for batch in sorted({r.batch_size for r in rows}, key=lambda b: (b is None, b or 0)):
         sub = [r for r in rows if r.batch_size == batch]
         out += ["", f"## Batch size {batch if batch is not None else 'unknown'}", ""]

@@ -50,11 +50,13 @@ def _suite_label(prov: dict[str, Any]) -> str | None:
 
 
 def build_overview(results: Results, rows: Sequence[Row], title: str | None = None) -> Overview:
-    counts = {"total": len(rows), "ok": 0, "unsupported": 0, "failed": 0, "unstable": 0, "below_floor": 0}
+    counts = {"total": len(rows), "ok": 0, "unsupported": 0, "failed": 0, "unstable": 0, "drift": 0,
+              "below_floor": 0}
     for r in rows:
         if r.status in counts:
             counts[r.status] += 1
         counts["unstable"] += r.unstable
+        counts["drift"] += r.drift_flagged
         counts["below_floor"] += r.below_floor
     hosts: dict[str, HostInfo] = {}
     suites: list[str] = []

@@ -5,21 +5,63 @@ The HTML page, the Markdown summary and the charts all read these rows, so a fig
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from effbench.measure.stats import SCOPE_ONE_MOMENT
 from effbench.results import Record, Results
 
 FP32 = "fp32"
+NOT_PAIRED = "not paired: this store has no paired comparison (re-run with this effbench)"
+EMULATED = "emulated: not native speed"
 
 
 @dataclass(frozen=True)
 class Speedup:
-    """FP32 median latency / this cell's median latency (> 1 means faster than FP32)."""
+    """FP32 latency / this cell's latency (> 1 means faster than FP32), paired: both timed in one worker
+    in alternating blocks, so both saw the same machine. Only a CI that excludes 1 says which is faster."""
 
     value: float
-    method: str          # "median of N per-round ratios" | "ratio of medians"
+    lo: float | None
+    hi: float | None
+    rounds: int | None
+    scope: str | None    # "between rounds" | "one moment (1 round)"
+    method: str          # "paired"
+    level: float = 0.95
+
+    @classmethod
+    def from_comparison(cls, comp: dict[str, Any]) -> Speedup | None:
+        value = _num(comp.get("speedup"))
+        if comp.get("method") != "paired" or value is None:
+            return None
+        lo, hi = _interval(comp.get("ci")) or (None, None)
+        rounds = comp.get("rounds")
+        return cls(value, lo, hi, rounds if isinstance(rounds, int) else None, comp.get("ci_scope"),
+                   "paired", _num(comp.get("ci_level")) or 0.95)
+
+    @property
+    def clear(self) -> bool:
+        return self.lo is not None and self.hi is not None and not self.lo <= 1.0 <= self.hi
+
+    @property
+    def direction(self) -> str:
+        if not self.clear:
+            return "no clear difference"
+        return "faster" if self.lo > 1.0 else "slower"
+
+    @property
+    def one_moment(self) -> bool:
+        return self.scope == SCOPE_ONE_MOMENT
+
+    @property
+    def basis(self) -> str:
+        """How the figure was made, for a tooltip or hover text."""
+        how = "paired in one worker, alternating blocks"
+        if self.lo is None:
+            return f"{how}; no CI"
+        if self.one_moment:
+            return f"{how}; {self.level:.0%} CI within 1 round: it covers one moment of the machine only"
+        return f"{how}; {self.level:.0%} CI over {self.rounds or 'several'} rounds"
 
 
 @dataclass
@@ -28,7 +70,7 @@ class Row:
 
     record: Record
     speedup: Speedup | None = None
-    speedup_note: str | None = None      # why there is no speedup (no FP32 cell, FP32 failed...)
+    speedup_note: str | None = None      # why a non-FP32 cell has no speedup (emulated, not paired...)
     calibration_error: float | None = None  # local projection / measured median - 1
     flags: list[str] = field(default_factory=list)
 
@@ -79,10 +121,18 @@ class Row:
 
     @property
     def ci_ms(self) -> tuple[float, float] | None:
-        ci = self.lat("ci")
-        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(x) is not None for x in ci):
-            return float(ci[0]), float(ci[1])
-        return None
+        return _interval(self.lat("ci"))
+
+    @property
+    def within_round_ci_ms(self) -> tuple[float, float] | None:
+        return _interval(self.lat("within_round_ci"))
+
+    @property
+    def latency_one_moment(self) -> bool:
+        """The latency CI comes from one worker's samples: stores without `ci_scope` say so by having
+        fewer than two round medians."""
+        scope = self.lat("ci_scope")
+        return scope == SCOPE_ONE_MOMENT if scope else len(self.record.round_medians_ms) < 2
 
     @property
     def p99_ms(self) -> float | None:
@@ -146,6 +196,14 @@ class Row:
         return self.record.ok and self.record.unstable
 
     @property
+    def unstable_reason(self) -> str | None:
+        return self.lat("unstable_reason")
+
+    @property
+    def drift_flagged(self) -> bool:
+        return self.record.ok and bool((self.record.drift or {}).get("flagged"))
+
+    @property
     def below_floor(self) -> bool:
         return self.record.below_floor
 
@@ -170,19 +228,9 @@ def host_name(record: Record) -> str:
     return str(host) if host else "unknown host"
 
 
-def speedup(base: Record, new: Record) -> Speedup | None:
-    """Median of per-round ratios when both have rounds of the same count, else ratio of medians.
-
-    Per-round ratios follow FIELD-NOTES: on this machine only interleaved per-round ratios held steady.
-    """
-    b, n = base.round_medians_ms, new.round_medians_ms
-    if b and n and len(b) == len(n) and all(x and x > 0 for x in n) and all(x and x > 0 for x in b):
-        ratios = [bx / nx for bx, nx in zip(b, n)]
-        return Speedup(statistics.median(ratios), f"median of {len(ratios)} per-round ratios")
-    bm = _num((base.latency_ms or {}).get("median"))
-    nm = _num((new.latency_ms or {}).get("median"))
-    if bm and nm and bm > 0 and nm > 0:
-        return Speedup(bm / nm, "ratio of medians")
+def _interval(x: Any) -> tuple[float, float] | None:
+    if isinstance(x, (list, tuple)) and len(x) == 2 and all(_num(v) is not None for v in x):
+        return float(x[0]), float(x[1])
     return None
 
 
@@ -192,32 +240,13 @@ def _is_fp32(r: Record) -> bool:
     return label == FP32 if label is not None else cell.get("precision") == FP32
 
 
-def group_key(r: Record) -> tuple:
-    """Cells comparable with each other: same model, runner, batch size, scenario (and host)."""
-    c = r.cell or {}
-    return (c.get("model"), c.get("runner_label") or c.get("runner"), c.get("batch_size"),
-            c.get("scenario"), host_name(r))
-
-
 def build_rows(results: Results) -> list[Row]:
     """Rows in a stable reading order: model, runner, batch size, scenario, then the suite's order."""
-    fp32: dict[tuple, Record] = {}
-    for r in results.records:
-        if _is_fp32(r):
-            fp32[group_key(r)] = r
     rows = []
     for r in results.records:
         row = Row(record=r)
         if r.ok:
-            base = fp32.get(group_key(r))
-            if base is None:
-                row.speedup_note = "no FP32 cell with the same model, runner, batch size and scenario"
-            elif not base.ok:
-                row.speedup_note = f"the FP32 cell is {base.status}"
-            else:
-                row.speedup = speedup(base, r)
-                if row.speedup is None:
-                    row.speedup_note = "no latency median"
+            _set_speedup(row)
             local = (r.projections or {}).get("local")
             measured = row.median_ms
             if isinstance(local, dict) and measured:
@@ -228,12 +257,30 @@ def build_rows(results: Results) -> list[Row]:
             row.flags.append("emulated")
         if row.unstable:
             row.flags.append("unstable")
+        if row.drift_flagged:
+            row.flags.append("drift")
+        if r.ok and (row.latency_one_moment or (row.speedup and row.speedup.one_moment)):
+            row.flags.append("1 round")
         if row.below_floor:
             row.flags.append("below quality floor")
         rows.append(row)
     order = {r.cell_id: i for i, r in enumerate(results.records)}
     rows.sort(key=lambda w: (w.model, w.runner, w.batch_size or 0, w.scenario, w.host, order[w.cell_id]))
     return rows
+
+
+def _set_speedup(row: Row) -> None:
+    """The speedup comes only from the paired comparison the measurement stored: a ratio of two cells
+    timed apart moved 2-3x between identical runs, so the report never makes one up."""
+    if _is_fp32(row.record):
+        return
+    if row.emulated:  # the speed of float kernels emulating the precision, whatever the store says
+        row.speedup_note = EMULATED
+        return
+    comp = row.record.comparison
+    row.speedup = Speedup.from_comparison(comp) if comp else None
+    if row.speedup is None:
+        row.speedup_note = (comp or {}).get("reason") or NOT_PAIRED
 
 
 # --- formatting: one place, so every view shows the same units ---
@@ -274,8 +321,12 @@ def fmt_ms(x: float | None) -> str:
     return f"{x:.3f} ms" if x >= 0.01 else f"{x:.2g} ms"
 
 
-def fmt_ratio(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}×"
+def fmt_speedup(sp: Speedup | None) -> str:
+    """'1.92× [1.85–2.01]': the paired speedup and its CI; '—' when there is none."""
+    if sp is None:
+        return "—"
+    ci = f" [{sp.lo:.2f}–{sp.hi:.2f}]" if sp.lo is not None and sp.hi is not None else ""
+    return f"{sp.value:.2f}×{ci}"
 
 
 def fmt_pct(x: float | None, signed: bool = False) -> str:

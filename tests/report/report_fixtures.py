@@ -3,7 +3,14 @@
 (A uniquely named module, not conftest.py: tests/conftest.py already owns the name `conftest`.)
 
 The latency figures are synthetic (seeded lognormal samples) and their statistics are computed by the
-real `LatencyStats`; nothing here pretends to be a measurement of this machine.
+real `LatencyStats`; the paired speedups are seeded per-cycle block ratios summarised by the real
+`within_one_round`, per round, as the runner stores them (loading merges rounds). Nothing here pretends to
+be a measurement of this machine.
+
+What the paired comparisons hold, by construction: int8-static clearly faster, fp16 clearly slower, int4
+as fast as FP32 (its CI contains 1), binary emulated (no speedup), every torch / batch 32 / offline cell
+unpaired with a reason (its group's interleaved worker crashed), most cells one round; every ninth cell
+has its drift flagged.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from effbench.measure.latency import LatencyStats
+from effbench.measure.stats import within_one_round
 from effbench.results import Record
 
 VARIANTS = {  # label: (precision, method, weight_bits, latency factor vs fp32, relative quality, emulated)
@@ -22,7 +30,7 @@ VARIANTS = {  # label: (precision, method, weight_bits, latency factor vs fp32, 
     "bf16": ("bf16", "cast", 16, 0.8, 0.999, False),
     "int8-static": ("int8", "static-qdq", 8, 0.63, 0.998, False),
     "int8-dynamic": ("int8", "dynamic", 8, 0.55, 0.995, False),
-    "int4": ("int4", "matmul-nbits", 4, 0.97, 0.985, False),
+    "int4": ("int4", "matmul-nbits", 4, 1.0, 0.985, False),
     "binary": ("binary", "sign", 1, 1.9, 0.72, True),
 }
 MODELS = {  # id: (fp32 batch-1 median ms, fp32 size bytes, macs, fp32 top1, by_op)
@@ -33,6 +41,29 @@ MODELS = {  # id: (fp32 batch-1 median ms, fp32 size bytes, macs, fp32 top1, by_
             {"Gemm": {"count": 3, "macs": 104_000}, "Relu": {"count": 2, "macs": 0}}),
 }
 DEVICES = ("local", "raspberry-pi-5", "nvidia-h100", "cortex-m7")
+CYCLES = 41               # alternating-block cycles per round of the paired comparison
+CRASHED_GROUP = "the group's interleaved worker failed: killed by signal 9; measured alone, so not paired"
+EMULATED_REASON = ("emulated: this precision runs as float kernels that emulate it, so its speed is not the "
+                   "speed of native kernels")
+
+
+def _comparison(rng: np.random.Generator, fp32_id: str, true_speedup: float, *, emulated: bool,
+                crashed: bool) -> dict:
+    """One round's paired comparison, as the runner writes it: a round drifts a little, its cycles more."""
+    if emulated or crashed:
+        return {"baseline": fp32_id, "speedup": None, "ci": None, "method": None,
+                "reason": EMULATED_REASON if emulated else CRASHED_GROUP}
+    ratios = true_speedup * rng.lognormal(0, 0.02) * rng.lognormal(0, 0.06, CYCLES)
+    est = within_one_round(list(ratios))
+    return {"baseline": fp32_id, "speedup": est.value, "ci": [est.lo, est.hi], "ci_level": est.level,
+            "ci_scope": est.scope, "ci_method": est.method, "rounds": 1, "method": "paired", "cycles": est.n}
+
+
+def _drift(rng: np.random.Generator, flagged: bool) -> dict:
+    before = 31.2 * rng.lognormal(0, 0.02)
+    change = 0.17 if flagged else float(rng.normal(0, 0.02))
+    return {"threshold": 0.10, "rounds": [{"before_us": before, "after_us": before * (1 + change), "change": change}],
+            "max_abs_change": abs(change), "flagged": abs(change) > 0.10}
 
 
 def _prov(host: str, stamp: str, speed: float) -> dict:
@@ -81,6 +112,8 @@ def make_records(*, host: str = "bench-a", models: dict | None = None, seed: int
                         f = factor * (3.5 if (variant == "int8-dynamic" and model == "digits-cnn") else 1.0)
                         median = base_ms * f * (1 + 0.9 * (batch - 1)) * (1.3 if runner == "torch" else 1.0)
                         unstable = k % 7 == 0
+                        fp32_id = f"{model}/fp32/{runner}/b{batch}/{scenario}"
+                        crashed = runner == "torch" and batch == 32 and scenario == "offline"
                         for rnd in range(n_rounds):
                             spread = 0.25 if unstable else 0.06
                             s = median * (1 + rng.normal(0, 0.02)) * rng.lognormal(0, spread, n_samples)
@@ -123,7 +156,10 @@ def make_records(*, host: str = "bench-a", models: dict | None = None, seed: int
                                          "relative": rel, "below_floor": rel < 0.99,
                                          "fidelity": {"cosine": 0.999, "top1_agreement": rel,
                                                       "max_abs_err": 0.01, "sqnr_db": 38.0}},
-                                projections=proj))
+                                projections=proj,
+                                comparison=None if variant == "fp32" else _comparison(
+                                    rng, fp32_id, 1 / f, emulated=emulated, crashed=crashed),
+                                drift=_drift(rng, flagged=k % 9 == 0)))
     return out
 
 

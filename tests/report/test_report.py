@@ -9,12 +9,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from report_fixtures import MODELS, make_records, write_store
+from report_fixtures import CRASHED_GROUP, MODELS, make_records, write_store
 from effbench.report import build_overview, build_rows, write_report
 from effbench.report.figures import MAX_POINTS, pareto_front, summarise_samples
 from effbench.report.html import script_json, unpack_figures
-from effbench.report.table import speedup
-from effbench.results import Record, load
+from effbench.report.markdown import COLUMNS, md_cell
+from effbench.report.table import fmt_speedup
+from effbench.results import load
 
 EVIL = "<script>alert(1)</script>"
 
@@ -25,27 +26,12 @@ def _figures(html: str) -> dict:
     return unpack_figures(json.loads(m.group(1)))
 
 
-def _rec(median: float, rounds: list[float] | None = None) -> Record:
-    return Record(cell_id="m/v/r/b1/s", config_hash="x", status="ok", latency_ms={"median": median},
-                  round_medians_ms=rounds or [])
+def _md_speedup(line: str) -> str:
+    """The speedup column of a Markdown table line (cells hold no bare pipe: md_cell escapes them)."""
+    return line[2:-2].split(" | ")[COLUMNS.index("speedup vs FP32")]
 
 
 # ------------------------------------------------------------------ derived figures
-
-def test_speedup_is_median_of_per_round_ratios_when_rounds_match():
-    sp = speedup(_rec(4.0, [2.0, 4.0, 6.0]), _rec(2.0, [1.0, 1.0, 3.0]))
-    assert sp.value == pytest.approx(2.0)          # ratios 2, 4, 2 -> median 2 (ratio of medians would be 2.0 too)
-    sp = speedup(_rec(4.0, [2.0, 8.0, 6.0]), _rec(2.0, [1.0, 1.0, 1.0]))
-    assert sp.value == pytest.approx(6.0)          # ratios 2, 8, 6 -> 6, not 4/2
-    assert "3 per-round" in sp.method
-
-
-def test_speedup_falls_back_to_ratio_of_medians():
-    sp = speedup(_rec(3.0, [2.0, 4.0]), _rec(1.5, [1.0, 1.0, 1.0]))
-    assert sp.value == pytest.approx(2.0)
-    assert sp.method == "ratio of medians"
-    assert speedup(_rec(3.0), Record(cell_id="a", config_hash="b", status="ok")) is None
-
 
 def test_pareto_front_keeps_only_undominated_points():
     pts = [(1.0, 0.5), (2.0, 0.9), (3.0, 0.8), (0.5, 0.2), (2.5, 0.95), (2.0, 0.7)]
@@ -67,18 +53,28 @@ def test_script_json_cannot_close_the_script_block():
     assert json.loads(s) == {"name": "</script><!-- x -->", "n": 1}
 
 
-def test_rows_derive_speedup_from_same_group(small_results):
-    rows = {r.cell_id: r for r in build_rows(small_results)}
-    fp32 = small_results.by_id()["digits-cnn/fp32/onnxruntime/b32/single-stream"]
-    int8 = small_results.by_id()["digits-cnn/int8-static/onnxruntime/b32/single-stream"]
-    row = rows[int8.cell_id]
-    assert row.speedup.value == pytest.approx(speedup(fp32, int8).value)
-    assert 1.2 < row.speedup.value < 2.2           # the fixture plants 0.63x latency
-    assert rows["digits-cnn/fp32/onnxruntime/b32/single-stream"].speedup.value == pytest.approx(1.0)
-    # the FP32 cell of this group failed? no: bf16 on onnxruntime is unsupported, so it has no speedup
-    assert rows["digits-cnn/bf16/onnxruntime/b1/offline"].speedup is None
+def test_rows_take_the_fixture_comparisons(small_results):
+    rows = build_rows(small_results)
+    for row in rows:
+        comp = row.record.comparison
+        if row.speedup:
+            assert (row.speedup.value, [row.speedup.lo, row.speedup.hi]) == (comp["speedup"], comp["ci"])
+        else:
+            assert not row.record.ok or row.variant in ("fp32", "binary") or comp["speedup"] is None
+    speedups = [r.speedup for r in rows if r.speedup]
+    # the fixture plants every case the report must tell apart
+    assert {sp.direction for sp in speedups} == {"faster", "slower", "no clear difference"}
+    assert any(sp.one_moment for sp in speedups) and any(sp.rounds == 3 and not sp.one_moment for sp in speedups)
+    assert any(r.speedup_note == CRASHED_GROUP for r in rows)
+    assert any(r.emulated and r.record.ok and r.speedup is None for r in rows)
+    assert any("drift" in r.flags for r in rows)
+    ids = {r.cell_id: r for r in rows}
+    assert 1.2 < ids["digits-cnn/int8-static/onnxruntime/b32/single-stream"].speedup.value < 2.2  # 0.63x planted
+    assert ids["digits-cnn/fp32/onnxruntime/b32/single-stream"].speedup is None
+    assert ids["digits-cnn/fp32/onnxruntime/b32/single-stream"].speedup_note is None
+    assert ids["digits-cnn/bf16/onnxruntime/b1/offline"].speedup is None   # unsupported
     # calibration error: the fixture's local projection is measured median x 1.15
-    assert rows[int8.cell_id].calibration_error == pytest.approx(0.15, abs=0.08)
+    assert ids["digits-cnn/int8-static/onnxruntime/b32/single-stream"].calibration_error == pytest.approx(0.15, abs=0.08)
 
 
 # ------------------------------------------------------------------ the three files
@@ -100,10 +96,11 @@ def test_write_report_writes_three_files(small_results, tmp_path):
         go.Figure(fig)                              # plotly's own validation of every figure
     c = build_overview(small_results, build_rows(small_results)).counts
     assert c == {"total": 112, "ok": 94, "unsupported": 16, "failed": 2,
-                 "unstable": c["unstable"], "below_floor": 24}
+                 "unstable": c["unstable"], "drift": 9, "below_floor": 24}   # every ninth cell drifted, 9 of them ok
     assert f'<b>{c["failed"]}</b> failed' in html and f'<b>{c["unsupported"]}</b> unsupported' in html
+    assert f'<b>{c["drift"]}</b> drift' in html
     for anchor in ("decision", "pareto", "latency", "throughput", "projections", "work", "failed",
-                   "unsupported", "unstable", "below-floor"):
+                   "unsupported", "unstable", "drift", "below-floor"):
         assert f'id="{anchor}"' in html
     assert "worker timed out after 120 s" in html
     assert 'class="tag tag-emulated"' in html and 'class="tag tag-modeled"' in html
@@ -134,10 +131,12 @@ def test_summary_md_holds_the_decision_table(small_results, tmp_path):
     assert "**112 cells:** 94 ok, 16 unsupported, 2 failed" in md
     assert "## Batch size 1" in md and "## Batch size 32" in md
     rows = {r.cell_id: r for r in build_rows(small_results)}
-    r = rows["mlp/int8-dynamic/torch/b32/offline"]
-    line = next(ln for ln in md.splitlines() if ln.startswith("| mlp | int8-dynamic | torch | 32 | offline |"))
-    assert f"{r.speedup.value:.2f}×" in line
+    r = rows["mlp/int8-dynamic/torch/b32/single-stream"]
+    line = next(ln for ln in md.splitlines() if ln.startswith("| mlp | int8-dynamic | torch | 32 | single-stream |"))
+    assert md_cell(fmt_speedup(r.speedup)) in line and r.speedup.clear
     assert "(modeled:local)" in line
+    crashed = next(ln for ln in md.splitlines() if ln.startswith("| mlp | int8-dynamic | torch | 32 | offline |"))
+    assert md_cell(CRASHED_GROUP) in crashed and _md_speedup(crashed) == "—"
     bf16 = next(ln for ln in md.splitlines() if ln.startswith("| mlp | bf16 | onnxruntime | 1 | offline |"))
     assert "UNSUPPORTED: BF16 compute is not implemented" in bf16
     assert "emulated" in next(ln for ln in md.splitlines() if ln.startswith("| mlp | binary | torch | 1 |"))
@@ -180,12 +179,13 @@ def test_two_stores_from_two_hosts(tmp_path):
     html = write_report(res, tmp_path / "o")["html"].read_text()
     assert html.count('<div class="host-name">') == 2
     assert "ci-runner-a" in html and "lab-box-b" in html and "measured:rapl" in html
-    # speedups never mix machines: each host's cell is divided by its own host's FP32 cell
+    # each host's row keeps the speedup its own machine paired
     by_host = {(r.host, r.cell_id): r for r in rows}
-    for host, recs in (("ci-runner-a", load(a)), ("lab-box-b", load(b))):
-        ids = recs.by_id()
-        want = speedup(ids["mlp/fp32/torch/b1/offline"], ids["mlp/int8-static/torch/b1/offline"]).value
-        assert by_host[(host, "mlp/int8-static/torch/b1/offline")].speedup.value == pytest.approx(want)
+    cell = "mlp/int8-static/torch/b1/offline"
+    want = {host: recs.by_id()[cell].comparison["speedup"] for host, recs in (("ci-runner-a", load(a)),
+                                                                               ("lab-box-b", load(b)))}
+    assert want["ci-runner-a"] != want["lab-box-b"]
+    assert all(by_host[(host, cell)].speedup.value == v for host, v in want.items())
     figs = _figures(html)
     labels = [b["label"] for b in figs["fig-pareto-0"]["layout"]["updatemenus"][0]["buttons"]]
     assert any("ci-runner-a" in x for x in labels) and any("lab-box-b" in x for x in labels)
