@@ -1,7 +1,7 @@
 """Where INT8 starts to pay on this CPU: effbench's default `int8` (static QDQ for CNNs) against FP32
 on ONNX Runtime, batch 32, for the same CNN shape (conv-relu-conv-relu-maxpool-linear-relu-linear)
 at growing widths and input sizes, through `effbench run` itself (fresh worker per cell, rounds
-interleaved, speedup = median of per-round ratios).
+interleaved, speedup = the paired speedup vs FP32 with its CI over rounds).
 
 The zoo's digits-cnn is the smallest of these (16/32 channels on 8x8). Weights are seeded random and the
 dataset is random: this benchmark is about speed only, so its quality figures mean nothing.
@@ -47,7 +47,6 @@ def main() -> None:
     import yaml
 
     from effbench.execute import run
-    from effbench.report.table import speedup
     rows = []
     with tempfile.TemporaryDirectory() as td:
         d = Path(td)
@@ -73,11 +72,13 @@ def main() -> None:
                 rows.append({"model": mid, "status": "not measured",
                              "reason": (q.reason if q else "") or (f.reason if f else "")})
                 continue
-            sp = speedup(f, q)
-            ratios = [b / n for b, n in zip(f.round_medians_ms, q.round_medians_ms)]
+            comp = q.comparison or {}
+            if comp.get("speedup") is None:
+                rows.append({"model": mid, "status": "not paired", "reason": comp.get("reason")})
+                continue
             rows.append({"model": mid, "fp32_ms": f.latency_ms["median"], "int8_ms": q.latency_ms["median"],
-                         "speedup": sp.value, "method": sp.method, "range": [min(ratios), max(ratios)],
-                         "int8_method": q.cell.get("method")})
+                         "speedup": comp["speedup"], "method": f"paired, CI {comp.get('ci_scope')}",
+                         "range": comp["ci"], "int8_method": q.cell.get("method")})
     for r in rows:
         if "speedup" in r:
             print(f"{r['model']:>20}: fp32 {r['fp32_ms']:.3f} ms, int8 {r['int8_ms']:.3f} ms, "

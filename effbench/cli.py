@@ -30,8 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="output folder (default reports/<suite name>/)")
     r.add_argument("--only", action="append", metavar="GLOB", help="run only cells whose id matches (repeatable)")
     r.add_argument("--resume", action="store_true", help="skip cells already in the output's results.jsonl")
-    r.add_argument("--rounds", type=int, help="run the whole plan N times, round-robin, in fresh workers")
-    r.add_argument("--quick", action="store_true", help="short measurement budgets for smoke runs")
+    r.add_argument("--rounds", type=int, help="rounds (default: the suite's measure.rounds, 3): each a fresh worker per model and runner; CIs are over rounds")
+    r.add_argument("--quick", action="store_true", help="smoke run: short budgets and one round unless --rounds (its CIs then cover one moment)")
     r.add_argument("--strict", action="store_true", help="exit 1 when a variant falls below its quality floor")
     r.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"),
                    help="where built models and variants are cached (default ~/.cache/effbench; env EFFBENCH_CACHE_DIR)")

@@ -445,7 +445,8 @@ def _plan_metric(rule: Rule, cell_id: str, b: Record, n: Record, bside: _Side | 
     row.ratio, row.delta, row.beyond = _direction(rule, row.base, row.new)
     for rec, label in ((b, "base"), (n, "new")):
         if m.kind == "timing" and rec.unstable:
-            row.notes.append(f"{label} missed its CI target")
+            why = (rec.latency_ms or {}).get("unstable_reason") or "missed its CI target"
+            row.notes.append(f"{label} unstable: {why}")
     return row
 
 

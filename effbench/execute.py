@@ -358,10 +358,15 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
 
 
 def _gist(e: BaseException) -> str:
+    """One line for a record's reason, in the words `_worker_main` uses for a whole worker's failure."""
+    import resource
     first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    gist = f"{type(e).__name__}: {first}".rstrip(": ")
     if _out_of_memory(e):
-        return f"out of memory: {type(e).__name__}: {first}".rstrip(": ")
-    return f"{type(e).__name__}: {first}".rstrip(": ")
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        return (f"out of memory (worker limit {limit // 2**20} MB): " if limit != resource.RLIM_INFINITY
+                else "out of memory: ") + gist
+    return gist
 
 
 def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict,
@@ -398,9 +403,14 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
     calls = {}
     for b in batches:
         resettable = memory.reset_peak()
-        call = session.timed_call({k: np.asarray(a) for k, a in feeds[b].items()})
-        for _ in range(10):
-            call()
+        try:
+            call = session.timed_call({k: np.asarray(a) for k, a in feeds[b].items()})
+            for _ in range(10):
+                call()
+        except Exception as e:  # e.g. out of memory at the largest batch: the smaller ones keep their figures
+            traceback.print_exc()
+            out["memory"][b] = {"reason": f"memory not measured: {_gist(e)}"}
+            continue
         calls[b] = call
         peak = max(load_peak, memory.peak_rss_bytes()) if resettable else memory.peak_rss_bytes()
         out["memory"][b] = {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **memory.gpu_peak_bytes(),
@@ -408,7 +418,7 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
                                         "; peak not resettable here: includes smaller batch sizes")}
     on_gpu = any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
     meter = energy.detect_meter(gpu=on_gpu)
-    for b in batches:
+    for b in calls:
         if not meter.available:
             out["energy"][b] = {"measured": None, "reason": meter.reason}
             continue
@@ -560,7 +570,8 @@ class Runner:
         self.logs = opts.out_dir / "logs"
         self.run_id = uuid.uuid4().hex[:12]
         self.budget = _budget(suite, opts.quick)
-        self.rounds = opts.rounds or suite.spec.measure.rounds
+        # --quick is a smoke run: one round (its records say their CIs cover one moment) unless --rounds
+        self.rounds = opts.rounds or (1 if opts.quick else suite.spec.measure.rounds)
         m = suite.spec.measure
         self.timeout_s = opts.timeout_s or m.timeout_s or (self.budget["max_time_s"] + self.budget["warmup_s"] + 600)
         self.memory_limit_mb = m.memory_limit_mb
@@ -853,11 +864,13 @@ class Runner:
         out = run_in_worker("effbench.execute:profile_variant",
                             {"cell": this.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
                              "budget": self.budget, "quality": self._quality_payload(this, art)},
-                            timeout_s=BUILD_TIMEOUT_S,
+                            timeout_s=self.timeout_s * (len(batches) + 1),  # a cell's time per batch size + quality
                             log_path=self.logs / f"profile-{cell.model}-{label}-{cell.runner_label}.log",
                             memory_limit_mb=self.memory_limit_mb)
         if out.kind == "user_error":
             raise out.value
+        if out.kind == "failed" and len(batches) > 1:  # a hard crash at one batch size: one worker each
+            out = self._profile_per_batch(this, variant, art, feeds, progress)
         if out.kind == "ok":
             prof = out.value
             q = prof.get("quality")
@@ -869,6 +882,31 @@ class Runner:
         self.profiles_done[key] = prof
         if label == FP32:
             self.fp32_quality[(cell.model, cell.runner_label)] = (prof.get("quality") or {}).get("value")
+
+    def _profile_per_batch(self, cell: Cell, variant: dict, art, feeds: dict, progress: Progress) -> Outcome:
+        """Memory batch size by batch size, each in its own worker, after the shared one crashed; quality
+        once, in a worker of its own."""
+        merged: dict[str, Any] = {"memory": {}, "energy": {}}
+        for b, f in feeds.items():
+            out = run_in_worker("effbench.execute:profile_variant",
+                                {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": {b: f},
+                                 "budget": self.budget, "quality": None}, timeout_s=self.timeout_s,
+                                log_path=self.logs / f"profile-{cell.model}-{cell.variant}-{cell.runner_label}-b{b}.log",
+                                memory_limit_mb=self.memory_limit_mb)
+            if out.kind == "ok":
+                merged["memory"].update(out.value["memory"])
+                merged["energy"].update(out.value["energy"])
+            else:
+                merged["memory"][b] = {"reason": f"memory not measured: the variant's own worker {out.kind}: {out.reason}"}
+        out = run_in_worker("effbench.execute:profile_variant",
+                            {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": {},
+                             "budget": self.budget, "quality": self._quality_payload(cell, art)},
+                            timeout_s=self.timeout_s,
+                            log_path=self.logs / f"profile-{cell.model}-{cell.variant}-{cell.runner_label}.log",
+                            memory_limit_mb=self.memory_limit_mb)
+        merged["quality"] = (out.value.get("quality") if out.kind == "ok" else
+                             {"metric": None, "value": None, "status": out.kind, "reason": out.reason})
+        return Outcome("ok", merged)
 
     def _quality_payload(self, cell: Cell, art) -> dict:
         q = self.suite.spec.quality
@@ -900,7 +938,8 @@ class Runner:
         memory = None
         if cell.cell_id not in self.memory_given:
             self.memory_given.add(cell.cell_id)
-            memory = {**prof["memory"][b], "model_bytes": _model_bytes(variant, cell.runner)}
+            memory = {**prof["memory"].get(b, {"reason": "memory not measured at this batch size"}),
+                      "model_bytes": _model_bytes(variant, cell.runner)}
         return memory, energy_b.get("measured"), energy_b.get("reason")
 
     def pair_pass(self, rnd: int, cell: Cell, other: Runner, other_cell: Cell, progress: Progress) -> dict | None:

@@ -325,8 +325,17 @@ def fmt_speedup(sp: Speedup | None) -> str:
     """'1.92× [1.85–2.01]': the paired speedup and its CI; '—' when there is none."""
     if sp is None:
         return "—"
-    ci = f" [{sp.lo:.2f}–{sp.hi:.2f}]" if sp.lo is not None and sp.hi is not None else ""
+    ci = f" [{_bound(sp.lo)}–{_bound(sp.hi)}]" if sp.lo is not None and sp.hi is not None else ""
     return f"{sp.value:.2f}×{ci}"
+
+
+def _bound(x: float) -> str:
+    """A CI bound with enough digits to stay on its side of 1: a CI of 0.80–0.998 must not read 0.80–1.00."""
+    for digits in (2, 3, 4):
+        text = f"{x:.{digits}f}"
+        if float(text) != 1 or x == 1:
+            return text
+    return text
 
 
 def fmt_pct(x: float | None, signed: bool = False) -> str:

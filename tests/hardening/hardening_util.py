@@ -19,7 +19,7 @@ DATA = ROOT / "tests" / "data"
 HELPERS = ROOT / "tests" / "helpers"
 TINY_ONNX = DATA / "models" / "tiny.onnx"
 GOOD_NPZ = DATA / "models" / "good.npz"
-QUICK = "measure: {warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.05}\n"
+QUICK = "measure: {warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.05, rounds: 1}\n"
 
 
 class Hang(Exception):

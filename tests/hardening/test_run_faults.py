@@ -72,7 +72,7 @@ def memory_limited_run(tmp_path_factory, cache):
     model.ir_version = 10
     onnx.save(model, str(tmp / "wide.onnx"))
     suite = tiny_suite(tmp, batch_sizes="[1, 4096]", dataset=False, model=tmp / "wide.onnx",
-                       measure="measure: {warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.05, "
+                       measure="measure: {warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.05, rounds: 1, "
                                f"memory_limit_mb: {MEMORY_LIMIT_MB}}}\n")
     res = run_cli("run", str(suite), "-o", str(tmp / "out"), "--cache-dir", str(cache), "--no-report", "--no-progress")
     return res, load(tmp / "out").by_id(), MEMORY_LIMIT_MB

@@ -106,6 +106,9 @@ def test_direction_needs_a_ci_that_excludes_one():
 def test_fmt_speedup():
     assert fmt_speedup(Speedup(1.923, 1.849, 2.011, 3, "between rounds", "paired")) == "1.92× [1.85–2.01]"
     assert fmt_speedup(Speedup(1.5, None, None, None, None, "paired")) == "1.50×"
+    # a clear CI must not read as one that touches 1
+    assert fmt_speedup(Speedup(0.9, 0.8, 0.9996, 3, "between rounds", "paired")) == "0.90× [0.80–0.9996]"
+    assert fmt_speedup(Speedup(1.1, 1.004, 1.2, 3, "between rounds", "paired")) == "1.10× [1.004–1.20]"
     assert fmt_speedup(None) == "—"
 
 

@@ -1,0 +1,115 @@
+"""The paired estimator on a fake machine whose speed flips: interleaved blocks in one worker recover
+the true ratio where two separately timed medians do not (issue "Numbers that hold")."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from effbench.measure.latency import Budget, block_ratios, measure_interleaved
+from effbench.measure.stats import SCOPE_ONE_MOMENT, SCOPE_ROUNDS, over_rounds, within_one_round
+
+
+class FlippingMachine:
+    """A clock that advances only when a model runs: each call costs its base time x the machine's
+    current slowdown, which flips between 1x and 2x every `period_s` of fake time (as FIELD-NOTES
+    describes these VMs), plus a little seeded jitter."""
+
+    def __init__(self, period_s: float = 1.5, seed: int = 0) -> None:
+        self.t = 0
+        self.period_ns = period_s * 1e9
+        self.rng = np.random.default_rng(seed)
+
+    def clock(self) -> int:
+        return int(self.t)
+
+    def slowdown(self) -> float:
+        return 2.0 if (self.t // self.period_ns) % 2 else 1.0
+
+    def model(self, cost_ns: float):
+        def call() -> None:
+            self.t += cost_ns * self.slowdown() * (1 + 0.02 * self.rng.standard_normal())
+        return call
+
+
+BUDGET = Budget(warmup_s=0.05, min_time_s=0.5, max_time_s=3.0, target_rel_ci=0.01)
+
+
+def paired_speedup(machine: FlippingMachine, costs: dict[str, float], seed: int = 0) -> float:
+    calls = {k: machine.model(c) for k, c in costs.items()}
+    timed = measure_interleaved(calls, BUDGET, overhead_ns=10.0, references={"int8": "fp32"}, seed=seed,
+                                clock=machine.clock)
+    return within_one_round(timed.ratios("fp32", "int8")).value
+
+
+def test_paired_blocks_recover_the_true_ratio_through_speed_flips():
+    # int8 is truly 2x faster. The machine flips speed several times during the round.
+    m = FlippingMachine(period_s=0.25)
+    sp = paired_speedup(m, {"fp32": 100_000, "int8": 50_000})
+    assert m.t > 3 * 0.25e9                    # the round really spanned several flips
+    assert sp == pytest.approx(2.0, rel=0.03)
+
+
+def test_separately_timed_medians_do_not():
+    # The same two models, each in its own "worker" at another moment (as cells used to be measured):
+    # fp32 lands in the fast state, int8 in the slow one, and the ratio of medians reads 1x, not 2x.
+    m = FlippingMachine(period_s=1.5)
+    fp32 = measure_interleaved({"fp32": m.model(100_000)}, BUDGET, overhead_ns=10.0, clock=m.clock)
+    m.t = 1.6e9                                 # the next worker starts in the slow state
+    int8 = measure_interleaved({"int8": m.model(50_000)}, BUDGET, overhead_ns=10.0, clock=m.clock)
+    unpaired = fp32.stats["fp32"].median_ns / int8.stats["int8"].median_ns
+    assert unpaired == pytest.approx(1.0, rel=0.05)
+    # ... while the paired estimator on the same machine, starting at the same moment, reads 2x
+    m2 = FlippingMachine(period_s=1.5)
+    assert paired_speedup(m2, {"fp32": 100_000, "int8": 50_000}) == pytest.approx(2.0, rel=0.03)
+
+
+def test_every_member_meets_its_stopping_rule_and_done_members_sit_out():
+    m = FlippingMachine(period_s=10)
+    calls = {"fp32": m.model(100_000), "int8": m.model(50_000), "fp16": m.model(400_000)}
+    timed = measure_interleaved(calls, BUDGET, overhead_ns=10.0, references={"int8": "fp32", "fp16": "fp32"},
+                                clock=m.clock)
+    for name, st in timed.stats.items():
+        assert st.elapsed_s >= BUDGET.min_time_s and st.n >= BUDGET.min_n, name
+        assert st.first_call_ns is not None
+        assert len(timed.block_ms[name]) == timed.cycles
+    # a member that sat out a cycle holds NaN there, and its ratios skip those cycles
+    sat_out = [x for x in timed.block_ms["int8"] if math.isnan(x)]
+    assert len(block_ratios(timed.block_ms["fp32"], timed.block_ms["int8"])) == timed.cycles - len(sat_out)
+
+
+def test_reference_stays_while_a_member_needs_it():
+    m = FlippingMachine(period_s=100)
+    calls = {"fp32": m.model(10_000), "slow": m.model(1_000_000)}
+    timed = measure_interleaved(calls, BUDGET, overhead_ns=10.0, references={"slow": "fp32"}, clock=m.clock)
+    # fp32 alone would be done long before `slow` has its min_time: it is timed in every cycle anyway
+    assert not any(math.isnan(x) for x in timed.block_ms["fp32"])
+    assert len(block_ratios(timed.block_ms["fp32"], timed.block_ms["slow"])) == timed.cycles
+
+
+def test_max_time_bounds_a_member_that_never_meets_its_target():
+    m = FlippingMachine(period_s=0.05)  # flips inside every block: the CI target is never met
+    calls = {"fp32": m.model(100_000)}
+    timed = measure_interleaved(calls, Budget(warmup_s=0.01, min_time_s=0.2, max_time_s=1.0, target_rel_ci=0.001),
+                                overhead_ns=10.0, clock=m.clock)
+    st = timed.stats["fp32"]
+    assert 1.0 <= st.elapsed_s < 1.2 and st.unstable
+
+
+def test_over_rounds_ci_is_over_rounds_and_contains_the_median():
+    est = over_rounds([1.9, 2.0, 2.1])
+    assert est.scope == SCOPE_ROUNDS and est.n == 3
+    assert est.value == 2.0 and est.lo < 1.9 < 2.1 < est.hi     # t with 2 df is wide: honest for 3 rounds
+    # one round is not an estimate over rounds
+    assert over_rounds([2.0]) is None
+    one = within_one_round([1.9, 2.0, 2.1, 2.0, 1.95, 2.05, 2.0])
+    assert one.scope == SCOPE_ONE_MOMENT and one.lo <= one.value <= one.hi
+
+
+def test_over_rounds_widens_with_spread_and_narrows_with_rounds():
+    tight = over_rounds([2.0, 2.02, 1.98])
+    loose = over_rounds([2.0, 2.4, 1.6])
+    many = over_rounds([2.0, 2.4, 1.6] * 4)
+    assert tight.rel_halfwidth < loose.rel_halfwidth
+    assert many.rel_halfwidth < loose.rel_halfwidth
