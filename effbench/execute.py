@@ -215,7 +215,7 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
     import numpy as np
 
     from effbench.measure import energy, memory
-    from effbench.measure.latency import Budget, loop_overhead_ns, measure_latency
+    from effbench.measure.latency import Budget, aligned, loop_overhead_ns, measure_latency
     from effbench.runners import Unsupported, get_runner
     from effbench.variants import Variant
     if cell["runner"] != "torch" and "torch" in sys.modules:  # see _plain(): never measure with torch loaded
@@ -231,7 +231,7 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
         raise Unsupported(support.reason)
     baseline = memory.rss_bytes()
     session = runner.load(v, cell["threads"], {**runner_options, "artifact": artifact, "compile": cell["compile"]})
-    arrays = {k: np.asarray(a) for k, a in feeds.items()}
+    arrays = {k: aligned(np.asarray(a)) for k, a in feeds.items()}
     call = session.timed_call(arrays)
     overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
     on_gpu = any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
@@ -262,7 +262,7 @@ def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: boo
     the same model in one process differed by a few percent here, so neither side always loads first."""
     import numpy as np
 
-    from effbench.measure.latency import paired_ratio
+    from effbench.measure.latency import aligned, paired_ratio
     from effbench.runners import Unsupported, get_runner
     from effbench.variants import Variant
     runner = get_runner(cell["runner"])
@@ -274,7 +274,7 @@ def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: boo
         if not support.ok:
             raise Unsupported(support.reason)
         session = runner.load(v, cell["threads"], {"artifact": side["artifact"], "compile": cell["compile"]})
-        calls[i] = session.timed_call({k: np.asarray(a) for k, a in side["feeds"].items()})
+        calls[i] = session.timed_call({k: aligned(np.asarray(a)) for k, a in side["feeds"].items()})
     return paired_ratio(calls[0], calls[1], duration_s=max(1.0, budget["min_time_s"]),
                         warmup_s=budget["warmup_s"])
 
@@ -293,7 +293,7 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
 
     import numpy as np
 
-    from effbench.measure.latency import Budget, measure_interleaved, sentinel_us
+    from effbench.measure.latency import Budget, aligned, measure_interleaved, sentinel_us
     from effbench.runners import Unsupported, get_runner
     from effbench.variants import Variant
     if group["runner"] != "torch" and "torch" in sys.modules:  # see _plain()
@@ -324,7 +324,7 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
         if m["label"] in status:
             status[m["key"]] = status[m["label"]]
             continue
-        arrays = {k: np.asarray(a) for k, a in feeds[str(m["batch_size"])].items()}
+        arrays = {k: aligned(np.asarray(a)) for k, a in feeds[str(m["batch_size"])].items()}
         try:
             calls[m["key"]] = sessions[m["label"]].timed_call(arrays)
         except Unsupported as e:
@@ -381,7 +381,7 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
     import numpy as np
 
     from effbench.measure import energy, memory
-    from effbench.measure.latency import Budget, measure_latency
+    from effbench.measure.latency import Budget, aligned, measure_latency
     from effbench.runners import Unsupported, get_runner
     from effbench.variants import Variant
     if cell["runner"] != "torch" and "torch" in sys.modules:  # see _plain()
@@ -404,7 +404,7 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
     for b in batches:
         resettable = memory.reset_peak()
         try:
-            call = session.timed_call({k: np.asarray(a) for k, a in feeds[b].items()})
+            call = session.timed_call({k: aligned(np.asarray(a)) for k, a in feeds[b].items()})
             for _ in range(10):
                 call()
         except Exception as e:  # e.g. out of memory at the largest batch: the smaller ones keep their figures

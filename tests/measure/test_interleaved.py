@@ -113,3 +113,12 @@ def test_over_rounds_widens_with_spread_and_narrows_with_rounds():
     many = over_rounds([2.0, 2.4, 1.6] * 4)
     assert tight.rel_halfwidth < loose.rel_halfwidth
     assert many.rel_halfwidth < loose.rel_halfwidth
+
+
+def test_aligned_inputs_start_on_64_bytes_and_keep_their_values():
+    from effbench.measure.latency import aligned
+    for shape, dtype in (((3, 5), np.float32), ((7,), np.int64), ((2, 1, 8, 8), np.float16)):
+        x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+        a = aligned(x[..., ::-1])  # even from a non-contiguous view
+        assert a.ctypes.data % 64 == 0 and a.flags["C_CONTIGUOUS"]
+        assert a.dtype == x.dtype and np.array_equal(a, x[..., ::-1])
