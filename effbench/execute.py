@@ -313,7 +313,8 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
             support = runner.supports(v)
             if not support.ok:
                 raise Unsupported(support.reason)
-            sessions[label] = runner.load(v, group["threads"], {"artifact": artifact, "compile": group["compile"]})
+            sessions[label] = runner.load(v, group["threads"], {"artifact": artifact, "compile": group["compile"],
+                                                                 "shared_thread_pool": True})
         except Unsupported as e:
             status[label] = ("unsupported", str(e))
         except Exception as e:  # one variant's failure must not cost the others their measurement
