@@ -1126,7 +1126,7 @@ def _paired(cell: Cell, variant: dict, member: dict, fp32: dict | None) -> dict:
     both timed in one worker within one cycle. Emulated variants get no speedup: their speed is that
     of the float kernels that emulate them."""
     from effbench.measure.latency import block_ratios
-    from effbench.measure.stats import within_one_round
+    from effbench.measure.stats import with_floor, within_one_round
     if variant.get("emulated"):
         return _unpaired(cell, "emulated: this precision runs as float kernels that emulate it, so its speed "
                                "is not the speed of native kernels")
@@ -1136,6 +1136,7 @@ def _paired(cell: Cell, variant: dict, member: dict, fp32: dict | None) -> dict:
     est = within_one_round(block_ratios(fp32["block_ms"], member["block_ms"]))
     if est is None:
         return _unpaired(cell, "no cycle timed both sides")
+    est = with_floor(est)
     return {"baseline": _fp32_id(cell), "speedup": est.value, "ci": [est.lo, est.hi], "ci_level": est.level,
             "ci_scope": est.scope, "ci_method": est.method, "rounds": 1, "method": "paired", "cycles": est.n}
 

@@ -343,14 +343,14 @@ def _latency_over_rounds(lat: dict[str, Any], round_medians: list[float]) -> dic
 def _comparison_over_rounds(per_round: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     """Per-round paired speedups combined: median with a CI over rounds; one round keeps its own
     within-worker CI and says it covers one moment; none with a number keeps the last round's reason."""
-    from effbench.measure.stats import over_rounds
+    from effbench.measure.stats import over_rounds, with_floor
     comps = [c for c in per_round if c]
     if not comps:
         return None
     values = [c["speedup"] for c in comps if isinstance(c.get("speedup"), (int, float))]
     if len(values) < 2:
         return next((c for c in comps if c.get("speedup") is not None), comps[-1])
-    est = over_rounds(values)
+    est = with_floor(over_rounds(values))
     out = {"baseline": comps[-1].get("baseline"), "speedup": est.value, "ci": [est.lo, est.hi],
            "ci_level": est.level, "ci_scope": est.scope, "ci_method": est.method, "rounds": len(values),
            "method": comps[-1].get("method", "paired"), "round_speedups": values,

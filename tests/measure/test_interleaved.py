@@ -122,3 +122,13 @@ def test_aligned_inputs_start_on_64_bytes_and_keep_their_values():
         a = aligned(x[..., ::-1])  # even from a non-contiguous view
         assert a.ctypes.data % 64 == 0 and a.flags["C_CONTIGUOUS"]
         assert a.dtype == x.dtype and np.array_equal(a, x[..., ::-1])
+
+
+def test_paired_ci_floor_widens_a_too_narrow_ci_and_says_so():
+    from effbench.measure.stats import PAIRED_CI_FLOOR, with_floor
+    narrow = over_rounds([2.0, 2.001, 1.999, 2.0, 2.0])
+    wide = with_floor(narrow)
+    assert wide.lo == pytest.approx(2.0 / (1 + PAIRED_CI_FLOOR)) and wide.hi == pytest.approx(2.0 * (1 + PAIRED_CI_FLOOR))
+    assert "floor" in wide.method and wide.value == narrow.value
+    loose = over_rounds([2.0, 2.4, 1.6])
+    assert with_floor(loose) == loose   # already wider than the floor: untouched
