@@ -581,6 +581,7 @@ class Runner:
         self.profiles_done: dict[tuple, dict] = {}      # (model, variant, runner label) -> its own worker's figures
         self.fp32_quality: dict[tuple, float | None] = {}
         self.memory_given: set[str] = set()
+        self.broken: dict[str, str] = {}                # cell id -> why its worker crashed or hung
         self.todo: list[tuple[int, Cell]] = []
         self.profiles: list = []
         self.skipped = 0
@@ -770,6 +771,11 @@ class Runner:
             return records
         ready: list[tuple[Cell, dict]] = []
         for cell in cells:
+            if cell.cell_id in self.broken:  # it crashed or hung a worker in an earlier round
+                base = self._record(rnd, cell)
+                base.reason = f"{self.broken[cell.cell_id]} (in an earlier round of this run; not run again)"
+                records.append(self._finish(base, progress))
+                continue
             vout = self._variant(art, cell.model, cell.variant, progress)
             if vout.kind == "user_error":
                 raise vout.value
@@ -793,8 +799,9 @@ class Runner:
                     "reference": _member_key(FP32, c.batch_size) if c.variant != FP32 else None} for c, _ in ready]
         have = {m["key"] for m in members}
         if ref.kind == "ok":
+            twin = lambda b: _fp32_id(Cell(**{**first.__dict__, "batch_size": b}))  # noqa: E731
             members += [{"key": _member_key(FP32, b), "label": FP32, "batch_size": b} for b in batches
-                        if _member_key(FP32, b) not in have]
+                        if _member_key(FP32, b) not in have and twin(b) not in self.broken]
         for label in sorted(variants, key=lambda x: x != FP32):  # FP32's quality pass writes the reference
             self._profile(first, label, variants[label], art, progress)
         feeds = {str(b): art.feeds(b, self.datasets.get(first.model)) for b in batches}
@@ -815,8 +822,10 @@ class Runner:
             why = f"the group's interleaved worker {out.kind}: {out.reason}; measured alone, so not paired"
             _warn(progress, f"warning: {what} round {rnd + 1}: {why}")
             for cell, _ in ready:
-                records.append(self.do_cell(rnd, cell, progress,
-                                            comparison=None if cell.variant == FP32 else _unpaired(cell, why)))
+                rec = self.do_cell(rnd, cell, progress, comparison=None if cell.variant == FP32 else _unpaired(cell, why))
+                if rec.status == "failed":  # later rounds leave it out, so the others are paired again
+                    self.broken[cell.cell_id] = rec.reason or "failed"
+                records.append(rec)
             return records
         res = out.value
         drift = _drift(res["sentinel"])

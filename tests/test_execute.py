@@ -198,6 +198,12 @@ devices: []
     assert "SIGABRT" in by["faulty/fp32/torch/b3/single-stream"].reason
     assert by["faulty/fp32/torch/b5/single-stream"].status == "failed"
     assert "timed out" in by["faulty/fp32/torch/b5/single-stream"].reason
+    # a cell that crashed or hung its worker is not run again in later rounds (the others are timed
+    # together again), and its later records say so
+    raw = [r for r in load(out).raw if r.cell_id == "faulty/fp32/torch/b3/single-stream"]
+    assert len(raw) == 5 and all(r.status == "failed" for r in raw)
+    assert all("not run again" in r.reason and "SIGABRT" in r.reason for r in raw[1:])
+    assert all(r.ok for r in load(out).raw if r.cell_id == "faulty/fp32/torch/b1/single-stream")
 
 
 @pytest.mark.parametrize("factory,message", [("faultmodels:raises", "factory exploded"),
