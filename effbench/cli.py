@@ -159,7 +159,7 @@ def summary_table(results) -> str:
             med, p99, tput, rss, vs = "-", "-", "-", "-", "-"
             status = f"{r.status}: {(r.reason or '')[:60]}"
         t.add_row(r.cell_id, status, vs, med, p99, tput, rss)
-    console = Console(width=max(100, min(200, os.get_terminal_size(1).columns if sys.stdout.isatty() else 160)),
+    console = Console(width=max(100, min(200, os.get_terminal_size(1).columns if sys.stdout.isatty() else 200)),
                       record=True, file=open(os.devnull, "w"))
     console.print(t)
     text = console.export_text()

@@ -1235,11 +1235,14 @@ def _model_bytes(variant: dict, runner: str) -> int | None:
 
 
 def _one_line(r: Record) -> str:
+    where = f" (round {r.round + 1}/{r.rounds})" if r.rounds > 1 else ""
     if r.ok and r.latency_ms:
         lat = r.latency_ms
         flag = " UNSTABLE" if lat.get("unstable") else ""
-        return f"{r.cell_id}: ok {lat['median']:.4g} ms [{lat['ci'][0]:.4g}, {lat['ci'][1]:.4g}] n={lat['n']}{flag}"
-    return f"{r.cell_id}: {r.status}: {r.reason}"
+        sp = (r.comparison or {}).get("speedup")
+        vs = f", {sp:.3g}x vs FP32 (paired)" if sp else ""
+        return f"{r.cell_id}{where}: ok {lat['median']:.4g} ms [{lat['ci'][0]:.4g}, {lat['ci'][1]:.4g}] n={lat['n']}{vs}{flag}"
+    return f"{r.cell_id}{where}: {r.status}: {r.reason}"
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
