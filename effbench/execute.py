@@ -209,6 +209,29 @@ def build_variant(artifact: dict, label: str, precision: str, method: str | None
     return _plain(built.to_json())
 
 
+def _enter_runtime(name: str):
+    """The runner, its runtime imported before any baseline RSS is read (the runtime's import is not the
+    model's memory). An ONNX Runtime worker must never have torch loaded: see _plain()."""
+    import importlib
+
+    from effbench.runners import get_runner
+    if name != "torch" and "torch" in sys.modules:
+        raise RuntimeError("torch was imported into an ONNX Runtime measuring worker before its baseline")
+    runner = get_runner(name)
+    importlib.import_module("onnxruntime" if name == "onnxruntime" else "torch")
+    return runner
+
+
+def _supported(runner, variant: dict):
+    from effbench.runners import Unsupported
+    from effbench.variants import Variant
+    v = Variant.from_json(variant)
+    support = runner.supports(v)
+    if not support.ok:
+        raise Unsupported(support.reason)
+    return v
+
+
 def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict, runner_options: dict,
                  overhead_ns: float | None = None) -> dict:
     """The measuring worker: load the variant, time it by DESIGN.md's rules, report memory."""
@@ -216,19 +239,8 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
 
     from effbench.measure import energy, memory
     from effbench.measure.latency import Budget, aligned, loop_overhead_ns, measure_latency
-    from effbench.runners import Unsupported, get_runner
-    from effbench.variants import Variant
-    if cell["runner"] != "torch" and "torch" in sys.modules:  # see _plain(): never measure with torch loaded
-        raise RuntimeError("torch was imported into an ONNX Runtime measuring worker before its baseline")
-    runner = get_runner(cell["runner"])
-    if cell["runner"] == "onnxruntime":
-        import onnxruntime  # noqa: F401  (the runtime's import is not the model's memory)
-    else:
-        import torch  # noqa: F401
-    v = Variant.from_json(variant)
-    support = runner.supports(v)
-    if not support.ok:
-        raise Unsupported(support.reason)
+    runner = _enter_runtime(cell["runner"])
+    v = _supported(runner, variant)
     baseline = memory.rss_bytes()
     session = runner.load(v, cell["threads"], {**runner_options, "artifact": artifact, "compile": cell["compile"]})
     arrays = {k: aligned(np.asarray(a)) for k, a in feeds.items()}
@@ -294,15 +306,9 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
     import numpy as np
 
     from effbench.measure.latency import Budget, aligned, measure_interleaved, sentinel_us
-    from effbench.runners import Unsupported, get_runner
+    from effbench.runners import Unsupported
     from effbench.variants import Variant
-    if group["runner"] != "torch" and "torch" in sys.modules:  # see _plain()
-        raise RuntimeError("torch was imported into an ONNX Runtime measuring worker")
-    runner = get_runner(group["runner"])
-    if group["runner"] == "onnxruntime":
-        import onnxruntime  # noqa: F401
-    else:
-        import torch  # noqa: F401
+    runner = _enter_runtime(group["runner"])
     before_us = sentinel_us()
     status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
     sessions: dict[str, Any] = {}
@@ -383,19 +389,9 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
 
     from effbench.measure import energy, memory
     from effbench.measure.latency import Budget, aligned, measure_latency
-    from effbench.runners import Unsupported, get_runner
-    from effbench.variants import Variant
-    if cell["runner"] != "torch" and "torch" in sys.modules:  # see _plain()
-        raise RuntimeError("torch was imported into an ONNX Runtime measuring worker before its baseline")
-    runner = get_runner(cell["runner"])
-    if cell["runner"] == "onnxruntime":
-        import onnxruntime  # noqa: F401  (the runtime's import is not the model's memory)
-    else:
-        import torch  # noqa: F401
-    v = Variant.from_json(variant)
-    support = runner.supports(v)
-    if not support.ok:
-        raise Unsupported(support.reason)
+    from effbench.runners import Unsupported
+    runner = _enter_runtime(cell["runner"])
+    v = _supported(runner, variant)
     baseline = memory.rss_bytes()
     session = runner.load(v, cell["threads"], {"artifact": artifact, "compile": cell["compile"]})
     load_peak = memory.peak_rss_bytes()
@@ -996,47 +992,34 @@ class Runner:
         return self.variants[key]
 
     def _quality(self, cell: Cell, art, variant: dict, progress: Progress) -> dict | None:
-        """The untimed quality pass of this variant on this runner, once per run (DESIGN.md "Quality")."""
+        """The untimed quality pass of this variant on this runner in a worker of its own, once per run
+        (A/B mode and cells measured alone; a normal run does it in the variant's own worker)."""
         key = (cell.model, cell.variant, cell.runner_label)
         if key in self.quality_cache:
             return self.quality_cache[key]
-        q = self.suite.spec.quality
-        ds = self.datasets.get(cell.model)
-        if ds is not None:
-            n = min(len(ds), q.samples) if q.samples else len(ds)
-            inputs = {k: v[:n] for k, v in ds.inputs.items()}
-            labels = ds.labels[:n] if ds.labels is not None else None
-        else:  # no dataset: fidelity to FP32 on seeded generated inputs, and the record says so
-            inputs, labels = art.feeds(q.samples or 256, None, seed=1), None
-        metric = q.metric or ("top1" if labels is not None else "cosine")
-        if metric == "top1" and labels is None:
-            raise self.suite.error(f"quality metric top1 needs labels, and model '{cell.model}' has no labelled dataset",
-                                   "quality", "metric", fix="add a dataset with labels, or use metric: cosine")
-        fp32_value = None
-        ref = self.opts.out_dir / "quality" / f"{cell.model}-{cell.runner_label}-{self.run_id}-fp32.npz"
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        if cell.variant != "fp32":
-            fp32_cell = Cell(**{**cell.__dict__, "variant": "fp32", "precision": "fp32", "method": None})
-            fp32_out = self._variant(art, cell.model, "fp32", progress)
-            if fp32_out.kind == "ok":
-                fp32_q = self._quality(fp32_cell, art, fp32_out.value, progress)
-                fp32_value = (fp32_q or {}).get("value")
+        if cell.variant != FP32 and (cell.model, cell.runner_label) not in self.fp32_quality:
+            fp32_cell = Cell(**{**cell.__dict__, "variant": FP32, "precision": FP32, "method": None})
+            fp32_out = self._variant(art, cell.model, FP32, progress)
+            if fp32_out.kind == "ok":  # its pass writes the reference outputs the others are scored on
+                self.fp32_quality[(cell.model, cell.runner_label)] = \
+                    (self._quality(fp32_cell, art, fp32_out.value, progress) or {}).get("value")
         progress.start(f"quality {cell.model}/{cell.variant}/{cell.runner_label}")
-        payload = {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "inputs": inputs,
-                   "labels": labels, "metric": metric, "reference_path": str(ref), "min_relative": q.min_relative,
-                   "fp32_value": fp32_value}
+        payload = {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(),
+                   **self._quality_payload(cell, art)}
         out = run_in_worker("effbench.measure.quality:quality_pass", payload, timeout_s=BUILD_TIMEOUT_S,
                             log_path=self.logs / f"quality-{cell.model}-{cell.variant}-{cell.runner_label}.log",
                             memory_limit_mb=self.memory_limit_mb)
         if out.kind == "ok":
             result = out.value
-            if ds is None:
+            if self.datasets.get(cell.model) is None:
                 result = {**result, "inputs": "generated (the model has no dataset)"}
         elif out.kind == "user_error":
             raise out.value
         else:
-            result = {"metric": metric, "value": None, "status": out.kind, "reason": out.reason}
+            result = {"metric": payload["metric"], "value": None, "status": out.kind, "reason": out.reason}
         self.quality_cache[key] = result
+        if cell.variant == FP32:
+            self.fp32_quality[(cell.model, cell.runner_label)] = result.get("value")
         return result
 
     def _work(self, variant: dict, art, cell: Cell) -> dict | None:

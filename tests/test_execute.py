@@ -246,3 +246,25 @@ def test_static_int8_without_dataset_is_one_line_exit_2(tmp_path, cache_dir):
     assert res.returncode == 2, res.stdout + res.stderr
     line = res.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and "precisions" in line and "dataset" in line and "Traceback" not in res.stderr
+
+
+def test_every_variant_is_paired_with_its_fp32_twin_even_when_only_it_runs(tmp_path, cache_dir):
+    """--only fp16: the FP32 twin is still timed beside it in the same worker (not recorded), and the
+    fp16 record carries the paired speedup with a CI over its rounds."""
+    out = tmp_path / "out"
+    suite = tiny_suite(tmp_path)
+    suite.write_text(suite.read_text().replace("precisions: [fp32]", "precisions: [fp32, fp16]"))
+    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--only", "*/fp16/*",
+                  "--rounds", "2", "--no-report")
+    assert res.returncode == 0, res.stderr
+    results = load(out)
+    assert {r.cell["variant"] for r in results} == {"fp16"}
+    for r in results:
+        c = r.comparison
+        assert c["method"] == "paired" and c["baseline"] == r.cell_id.replace("/fp16/", "/fp32/")
+        assert c["rounds"] == 2 and len(c["round_speedups"]) == 2 and c["ci_scope"] == "between rounds"
+        assert c["ci"][0] < c["speedup"] < c["ci"][1] and c["speedup"] > 0
+        # the CI is never narrower than the stated floor
+        assert c["ci"][1] / c["speedup"] >= 1.02 - 1e-9
+    raw = [r for r in results.raw if r.cell_id.endswith("b1/single-stream")]
+    assert all(r.comparison["ci_scope"] == "one moment (1 round)" and r.comparison["cycles"] >= 6 for r in raw)
