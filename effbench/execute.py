@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from effbench.errors import UserError
+from effbench.measure.stats import SCOPE_ONE_MOMENT
 from effbench.results import Record, Results, Store, load, provenance
 from effbench.suite import Cell, Suite, load_suite
 
@@ -730,7 +731,7 @@ class Runner:
         if out.kind == "ok":
             res = out.value
             base.status, base.reason = "ok", None
-            base.latency_ms, base.samples_ms = res["latency_ms"], res["samples_ms"]
+            base.latency_ms, base.samples_ms = {**res["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}, res["samples_ms"]
             base.throughput_ips = res["throughput_ips"]
             base.memory = {**res["memory"], "model_bytes": _model_bytes(variant, cell.runner)}
             base.variant["runtime"] = res["session"]
@@ -836,7 +837,8 @@ class Runner:
                 base.status, base.reason = m["status"], m["reason"]
             else:
                 base.status, base.reason = "ok", None
-                base.latency_ms, base.samples_ms = m["latency_ms"], m["samples_ms"]
+                base.latency_ms = {**m["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}  # merging rounds widens it
+                base.samples_ms = m["samples_ms"]
                 base.throughput_ips = m["throughput_ips"]
                 base.variant["runtime"] = m["session"]
                 base.drift = drift
