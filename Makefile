@@ -24,7 +24,7 @@ demo: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
-	  || echo "note: chromium not installed; the report rendering test will be skipped"; }
+	  || echo "note: chromium not installed; the report rendering tests skip here and fail under CI=true"; }
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q

@@ -262,7 +262,7 @@ one moment of the machine only. Emulated variants have no speedup. Marks:
 {_tag("emulated", "emulated", "")} speed of an emulation, not of native kernels;
 {_tag("modeled", "modeled", "")} computed from a device profile, not measured;
 {_tag("floor", "below floor", "")} quality below the suite's floor;
-{_tag("unstable", "unstable", "")} the latency's CI is wider than its target (hover for why);
+{_tag("unstable", "unstable", "")} the latency's CI over rounds is wider than +-10% of its median (hover for why);
 {_tag("drift", "drift", "")} the machine's speed moved while the cell was measured (its latency is less
 certain, its paired speedup is not);
 <span class="weak">grey italics</span>: a p99 from fewer than 662 samples.</p>
