@@ -2,7 +2,8 @@
 
 Interleaved rounds (effbench, bare, effbench, bare, ...), each side in a fresh process, because this
 machine drifts by tens of percent between moments (FIELD-NOTES). Reports the median of per-round
-ratios with its range, the timing mode effbench chose, and the overhead in microseconds.
+ratios with its range, the timing mode effbench chose, and the overhead in microseconds. Both sides time a
+64-byte-aligned input (an unaligned one made the tiny model's bare loop 30-40% slower here).
 Run: .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 2]
 """
 from __future__ import annotations
@@ -27,7 +28,10 @@ import sys, time, json, numpy as np, onnxruntime as ort
 path, threads, batch, seconds, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
 s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-x = {"x": np.random.default_rng(0).random((batch, width), dtype=np.float32)}
+a = np.random.default_rng(0).random((batch, width), dtype=np.float32)
+buf = np.empty(a.nbytes + 64, np.uint8); off = (-buf.ctypes.data) % 64  # 64-byte aligned, as effbench's inputs are
+x = {"x": buf[off:off + a.nbytes].view(np.float32).reshape(a.shape)}
+x["x"][...] = a
 names = [o.name for o in s.get_outputs()]
 run = s.run
 for _ in range(50): run(names, x)
