@@ -22,7 +22,10 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "effbench"
+    """The one cache folder of `run` and `profiles` (XDG_CACHE_HOME honoured): a calibration written to
+    another folder than the one `run` reads would silently never be used."""
+    from effbench.models.sources import default_cache_dir as cache_dir
+    return cache_dir()
 
 
 # -- detection ------------------------------------------------------------------------------------

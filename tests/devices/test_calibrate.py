@@ -75,3 +75,12 @@ def test_skips_unusable_records(make_profile, make_record):
 def test_mdape():
     assert mdape([10.0, -30.0, 20.0]) == 20.0
     assert mdape([]) is None
+
+
+def test_profiles_and_run_share_one_cache_folder(monkeypatch, tmp_path):
+    """With XDG_CACHE_HOME set, `profiles calibrate` used to write under ~/.cache while `run` read under
+    $XDG_CACHE_HOME: the calibration was never used."""
+    from effbench.devices import detect
+    from effbench.models import sources
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert detect.default_cache_dir() == sources.default_cache_dir() == tmp_path / "xdg" / "effbench"
