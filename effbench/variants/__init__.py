@@ -6,6 +6,7 @@ absent with the reason; the runners turn an absent side into an `unsupported` re
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -221,7 +222,15 @@ def build_variant(artifact: ModelArtifact, label: str, precision: str, method: s
     folder = Path(cache_dir) / "variants" / f"{artifact.model_id}-{label}-{key}"
     meta = folder / "variant.json"
     if meta.is_file():
-        return Variant.from_json(json.loads(meta.read_text()))
+        variant = Variant.from_json(json.loads(meta.read_text()))
+        # A variant whose graph is the source graph itself (fp32 of an onnx: model) holds the path the
+        # source had when it was cached. The key is the source's content, so the same content may now
+        # live elsewhere and the old path be gone: point at where it is now.
+        cached = Path(variant.onnx_path) if variant.onnx_path else None
+        if cached is not None and not cached.resolve().is_relative_to(folder.resolve()) \
+                and variant.onnx_path != artifact.onnx_path:
+            variant = dataclasses.replace(variant, onnx_path=artifact.onnx_path)
+        return variant
     fn = BUILDERS.get(precision)
     if fn is None:
         variant = Variant(model_id=artifact.model_id, label=label, precision=precision, method=method,

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,25 @@ def test_record_section_per_side(mlp_variants):
     assert sec["method"] == "static-qdq" and sec["weight_bits"] == v.stats["onnx"]["weight_bits"]
     sec = mlp_variants["int8"].record_section("torch")
     assert sec["method"] == "dynamic" and sec["size_bytes"] == mlp_variants["int8"].stats["torch"]["size_bytes"]
+
+
+def test_cached_fp32_of_a_moved_onnx_file_points_at_where_it_is_now(tmp_path):
+    """The variant cache is keyed by the source's content. A suite run on a/net.onnx, a/ deleted, then the
+    same file as b/net.onnx: the fp32 variant used to keep a/'s path and its cells came out unsupported
+    (NO_SUCHFILE)."""
+    import shutil
+
+    from effbench.models.sources import prepare
+    from effbench.suite import ModelSpec
+    from effbench.variants import build_variant
+    cache = tmp_path / "cache"
+    src = Path(__file__).resolve().parents[1] / "data" / "models" / "tiny.onnx"
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(src, tmp_path / folder / "net.onnx")
+        spec = ModelSpec.model_validate({"id": "net", "source": {"onnx": "net.onnx"}})
+        art = prepare(spec, 0, base_dir=tmp_path / folder, suite_file="s.yaml", cache_dir=cache)
+        v = build_variant(art, "fp32", "fp32", None, {}, cache)
+        assert v.onnx_path == art.onnx_path and Path(v.onnx_path).is_file()
+        shutil.rmtree(tmp_path / folder)  # the first folder is gone before the second run
+    assert len(list((cache / "variants").iterdir())) == 1  # the second build came from the cache
