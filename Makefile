@@ -20,11 +20,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/effbench run suites/quickstart.yaml
 
-# Headless Chromium renders the HTML report in the tests; installed where this machine allows.
+# Headless Chromium renders the HTML report in the tests (they fail without it); installed where this machine allows.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
-	  || echo "note: chromium not installed; the report rendering tests skip here and fail under CI=true"; }
+	  || echo "note: chromium could not be installed; the report rendering tests will fail"; }
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q

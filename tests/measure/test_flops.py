@@ -56,7 +56,7 @@ def test_conv_1d_strided_padded_and_3d():
 
 
 def test_conv_transpose_matches_hand_count_and_torch():
-    torch = pytest.importorskip("torch")
+    import torch
     # every input pixel (5x5) of 4 channels scatters into 3 output channels through a 3x3 kernel
     node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2])
     m = _model([node], [_vi("x", [1, 4, 5, 5])], [_vi("y", None)], [_w("w", 4, 3, 3, 3)])
@@ -250,7 +250,7 @@ def _torch_net():
 
 
 def test_torch_flops_counts_cpu_attention():
-    torch = pytest.importorskip("torch")
+    import torch
     q, k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 6)
 
     class Sdpa(torch.nn.Module):
@@ -262,7 +262,7 @@ def test_torch_flops_counts_cpu_attention():
 
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
 def test_onnx_macs_equal_flop_counter_mode(tmp_path, dynamo):
-    torch = pytest.importorskip("torch")
+    import torch
     module, inputs = _torch_net()
     path = tmp_path / "net.onnx"
     with warnings.catch_warnings():

@@ -244,7 +244,7 @@ def test_no_baseline_no_regression_section(small_results, tmp_path):
 
 
 def test_baseline_uses_the_real_gate_when_present(tmp_path):
-    compare_mod = pytest.importorskip("effbench.compare", reason="effbench.compare is not written yet")
+    import effbench.compare as compare_mod
     base = load(write_store(tmp_path / "a.jsonl", make_records(models={"mlp": MODELS["mlp"]}, seed=3)))
     new = load(write_store(tmp_path / "b.jsonl", make_records(models={"mlp": MODELS["mlp"]}, seed=4)))
     verdict = compare_mod.compare(base, new)
