@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="output folder (default reports/<suite name>/)")
     r.add_argument("--only", action="append", metavar="GLOB", help="run only cells whose id matches (repeatable)")
     r.add_argument("--resume", action="store_true", help="skip cells already in the output's results.jsonl")
-    r.add_argument("--rounds", type=int, help="rounds (default: the suite's measure.rounds, 3): each a fresh worker per model and runner; CIs are over rounds")
+    r.add_argument("--rounds", type=int, help="rounds (default: the suite's measure.rounds): each a fresh worker per model and runner; CIs are over rounds")
     r.add_argument("--quick", action="store_true", help="smoke run: short budgets and one round unless --rounds (its CIs then cover one moment)")
     r.add_argument("--strict", action="store_true", help="exit 1 when a variant falls below its quality floor")
     r.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"),
@@ -154,7 +154,7 @@ def summary_table(results) -> str:
             peak = (r.memory or {}).get("peak_rss_bytes")
             rss = f"{peak / 1e6:.0f}" if peak else "-"
             sp = rows[r.cell_id].speedup
-            vs = fmt_speedup(sp) + ("" if sp is None or sp.clear else " ~") if sp else "-"
+            vs = "-" if sp is None else fmt_speedup(sp) + ("" if sp.clear else " ~")
         else:
             med, p99, tput, rss, vs = "-", "-", "-", "-", "-"
             status = f"{r.status}: {(r.reason or '')[:60]}"

@@ -58,13 +58,7 @@ def _worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
         out = Outcome("unsupported", reason=str(e))
     except BaseException as e:  # a bug or a runtime error: the traceback goes to the log, the gist to the record
         traceback.print_exc()
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        gist = f"{type(e).__name__}: {first}".rstrip(": ")
-        if _out_of_memory(e):
-            limit = f"out of memory (worker limit {memory_limit_mb} MB)" if memory_limit_mb else "out of memory"
-            out = Outcome("failed", reason=limit if isinstance(e, MemoryError) and not first else f"{limit}: {gist}")
-        else:
-            out = Outcome("failed", reason=gist)
+        out = Outcome("failed", reason=_gist(e))
     try:
         data = pickle.dumps(out)
     except Exception as e:  # unpicklable result: say so rather than die silently
@@ -233,6 +227,10 @@ def _supported(runner, variant: dict):
     return v
 
 
+def _on_gpu(session) -> bool:
+    return any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
+
+
 def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict, runner_options: dict,
                  overhead_ns: float | None = None) -> dict:
     """The measuring worker: load the variant, time it by DESIGN.md's rules, report memory."""
@@ -247,8 +245,7 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
     arrays = {k: aligned(np.asarray(a)) for k, a in feeds.items()}
     call = session.timed_call(arrays)
     overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
-    on_gpu = any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
-    meter = energy.detect_meter(gpu=on_gpu)
+    meter = energy.detect_meter(gpu=_on_gpu(session))
     idle_w = meter.sample_idle_w(0.5) if meter.available else None
     if meter.available:
         with meter.window() as window:
@@ -276,16 +273,12 @@ def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: boo
     import numpy as np
 
     from effbench.measure.latency import aligned, paired_ratio
-    from effbench.runners import Unsupported, get_runner
-    from effbench.variants import Variant
+    from effbench.runners import get_runner
     runner = get_runner(cell["runner"])
     calls: dict[int, object] = {}
     for i in ((1, 0) if load_reversed else (0, 1)):
         side = sides[i]
-        v = Variant.from_json(side["variant"])
-        support = runner.supports(v)
-        if not support.ok:
-            raise Unsupported(support.reason)
+        v = _supported(runner, side["variant"])
         session = runner.load(v, cell["threads"], {"artifact": side["artifact"], "compile": cell["compile"]})
         calls[i] = session.timed_call({k: aligned(np.asarray(a)) for k, a in side["feeds"].items()})
     return paired_ratio(calls[0], calls[1], duration_s=max(1.0, budget["min_time_s"]),
@@ -308,7 +301,6 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
 
     from effbench.measure.latency import Budget, aligned, measure_interleaved, sentinel_us
     from effbench.runners import Unsupported
-    from effbench.variants import Variant
     runner = _enter_runtime(group["runner"])
     before_us = sentinel_us()
     status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
@@ -316,10 +308,7 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
     labels = list(dict.fromkeys(m["label"] for m in members))
     for label in (labels[::-1] if load_reversed else labels):  # neither side always loads first
         try:
-            v = Variant.from_json(variants[label])
-            support = runner.supports(v)
-            if not support.ok:
-                raise Unsupported(support.reason)
+            v = _supported(runner, variants[label])
             sessions[label] = runner.load(v, group["threads"], {"artifact": artifact, "compile": group["compile"],
                                                                  "shared_thread_pool": True})
         except Unsupported as e:
@@ -361,20 +350,21 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
         out[key] = {"status": "ok", "latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(),
                     "throughput_ips": inferences / st.elapsed_s if st.elapsed_s else None,
                     "block_ms": timed.block_ms[key], "session": infos[m["label"]]}
-    return {"members": out, "cycles": timed.cycles if timed else 0,
+    return {"members": out,
             "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
 
 
 def _gist(e: BaseException) -> str:
-    """One line for a record's reason, in the words `_worker_main` uses for a whole worker's failure."""
+    """One line for a record's reason: the exception's type and first line, and for an out-of-memory
+    the worker's address-space limit (`limit_address_space`), for a whole worker or one variant in it."""
     import resource
     first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
     gist = f"{type(e).__name__}: {first}".rstrip(": ")
-    if _out_of_memory(e):
-        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        return (f"out of memory (worker limit {limit // 2**20} MB): " if limit != resource.RLIM_INFINITY
-                else "out of memory: ") + gist
-    return gist
+    if not _out_of_memory(e):
+        return gist
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    oom = f"out of memory (worker limit {limit // 2**20} MB)" if limit != resource.RLIM_INFINITY else "out of memory"
+    return oom if isinstance(e, MemoryError) and not first else f"{oom}: {gist}"
 
 
 def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict,
@@ -414,8 +404,7 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
         out["memory"][b] = {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **memory.gpu_peak_bytes(),
                             "measured": "own worker, once per run" + ("" if resettable else
                                         "; peak not resettable here: includes smaller batch sizes")}
-    on_gpu = any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
-    meter = energy.detect_meter(gpu=on_gpu)
+    meter = energy.detect_meter(gpu=_on_gpu(session))
     for b in calls:
         if not meter.available:
             out["energy"][b] = {"measured": None, "reason": meter.reason}
@@ -703,10 +692,9 @@ class Runner:
 
         `paired`: A/B mode's paired pass for this cell and round (`pair_pass`), kept as `paired_ratios`.
         `comparison`: why this cell has no paired speedup vs FP32, when it is not FP32."""
-        hashes, artifacts, datasets, overhead = self.hashes, self.artifacts, self.datasets, self.overhead
+        artifacts, datasets, overhead = self.artifacts, self.datasets, self.overhead
         art = artifacts[cell.model]
-        base = Record(cell_id=cell.cell_id, config_hash=hashes[cell.cell_id], status="failed",
-                      cell=cell.to_json(), round=rnd, rounds=self.rounds, provenance=self.provenance)
+        base = self._record(rnd, cell)
         if isinstance(art, Outcome):
             base.reason = f"model could not be prepared: {art.reason}"
             return self._finish(base, progress)
@@ -869,12 +857,7 @@ class Runner:
         this = Cell(**{**cell.__dict__, "variant": label, "precision": variant.get("precision", label),
                        "method": variant.get("method")})
         progress.start(f"memory and quality {cell.model}/{label}/{cell.runner_label}")
-        out = run_in_worker("effbench.execute:profile_variant",
-                            {"cell": this.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
-                             "budget": self.budget, "quality": self._quality_payload(this, art)},
-                            timeout_s=self.timeout_s * (len(batches) + 1),  # a cell's time per batch size + quality
-                            log_path=self.logs / f"profile-{cell.model}-{label}-{cell.runner_label}.log",
-                            memory_limit_mb=self.memory_limit_mb)
+        out = self._profile_worker(this, variant, art, feeds, self._quality_payload(this, art))
         if out.kind == "user_error":
             raise out.value
         if out.kind == "failed" and len(batches) > 1:  # a hard crash at one batch size: one worker each
@@ -896,25 +879,26 @@ class Runner:
         once, in a worker of its own."""
         merged: dict[str, Any] = {"memory": {}, "energy": {}}
         for b, f in feeds.items():
-            out = run_in_worker("effbench.execute:profile_variant",
-                                {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": {b: f},
-                                 "budget": self.budget, "quality": None}, timeout_s=self.timeout_s,
-                                log_path=self.logs / f"profile-{cell.model}-{cell.variant}-{cell.runner_label}-b{b}.log",
-                                memory_limit_mb=self.memory_limit_mb)
+            out = self._profile_worker(cell, variant, art, {b: f}, None, log_suffix=f"-b{b}")
             if out.kind == "ok":
                 merged["memory"].update(out.value["memory"])
                 merged["energy"].update(out.value["energy"])
             else:
                 merged["memory"][b] = {"reason": f"memory not measured: the variant's own worker {out.kind}: {out.reason}"}
-        out = run_in_worker("effbench.execute:profile_variant",
-                            {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": {},
-                             "budget": self.budget, "quality": self._quality_payload(cell, art)},
-                            timeout_s=self.timeout_s,
-                            log_path=self.logs / f"profile-{cell.model}-{cell.variant}-{cell.runner_label}.log",
-                            memory_limit_mb=self.memory_limit_mb)
+        out = self._profile_worker(cell, variant, art, {}, self._quality_payload(cell, art))
         merged["quality"] = (out.value.get("quality") if out.kind == "ok" else
                              {"metric": None, "value": None, "status": out.kind, "reason": out.reason})
         return Outcome("ok", merged)
+
+    def _profile_worker(self, cell: Cell, variant: dict, art, feeds: dict, quality: dict | None,
+                        log_suffix: str = "") -> Outcome:
+        """`profile_variant` in a worker: a cell's time per batch size, and one more for quality."""
+        return run_in_worker("effbench.execute:profile_variant",
+                             {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
+                              "budget": self.budget, "quality": quality},
+                             timeout_s=self.timeout_s * (len(feeds) + (quality is not None)),
+                             log_path=self.logs / f"profile-{cell.model}-{cell.variant}-{cell.runner_label}{log_suffix}.log",
+                             memory_limit_mb=self.memory_limit_mb)
 
     def _quality_payload(self, cell: Cell, art) -> dict:
         q = self.suite.spec.quality
@@ -1000,11 +984,10 @@ class Runner:
         if key in self.quality_cache:
             return self.quality_cache[key]
         if cell.variant != FP32 and (cell.model, cell.runner_label) not in self.fp32_quality:
-            fp32_cell = Cell(**{**cell.__dict__, "variant": FP32, "precision": FP32, "method": None})
             fp32_out = self._variant(art, cell.model, FP32, progress)
             if fp32_out.kind == "ok":  # its pass writes the reference outputs the others are scored on
                 self.fp32_quality[(cell.model, cell.runner_label)] = \
-                    (self._quality(fp32_cell, art, fp32_out.value, progress) or {}).get("value")
+                    (self._quality(_fp32_twin(cell), art, fp32_out.value, progress) or {}).get("value")
         progress.start(f"quality {cell.model}/{cell.variant}/{cell.runner_label}")
         payload = {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(),
                    **self._quality_payload(cell, art)}
@@ -1107,8 +1090,13 @@ def _seed(run_id: str, rnd: int, what: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{run_id}/{rnd}/{what}".encode()).digest()[:4], "little")
 
 
+def _fp32_twin(cell: Cell) -> Cell:
+    """The FP32 cell of the same model, runner, batch size and scenario."""
+    return Cell(**{**cell.__dict__, "variant": FP32, "precision": FP32, "method": None})
+
+
 def _fp32_id(cell: Cell) -> str:
-    return Cell(**{**cell.__dict__, "variant": FP32, "precision": FP32, "method": None}).cell_id
+    return _fp32_twin(cell).cell_id
 
 
 def _unpaired(cell: Cell, reason: str) -> dict:

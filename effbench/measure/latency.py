@@ -199,6 +199,24 @@ class _Loop:
                 return
 
 
+def _warmup(call: Callable[[], object], budget: Budget, clock: Callable[[], int]) -> float:
+    """At least `min_warmup_calls` calls and `warmup_s`, never mixed into the samples; returns the
+    mean time of one call in ns."""
+    start, n = clock(), 0
+    while n < budget.min_warmup_calls or (clock() - start) < budget.warmup_s * 1e9:
+        call()
+        n += 1
+    return (clock() - start) / n
+
+
+def _calls_per_sample(est_call_ns: float, overhead_ns: float) -> int:
+    """1 (per-call timing) when a call is at least PER_CALL_FACTOR x the timing loop's own overhead, else
+    how many calls one timed block needs to be."""
+    if est_call_ns >= PER_CALL_FACTOR * overhead_ns:
+        return 1
+    return max(2, math.ceil(PER_CALL_FACTOR * overhead_ns / max(est_call_ns, 1.0)))
+
+
 def measure_latency(call: Callable[[], object], budget: Budget,
                     overhead_ns: float | None = None) -> LatencyStats:
     """Time `call` (which must synchronize any device work before it returns) by DESIGN.md's rules."""
@@ -209,18 +227,8 @@ def measure_latency(call: Callable[[], object], budget: Budget,
     call()
     first_call = pc() - t0
 
-    # Warmup: at least `min_warmup_calls` calls and `warmup_s`, never mixed into the samples.
-    start, calls = pc(), 0
-    while calls < budget.min_warmup_calls or (pc() - start) < budget.warmup_s * 1e9:
-        call()
-        calls += 1
-    est_call_ns = (pc() - start) / calls
-
-    block = 1
-    timing = "per-call"
-    if est_call_ns < PER_CALL_FACTOR * overhead:
-        block = max(2, math.ceil(PER_CALL_FACTOR * overhead / max(est_call_ns, 1.0)))
-        timing = "blocks"
+    block = _calls_per_sample(_warmup(call, budget, pc), overhead)
+    timing = "per-call" if block == 1 else "blocks"
 
     loop = _Loop(call, block)
     gc_was_enabled = gc.isenabled()
@@ -346,14 +354,8 @@ def measure_interleaved(calls: dict[str, Callable[[], object]], budget: Budget, 
         call()
         first[name] = float(clock() - t0)
     for name in names:
-        call, n = calls[name], 0
-        start = clock()
-        while n < budget.min_warmup_calls or (clock() - start) < budget.warmup_s * 1e9:
-            call()
-            n += 1
-        est[name] = max((clock() - start) / n, 1.0)
-    inner = {k: 1 if est[k] >= PER_CALL_FACTOR * overhead_ns else
-             max(2, math.ceil(PER_CALL_FACTOR * overhead_ns / est[k])) for k in names}
+        est[name] = max(_warmup(calls[name], budget, clock), 1.0)
+    inner = {k: _calls_per_sample(est[k], overhead_ns) for k in names}
     per_block = {k: max(min_block_samples, math.ceil(min_block_s * 1e9 / (est[k] * inner[k]))) for k in names}
 
     samples: dict[str, list[float]] = {k: [] for k in names}

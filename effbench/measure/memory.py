@@ -37,19 +37,24 @@ def limit_address_space(limit_mb: int | None) -> None:
 
 def gpu_peak_bytes() -> dict:
     """Device memory peak where a GPU runtime reports it (absent on CPU-only machines)."""
-    out: dict = {}
+    cuda = _torch_cuda()
+    return {"torch_cuda_max_allocated_bytes": int(cuda.max_memory_allocated())} if cuda else {}
+
+
+def _torch_cuda():
+    """torch.cuda when this worker already imported torch and has a GPU; never imports torch itself."""
     mod = sys.modules.get("torch")
     if mod is not None and getattr(mod, "cuda", None) is not None and mod.cuda.is_available():
-        out["torch_cuda_max_allocated_bytes"] = int(mod.cuda.max_memory_allocated())
-    return out
+        return mod.cuda
+    return None
 
 
 def reset_peak() -> bool:
     """Reset the kernel's high-water mark to the current RSS (Linux >= 4.0: `5` > /proc/self/clear_refs),
     so one worker can measure the peak of several batch sizes in turn. False where it cannot."""
-    mod = sys.modules.get("torch")
-    if mod is not None and getattr(mod, "cuda", None) is not None and mod.cuda.is_available():
-        mod.cuda.reset_peak_memory_stats()
+    cuda = _torch_cuda()
+    if cuda:
+        cuda.reset_peak_memory_stats()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
