@@ -227,6 +227,11 @@ def _supported(runner, variant: dict):
     return v
 
 
+def _load_options(cell: dict, artifact: dict) -> dict:
+    """What a runner's load needs besides the variant: the model artifact, compile, the device."""
+    return {"artifact": artifact, "compile": cell.get("compile", False), "device": cell.get("device", "cpu")}
+
+
 def _on_gpu(session) -> bool:
     return any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
 
@@ -241,7 +246,8 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
     runner = _enter_runtime(cell["runner"])
     v = _supported(runner, variant)
     baseline = memory.rss_bytes()
-    session = runner.load(v, cell["threads"], {**runner_options, "artifact": artifact, "compile": cell["compile"]})
+    gpu_start = memory.gpu_used_bytes() if cell.get("device", "cpu") != "cpu" else None
+    session = runner.load(v, cell["threads"], {**runner_options, **_load_options(cell, artifact)})
     arrays = {k: aligned(np.asarray(a)) for k, a in feeds.items()}
     call = session.timed_call(arrays)
     overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
@@ -261,7 +267,8 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
         why = window.reason
     throughput = inferences / stats.elapsed_s if stats.elapsed_s else None
     return {"latency_ms": lat, "samples_ms": stats.stored_samples_ms(), "throughput_ips": throughput,
-            "memory": {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **memory.gpu_peak_bytes()},
+            "memory": {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak,
+                       **(memory.gpu_figures(gpu_start) if _on_gpu(session) else {})},
             "session": session.info, "loop_overhead_ns": overhead, "energy": measured, "energy_reason": why}
 
 
@@ -279,7 +286,7 @@ def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: boo
     for i in ((1, 0) if load_reversed else (0, 1)):
         side = sides[i]
         v = _supported(runner, side["variant"])
-        session = runner.load(v, cell["threads"], {"artifact": side["artifact"], "compile": cell["compile"]})
+        session = runner.load(v, cell["threads"], _load_options(cell, side["artifact"]))
         calls[i] = session.timed_call({k: aligned(np.asarray(a)) for k, a in side["feeds"].items()})
     return paired_ratio(calls[0], calls[1], duration_s=max(1.0, budget["min_time_s"]),
                         warmup_s=budget["warmup_s"])
@@ -309,7 +316,7 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
     for label in (labels[::-1] if load_reversed else labels):  # neither side always loads first
         try:
             v = _supported(runner, variants[label])
-            sessions[label] = runner.load(v, group["threads"], {"artifact": artifact, "compile": group["compile"],
+            sessions[label] = runner.load(v, group["threads"], {**_load_options(group, artifact),
                                                                  "shared_thread_pool": True})
         except Unsupported as e:
             status[label] = ("unsupported", str(e))
@@ -384,7 +391,8 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
     runner = _enter_runtime(cell["runner"])
     v = _supported(runner, variant)
     baseline = memory.rss_bytes()
-    session = runner.load(v, cell["threads"], {"artifact": artifact, "compile": cell["compile"]})
+    gpu_start = memory.gpu_used_bytes() if cell.get("device", "cpu") != "cpu" else None
+    session = runner.load(v, cell["threads"], _load_options(cell, artifact))
     load_peak = memory.peak_rss_bytes()
     out: dict[str, Any] = {"memory": {}, "energy": {}}
     batches = sorted(feeds, key=int)
@@ -401,7 +409,8 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
             continue
         calls[b] = call
         peak = max(load_peak, memory.peak_rss_bytes()) if resettable else memory.peak_rss_bytes()
-        out["memory"][b] = {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **memory.gpu_peak_bytes(),
+        gpu = memory.gpu_figures(gpu_start) if _on_gpu(session) else {}
+        out["memory"][b] = {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **gpu,
                             "measured": "own worker, once per run" + ("" if resettable else
                                         "; peak not resettable here: includes smaller batch sizes")}
     meter = energy.detect_meter(gpu=_on_gpu(session))
@@ -794,7 +803,8 @@ class Runner:
         progress.start(f"{what}: {len(members)} cells interleaved" +
                        (f" (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else ""))
         out = run_in_worker("effbench.execute:measure_group",
-                            {"group": {"runner": first.runner, "threads": first.threads, "compile": first.compile},
+                            {"group": {"runner": first.runner, "threads": first.threads, "compile": first.compile,
+                                       "device": first.device},
                              "members": members, "variants": variants, "artifact": art.to_json(), "feeds": feeds,
                              "budget": self.budget, "overhead_ns": self.overhead,
                              "seed": _seed(self.run_id, rnd, what), "load_reversed": rnd % 2 == 1},

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -462,9 +462,47 @@ def host_info() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"hostname": platform.node(), "cpu": cpu, "machine": platform.machine(),
-            "cores_logical": psutil.cpu_count(), "cores_physical": psutil.cpu_count(logical=False),
-            "memory_bytes": psutil.virtual_memory().total, "os": platform.platform(), "isa_flags": flags}
+    out = {"hostname": platform.node(), "cpu": cpu, "machine": platform.machine(),
+           "cores_logical": psutil.cpu_count(), "cores_physical": psutil.cpu_count(logical=False),
+           "memory_bytes": psutil.virtual_memory().total, "os": platform.platform(), "isa_flags": flags}
+    gpus = gpu_info()
+    if gpus:
+        out["gpus"] = gpus
+    return out
+
+
+def gpu_info(nvml: Any = None) -> list[dict[str, Any]]:
+    """The NVIDIA GPUs NVML sees: name, driver, the CUDA version the driver supports, memory, power
+    limit, clocks. Empty where nvidia-ml-py or the driver is missing (a CPU machine)."""
+    try:
+        if nvml is None:
+            import pynvml as nvml
+        nvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no pynvml, no driver: no GPUs to describe
+        return []
+
+    def text(v: Any) -> str:
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    def maybe(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception:  # noqa: BLE001 - a query this GPU or driver does not answer
+            return None
+
+    out = []
+    driver = maybe(lambda: text(nvml.nvmlSystemGetDriverVersion()))
+    cuda = maybe(nvml.nvmlSystemGetCudaDriverVersion)
+    for i in range(maybe(nvml.nvmlDeviceGetCount) or 0):
+        h = nvml.nvmlDeviceGetHandleByIndex(i)
+        limit = maybe(lambda: nvml.nvmlDeviceGetPowerManagementLimit(h))
+        out.append({"index": i, "name": maybe(lambda: text(nvml.nvmlDeviceGetName(h))), "driver": driver,
+                    "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}" if isinstance(cuda, int) else None,
+                    "memory_bytes": maybe(lambda: int(nvml.nvmlDeviceGetMemoryInfo(h).total)),
+                    "power_limit_w": limit / 1000 if limit else None,
+                    "sm_clock_max_mhz": maybe(lambda: nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_SM)),
+                    "uuid": maybe(lambda: text(nvml.nvmlDeviceGetUUID(h)))})
+    return out
 
 
 def package_versions() -> dict[str, str | None]:

@@ -120,6 +120,9 @@ class RunnerSpec(_Strict):
     name: str
     threads: Annotated[int, Field(ge=1, le=1024)] = 1
     compile: bool = False
+    # Where the runtime runs the model. "cuda" needs a CUDA GPU and the runtime's CUDA build
+    # (onnxruntime-gpu, torch with CUDA); without them the cells are unsupported, saying which is missing.
+    device: Literal["cpu", "cuda"] = "cpu"
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")] | None = None
 
     @field_validator("name")
@@ -131,7 +134,9 @@ class RunnerSpec(_Strict):
 
     @property
     def label(self) -> str:
-        return self.id or (f"{self.name}-compile" if self.compile else self.name)
+        if self.id:
+            return self.id
+        return "-".join([self.name] + (["compile"] if self.compile else []) + ([self.device] if self.device != "cpu" else []))
 
 
 class MeasureSpec(_Strict):
@@ -229,6 +234,7 @@ class Cell:
     compile: bool
     batch_size: int
     scenario: str
+    device: str = "cpu"
 
     @property
     def cell_id(self) -> str:
@@ -238,7 +244,7 @@ class Cell:
         return {"model": self.model, "variant": self.variant, "precision": self.precision,
                 "method": self.method, "runner": self.runner, "runner_label": self.runner_label,
                 "threads": self.threads, "compile": self.compile, "batch_size": self.batch_size,
-                "scenario": self.scenario}
+                "scenario": self.scenario, **({"device": self.device} if self.device != "cpu" else {})}
 
 
 @dataclass
@@ -289,7 +295,7 @@ class Suite:
                         for s in self.spec.scenarios:
                             out.append(Cell(model=m.id, variant=c.label, precision=c.precision, method=c.method,
                                             runner=r.name, runner_label=r.label, threads=r.threads,
-                                            compile=r.compile, batch_size=b, scenario=s))
+                                            compile=r.compile, batch_size=b, scenario=s, device=r.device))
         if only:
             globs = [only] if isinstance(only, str) else list(only)
             out = [c for c in out if any(fnmatch.fnmatchcase(c.cell_id, g) for g in globs)]

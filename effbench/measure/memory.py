@@ -36,9 +36,11 @@ def limit_address_space(limit_mb: int | None) -> None:
 
 
 def gpu_peak_bytes() -> dict:
-    """Device memory peak where a GPU runtime reports it (absent on CPU-only machines)."""
+    """torch's device-memory peak where this worker runs torch on a GPU (absent otherwise: an ONNX
+    Runtime worker that merely imported torch allocated nothing through it, and 0 bytes would be a lie)."""
     cuda = _torch_cuda()
-    return {"torch_cuda_max_allocated_bytes": int(cuda.max_memory_allocated())} if cuda else {}
+    peak = int(cuda.max_memory_allocated()) if cuda else 0
+    return {"torch_cuda_max_allocated_bytes": peak} if peak > 0 else {}
 
 
 def _torch_cuda():
@@ -47,6 +49,41 @@ def _torch_cuda():
     if mod is not None and getattr(mod, "cuda", None) is not None and mod.cuda.is_available():
         return mod.cuda
     return None
+
+
+_NVML: list = []
+
+
+def gpu_used_bytes(index: int = 0) -> int | None:
+    """Device memory in use on GPU `index`, all processes together (NVML), or None without NVML or a GPU.
+
+    Per-process figures (nvmlDeviceGetComputeRunningProcesses) are empty inside many containers and VMs,
+    so a worker reads the device-wide figure before loading and after its calls: on a GPU nobody else
+    uses, the difference is this worker's CUDA context plus what its runtime holds (ONNX Runtime's arena
+    and torch's caching allocator keep their high-water mark, so "after the calls" is their peak)."""
+    try:
+        if not _NVML:
+            import pynvml
+            pynvml.nvmlInit()
+            _NVML.append(pynvml)
+        nvml = _NVML[0]
+        return int(nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(index)).used)
+    except Exception:  # noqa: BLE001 - no pynvml, no driver, no GPU: the figure is absent
+        return None
+
+
+def gpu_figures(start_used: int | None) -> dict:
+    """The memory section's GPU part for a worker that ran on a GPU: torch's own peak where torch ran
+    there, and NVML's device-wide memory in use now, with its growth since `start_used`."""
+    out = gpu_peak_bytes()
+    used = gpu_used_bytes()
+    if used is not None:
+        out["gpu_used_bytes"] = used
+        if start_used is not None:
+            out["gpu_used_over_start_bytes"] = used - start_used
+            out["gpu_used_note"] = ("NVML, device-wide: memory in use after the calls minus before loading "
+                                    "(this worker's CUDA context and the runtime's pool at its high-water mark)")
+    return out
 
 
 def reset_peak() -> bool:

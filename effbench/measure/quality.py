@@ -57,7 +57,8 @@ def quality_pass(cell: dict, variant: dict, artifact: dict, inputs: dict[str, np
     support = runner.supports(v)
     if not support.ok:
         raise Unsupported(support.reason)
-    session = runner.load(v, cell["threads"], {"artifact": artifact, "compile": cell.get("compile", False)})
+    session = runner.load(v, cell["threads"], {"artifact": artifact, "compile": cell.get("compile", False),
+                                              "device": cell.get("device", "cpu")})
     arrays = {k: np.asarray(a) for k, a in inputs.items()}
     out = run_outputs(session, arrays, batch_size)
     n = len(out)

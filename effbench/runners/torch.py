@@ -1,5 +1,7 @@
 """torch: eager execution under one `torch.inference_mode()` (entered once: 3.3 us per entry here),
 optionally `torch.compile`d; loads each variant's saved weights into a skeleton of the module.
+`device: cuda` moves module and inputs to the GPU once; the timed call then waits for the GPU
+(`torch.cuda.synchronize`) before the clock stops.
 """
 from __future__ import annotations
 
@@ -29,6 +31,12 @@ class TorchRunner:
         module, how = apply_transform(artifact, variant)
         info = {"runtime": "torch", "version": str(torch.__version__), "threads": torch.get_num_threads(),
                 "mode": "eager", "inference_mode": True, "built": how}
+        device = options.get("device", "cpu")
+        if device == "cuda":
+            module = _to_cuda(torch, module, variant)
+            info.update({"device": "cuda", "gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda})
+        elif device != "cpu":
+            raise Unsupported(f"torch runs on cpu or cuda here, not '{device}'")
         if options.get("compile"):
             # Measured here: torch.compile (inductor) of the zoo MLP took ~40 s cold, ~2 s per new batch
             # shape; it works, so it is offered; the compile lands in first_call_ms, never in the samples.
@@ -37,7 +45,24 @@ class TorchRunner:
             except Exception as e:
                 raise Unsupported(f"torch.compile failed: {type(e).__name__}: {_first_line(e)}") from None
             info["mode"] = "compiled (inductor)"
-        return TorchSession(module, info, input_dtype=variant.torch.get("input_dtype"))
+        return TorchSession(module, info, input_dtype=variant.torch.get("input_dtype"), device=device)
+
+
+def _to_cuda(torch, module, variant):
+    if not torch.cuda.is_available():
+        raise Unsupported(f"torch {torch.__version__} sees no CUDA GPU (its CUDA build: "
+                          f"{torch.version.cuda or 'none, a CPU-only build'})")
+    for m in module.modules():
+        if type(m).__module__.startswith("torch.ao.nn.quantized"):
+            raise Unsupported(f"the {variant.label} variant uses torch's quantized modules ({type(m).__module__}), "
+                              "whose kernels are CPU-only (fbgemm/qnnpack)")
+        if getattr(m, "cpu_only", None):
+            raise Unsupported(f"the {variant.label} variant runs on {m.cpu_only}, which is CPU-only")
+    try:
+        return module.to("cuda")
+    except Exception as e:
+        raise Unsupported(f"torch could not move the {variant.label} module to the GPU: "
+                          f"{type(e).__name__}: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -116,22 +141,24 @@ def apply_transform(artifact, variant):
 
 
 class TorchSession:
-    def __init__(self, module, info: dict[str, Any], input_dtype: str | None = None) -> None:
+    def __init__(self, module, info: dict[str, Any], input_dtype: str | None = None, device: str = "cpu") -> None:
         import torch
-        self.module, self.info, self.torch = module, info, torch
+        self.module, self.info, self.torch, self.device = module, info, torch, device
         self.input_dtype = getattr(torch, input_dtype) if input_dtype else None
 
     def _tensors(self, feeds: dict[str, np.ndarray]):
         ts = [self.torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
         if self.input_dtype is not None:
             ts = [t.to(self.input_dtype) if t.is_floating_point() else t for t in ts]
+        if self.device != "cpu":
+            ts = [t.to(self.device) for t in ts]
         return ts
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with self.torch.inference_mode():
             out = self.module(*self._tensors(feeds))
         outs = out if isinstance(out, (tuple, list)) else [out]
-        return [o.float().numpy() if o.is_floating_point() else o.numpy() for o in outs]
+        return [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs]
 
     def timed_call(self, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
         torch = self.torch
@@ -139,12 +166,21 @@ class TorchSession:
         module = self.module
         guard = torch.inference_mode()
         guard.__enter__()  # entered once for the worker's life: the timed call is the module alone
+        sync = torch.cuda.synchronize if self.device == "cuda" else None
         t0 = time.perf_counter()
         try:
             module(*args)
+            if sync:
+                sync()  # a kernel's error surfaces here, not at the launch
         except Exception as e:
             raise Unsupported(f"torch failed to run the {self.info.get('mode')} module: {type(e).__name__}: "
                               f"{_first_line(e)}") from None
         if self.info.get("mode", "").startswith("compiled"):
             self.info["compile_s"] = round(time.perf_counter() - t0, 3)
+        if sync:
+            def call() -> object:
+                out = module(*args)
+                sync()  # the GPU's work is done before the clock stops
+                return out
+            return call
         return lambda: module(*args)

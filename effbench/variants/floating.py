@@ -93,13 +93,15 @@ def _floating(artifact: ModelArtifact, label: str, precision: str, options: dict
             _to_bf16(model)
         out = folder / f"model-{precision}.onnx"
         onnx.save(model, str(out))
-        onnx_reason = _try_session(str(out))
-        if onnx_reason is None:
-            onnx_path = str(out)
-            stats["onnx"] = onnx_stats(onnx_path, artifact.onnx_path)
+        # The graph is kept even where this CPU provider cannot load it (bf16 has few CPU kernels): the
+        # CUDA provider may run it, and each runner says at load time what it cannot run.
+        onnx_path = str(out)
+        cpu_note = _try_session(onnx_path)
+        stats["onnx"] = onnx_stats(onnx_path, artifact.onnx_path)
         tool = "onnxruntime.transformers.float16.convert_float_to_float16"
         build["onnx"] = {"tool": tool + (" + float16->bfloat16 retyping" if precision == "bf16" else ""),
-                         "onnxruntime": ort.__version__, "options": {"keep_io_types": keep_io}}
+                         "onnxruntime": ort.__version__, "options": {"keep_io_types": keep_io},
+                         "cpu_provider": cpu_note or "loads"}
     except Exception as e:
         onnx_reason = f"{precision} conversion failed: {type(e).__name__}: {first_line(e)}"
     torch_side, torch_reason = None, "an onnx: model has no torch module to run"

@@ -257,6 +257,8 @@ def _int4_class():
         """Weight-only int4 Linear on aten's CPU kernel `_weight_int4pack_mm_for_cpu` (group-wise,
         w = (q - 8) * scale + zero). Weights packed by `_convert_weight_to_int4pack_for_cpu`."""
 
+        cpu_only = "aten's int4 CPU kernel (_weight_int4pack_mm_for_cpu; CUDA's tinygemm needs another packing)"
+
         def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int) -> None:
             super().__init__()
             self.in_features, self.out_features, self.group_size = in_features, out_features, group_size

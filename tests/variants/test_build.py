@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from effbench.errors import UserError
-from effbench.runners import get_runner
+from effbench.runners import Unsupported, get_runner
 from effbench.variants import build_variant, validate_options
 
 LABELS = ["fp32", "fp16", "bf16", "int8", "int8-dynamic", "int8-static", "int4", "binary"]
@@ -38,14 +38,20 @@ def test_every_precision_builds_or_says_why(mlp_variants, mlp_artifact, calib_ml
             present = getattr(v, side) is not None
             reason = v.onnx_reason if side == "onnx_path" else v.torch_reason
             assert present != bool(reason), (label, side, reason)
-            if present and label in tol:
+            cpu_loads = side != "onnx_path" or v.build["onnx"].get("cpu_provider", "loads") == "loads"
+            if present and label in tol and cpu_loads:
                 out = _run(mlp_artifact, v, runner, x)
                 err = float(np.abs(out - ref[runner]).max())
                 assert err < tol[label] * float(np.abs(ref[runner]).max()), (label, runner, err)
                 assert err > 0, (label, runner)  # really a different precision
     # what this machine can and cannot do (FIELD-NOTES), with the runtime's own words
-    assert mlp_variants["bf16"].onnx_path is None and "onnxruntime" in mlp_variants["bf16"].onnx_reason
-    assert "NOT_IMPLEMENTED" in mlp_variants["bf16"].onnx_reason or "INVALID" in mlp_variants["bf16"].onnx_reason
+    # bf16: the graph is kept for providers that run it (CUDA); this CPU provider says at load why it cannot
+    bf16 = mlp_variants["bf16"]
+    assert bf16.onnx_path is not None and bf16.onnx_reason is None
+    note = bf16.build["onnx"]["cpu_provider"]
+    assert "NOT_IMPLEMENTED" in note or "INVALID" in note, note
+    with pytest.raises(Unsupported, match="NOT_IMPLEMENTED|INVALID"):
+        _run(mlp_artifact, bf16, "onnxruntime", x)
     assert mlp_variants["int8-static"].torch is None and "QuantStub" in mlp_variants["int8-static"].torch_reason
     assert mlp_variants["int8-static"].method == "static-qdq"
     assert mlp_variants["int8-dynamic"].method == "dynamic"
