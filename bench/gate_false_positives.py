@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from effbench.compare import compare, compare_ab  # noqa: E402
 from effbench.execute import run, run_ab  # noqa: E402
+from effbench.gate import compare, compare_ab  # noqa: E402
 from effbench.results import Results, load  # noqa: E402
 
 SLOW_MODEL = "digits-cnn"

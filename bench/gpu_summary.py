@@ -40,7 +40,7 @@ def rows(store: str, profile: str) -> tuple[list[dict], dict]:
         out.append({
             "cell": r.cell_id, "status": r.status, "reason": r.reason if r.status != "ok" else None,
             "runner": cell.get("runner_label"), "precision": cell.get("precision"), "batch": cell.get("batch_size"),
-            "providers": (r.session or {}).get("providers") if hasattr(r, "session") else None,
+            "placement": ((r.variant or {}).get("runtime") or {}).get("placement"),
             "latency_ms": measured_ms, "latency_ci_ms": lat.get("ci"), "rounds": r.rounds,
             "speedup_vs_fp32": _num(comp.get("speedup")), "speedup_ci": comp.get("ci"),
             "speedup_reason": comp.get("reason"),
@@ -69,6 +69,15 @@ def _fmt(v, unit="", digits=3):
     return f"{v:.{digits}g}{unit}"
 
 
+def _off_cuda(placement: dict | None) -> str:
+    if not placement or "nodes_by_provider" not in placement:
+        return (placement or {}).get("reason", "-")[:60]
+    total = sum(placement["nodes_by_provider"].values())
+    off = placement.get("ops_not_on_cuda") or {}
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(off.items(), key=lambda kv: -kv[1])[:4])
+    return f"{sum(off.values())} of {total}" + (f" ({ops})" if ops else "")
+
+
 def markdown(table: list[dict], provenance: dict, profile: str) -> str:
     host = provenance.get("host") or {}
     gpus = host.get("gpus") or []
@@ -81,10 +90,10 @@ def markdown(table: list[dict], provenance: dict, profile: str) -> str:
     lines.append(f"- CPU: {host.get('cpu')} ({host.get('cores_logical')} logical cores)")
     lines += ["", f"| cell | status | median ms [95% CI] | vs FP32 | NVML mJ/inf (net) | GPU W (gross / idle) "
               f"| modeled mJ/inf ({profile}) | model/measured | GPU mem over start | {profile} projected ms | "
-              "projection error |", "|" + "---|" * 11]
+              "projection error | nodes not on CUDA |", "|" + "---|" * 12]
     for r in table:
         if r["status"] != "ok":
-            lines.append(f"| {r['cell']} | {r['status']}: {(r['reason'] or '')[:120]} |" + " |" * 9)
+            lines.append(f"| {r['cell']} | {r['status']}: {(r['reason'] or '')[:120]} |" + " |" * 10)
             continue
         ci = r["latency_ci_ms"]
         lat = f"{_fmt(r['latency_ms'])} [{_fmt(ci[0])}–{_fmt(ci[1])}]" if ci else _fmt(r["latency_ms"])
@@ -98,7 +107,7 @@ def markdown(table: list[dict], provenance: dict, profile: str) -> str:
             f"- ({(r['projection_reason'] or r['projection_status'] or '')[:60]})"
         lines.append(f"| {r['cell']} | ok | {lat} | {sp} | {energy} | {power} | {_fmt(r['modeled_mj_per_inference'])} "
                      f"| {_fmt(r['energy_model_over_measured'])} | {_fmt(mem / 2**20, ' MiB') if mem else '-'} "
-                     f"| {_fmt(r['projected_ms'])} | {err} |")
+                     f"| {_fmt(r['projected_ms'])} | {err} | {_off_cuda(r['placement'])} |")
     errs = [abs(r["projection_error_pct"]) for r in table if r["projection_error_pct"] is not None]
     ratios = [r["energy_model_over_measured"] for r in table if r["energy_model_over_measured"]]
     ok = [r for r in table if r["status"] == "ok"]

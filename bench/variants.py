@@ -23,7 +23,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PRECISIONS = ["fp32", "fp16", "bf16", "int8", "int8-dynamic", "int8-static", "int4", "binary"]
 
 
 def _worker(conn, runner_name: str, variant: dict, artifact: dict, threads: int) -> None:
@@ -85,13 +84,14 @@ def main() -> None:
     ap.add_argument("--models", default="digits-cnn,minilm")
     ap.add_argument("--runners", default="onnxruntime,torch")
     ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="fp32 is always included")
+    from effbench.variants import precision_labels
+    ap.add_argument("--precisions", default=",".join(precision_labels()), help="fp32 is always included")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "effbench-bench-cache"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "variants.json"))
     a = ap.parse_args()
     from effbench.variants import build_variant, validate_options
-    from effbench.suite import _parse_precision
+    from effbench.suite import parse_precision
     cache = Path(a.cache)
     ctx = mp.get_context("spawn")
     results = []
@@ -100,7 +100,7 @@ def main() -> None:
         calib = {k: v[:256] for k, v in ds.inputs.items()}
         variants = {}
         for label in ["fp32"] + [p for p in a.precisions.split(",") if p and p != "fp32"]:
-            c = _parse_precision(label)
+            c = parse_precision(label)
             t0 = time.perf_counter()
             v = build_variant(art, c.label, c.precision, c.method, validate_options(c.precision, c.options), cache,
                               calibration=calib)

@@ -24,11 +24,8 @@ def load(*paths):
     return _load(*paths)
 
 
-
-def __getattr__(name: str):
-    # `effbench.compare` is the gate module, callable as `effbench.compare(base, new, ...)`; imported
-    # on first use so that `effbench run` and its workers do not pay for scipy.stats up front.
-    if name == "compare":
-        import importlib
-        return importlib.import_module("effbench.compare")
-    raise AttributeError(f"module 'effbench' has no attribute {name!r}")
+def compare(base, new, **kwargs):
+    """Gate `new` against `base`; returns a `Verdict`. See `effbench.gate.compare` (imported on first
+    use, so that `effbench run` and its workers do not pay for scipy.stats up front)."""
+    from effbench.gate import compare as _compare
+    return _compare(base, new, **kwargs)

@@ -104,16 +104,16 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(summary_table(results))
     print(f"results: {out / 'results.jsonl'}")
-    verdict, base = None, None
+    verdict = None
     if a.baseline:
-        from effbench.compare import compare, resolve_rules
+        from effbench.gate import compare, resolve_rules
         from effbench.results import load
         base = load(a.baseline)
         verdict = compare(base, results, rules=resolve_rules(a.rule, suite_gate=suite.spec.gate.rules),
                           alpha=suite.spec.gate.alpha)
     if not a.no_report:
         from effbench.report import write_report
-        paths = write_report(results, out, baseline=base, verdict=verdict)
+        paths = write_report(results, out, verdict=verdict)
         print(f"report: {paths['html']}")
     if verdict is not None:
         print(verdict.render("table"))
@@ -169,8 +169,8 @@ def summary_table(results) -> str:
 
 def _cmd_ab(a: argparse.Namespace) -> int:
     """`run SUITE --ab BASE_SUITE`: interleaved measurement, gate on per-round ratios."""
-    from effbench.compare import compare_ab, resolve_rules
     from effbench.execute import run_ab
+    from effbench.gate import compare_ab, resolve_rules
     from effbench.suite import load_suite
     suite = load_suite(a.suite)
     base_suite = load_suite(a.ab)
@@ -191,7 +191,7 @@ def _cmd_ab(a: argparse.Namespace) -> int:
     (out / "verdict.md").write_text(verdict.render("md"))
     if not a.no_report:
         from effbench.report import write_report
-        paths = write_report(new, out, baseline=base, verdict=verdict)
+        paths = write_report(new, out, verdict=verdict)
         summary = Path(paths["markdown"])
         summary.write_text(summary.read_text() + "\n## A/B gate\n\n" + verdict.render("md") + "\n")
         print(f"report: {paths['html']}")
@@ -219,15 +219,18 @@ def _cmd_report(a: argparse.Namespace) -> int:
     results = load(*a.stores)
     for w in results.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    baseline = load(a.baseline) if a.baseline else None
-    paths = write_report(results, Path(a.output), baseline=baseline, title=a.title)
+    verdict = None
+    if a.baseline:
+        from effbench.gate import compare
+        verdict = compare(load(a.baseline), results)
+    paths = write_report(results, Path(a.output), verdict=verdict, title=a.title)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
 
 
 def _cmd_compare(a: argparse.Namespace) -> int:
-    from effbench.compare import compare, resolve_rules
+    from effbench.gate import compare, resolve_rules
     from effbench.results import load
     gate_rules, alpha = None, 0.01
     if a.suite:

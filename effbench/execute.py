@@ -24,6 +24,7 @@ from effbench.errors import UserError
 from effbench.measure.stats import SCOPE_ONE_MOMENT
 from effbench.results import Record, Results, Store, load, provenance
 from effbench.suite import Cell, Suite, load_suite
+from effbench.variants import bits, model_bytes, own_graph, reference_precision, side_stats
 
 BUILD_TIMEOUT_S = 1800.0
 # Wilcoxon's smallest two-sided p with n rounds is 2 / 2**n: 12 rounds reach 0.01 / 16 cells (Holm).
@@ -45,9 +46,11 @@ def _worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
 
     from effbench.measure.memory import limit_address_space
     from effbench.runners import Unsupported
+    from effbench import plugins
     _die_with_parent()
     target, payload = pickle.load(sys.stdin.buffer)
     try:
+        plugins.load_from_env()  # the parent's precisions and runners, registered here too
         limit_address_space(memory_limit_mb)
         mod_name, fn_name = target.split(":")
         fn = getattr(importlib.import_module(mod_name), fn_name)
@@ -102,7 +105,8 @@ def run_in_worker(target: str, payload: dict, *, timeout_s: float, log_path: Pat
     import subprocess
     read_fd, write_fd = os.pipe()
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    env = dict(os.environ)
+    from effbench import plugins
+    env = plugins.worker_env(dict(os.environ))
     pkg_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "effbench.execute", "--worker", str(write_fd), str(memory_limit_mb or 0)]
@@ -210,10 +214,11 @@ def _enter_runtime(name: str):
     import importlib
 
     from effbench.runners import get_runner
-    if name != "torch" and "torch" in sys.modules:
-        raise RuntimeError("torch was imported into an ONNX Runtime measuring worker before its baseline")
     runner = get_runner(name)
-    importlib.import_module("onnxruntime" if name == "onnxruntime" else "torch")
+    loaded = [m for m in getattr(runner, "excludes", ()) if m in sys.modules]
+    if loaded:
+        raise RuntimeError(f"{loaded[0]} was imported into a {name} measuring worker before its baseline")
+    importlib.import_module(getattr(runner, "runtime_module", name))
     return runner
 
 
@@ -251,25 +256,45 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
     arrays = {k: aligned(np.asarray(a)) for k, a in feeds.items()}
     call = session.timed_call(arrays)
     overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
-    meter = energy.detect_meter(gpu=_on_gpu(session))
-    idle_w = meter.sample_idle_w(0.5) if meter.available else None
-    if meter.available:
-        with meter.window() as window:
-            stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
-    else:
-        stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
+    stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
     peak = memory.peak_rss_bytes()
     lat = stats.to_json()
     inferences = cell["batch_size"] * lat["calls"]
-    measured, why = None, meter.reason
-    if meter.available:
-        measured = window.result(inferences=inferences, elapsed_s=stats.elapsed_s, idle_w=idle_w)
-        why = window.reason
+    b = str(cell["batch_size"])
+    measured_b = energy_per_batch(energy.detect_meter(gpu=_on_gpu(session)), {b: call}, budget)[b]
+    measured, why = measured_b["measured"], measured_b["reason"]
     throughput = inferences / stats.elapsed_s if stats.elapsed_s else None
     return {"latency_ms": lat, "samples_ms": stats.stored_samples_ms(), "throughput_ips": throughput,
             "memory": {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak,
-                       **(memory.gpu_figures(gpu_start) if _on_gpu(session) else {})},
+                       **(memory.gpu_figures(gpu_start, session) if _on_gpu(session) else {})},
             "session": session.info, "loop_overhead_ns": overhead, "energy": measured, "energy_reason": why}
+
+
+def energy_per_batch(meter, calls: dict[str, Callable[[], object]], budget: dict) -> dict[str, dict]:
+    """{batch: {"measured", "reason"}}: each batch size's calls in a counter window of at least the
+    counter's update period, bracketed by idle samples (the one after a batch is the next one's before),
+    warmed up before the window opens. Without a counter: None and the meter's reason."""
+    from effbench.measure.latency import Budget, measure_latency
+    if not meter.available:
+        return {b: {"measured": None, "reason": meter.reason} for b in calls}
+    idle_s = max(0.5, meter.min_window_s)
+    # inside the window, measure_latency makes two untimed calls (its first call, one warm-up call that
+    # sizes the timed blocks: both counted below); the warm-up proper runs before the window opens
+    timed = Budget(**{**budget, "warmup_s": 0.0, "min_time_s": max(budget["min_time_s"], meter.min_window_s),
+                      "max_time_s": max(budget["max_time_s"], meter.min_window_s), "min_warmup_calls": 1})
+    out: dict[str, dict] = {}
+    before = meter.sample_idle_w(idle_s)
+    for b, call in calls.items():
+        for _ in range(3):
+            call()
+        with meter.window() as window:
+            stats = measure_latency(call, timed)
+        after = meter.sample_idle_w(idle_s)
+        measured = window.result(inferences=int(b) * (stats.calls + 2), elapsed_s=stats.elapsed_s,
+                                 idle_w=before, idle_after_w=after)
+        out[b] = {"measured": measured, "reason": window.reason}
+        before = after
+    return out
 
 
 def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: bool = False) -> dict:
@@ -361,6 +386,12 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
             "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
 
 
+def _with_placement(info: dict, prof: dict | None) -> dict:
+    """The session's info with the variant's node placement (from its own worker) where it was read."""
+    placement = (prof or {}).get("placement")
+    return {**info, "placement": placement} if placement else info
+
+
 def _gist(e: BaseException) -> str:
     """One line for a record's reason: the exception's type and first line, and for an out-of-memory
     the worker's address-space limit (`limit_address_space`), for a whole worker or one variant in it."""
@@ -386,7 +417,7 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
     import numpy as np
 
     from effbench.measure import energy, memory
-    from effbench.measure.latency import Budget, aligned, measure_latency
+    from effbench.measure.latency import aligned
     from effbench.runners import Unsupported
     runner = _enter_runtime(cell["runner"])
     v = _supported(runner, variant)
@@ -398,7 +429,7 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
     batches = sorted(feeds, key=int)
     calls = {}
     for b in batches:
-        resettable = memory.reset_peak()
+        resettable = memory.reset_peak(session)
         try:
             call = session.timed_call({k: aligned(np.asarray(a)) for k, a in feeds[b].items()})
             for _ in range(10):
@@ -409,20 +440,14 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
             continue
         calls[b] = call
         peak = max(load_peak, memory.peak_rss_bytes()) if resettable else memory.peak_rss_bytes()
-        gpu = memory.gpu_figures(gpu_start) if _on_gpu(session) else {}
+        gpu = memory.gpu_figures(gpu_start, session) if _on_gpu(session) else {}
         out["memory"][b] = {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **gpu,
                             "measured": "own worker, once per run" + ("" if resettable else
                                         "; peak not resettable here: includes smaller batch sizes")}
-    meter = energy.detect_meter(gpu=_on_gpu(session))
-    for b in calls:
-        if not meter.available:
-            out["energy"][b] = {"measured": None, "reason": meter.reason}
-            continue
-        idle_w = meter.sample_idle_w(0.5)
-        with meter.window() as window:
-            stats = measure_latency(calls[b], Budget(**budget))
-        measured = window.result(inferences=int(b) * stats.calls, elapsed_s=stats.elapsed_s, idle_w=idle_w)
-        out["energy"][b] = {"measured": measured, "reason": window.reason}
+    out["energy"] = energy_per_batch(energy.detect_meter(gpu=_on_gpu(session)), calls, budget)
+    if calls and hasattr(session, "placement"):
+        first = min(calls, key=int)
+        out["placement"] = session.placement({k: np.asarray(a) for k, a in feeds[first].items()})
     del calls, session
     if quality is not None:
         from effbench.measure.quality import quality_pass
@@ -730,7 +755,7 @@ class Runner:
             base.status, base.reason = "ok", None
             base.latency_ms, base.samples_ms = {**res["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}, res["samples_ms"]
             base.throughput_ips = res["throughput_ips"]
-            base.memory = {**res["memory"], "model_bytes": _model_bytes(variant, cell.runner)}
+            base.memory = {**res["memory"], "model_bytes": model_bytes(variant, cell.runner)}
             base.variant["runtime"] = res["session"]
             base.energy = res["energy"] or self._modeled_energy(base, res.get("energy_reason"))
             if paired and paired.get("ratio"):
@@ -838,7 +863,7 @@ class Runner:
                 base.latency_ms = {**m["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}  # merging rounds widens it
                 base.samples_ms = m["samples_ms"]
                 base.throughput_ips = m["throughput_ips"]
-                base.variant["runtime"] = m["session"]
+                base.variant["runtime"] = _with_placement(m["session"], prof)
                 base.drift = drift
                 if cell.variant != FP32:
                     base.comparison = _paired(cell, variant, m, res["members"].get(_member_key(FP32, cell.batch_size)))
@@ -941,7 +966,7 @@ class Runner:
         if cell.cell_id not in self.memory_given:
             self.memory_given.add(cell.cell_id)
             memory = {**prof["memory"].get(b, {"reason": "memory not measured at this batch size"}),
-                      "model_bytes": _model_bytes(variant, cell.runner)}
+                      "model_bytes": model_bytes(variant, cell.runner)}
         return memory, energy_b.get("measured"), energy_b.get("reason")
 
     def pair_pass(self, rnd: int, cell: Cell, other: Runner, other_cell: Cell, progress: Progress) -> dict | None:
@@ -983,7 +1008,7 @@ class Runner:
             try:
                 choice = self.suite.choice(label)
             except StopIteration:
-                choice = PrecisionChoice(label="fp32", precision="fp32", method=None)
+                choice = PrecisionChoice(label=FP32, precision=FP32, method=None)
             self.variants[key] = self._build_choice(art, model, choice, progress, self.datasets.get(model))
         return self.variants[key]
 
@@ -1024,8 +1049,8 @@ class Runner:
         so its MACs come from the FP32 graph and its BOPs from the variant's weight and activation bits.
         """
         from effbench.measure.flops import count_work
-        own_graph = cell.runner == "onnxruntime" and variant.get("onnx_path")
-        path = variant["onnx_path"] if own_graph else art.onnx_path
+        graph = own_graph(variant, cell.runner)
+        path = graph or art.onnx_path
         key = (path, cell.batch_size, tuple(variant.get("binary_nodes") or ()))
         if key not in self._work_cache:
             try:
@@ -1037,20 +1062,18 @@ class Runner:
             except Exception as e:  # a counting bug must not cost the measurement
                 self._work_cache[key] = {"error": f"work count failed: {type(e).__name__}: {e}"}
         stats = dict(self._work_cache[key])
-        stats["counted_on"] = "variant graph" if own_graph else "fp32 graph"
-        if not own_graph and "macs" in stats:
-            side = (variant.get("stats") or {}).get("torch") or {}
-            wbits = side.get("weight_bits") or _PRECISION_BITS.get(cell.precision, 32)
-            abits = _ACT_BITS.get(cell.precision, 32)
+        stats["counted_on"] = "variant graph" if graph else f"{FP32} graph"
+        side = side_stats(variant, cell.runner)
+        if not graph and "macs" in stats:
+            # the module runs the FP32 graph's operators at the variant's bit widths (the registry's,
+            # unless the saved weights say otherwise); a precision nobody registered counts as 32-bit
+            wbits, abits = bits(cell.precision) or (32, 32)
+            wbits = side.get("weight_bits") or wbits
             stats["weight_bits"] = wbits
             stats["activation_bits"] = abits
             stats["bops"] = int(stats["macs"] * wbits * abits)
-            if side.get("size_bytes"):
-                stats["size_bytes"] = side["size_bytes"]
-        else:
-            side = (variant.get("stats") or {}).get("onnx") or {}
-            if side.get("size_bytes"):
-                stats["size_bytes"] = side["size_bytes"]
+        if side.get("size_bytes"):
+            stats["size_bytes"] = side["size_bytes"]
         stats.pop("by_node", None)  # per-node detail stays in `effbench flops --by node`
         return stats
 
@@ -1058,15 +1081,21 @@ class Runner:
         from effbench.measure.energy import modeled_energy
         ms = record.model_stats or {}
         local = next((p for p in self.profiles if p.id == "local"), None)
-        if local is None or "macs" not in ms or not record.latency_ms:
-            reason = "no local profile in devices:" if local is None else "no work count for this variant"
+        device = record.cell.get("device", "cpu")
+        if local is None or device != "cpu" or "macs" not in ms or not record.latency_ms:
+            reason = ("no local profile in devices:" if local is None else
+                      f"the local profile describes this machine's CPU, the cell ran on {device}; its device "
+                      "profile's projection models it" if device != "cpu" else "no work count for this variant")
             return {"source": None, "reason": f"energy not measured ({why_not_measured}) and not modeled ({reason})"}
         b = record.cell["batch_size"]
         out = modeled_energy(macs=ms["macs"] // b, bytes_moved=ms.get("bytes_moved", 0) // b,
                              precision=record.cell["precision"],
                              seconds_per_inference=record.latency_ms["median"] / 1e3 / b,
                              model=local.energy(), profile_id="local")
-        out["reason"] = f"no energy counter here: {why_not_measured}" if why_not_measured else None
+        if out.get("j_per_inference") is not None:
+            out["reason"] = f"no energy counter here: {why_not_measured}" if why_not_measured else None
+        elif why_not_measured:
+            out["reason"] = f"energy not measured ({why_not_measured}) and {out['reason']}"
         return out
 
     def _finish(self, record: Record, progress: Progress) -> Record:
@@ -1075,7 +1104,7 @@ class Runner:
         return record
 
 
-FP32 = "fp32"
+FP32 = reference_precision()  # the precision every variant is compared against
 # The sentinel moving by more than this while a group was measured flags its cells' absolute latency.
 DRIFT_THRESHOLD = 0.10
 
@@ -1140,9 +1169,6 @@ def _drift(sentinel: dict) -> dict:
             "flagged": bool(change is not None and abs(change) > DRIFT_THRESHOLD)}
 
 
-# Bit widths a torch-side variant computes with, for BOPs when it has no ONNX graph of its own.
-_PRECISION_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "binary": 1}
-_ACT_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 32, "binary": 32}
 
 
 def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir: str | Path | None = None,
@@ -1200,21 +1226,6 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
 def _variant_section(variant: dict, runner: str) -> dict:
     from effbench.variants import Variant
     return Variant.from_json(variant).record_section(runner)
-
-
-def _model_bytes(variant: dict, runner: str) -> int | None:
-    """Bytes of the model as it would ship: for emulated (binary) variants the bit-packed file, not the
-    dequantized graph the runtime happens to execute."""
-    side = "torch" if runner == "torch" else "onnx"
-    if variant.get("emulated"):
-        packed = ((variant.get("stats") or {}).get(side) or {}).get("size_bytes")
-        if packed:
-            return packed
-    path = variant.get("onnx_path") if runner == "onnxruntime" else (variant.get("torch") or {}).get("artifact_path")
-    if path and os.path.isfile(path):
-        return os.path.getsize(path)
-    stats = (variant.get("stats") or {}).get("torch" if runner == "torch" else "onnx") or {}
-    return stats.get("size_bytes")
 
 
 def _one_line(r: Record) -> str:

@@ -508,11 +508,18 @@ def gpu_info(nvml: Any = None) -> list[dict[str, Any]]:
 def package_versions() -> dict[str, str | None]:
     from importlib import metadata
     out: dict[str, str | None] = {}
-    for name in ("effbench", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "numpy", "torchao"):
+    from effbench.runners import RUNNERS, provenance_packages
+    runtimes = provenance_packages()
+    # a runner's first package is its runtime: absent, it is recorded as None; the others only when present
+    core = {"onnx", "numpy", *(cls.packages[0] for cls in RUNNERS.values() if getattr(cls, "packages", ()))}
+    for name in ("effbench", *runtimes, "onnx", "numpy"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            if name in ("effbench", "onnxruntime", "onnx", "torch", "numpy"):
+            if name == "effbench":  # run from a source tree without installing it (bench/gpu_check.sh)
+                from effbench import __version__
+                out[name] = f"{__version__} (source tree, not installed)"
+            elif name in core:
                 out[name] = None
     return out
 

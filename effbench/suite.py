@@ -15,13 +15,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.errors import UserError, did_you_mean
+from effbench.runners import runner_names
+from effbench.variants.specs import precision_labels, precision_spec, reference_precision
 from effbench.yamlsource import LineMap, dotted, load_yaml
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
-# A precision label is a precision, optionally with a method: "int8-static", "int8-dynamic".
-PRECISION_METHODS = {"int8": ("static", "dynamic"), "fp16": (), "bf16": (), "fp32": (), "int4": (), "binary": ()}
-PRECISION_LABELS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic", "int8-static", "int4", "binary")
-RUNNER_NAMES = ("onnxruntime", "torch")
+# Precisions and runners come from their registries (effbench.variants.specs, effbench.runners): a
+# precision label is a precision, optionally with one of its methods ("int8-static", "int8-dynamic").
 SCENARIOS = ("single-stream", "offline")
 BUILTIN_MODELS = ("mlp", "digits-cnn", "tiny-transformer")
 BUILTIN_DATASETS = ("digits",)
@@ -60,7 +59,7 @@ class Source(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> Source:
-        given = [k for k in ("onnx", "torch", "builtin") if getattr(self, k) is not None]
+        given = [k for k in type(self).model_fields if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of onnx: PATH, torch: \"package.module:factory\", builtin: NAME")
         if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
@@ -72,7 +71,7 @@ class Source(_Strict):
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("onnx", "torch", "builtin") if getattr(self, k) is not None)
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
 
     @property
     def value(self) -> str:
@@ -128,8 +127,9 @@ class RunnerSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in RUNNER_NAMES:
-            raise ValueError(f"unknown runner '{v}'{did_you_mean(v, RUNNER_NAMES)}; expected one of {', '.join(RUNNER_NAMES)}")
+        names = runner_names()
+        if v not in names:
+            raise ValueError(f"unknown runner '{v}'{did_you_mean(v, names)}; expected one of {', '.join(names)}")
         return v
 
     @property
@@ -175,9 +175,11 @@ PrecisionEntry = Union[str, dict[str, dict[str, Any]]]
 
 class SuiteSpec(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+    # modules that register precisions, runners ... (effbench.plugins), importable from the suite's folder
+    plugins: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]] = Field(default_factory=list)
     models: list[ModelSpec] = Field(min_length=1)
-    precisions: list[PrecisionEntry] = Field(default_factory=lambda: ["fp32"], min_length=1)
-    runners: list[RunnerSpec] = Field(default_factory=lambda: [RunnerSpec(name="onnxruntime")], min_length=1)
+    precisions: list[PrecisionEntry] = Field(default_factory=lambda: [reference_precision()], min_length=1)
+    runners: list[RunnerSpec] = Field(default_factory=lambda: [RunnerSpec(name=runner_names()[0])], min_length=1)
     batch_sizes: list[Annotated[int, Field(gt=0, le=1_000_000)]] = Field(default_factory=lambda: [1], min_length=1)
     scenarios: list[Literal[SCENARIOS]] = Field(default_factory=lambda: ["single-stream"], min_length=1)  # type: ignore[valid-type]
     devices: list[str] = Field(default_factory=lambda: ["local"])
@@ -196,7 +198,7 @@ class PrecisionChoice:
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
-def _parse_precision(entry: PrecisionEntry) -> PrecisionChoice:
+def parse_precision(entry: PrecisionEntry) -> PrecisionChoice:
     if isinstance(entry, dict):
         if len(entry) != 1:
             raise ValueError("a precision with options is a one-key mapping, e.g. {int8: {method: static}}")
@@ -204,14 +206,16 @@ def _parse_precision(entry: PrecisionEntry) -> PrecisionChoice:
         options = dict(options or {})
     else:
         label, options = entry, {}
-    if label not in PRECISION_LABELS:
-        raise ValueError(f"unknown precision '{label}'{did_you_mean(label, PRECISION_LABELS)}; "
-                         f"expected one of {', '.join(PRECISION_LABELS)}")
+    labels = precision_labels()
+    if label not in labels:
+        raise ValueError(f"unknown precision '{label}'{did_you_mean(label, labels)}; "
+                         f"expected one of {', '.join(labels)}")
     precision, _, method = label.partition("-")
+    methods = precision_spec(precision).methods
     if "method" in options:
         m = options.pop("method")
-        if m not in PRECISION_METHODS.get(precision, ()):
-            allowed = ", ".join(PRECISION_METHODS.get(precision, ())) or "none"
+        if m not in methods:
+            allowed = ", ".join(methods) or "none"
             raise ValueError(f"unknown method '{m}' for {precision}; expected one of {allowed}")
         if method and m != method:
             raise ValueError(f"'{label}' already names method '{method}'")
@@ -368,6 +372,27 @@ def _known_fields(loc: tuple, data: Any) -> list[str]:
     return []
 
 
+def _load_plugins(data: dict, p: Path, lines: LineMap) -> None:
+    """Import the suite's plugins before its precisions and runners are checked: they register some."""
+    from effbench import plugins
+    names = data.get("plugins") or []
+    if not isinstance(names, list):
+        raise UserError("plugins: is a list of module names", file=p, line=lines.line(("plugins",)), field="plugins",
+                        fix="e.g. plugins: [mypkg.fp8]")
+    for i, name in enumerate(names):
+        where = {"file": p, "line": lines.line(("plugins", i)), "field": f"plugins[{i}]"}
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+            raise UserError(f"plugin {name!r} is not a module name", **where, fix="write it as package.module")
+        try:
+            plugins.load(name, str(p.parent.resolve()))
+        except ImportError as e:
+            raise UserError(f"plugin '{name}' cannot be imported: {e}", **where,
+                            fix="put the module beside the suite or on PYTHONPATH") from None
+        except Exception as e:  # the plugin's own code failed at import
+            raise UserError(f"plugin '{name}' failed while registering: {type(e).__name__}: {e}", **where,
+                            fix="fix the plugin module") from None
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read, validate and check a suite file; every problem is a one-line UserError."""
     p = Path(path)
@@ -375,6 +400,7 @@ def load_suite(path: str | Path) -> Suite:
     if not isinstance(data, dict):
         raise UserError("a suite is a YAML mapping with name:, models:, precisions: ...", file=p, line=1,
                         fix="see suites/quickstart.yaml for the v1 form")
+    _load_plugins(data, p, lines)
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as e:
@@ -383,7 +409,7 @@ def load_suite(path: str | Path) -> Suite:
     choices = []
     for i, entry in enumerate(spec.precisions):
         try:
-            choice = _parse_precision(entry)
+            choice = parse_precision(entry)
             validate_options(choice.precision, choice.options)  # defaults are filled in at build time
             choices.append(choice)
         except ValueError as e:

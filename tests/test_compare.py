@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from effbench.compare import (DEFAULT_RULES, TESTS, Rule, compare, compare_ab, compare_paths, holm, parse_rule,
-                              noise_floor, quantile_ci, resolve_rules)
 from effbench.errors import UserError
+from effbench.gate import DEFAULT_RULES, TESTS, Rule, compare, compare_ab, compare_paths, parse_rule, resolve_rules
 from effbench.measure.latency import LatencyStats
+from effbench.measure.stats import holm, noise_floor, quantile_ci
 from effbench.results import Record, Store, load
 
 HOST = {"cpu": "AMD EPYC", "cores": 2}

@@ -70,7 +70,11 @@ class CalibrationReport:
     def mdape_loo(self) -> float | None:
         return mdape(self.loo_after_pct)
 
-    def subset(self, *, precisions: tuple[str, ...] = ("fp32", "int8"), batch_size: int | None = 32) -> dict[str, Any]:
+    def subset(self, *, precisions: tuple[str, ...] | None = None, batch_size: int | None = 32) -> dict[str, Any]:
+        """The error over some cells: by default the FP32 reference's and int8's (the registry's 8-bit
+        weight-and-activation precision) at batch 32."""
+        if precisions is None:
+            precisions = headline_pair()
         cells = [c for c in self.cells if c.precision in precisions and (batch_size is None or c.batch_size == batch_size)]
         return {"n": len(cells), "mdape_before": mdape([c.before_pct for c in cells]),
                 "mdape_after": mdape([c.after_pct for c in cells])}
@@ -97,7 +101,7 @@ class CalibrationReport:
             f"profile {self.profile_id}: {len(self.cells)} cells fitted, {len(self.skipped)} skipped",
             f"median absolute % error: before (uncalibrated) {pct(self.mdape_before)}, after {pct(self.mdape_after)}"
             + (f", leave-one-out {pct(self.mdape_loo)}" if self.loo_after_pct else ""),
-            f"  fp32 + int8 cells at batch 32 ({sub['n']}): before {pct(sub['mdape_before'])}, after {pct(sub['mdape_after'])}",
+            f"  {' + '.join(headline_pair())} cells at batch 32 ({sub['n']}): before {pct(sub['mdape_before'])}, after {pct(sub['mdape_after'])}",
             f"derates: memory {self.memory:.3g}, compute (all) {self.compute:.3g}; "
             + ", ".join(f"{k} {v:.3g}" for k, v in sorted(self.compute_by.items())),
             f"per-op overhead: {self.per_op_overhead_s * 1e6:.3g} us",
@@ -230,3 +234,10 @@ def _write(cache_dir: Path | None, report: CalibrationReport, n: int) -> Path:
         raise UserError(f"cannot write the calibration: {e.strerror or e}", file=path,
                         fix="make the cache folder writable or pass another --cache-dir") from None
     return path
+
+
+def headline_pair() -> tuple[str, ...]:
+    """The reference precision and the 8-bit integer one (weights and activations), from the registry."""
+    from effbench.variants.specs import PRECISIONS, reference_precision
+    eight = [s.name for s in PRECISIONS.values() if s.weight_bits == 8 and s.activation_bits == 8]
+    return (reference_precision(), *eight[:1])

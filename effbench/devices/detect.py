@@ -101,11 +101,15 @@ def detect() -> dict[str, Any]:
 
 def fingerprint(d: dict[str, Any]) -> str:
     from importlib.metadata import PackageNotFoundError, version
-    try:  # the version without importing torch (seconds)
-        tv = version("torch")
-    except PackageNotFoundError:
-        tv = "no-torch"
-    return f"{d['cpu_model']}|{d['logical_cores']}|{d['memory_bytes']}|{','.join(d['isa_flags'])}|torch {tv}"
+
+    from effbench.runners import provenance_packages
+    runtimes = []
+    for pkg in provenance_packages():  # the versions without importing the runtimes (seconds)
+        try:
+            runtimes.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    return f"{d['cpu_model']}|{d['logical_cores']}|{d['memory_bytes']}|{','.join(d['isa_flags'])}|{'|'.join(runtimes)}"
 
 
 # -- micro-benchmark ------------------------------------------------------------------------------
@@ -131,19 +135,26 @@ def microbench(quick: bool = False) -> dict[str, Any]:
         import torch
         out["threads"] = torch.get_num_threads()
         g = torch.Generator().manual_seed(0)
-        for prec, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
-            a = torch.randn(n, n, generator=g).to(dtype)
-            b = torch.randn(n, n, generator=g).to(dtype)
-            with torch.inference_mode():
-                out[f"peak_{prec}"] = _best_rate(lambda: torch.mm(a, b), mm_ops, reps)
-        a8 = torch.randint(-128, 127, (n, n), dtype=torch.int8, generator=g)
-        b8 = torch.randint(-128, 127, (n, n), dtype=torch.int8, generator=g)
-        try:
-            with torch.inference_mode():
-                out["peak_int8"] = _best_rate(lambda: torch._int_mm(a8, b8), mm_ops, reps)
-            out["int8_kernel"] = "torch._int_mm (int8 x int8 -> int32)"
-        except RuntimeError as e:  # no CPU kernel in this torch build
-            out["int8_error"] = str(e).splitlines()[0]
+        from effbench.variants.specs import PRECISIONS
+        for spec in PRECISIONS.values():  # each precision's own matrix product (the registry's dtype)
+            dtype = getattr(torch, spec.matmul_dtype or "", None)
+            if dtype is None:
+                continue
+            if dtype.is_floating_point:
+                a = torch.randn(n, n, generator=g).to(dtype)
+                b = torch.randn(n, n, generator=g).to(dtype)
+                with torch.inference_mode():
+                    out[f"peak_{spec.name}"] = _best_rate(lambda: torch.mm(a, b), mm_ops, reps)
+                continue
+            info = torch.iinfo(dtype)
+            a8 = torch.randint(info.min, info.max, (n, n), dtype=dtype, generator=g)
+            b8 = torch.randint(info.min, info.max, (n, n), dtype=dtype, generator=g)
+            try:
+                with torch.inference_mode():
+                    out[f"peak_{spec.name}"] = _best_rate(lambda: torch._int_mm(a8, b8), mm_ops, reps)
+                out[f"{spec.name}_kernel"] = f"torch._int_mm ({spec.matmul_dtype} x {spec.matmul_dtype} -> int32)"
+            except RuntimeError as e:  # no CPU kernel in this torch build
+                out[f"{spec.name}_error"] = str(e).splitlines()[0]
         x = torch.ones(1)
         calls = 200 if quick else 2000
         with torch.inference_mode():
@@ -154,8 +165,9 @@ def microbench(quick: bool = False) -> dict[str, Any]:
             out["per_op_s"] = (time.perf_counter() - t0) / calls
     except ImportError:
         out["threads"] = None
+        from effbench.variants.specs import reference_precision
         a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-        out["peak_fp32"] = _best_rate(lambda: a @ a, mm_ops, reps)
+        out[f"peak_{reference_precision()}"] = _best_rate(lambda: a @ a, mm_ops, reps)
     big = np.ones((64 if quick else 256) * 2**20 // 8, dtype=np.float64)
     dst = np.empty_like(big)
     out["dram_copy_bytes"] = big.nbytes
@@ -182,15 +194,15 @@ def build_local(det: dict[str, Any], bench: dict[str, Any], measured_at: str) ->
     thr = bench.get("threads")
     mm = f"best of {bench['reps']} torch {bench['matmul_n']}^3 matrix products, {thr} threads, 2 ops per MAC"
     peak: dict[str, Any] = {}
-    for prec in ("fp32", "bf16", "fp16", "int8"):
+    from effbench.variants.specs import PRECISIONS
+    for prec in PRECISIONS:
         if bench.get(f"peak_{prec}"):
-            kernel = bench.get("int8_kernel", "torch._int_mm") if prec == "int8" else f"torch.mm {prec}"
+            kernel = bench.get(f"{prec}_kernel") or f"torch.mm {prec}"
             peak[prec] = {"dense": _fig(bench[f"peak_{prec}"], f"{where}: {kernel}; {mm}")}
-    if "int8" in peak:
-        peak["int4"] = {"dense": _fig(bench["peak_int8"],
-                                      "the int8 figure: no int4 matrix kernel runs on this CPU; ONNX Runtime's "
-                                      "MatMulNBits (accuracy_level 4) unpacks int4 weights and computes in int8",
-                                      derived=True)}
+    for spec in PRECISIONS.values():  # precisions this CPU computes in another's kernels
+        if spec.local_peak_from and spec.name not in peak and spec.local_peak_from[0] in peak:
+            source, why = spec.local_peak_from
+            peak[spec.name] = {"dense": _fig(bench[f"peak_{source}"], f"the {source} figure: {why}", derived=True)}
     copy = f"{where}: best of {bench['reps']} numpy copies of"
     memory: dict[str, Any] = {
         "bandwidth_bytes_per_s": _fig(bench["dram_bw"], f"{copy} {bench['dram_copy_bytes'] / 2**20:.0f} MiB "

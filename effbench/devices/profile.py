@@ -7,19 +7,26 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.errors import UserError, did_you_mean
 from effbench.yamlsource import LineMap, dotted, load_yaml
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
 KINDS = ("cpu", "gpu", "npu", "tpu", "mcu")
 OPS_PER_MAC = 2  # vendors' TOPS/TFLOPS count a multiply-accumulate as two operations
 LOCAL_ID = "local"
 
-Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "binary"]
+def _known_precision(name: str) -> str:
+    from effbench.variants.specs import precision_names
+    if name not in precision_names():
+        raise ValueError(f"unknown precision '{name}'{did_you_mean(name, precision_names())}")
+    return name
+
+
+# A key naming a registered precision (effbench.variants.specs): checked when the profile is loaded.
+Precision = Annotated[str, AfterValidator(_known_precision)]
 
 
 class _Strict(BaseModel):
@@ -115,10 +122,11 @@ class Derate(_Strict):
     @classmethod
     def _keys(cls, d: dict[str, Figure]) -> dict[str, Figure]:
         for key, f in d.items():
+            from effbench.variants.specs import precision_names
             prec = key.rsplit("/", 1)[-1]
-            if prec not in PRECISIONS:
+            if prec not in precision_names():
                 raise ValueError(f"key '{key}' must be PRECISION or RUNNER/PRECISION with a precision in "
-                                 f"{', '.join(PRECISIONS)}")
+                                 f"{', '.join(precision_names())}")
             if f.value <= 0:
                 raise ValueError(f"derate '{key}' must be > 0")
         return d
@@ -136,6 +144,9 @@ class Profile(_Strict):
     derate: Derate = Derate()
     per_op_overhead_s: Figure
     meters: list[str] = Field(default_factory=list)
+    # The names NVML reports for this GPU (nvidia-smi's "name"): a cell run on CUDA on a machine with one
+    # of them is a measurement of this device, and its projection is compared with it (error_pct).
+    gpu_names: list[str] = Field(default_factory=list)
     path: str | None = Field(default=None, exclude=True)  # where it was loaded from (not a YAML key)
 
     @model_validator(mode="after")
@@ -148,6 +159,17 @@ class Profile(_Strict):
     @property
     def is_local(self) -> bool:
         return self.id == LOCAL_ID
+
+    def describes(self, record) -> bool:
+        """True when the record was measured on the device this profile describes: the local profile for a
+        cell run on this machine's CPU, a GPU profile for a CUDA cell on a GPU named in `gpu_names`."""
+        device = (record.cell or {}).get("device", "cpu")
+        if self.is_local:
+            return device == "cpu"
+        if self.kind != "gpu" or not self.gpu_names or device != "cuda":
+            return False
+        gpus = ((record.provenance or {}).get("host") or {}).get("gpus") or []
+        return any(g.get("name") in self.gpu_names for g in gpus if isinstance(g, dict))
 
     def peak_ops_per_s(self, precision: str) -> float | None:
         peak = self.peak_ops.get(precision)  # type: ignore[call-overload]
@@ -162,9 +184,9 @@ class Profile(_Strict):
 
     def energy(self):
         """This profile's energy model as an `effbench.measure.energy.EnergyModel`."""
-        from effbench.measure.energy import HOROWITZ_45NM, EnergyModel
+        from effbench.measure.energy import EnergyModel, horowitz_45nm
         spec = self.energy_model
-        base = HOROWITZ_45NM if spec.base == "horowitz-45nm" else None
+        base = horowitz_45nm() if spec.base == "horowitz-45nm" else None
         pj_per_mac = dict(base.pj_per_mac) if base else {}
         pj_per_mac.update({p: f.value for p, f in spec.pj_per_mac.items()})
         static = spec.static_w or self.power.idle_w
@@ -241,7 +263,7 @@ def validate_profile(data: Any, lines: LineMap | None = None, *, file: str, expe
 
 
 _FIELD_HINTS = {
-    "peak_ops": f"keys are precisions ({', '.join(PRECISIONS)}), each {{dense: {{value, source}}}}",
+    "peak_ops": "keys are precisions as a suite's precisions: names them, each {dense: {value, source}}",
     "kind": f"one of {', '.join(KINDS)}",
     "source": "cite a datasheet URL or a paper; write the arithmetic when derived: true",
 }
@@ -262,10 +284,10 @@ def _user_error(e: ValidationError, lines: LineMap, file: str) -> UserError:
     elif kind == "missing":
         msg = "required field is missing"
         fix = _FIELD_HINTS.get(str(path[-1]) if path else "", "add it (see device_profiles/ for examples)")
-    elif kind == "literal_error" and len(path) >= 2 and path[-2] in ("peak_ops", "pj_per_mac"):
-        key = path[-1]
-        msg = f"unknown precision '{key}'{did_you_mean(str(key), PRECISIONS)}"
-        fix = f"expected one of {', '.join(PRECISIONS)}"
+    elif len(path) >= 2 and path[-2] in ("peak_ops", "pj_per_mac") and "unknown precision" in err["msg"]:
+        from effbench.variants.specs import precision_names
+        msg = err["msg"].removeprefix("Value error, ")
+        fix = f"expected one of {', '.join(precision_names())}"
     else:
         msg = err["msg"].removeprefix("Value error, ")
         if "input" in err and not isinstance(err["input"], (dict, list)):
@@ -373,12 +395,14 @@ def profiles_list_text(profiles: list[Profile] | None = None) -> str:
     if profiles is None:
         profiles = [load_profile_file(profiles_dir() / f"{i}.yaml", expect_id=i)
                     for i in shipped_ids() if i != LOCAL_ID]
-    head = ("id", "kind", "INT8 ops/s", "FP16 ops/s", "FP32 ops/s", "bandwidth", "TDP")
+    from effbench.variants.specs import PRECISIONS
+    headline = sorted((s for s in PRECISIONS.values() if s.headline), key=lambda s: -s.order)
+    head = ("id", "kind", *(f"{s.name.upper()} ops/s" for s in headline), "bandwidth", "TDP")
     rows = [head]
     for p in profiles:
         peak = lambda prec: ("n/a" if prec not in p.peak_ops else  # noqa: E731
                              _si(p.peak_ops_per_s(prec), "ops/s") if p.peak_ops_per_s(prec) else "unpublished")
-        rows.append((p.id, p.kind, peak("int8"), peak("fp16"), peak("fp32"),
+        rows.append((p.id, p.kind, *(peak(s.name) for s in headline),
                      _si(p.memory.bandwidth_bytes_per_s.value, "B/s"),
                      f"{p.power.tdp_w.value:g} W" if p.power.tdp_w else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -413,7 +437,8 @@ def profile_show_text(profile_id: str, profile: Profile | None = None) -> str:
             out.append(f"      why: {' '.join((peak.unpublished or '').split())}")
         fig(f"peak_ops.{prec}.dense", peak.dense, "ops/s")
         fig(f"peak_ops.{prec}.sparse", peak.sparse, "ops/s")
-    absent = [x for x in PRECISIONS if x not in p.peak_ops]
+    from effbench.variants.specs import precision_names
+    absent = [x for x in precision_names() if x not in p.peak_ops]
     if absent:
         out.append(f"  (cannot run: {', '.join(absent)})")
     m = p.memory

@@ -111,7 +111,7 @@ def project_one(record: Record, profile: Profile) -> dict[str, Any]:
     out["energy_mj"] = energy
     if why:
         notes.append(why)
-    if profile.is_local and record.latency_ms and _num(record.latency_ms, "median"):
+    if profile.describes(record) and record.latency_ms and _num(record.latency_ms, "median"):
         measured = float(record.latency_ms["median"])
         out["measured_latency_ms"] = measured
         out["error_pct"] = (out["latency_ms"] - measured) / measured * 100.0

@@ -10,10 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from effbench.errors import UserError, did_you_mean
-
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
-
 
 @dataclass(frozen=True)
 class EnergyModel:
@@ -27,20 +23,22 @@ class EnergyModel:
 
 
 # M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V
-# (the table reproduced in Sze et al., Proc. IEEE 2017, Fig. 5 / Han et al., ISCA 2016):
-#   fp32 mult 3.7 pJ + add 0.9 pJ; fp16 mult 1.1 + add 0.4; int8 mult 0.2 + add 0.03 (per MAC: mult + add);
+# (the table reproduced in Sze et al., Proc. IEEE 2017, Fig. 5 / Han et al., ISCA 2016): each precision's
+# energy per MAC is in its registry entry (effbench.variants.specs, with what was derived and how);
 #   32-bit SRAM (8 KB cache) read 5 pJ -> 1.25 pJ/byte; 32-bit DRAM read 640 pJ -> 160 pJ/byte.
-# Not in the paper, derived and labelled as assumptions:
-#   bf16 = fp16 (same 16-bit datapath class); int4 = int8 with the multiplier scaled by bits^2 and the
-#   adder by bits (0.2/4 + 0.03/2); binary = XNOR + popcount, the same scaling to 1 bit (0.2/64 + 0.03/8).
 #   static_w = 0: the paper gives dynamic energy only; static power is a device property its profile supplies.
-HOROWITZ_45NM = EnergyModel(
-    pj_per_mac={"fp32": 4.6, "fp16": 1.5, "bf16": 1.5, "int8": 0.23, "int4": 0.065, "binary": 0.006875},
-    pj_per_dram_byte=160.0,
-    pj_per_sram_byte=1.25,
-    static_w=0.0,
-    source="Horowitz ISSCC 2014 (45 nm); bf16/int4/binary derived by bit-width scaling; static power not modeled",
-)
+def horowitz_45nm() -> EnergyModel:
+    """The Horowitz 45 nm model over every registered precision that states an energy per MAC."""
+    from effbench.variants.specs import PRECISIONS
+    derived = [s.name for s in PRECISIONS.values() if "derived" in s.energy_note or "taken as" in s.energy_note]
+    return EnergyModel(
+        pj_per_mac={s.name: s.pj_per_mac_45nm for s in PRECISIONS.values() if s.pj_per_mac_45nm is not None},
+        pj_per_dram_byte=160.0,
+        pj_per_sram_byte=1.25,
+        static_w=0.0,
+        source=(f"Horowitz ISSCC 2014 (45 nm); {'/'.join(derived)} derived by bit-width scaling; "
+                "static power not modeled"),
+    )
 
 
 def _per_inference(j: float, seconds_per_inference: float) -> dict:
@@ -66,9 +64,12 @@ def modeled_energy(*, macs: int, bytes_moved: int, precision: str, seconds_per_i
     All arguments describe the same unit (one inference); bytes are charged at the DRAM rate.
     """
     if precision not in model.pj_per_mac:
-        raise UserError(f"no energy per MAC for precision '{precision}' in profile '{profile_id}'"
-                        + did_you_mean(precision, model.pj_per_mac), field="pj_per_mac",
-                        fix="add it to the device profile; known: " + ", ".join(model.pj_per_mac))
+        # a precision this energy table does not know: recorded with the reason, never a crash
+        known = ", ".join(model.pj_per_mac)
+        return {"source": None, "j_per_inference": None, "avg_power_w": None, "inferences_per_j": None,
+                "mw_per_inference": None,
+                "reason": f"not modeled: profile '{profile_id}' has no energy per MAC for '{precision}' "
+                          f"(it has {known}); add pj_per_mac.{precision} to its energy_model"}
     if seconds_per_inference <= 0:
         raise ValueError(f"seconds_per_inference must be > 0, got {seconds_per_inference}")
     compute_j = macs * model.pj_per_mac[precision] * 1e-12
@@ -124,8 +125,17 @@ class EnergyWindow:
         """True once the window spans the counter's update period (the worker loops until it does)."""
         return self.meter.clock() - self.t0 >= self.meter.min_window_s
 
-    def result(self, inferences: int, elapsed_s: float, idle_w: float | None) -> dict | None:
-        """Measured energy per inference (gross and net of idle), or None with `self.reason` set."""
+    def result(self, inferences: int, elapsed_s: float, idle_w: float | None,
+               idle_after_w: float | None = None) -> dict | None:
+        """Measured energy per inference (gross and net of idle), or None with `self.reason` set.
+
+        `idle_w` is the idle power sampled before the window; `idle_after_w`, sampled after it, makes the
+        idle the mean of the two and their half-difference the idle's drift. A net power (gross - idle)
+        within twice that drift is not resolved: the net figures are then None with the reason, and the
+        gross ones (idle included) stay. Measured on an H100 (docs/gpu.md): a launch-bound batch 1 added
+        1-4 W over an idle of ~127 W that moved by up to 8 W between samples, and the net energy of the
+        same cell differed by up to 6x between runs; the batch-32 cells, 8-100 W over idle, agreed
+        within 11-35%."""
         if inferences <= 0 or elapsed_s <= 0:
             self.reason = "no inferences in the window"
             return None
@@ -138,20 +148,36 @@ class EnergyWindow:
         if gross <= 0:
             self.reason = "energy counter did not advance during the window"
             return None
+        drift_w = None
+        if idle_w is not None and idle_after_w is not None:
+            drift_w = abs(idle_after_w - idle_w) / 2
+            idle_w = (idle_w + idle_after_w) / 2
         # The counters span the whole window; the runner's elapsed time is the inference time within it.
         gross_j = gross / inferences
         idle_j = (idle_w or 0.0) * self.window_s / inferences
         net_j = gross_j - idle_j
+        net_w = gross / self.window_s - (idle_w or 0.0)
         out: dict[str, Any] = {"source": self.meter.source}
         seconds = elapsed_s / inferences
-        if net_j > 0:
+        unresolved = None
+        if net_j <= 0:
+            unresolved = "net energy not positive: idle power noise exceeds the load"
+        elif drift_w is not None and net_w <= 2 * drift_w:
+            unresolved = (f"the load adds {net_w:.1f} W over an idle of {idle_w:.1f} W, within twice the "
+                          f"idle's drift (±{drift_w:.1f} W between before and after): too small for this "
+                          "counter to resolve; the gross figures include idle power")
+        if unresolved is None:
             out.update(_per_inference(net_j, seconds))
+            if drift_w is not None:
+                out["net_rel_uncertainty"] = drift_w / net_w
         else:
             out.update({"j_per_inference": None, "avg_power_w": None, "inferences_per_j": None,
                         "mw_per_inference": None})
-            out["reason"] = "net energy not positive: idle power noise exceeds the load"
+            out["reason"] = unresolved
         out.update({"gross_j_per_inference": gross_j, "gross_avg_power_w": gross / self.window_s,
                     "idle_w": idle_w, "window_s": self.window_s, "domains": domains})
+        if drift_w is not None:
+            out["idle_drift_w"] = drift_w
         return out
 
 
@@ -201,8 +227,9 @@ class Unavailable:
 
 # RAPL counters update about every 1 ms; codecarbon and zeus read over windows of 10s of ms or more.
 RAPL_MIN_WINDOW_S = 0.05
-# NVML's total-energy counter refreshes far less often (tens of ms); a longer window keeps the error small.
-NVML_MIN_WINDOW_S = 0.2
+# NVML's total-energy counter refreshes far less often (tens of ms), and a GPU's idle power moves by
+# several watts within a second (measured on an H100, docs/gpu.md): windows of a second at least.
+NVML_MIN_WINDOW_S = 1.0
 
 
 def _rapl_zones(root: Path) -> list[Path]:

@@ -35,22 +35,6 @@ def limit_address_space(limit_mb: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def gpu_peak_bytes() -> dict:
-    """torch's device-memory peak where this worker runs torch on a GPU (absent otherwise: an ONNX
-    Runtime worker that merely imported torch allocated nothing through it, and 0 bytes would be a lie)."""
-    cuda = _torch_cuda()
-    peak = int(cuda.max_memory_allocated()) if cuda else 0
-    return {"torch_cuda_max_allocated_bytes": peak} if peak > 0 else {}
-
-
-def _torch_cuda():
-    """torch.cuda when this worker already imported torch and has a GPU; never imports torch itself."""
-    mod = sys.modules.get("torch")
-    if mod is not None and getattr(mod, "cuda", None) is not None and mod.cuda.is_available():
-        return mod.cuda
-    return None
-
-
 _NVML: list = []
 
 
@@ -72,10 +56,12 @@ def gpu_used_bytes(index: int = 0) -> int | None:
         return None
 
 
-def gpu_figures(start_used: int | None) -> dict:
-    """The memory section's GPU part for a worker that ran on a GPU: torch's own peak where torch ran
-    there, and NVML's device-wide memory in use now, with its growth since `start_used`."""
-    out = gpu_peak_bytes()
+def gpu_figures(start_used: int | None, session=None) -> dict:
+    """The memory section's GPU part for a worker that ran on a GPU: the runtime's own figures where its
+    session reports them (`session.memory_figures()`, e.g. torch's allocator peak), and NVML's
+    device-wide memory in use now, with its growth since `start_used`."""
+    own = getattr(session, "memory_figures", None)
+    out = dict(own()) if own else {}
     used = gpu_used_bytes()
     if used is not None:
         out["gpu_used_bytes"] = used
@@ -86,12 +72,13 @@ def gpu_figures(start_used: int | None) -> dict:
     return out
 
 
-def reset_peak() -> bool:
+def reset_peak(session=None) -> bool:
     """Reset the kernel's high-water mark to the current RSS (Linux >= 4.0: `5` > /proc/self/clear_refs),
-    so one worker can measure the peak of several batch sizes in turn. False where it cannot."""
-    cuda = _torch_cuda()
-    if cuda:
-        cuda.reset_peak_memory_stats()
+    and the runtime's own peaks where its session keeps any (`session.reset_peak_memory()`), so one worker
+    can measure the peak of several batch sizes in turn. False where the RSS peak cannot be reset."""
+    own = getattr(session, "reset_peak_memory", None)
+    if own:
+        own()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

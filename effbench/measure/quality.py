@@ -63,7 +63,8 @@ def quality_pass(cell: dict, variant: dict, artifact: dict, inputs: dict[str, np
     out = run_outputs(session, arrays, batch_size)
     n = len(out)
     metric = metric or ("top1" if labels is not None else "cosine")
-    is_fp32 = v.precision == "fp32"
+    from effbench.variants.specs import reference_precision
+    is_fp32 = v.precision == reference_precision()
     ref_file = Path(reference_path)
     if is_fp32:
         ref_file.parent.mkdir(parents=True, exist_ok=True)

@@ -262,7 +262,7 @@ def export_module(module, inputs: tuple[InputDesc, ...], dims: dict[str, int], o
     onnx.save(model, str(tmp))
     tmp.replace(out)
     return {"tool": f"torch.onnx.export({'dynamo' if exporter == 'dynamo' else 'legacy'})",
-            "torch": str(torch.__version__), "onnx": onnx.__version__,
+            torch.__name__: str(torch.__version__), onnx.__name__: onnx.__version__,
             "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)}
 
 

@@ -1,6 +1,6 @@
 """Reports of a results store: the HTML dashboard, the Markdown summary and the flat CSV.
 
-`write_report(results, out_dir)` writes all three; `effbench run` and `effbench report` call it.
+`write_report(results, out_dir, verdict=...)` writes all three; `effbench run` and `effbench report` call it.
 """
 from __future__ import annotations
 
@@ -32,22 +32,13 @@ def _verdict_rows(verdict: object) -> list[dict[str, Any]]:
     return out
 
 
-def _regression(results: Results, baseline: Results | None,
-                verdict: object | None) -> tuple[list[dict[str, Any]] | None, str | None]:
-    if verdict is not None:
-        return _verdict_rows(verdict), None
-    if baseline is None:
-        return None, None
-    try:
-        from effbench.compare import compare
-    except ImportError as e:
-        return None, f"Regression view skipped: the regression gate (effbench.compare) is not available ({e})."
-    return _verdict_rows(compare(baseline, results)), None
+def write_report(results: Results, out_dir: Path, *, verdict: object | None = None,
+                 title: str | None = None) -> dict[str, Path]:
+    """Write out_dir/index.html, out_dir/summary.md and out_dir/results.csv; return their paths.
 
-
-def write_report(results: Results, out_dir: Path, *, baseline: Results | None = None,
-                 verdict: object | None = None, title: str | None = None) -> dict[str, Path]:
-    """Write out_dir/index.html, out_dir/summary.md and out_dir/results.csv; return their paths."""
+    `verdict`: the gate's verdict against a baseline (`effbench.gate.compare`), shown as a regression
+    view; the report renders it and never runs the gate itself.
+    """
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -56,13 +47,12 @@ def write_report(results: Results, out_dir: Path, *, baseline: Results | None = 
                         fix="choose a writable folder with -o") from e
     rows = build_rows(results)
     overview = build_overview(results, rows, title)
-    verdict_rows, note = _regression(results, baseline, verdict)
+    verdict_rows = None if verdict is None else _verdict_rows(verdict)
     paths = {"html": out_dir / "index.html", "markdown": out_dir / "summary.md", "csv": out_dir / "results.csv"}
     try:
-        paths["html"].write_text(render_html(rows, overview, verdict_rows=verdict_rows, verdict_note=note),
-                                 encoding="utf-8")
-        paths["markdown"].write_text(render_markdown(rows, overview, verdict_rows=verdict_rows,
-                                                     verdict_note=note), encoding="utf-8")
+        paths["html"].write_text(render_html(rows, overview, verdict_rows=verdict_rows), encoding="utf-8")
+        paths["markdown"].write_text(render_markdown(rows, overview, verdict_rows=verdict_rows),
+                                     encoding="utf-8")
         write_csv(results, paths["csv"])
     except OSError as e:
         raise UserError(f"cannot write the report: {e.strerror or e}", file=out_dir,

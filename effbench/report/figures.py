@@ -18,7 +18,6 @@ from effbench.report.table import Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, 
 # Tableau 10: mid-saturation colours that stay readable on both a white and a near-black page.
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac")
-VARIANT_ORDER = ("fp32", "fp16", "bf16", "int8", "int8-static", "int8-dynamic", "int4", "binary")
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 MAX_POINTS = 101          # latency points per record on the page: the 0th..100th percentiles of the raw samples
 LOG_SPREAD = 20.0         # a chart axis turns logarithmic when max/min exceeds this
@@ -29,8 +28,10 @@ def esc(x: object) -> str:
     return html.escape(str(x), quote=False)
 
 
-def variant_sort_key(v: str) -> tuple[int, str]:
-    return (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), v)
+def variant_sort_key(v: str) -> tuple[int, int, str]:
+    """Registry order (effbench.variants.specs): a precision, then its methods; unknown labels last."""
+    from effbench.variants.specs import label_order
+    return label_order(v)
 
 
 def colour_map(rows: Sequence[Row]) -> dict[str, str]:

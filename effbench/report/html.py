@@ -15,13 +15,15 @@ from typing import Any
 
 from effbench.report import figures
 from effbench.report.overview import Overview
-from effbench.report.table import Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_si, fmt_speedup
+from effbench.report.table import FP32, Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_si, fmt_speedup
 
 # The page may load nothing from anywhere: this policy makes a stray request fail loudly in the console.
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src data: blob:; font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'")
 # Runtime packages worth showing in the header, in this order; the rest stay in the details.
-KEY_PACKAGES = ("onnxruntime", "torch", "onnx", "numpy", "torchao")
+def key_packages() -> tuple[str, ...]:
+    from effbench.runners import provenance_packages
+    return (*provenance_packages(), "onnx", "numpy")
 
 
 def e(x: object) -> str:
@@ -71,7 +73,7 @@ def _header(ov: Overview) -> str:
         f'<a class="count count-{e(k)}" href="{href}"><b>{c[k]}</b> {e(label)}</a>' for k, label, href in links)
     hosts = []
     for h in ov.host_info:
-        pk = [f"{e(p)} {e(h.packages[p])}" for p in KEY_PACKAGES if p in h.packages]
+        pk = [f"{e(p)} {e(h.packages[p])}" for p in key_packages() if p in h.packages]
         facts = []
         if h.python:
             facts.append(f"Python {e(h.python)}")
@@ -320,7 +322,7 @@ def _work_source(rows: Sequence[Row]) -> Row | None:
     have = [r for r in rows if isinstance((r.record.model_stats or {}).get("by_op"), dict)]
     if not have:
         return None
-    fp32 = [r for r in have if r.variant == "fp32" or r.precision == "fp32"]
+    fp32 = [r for r in have if r.variant == FP32 or r.precision == FP32]
     return (fp32 or have)[0]
 
 

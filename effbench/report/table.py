@@ -10,8 +10,9 @@ from typing import Any
 
 from effbench.measure.stats import SCOPE_ONE_MOMENT
 from effbench.results import Record, Results
+from effbench.variants.specs import reference_precision
 
-FP32 = "fp32"
+FP32 = reference_precision()  # the precision every speedup and quality is against (the registry's)
 NOT_PAIRED = "not paired: this store has no paired comparison (re-run with this effbench)"
 EMULATED = "emulated: not native speed"
 

@@ -40,6 +40,10 @@ class Session(Protocol):
 
 class Runner(Protocol):
     name: ClassVar[str]
+    artifact: ClassVar[str]               # the side of a variant it runs: "onnx" (a graph) or "torch" (a module)
+    runtime_module: ClassVar[str]         # imported in a measuring worker before its baseline memory is read
+    excludes: ClassVar[tuple[str, ...]]   # modules that must not be loaded in its worker by then
+    packages: ClassVar[tuple[str, ...]]   # distributions whose versions go into provenance
 
     def supports(self, variant: Variant) -> Support: ...
 
@@ -54,10 +58,33 @@ def register(cls: type) -> type:
     return cls
 
 
-def get_runner(name: str) -> Runner:
+def _load_shipped() -> None:
+    """Import the shipped runner modules (they register themselves; none imports its runtime here)."""
     from effbench.runners import onnxruntime as _ort  # noqa: F401  (fills RUNNERS)
     from effbench.runners import torch as _torch  # noqa: F401
+
+
+def runner_names() -> tuple[str, ...]:
+    """Every registered runner, the shipped ones first (the first is a suite's default)."""
+    _load_shipped()
+    return tuple(RUNNERS)
+
+
+def get_runner(name: str) -> Runner:
+    _load_shipped()
     return RUNNERS[name]()
+
+
+def runner_class(name: str) -> type:
+    """The registered class (its ClassVars: artifact, runtime_module, packages ...), not an instance."""
+    _load_shipped()
+    return RUNNERS[name]
+
+
+def provenance_packages() -> tuple[str, ...]:
+    """Every registered runner's packages, in registration order, once."""
+    _load_shipped()
+    return tuple(dict.fromkeys(p for cls in RUNNERS.values() for p in getattr(cls, "packages", ())))
 
 
 class Unsupported(Exception):

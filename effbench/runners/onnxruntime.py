@@ -16,6 +16,10 @@ from effbench.runners import Support, Unsupported, register
 @register
 class OnnxRuntimeRunner:
     name: ClassVar[str] = "onnxruntime"
+    artifact: ClassVar[str] = "onnx"
+    runtime_module: ClassVar[str] = "onnxruntime"
+    excludes: ClassVar[tuple[str, ...]] = ("torch",)   # torch's import alone is ~200 MB of RSS (FIELD-NOTES)
+    packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnxruntime-gpu")
 
     def supports(self, variant) -> Support:
         if not variant.onnx_path:
@@ -68,7 +72,10 @@ class OnnxRuntimeRunner:
         if device == "cuda":
             info["device"] = "cuda"
             info["io"] = "inputs and outputs bound on the GPU (IOBinding); outputs synchronized per call"
-        return OrtSession(sess, info, device=device)
+        session = OrtSession(sess, info, device=device)
+        session.remake = lambda so_edit: ort.InferenceSession(variant.onnx_path, sess_options=so_edit(so),
+                                                               providers=providers)
+        return session
 
 
 _SHARED_POOL: list[int] = []
@@ -104,6 +111,46 @@ class OrtSession:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.sess.run(self.output_names, feeds)
 
+    remake: Callable[[Callable[[Any], Any]], Any] | None = None
+
+    def placement(self, feeds: dict[str, np.ndarray]) -> dict[str, Any] | None:
+        """Which execution provider ran each node: one profiled call in a second session of the same
+        graph and options (ORT's profiler names every kernel's provider). ORT quietly puts the nodes the
+        CUDA provider has no kernel for on the CPU, with copies between them: a variant that is slow on
+        CUDA is often one that mostly ran on the CPU. Never used for timing. None where it cannot tell."""
+        import json
+        import os
+        import tempfile
+        if self.remake is None:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            def profiled(so):
+                so.enable_profiling = True
+                so.profile_file_prefix = os.path.join(tmp, "placement")
+                return so
+            try:
+                sess = self.remake(profiled)
+                sess.run(self.output_names, feeds)
+                events = json.loads(open(sess.end_profiling()).read())
+            except Exception as e:  # noqa: BLE001 - the placement is a note; its absence says why
+                return {"reason": f"placement not read: {type(e).__name__}: {_first_line(e)}"}
+        nodes: dict[str, dict[str, str]] = {}
+        for ev in events:
+            args = ev.get("args") or {}
+            if ev.get("cat") == "Node" and args.get("provider"):
+                nodes[ev.get("name", "").removesuffix("_kernel_time")] = {"provider": args["provider"],
+                                                                         "op": args.get("op_name", "?")}
+        by_provider: dict[str, int] = {}
+        ops_off_device: dict[str, int] = {}
+        for n in nodes.values():
+            by_provider[n["provider"]] = by_provider.get(n["provider"], 0) + 1
+            if self.device == "cuda" and n["provider"] != "CUDAExecutionProvider":
+                ops_off_device[n["op"]] = ops_off_device.get(n["op"], 0) + 1
+        out: dict[str, Any] = {"nodes_by_provider": by_provider}
+        if ops_off_device:
+            out["ops_not_on_cuda"] = ops_off_device
+        return out
+
     def _bound(self, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
         """One call on inputs already on the GPU, outputs left there, returning once they are written."""
         from onnxruntime import OrtValue
@@ -115,10 +162,10 @@ class OrtSession:
             io.bind_output(name, self.device)
         run = self.sess.run_with_iobinding
 
-        def call() -> object:
+        def call(_inputs=values) -> object:  # the default keeps the device inputs alive with the call
             run(io)
             io.synchronize_outputs()
-            return values  # keeps the device inputs alive with the call
+            return io
 
         return call
 

@@ -17,6 +17,10 @@ from effbench.runners import Support, Unsupported, register
 @register
 class TorchRunner:
     name: ClassVar[str] = "torch"
+    artifact: ClassVar[str] = "torch"
+    runtime_module: ClassVar[str] = "torch"
+    excludes: ClassVar[tuple[str, ...]] = ()
+    packages: ClassVar[tuple[str, ...]] = ("torch", "torchao")
 
     def supports(self, variant) -> Support:
         if variant.torch is None:
@@ -94,43 +98,33 @@ def _swap(module, names: dict[str, str], make) -> None:
         setattr(parent, child, make(getattr(parent, child), kind))
 
 
-def _quantized_linear(old, kind: str):
-    import torch
-    with torch.device("cpu"):
-        if kind == "int8-dynamic":
-            import torch.ao.nn.quantized.dynamic as nnqd
-            return nnqd.Linear(old.in_features, old.out_features, bias_=old.bias is not None, dtype=torch.qint8)
-        if kind.startswith("int4"):
-            from effbench.variants.integer import Int4Linear
-            group = int(kind.split(":")[1])
-            return Int4Linear(old.in_features, old.out_features, old.bias is not None, group)
-    raise Unsupported(f"unknown layer kind '{kind}' in the saved variant")
+def _layer(old, kind: str):
+    from effbench.variants import torch_layer
+    try:
+        return torch_layer(old, kind)
+    except KeyError:
+        raise Unsupported(f"unknown layer kind '{kind}' in the saved variant") from None
 
 
 def apply_transform(artifact, variant):
     """(module, how) for the variant's torch side: the FP32 module, or saved weights in a skeleton."""
     import torch
     from effbench.models.sources import build_torch_module
+    from effbench.variants import FACTORY, torch_state_loader
     spec = variant.torch
     t = spec.get("transform")
-    if t == "fp32":
+    if t == FACTORY:
         return build_torch_module(artifact), "FP32 module from the factory"
-    if t not in ("load", "binary"):
+    loader = torch_state_loader(t)
+    if loader is None:
         raise Unsupported(f"torch transform '{t}' is not implemented")
     module, how = _skeleton(artifact)
-    if t == "binary":
-        from effbench.variants.binary import load_packed_state
-        saved = load_packed_state(spec["artifact_path"])
-    else:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # quantized tensors' TypedStorage deprecation notice
-            saved = torch.load(spec["artifact_path"], weights_only=True, map_location="cpu")
+    saved = loader(spec["artifact_path"])
     meta = saved.get("meta", {})
     if meta.get("dtype"):
         module = module.to(getattr(torch, meta["dtype"]))
     if meta.get("swapped"):
-        _swap(module, meta["swapped"], _quantized_linear)
+        _swap(module, meta["swapped"], _layer)
     if any(p.is_meta for p in list(module.parameters()) + list(module.buffers())):
         module = module.to_empty(device="cpu")
     module.load_state_dict(saved["state"], strict=True)
@@ -145,6 +139,17 @@ class TorchSession:
         import torch
         self.module, self.info, self.torch, self.device = module, info, torch, device
         self.input_dtype = getattr(torch, input_dtype) if input_dtype else None
+
+    def memory_figures(self) -> dict[str, int]:
+        """torch's own device-memory peak (its caching allocator) where this session runs on the GPU."""
+        if self.device != "cuda":
+            return {}
+        peak = int(self.torch.cuda.max_memory_allocated())
+        return {"torch_cuda_max_allocated_bytes": peak} if peak > 0 else {}
+
+    def reset_peak_memory(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.reset_peak_memory_stats()
 
     def _tensors(self, feeds: dict[str, np.ndarray]):
         ts = [self.torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from effbench.models.sources import ModelArtifact
+from effbench.variants.specs import (PRECISIONS, PrecisionSpec, bits, label_order, precision_labels,  # noqa: F401
+                                     precision_names, precision_spec, reference_precision, register_precision)
 
 
 @dataclass(frozen=True)
@@ -41,36 +43,60 @@ class Variant:
         return cls(**d)
 
     def side(self, runner: str) -> str:
-        return "onnx" if runner == "onnxruntime" else "torch"
+        return runner_side(runner)
 
     def record_section(self, runner: str) -> dict[str, Any]:
         """The record's `variant` section, for the side this runner uses."""
-        side = "onnx" if runner == "onnxruntime" else "torch"
+        side = runner_side(runner)
         method = (self.build.get(side) or {}).get("method", self.method)
         return {"label": self.label, "precision": self.precision, "method": method,
                 "build": self.build.get(side, self.build), **self.stats.get(side, self.stats.get("onnx", {})),
                 "emulated": self.emulated}
 
 
-# Options each precision accepts in a suite, with their type and default. Pure Python: suite.py
-# validates against it at load time without importing a runtime. `method` is parsed by the suite.
-OPTIONS: dict[str, dict[str, tuple[type, Any]]] = {
-    "fp32": {},
-    "fp16": {"keep_io_types": (bool, True)},
-    "bf16": {"keep_io_types": (bool, True)},
-    "int8": {"per_channel": (bool, True), "calibration_samples": (int, 256)},
-    "int4": {"block_size": (int, 32), "symmetric": (bool, True), "accuracy_level": (int, 4)},
-    "binary": {"keep_fp32": (list, ["first", "last"])},
-}
+def runner_side(runner: str) -> str:
+    """Which side of a variant a runner runs: "onnx" (the graph) or "torch" (the module), as the runner
+    registers it (`artifact`)."""
+    from effbench.runners import runner_class
+    return runner_class(runner).artifact
+
+
+def side_stats(variant: dict[str, Any], runner: str) -> dict[str, Any]:
+    """The size/bits figures of the side this runner runs (a variant's JSON form)."""
+    return (variant.get("stats") or {}).get(runner_side(runner)) or {}
+
+
+def own_graph(variant: dict[str, Any], runner: str) -> str | None:
+    """The variant's own ONNX graph when this runner runs graphs; None when it runs the module (its work
+    is then counted on the FP32 graph at the variant's bit widths)."""
+    return variant.get("onnx_path") if runner_side(runner) == "onnx" else None
+
+
+def model_bytes(variant: dict[str, Any], runner: str) -> int | None:
+    """Bytes of the model as it would ship: for emulated (binary) variants the bit-packed file, not the
+    dequantized graph the runtime happens to execute."""
+    import os
+    side = runner_side(runner)
+    if variant.get("emulated"):
+        packed = side_stats(variant, runner).get("size_bytes")
+        if packed:
+            return packed
+    path = variant.get("onnx_path") if side == "onnx" else (variant.get("torch") or {}).get("artifact_path")
+    if path and os.path.isfile(path):
+        return os.path.getsize(path)
+    return side_stats(variant, runner).get("size_bytes")
 
 
 def validate_options(precision: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """The options with defaults filled in; ValueError (one line) for an unknown key or a bad value."""
+    """The options with defaults filled in; ValueError (one line) for an unknown key or a bad value.
+    Pure Python (the precision registry): suite.py validates at load time without importing a runtime."""
     from effbench.errors import did_you_mean
-    if precision not in OPTIONS:
-        raise ValueError(f"unknown precision '{precision}'{did_you_mean(precision, OPTIONS)}; "
-                         f"expected one of {', '.join(OPTIONS)}")
-    known = OPTIONS[precision]
+    spec = precision_spec(precision)
+    if spec is None:
+        names = precision_names()
+        raise ValueError(f"unknown precision '{precision}'{did_you_mean(precision, names)}; "
+                         f"expected one of {', '.join(names)}")
+    known = spec.options
     given = {k: v for k, v in (options or {}).items() if k != "method"}
     out: dict[str, Any] = {}
     for key, value in given.items():
@@ -83,19 +109,41 @@ def validate_options(precision: str, options: dict[str, Any] | None) -> dict[str
         if not ok:
             raise ValueError(f"option '{key}' for {precision} must be a {typ.__name__}, got {value!r}")
         out[key] = value
-    if precision == "int4":
-        bs = out.get("block_size", known["block_size"][1])
-        if bs < 16 or bs & (bs - 1):
-            raise ValueError(f"option 'block_size' for int4 must be a power of two >= 16 (MatMulNBits), got {bs}")
-        if not 0 <= out.get("accuracy_level", 4) <= 4:
-            raise ValueError("option 'accuracy_level' for int4 must be 0..4 (MatMulNBits)")
-    if precision == "int8" and out.get("calibration_samples", 1) <= 0:
-        raise ValueError("option 'calibration_samples' for int8 must be > 0")
-    if precision == "binary":
-        bad = [x for x in out.get("keep_fp32", []) if not isinstance(x, str)]
-        if bad:
-            raise ValueError(f"option 'keep_fp32' for binary lists layer names or first/last, got {bad[0]!r}")
-    return {k: (list(d) if isinstance(d, list) else d) for k, (_, d) in known.items()} | out
+    filled = {k: (list(d) if isinstance(d, list) else d) for k, (_, d) in known.items()} | out
+    if spec.check is not None:
+        spec.check(filled)
+    return filled
+
+
+# How the torch runner rebuilds a saved variant: the variant's `torch["transform"]` names a state
+# loader (FACTORY: the FP32 module straight from the model's factory), and the layers it swapped in are
+# saved by kind ("int8-dynamic", "int4:32": the part before ":" picks the factory). Families register theirs.
+FACTORY = "factory"
+TORCH_STATE_LOADERS: dict[str, Callable[[str], dict[str, Any]]] = {}
+TORCH_LAYERS: dict[str, Callable[[Any, str], Any]] = {}
+
+
+def _torch_load(path: str) -> dict[str, Any]:
+    import warnings
+
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors' TypedStorage deprecation notice
+        return torch.load(path, weights_only=True, map_location="cpu")
+
+
+TORCH_STATE_LOADERS["load"] = _torch_load
+
+
+def torch_state_loader(transform: str) -> Callable[[str], dict[str, Any]] | None:
+    _load_builders()
+    return TORCH_STATE_LOADERS.get(transform)
+
+
+def torch_layer(old: Any, kind: str) -> Any:
+    """The empty layer a saved variant swapped in for `old`; KeyError for a kind nobody registered."""
+    _load_builders()
+    return TORCH_LAYERS[kind.split(":", 1)[0]](old, kind)
 
 
 Builder = Callable[..., Variant]
@@ -211,7 +259,7 @@ def cache_key(artifact: ModelArtifact, label: str, options: dict[str, Any]) -> s
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-VARIANTS_VERSION = 2  # bump when a builder changes what it writes: old caches are then ignored
+VARIANTS_VERSION = 3  # bump when a builder changes what it writes: old caches are then ignored
 
 
 def build_variant(artifact: ModelArtifact, label: str, precision: str, method: str | None,

@@ -11,7 +11,7 @@ import numpy as np
 
 from effbench.errors import UserError
 from effbench.models.sources import ModelArtifact
-from effbench.variants import Variant, builder, first_line, onnx_stats, torch_module
+from effbench.variants import TORCH_STATE_LOADERS, Variant, builder, first_line, onnx_stats, torch_module
 
 
 def binarize(w: np.ndarray, out_axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +208,7 @@ def build_binary(artifact: ModelArtifact, *, label: str, method, options, folder
             fp32_size = sum(t.numel() * t.element_size() for t in sd.values())
             fp32_bin = sum(sd[f"{n}.weight"].numel() * 4 for n in res["binarized"])
             stats["torch"] = packed_stats(res["npz"], fp32_size, fp32_bin, sum(p.numel() for p in m.parameters()))
-            torch_side, torch_reason = {"transform": "binary", "artifact_path": res["npz"]}, None
+            torch_side, torch_reason = {"transform": "packed-bits", "artifact_path": res["npz"]}, None
             build["torch"] = {"tool": tool, "options": {"keep_fp32": keep}, "binarized": res["binarized"],
                               "kept_fp32": res["kept"], "run_as": "dequantized float32 module (emulated)"}
         except UserError:
@@ -220,3 +220,6 @@ def build_binary(artifact: ModelArtifact, *, label: str, method, options, folder
     return Variant(model_id=artifact.model_id, label=label, precision="binary", method="sign-scale-xnor",
                    onnx_path=onnx_path, onnx_reason=onnx_reason, torch=torch_side, torch_reason=torch_reason,
                    build=build, stats=stats, emulated=True, binary_nodes=binary_nodes)
+
+
+TORCH_STATE_LOADERS["packed-bits"] = load_packed_state

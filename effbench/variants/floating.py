@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from effbench.models.sources import ModelArtifact
-from effbench.variants import (Variant, builder, first_line, onnx_stats, save_torch_state, torch_module,
+from effbench.variants import (FACTORY, Variant, builder, first_line, onnx_stats, save_torch_state, torch_module,
                                torch_stats)
 
 
@@ -19,7 +19,7 @@ def build_fp32(artifact: ModelArtifact, *, label: str, method, options, folder: 
     stats = {"onnx": onnx_stats(artifact.onnx_path, artifact.onnx_path)}
     torch_side, torch_reason = None, "an onnx: model has no torch module to run"
     if artifact.torch_factory:
-        torch_side, torch_reason = {"transform": "fp32"}, None
+        torch_side, torch_reason = {"transform": FACTORY}, None
         stats["torch"] = torch_stats(None, torch_module(artifact))
     return Variant(model_id=artifact.model_id, label=label, precision="fp32", method=None,
                    onnx_path=artifact.onnx_path, torch=torch_side, torch_reason=torch_reason,

@@ -10,7 +10,7 @@ import numpy as np
 
 from effbench.errors import UserError
 from effbench.models.sources import ModelArtifact, quiet_tools
-from effbench.variants import (Variant, builder, first_line, onnx_stats, save_torch_state, torch_module,
+from effbench.variants import (TORCH_LAYERS, Variant, builder, first_line, onnx_stats, save_torch_state, torch_module,
                                torch_stats)
 
 # ORT's guidance (docs "Quantize ONNX models", "Method selection"): dynamic quantization for
@@ -359,3 +359,22 @@ def build_int4(artifact: ModelArtifact, *, label: str, method, options, folder: 
     return Variant(model_id=artifact.model_id, label=label, precision="int4", method="weight-only-blockwise",
                    onnx_path=onnx_path, onnx_reason=onnx_reason, torch=torch_side, torch_reason=torch_reason,
                    build=build, stats=stats)
+
+
+def _dynamic_int8_linear(old, kind: str):
+    import torch
+    import torch.ao.nn.quantized.dynamic as nnqd
+    with torch.device("cpu"):
+        return nnqd.Linear(old.in_features, old.out_features, bias_=old.bias is not None, dtype=torch.qint8)
+
+
+def _int4_linear(old, kind: str):
+    import torch
+    group = int(kind.split(":")[1])
+    with torch.device("cpu"):
+        return _int4_class()(old.in_features, old.out_features, old.bias is not None, group)
+
+
+# the layers this family's torch variants swap in, by the kind saved with them
+TORCH_LAYERS["int8-dynamic"] = _dynamic_int8_linear
+TORCH_LAYERS["int4"] = _int4_linear

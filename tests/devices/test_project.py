@@ -6,7 +6,7 @@ import math
 import pytest
 
 from effbench.devices.project import project_record
-from effbench.measure.energy import HOROWITZ_45NM
+from effbench.measure.energy import horowitz_45nm
 
 
 def test_compute_bound_latency_and_energy(toy, make_record):
@@ -18,7 +18,7 @@ def test_compute_bound_latency_and_energy(toy, make_record):
     assert p["energy_source"] == "projected:toy"
     # Horowitz fp32: 4.6 pJ/MAC, 160 pJ/DRAM byte, no static power
     expected_mj = (1e9 * 4.6 + 1e6 * 160.0) * 1e-12 * 1e3
-    assert HOROWITZ_45NM.pj_per_mac["fp32"] == 4.6
+    assert horowitz_45nm().pj_per_mac["fp32"] == 4.6
     assert p["energy_mj"] == pytest.approx(expected_mj)
 
 
@@ -132,3 +132,31 @@ def test_onchip_bandwidth_when_working_set_fits(make_profile, make_record):
     big = project_record(make_record(macs=1, bytes_moved=1e8, nodes=0, weight_bytes=2e6), [prof])["toy"]
     assert big["latency_ms"] == pytest.approx(100.0)
     assert math.isfinite(big["energy_mj"])
+
+
+def test_projection_is_compared_only_with_a_measurement_of_its_own_device(make_profile, make_record):
+    """The local profile describes this machine's CPU: a CUDA cell is no measurement of it. A GPU profile
+    is compared with a CUDA cell run on a GPU it names (NVML's name, from the record's provenance)."""
+    local = make_profile(id="local")
+    h100 = make_profile(id="h100", kind="gpu", gpu_names=["NVIDIA H100 80GB HBM3"])
+
+    def rec(device, gpu_name):
+        r = make_record(macs=1e9, bytes_moved=1e6, nodes=0, median_ms=500.0)
+        if device != "cpu":
+            r.cell["device"] = device
+        r.provenance = {"host": {"gpus": [{"index": 0, "name": gpu_name}] if gpu_name else []}}
+        return r
+
+    on_cpu = project_record(rec("cpu", "NVIDIA H100 80GB HBM3"), [local, h100])
+    assert on_cpu["local"]["error_pct"] == pytest.approx(100.0) and "error_pct" not in on_cpu["h100"]
+    on_h100 = project_record(rec("cuda", "NVIDIA H100 80GB HBM3"), [local, h100])
+    assert "error_pct" not in on_h100["local"]
+    assert on_h100["h100"]["measured_latency_ms"] == 500.0 and on_h100["h100"]["error_pct"] == pytest.approx(100.0)
+    on_other_gpu = project_record(rec("cuda", "NVIDIA A100-SXM4-80GB"), [local, h100])
+    assert "error_pct" not in on_other_gpu["h100"]
+
+
+def test_the_shipped_h100_profile_names_the_card_it_was_checked_on():
+    from effbench.devices.profile import load_shipped
+    h100 = load_shipped("nvidia-h100")
+    assert "NVIDIA H100 80GB HBM3" in h100.gpu_names

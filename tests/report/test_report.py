@@ -230,12 +230,14 @@ def test_regression_view_renders_verdict_rows(small_results, tmp_path):
     assert "regressed" in md
 
 
-def test_baseline_without_compare_module_notes_the_skip(small_results, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "effbench.compare", None)     # import now raises ImportError
-    paths = write_report(small_results, tmp_path, baseline=small_results)
-    html = paths["html"].read_text()
-    assert 'id="regression"' in html and "Regression view skipped" in html
-    assert "Regression view skipped" in paths["markdown"].read_text()
+def test_report_renders_the_verdict_it_is_given_and_never_runs_the_gate(small_results, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "effbench.gate", None)     # importing the gate now raises ImportError
+    verdict = _Verdict([{"cell_id": "mlp/fp32/torch/b1/offline", "metric": "latency_ms", "base": 0.02,
+                         "new": 0.02, "ratio": 1.0, "p_value": 0.8, "verdict": "unchanged"}])
+    html = write_report(small_results, tmp_path, verdict=verdict)["html"].read_text()
+    assert 'id="regression"' in html and "Regression view skipped" not in html
+    with pytest.raises(TypeError):      # a baseline is the caller's to gate: the CLI passes the verdict
+        write_report(small_results, tmp_path, baseline=small_results)
 
 
 def test_no_baseline_no_regression_section(small_results, tmp_path):
@@ -243,11 +245,11 @@ def test_no_baseline_no_regression_section(small_results, tmp_path):
     assert 'id="regression"' not in html
 
 
-def test_baseline_uses_the_real_gate_when_present(tmp_path):
-    import effbench.compare as compare_mod
+def test_real_gate_verdict_renders_one_row_per_verdict_row(tmp_path):
+    from effbench.gate import compare
     base = load(write_store(tmp_path / "a.jsonl", make_records(models={"mlp": MODELS["mlp"]}, seed=3)))
     new = load(write_store(tmp_path / "b.jsonl", make_records(models={"mlp": MODELS["mlp"]}, seed=4)))
-    verdict = compare_mod.compare(base, new)
-    html = write_report(new, tmp_path / "o", baseline=base)["html"].read_text()
+    verdict = compare(base, new)
+    html = write_report(new, tmp_path / "o", verdict=verdict)["html"].read_text()
     assert 'id="regression"' in html and "Regression view skipped" not in html
     assert html.count("<tr><td data-v") >= len(verdict.rows) > 0   # one table row per verdict row

@@ -1,0 +1,96 @@
+"""Issue "One place per axis": a precision and a runner added from test code alone run end to end; no
+module spells a precision's or a runtime's name outside the modules that own them; modules stay small."""
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "effbench"
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def clean_registries(monkeypatch):
+    """The plugin registers into this process's registries too: give them back as they were."""
+    import sys
+
+    from effbench import plugins, runners, variants
+    from effbench.variants import specs
+    for mod, name in ((specs, "PRECISIONS"), (variants, "BUILDERS"), (runners, "RUNNERS"), (plugins, "_LOADED")):
+        monkeypatch.setattr(mod, name, dict(getattr(mod, name)))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield
+    sys.modules.pop("toyaxes", None)
+
+
+def test_a_toy_precision_and_runner_run_end_to_end(tmp_path, monkeypatch, clean_registries):
+    from effbench.cli import main
+    shutil.copy(HERE / "toyaxes.py", tmp_path / "toyaxes.py")
+    suite = tmp_path / "toy.yaml"
+    suite.write_text("name: toy\nplugins: [toyaxes]\nmodels:\n  - id: mlp\n    source: {builtin: mlp}\n"
+                     "    dataset: {builtin: digits}\nprecisions: [fp32, toy8]\nrunners: [{name: onnx-reference}]\n"
+                     "batch_sizes: [1]\ndevices: [local]\n"
+                     "measure: {warmup_s: 0.05, min_time_s: 0.1, max_time_s: 0.3, rounds: 2}\n")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "-o", str(out), "--no-progress"]) == 0
+    recs = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        recs.setdefault(r["cell"]["variant"], []).append(r)
+    assert set(recs) == {"fp32", "toy8"}
+    toy = recs["toy8"][-1]
+    assert toy["status"] == "ok", toy["reason"]
+    assert toy["cell"]["runner"] == "onnx-reference" and toy["variant"]["method"] == "8-bit weight grid"
+    assert toy["latency_ms"]["median"] > 0
+    assert toy["comparison"]["method"] == "paired" and toy["comparison"]["speedup"] > 0
+    assert toy["quality"]["value"] is not None and toy["quality"]["fp32_value"] is not None
+    # energy: modeled from the local profile at the precision's own registered energy per MAC
+    energy = toy["energy"]
+    if energy.get("source") == "modeled:local":
+        assert energy["breakdown"]["pj_per_mac"] == 0.5 and energy["j_per_inference"] > 0
+    else:  # a machine with RAPL measures it instead
+        assert energy["source"].startswith("measured:")
+    # the local profile has no peak for toy8: its projection says so instead of failing
+    local = toy["projections"]["local"]
+    assert local["status"] == "unsupported" and "toy8" in local["reason"]
+    html = (out / "index.html").read_text()
+    assert "toy8" in html and "onnx-reference" in html
+
+
+def _string_literals(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+
+
+# Strings that coincide with a precision's name but are not one.
+NOT_PRECISIONS = {("devices/detect.py", "bf16"): "an ARM CPU feature flag",
+                  ("models/sources.py", "int8"): "an ONNX tensor element type",
+                  ("suite.py", "int8"): "an input dtype"}
+
+
+def test_precisions_and_runtimes_are_named_only_where_they_are_defined():
+    from effbench.runners import runner_names
+    from effbench.variants import precision_labels
+    precisions, runtimes = set(precision_labels()), set(runner_names())
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        for line, text in _string_literals(path):
+            if text in precisions and not rel.startswith("variants/") and (rel, text) not in NOT_PRECISIONS:
+                found.append(f"{rel}:{line} precision {text!r}")
+            if text in runtimes and not rel.startswith(("variants/", "runners/")):
+                found.append(f"{rel}:{line} runtime {text!r}")
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("path", sorted(p for p in ROOT.rglob("*.py") if p.name != "flops.py"),
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_no_module_over_600_lines(path):
+    n = len(path.read_text().splitlines())
+    assert n <= 600, f"{path.relative_to(ROOT)} has {n} lines"
