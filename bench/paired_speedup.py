@@ -1,5 +1,5 @@
 """Speedup vs FP32 from paired blocks: each variant and FP32 of the same cell loaded in one fresh worker and
-timed in alternating blocks (effbench's A/B paired pass, `execute.measure_pair`), one worker per round.
+timed in alternating blocks (effbench's A/B paired pass, `measuring.measure_pair`), one worker per round.
 
 Why: on this machine a cell measured in its own worker lands in one of two speed states that last
 seconds, so a ratio of two cells' medians (even per round, interleaved) swung 1.6x-2.4x for MiniLM bf16
@@ -36,8 +36,9 @@ def main() -> None:
     ap.add_argument("--cell", action="append", default=None)
     ap.add_argument("--cache-dir", default=None)
     a = ap.parse_args()
-    from effbench.execute import Progress, RunOptions, Runner
+    from effbench.execute import RunOptions, SuiteRun
     from effbench.models.sources import default_cache_dir
+    from effbench.progress import Progress
     from effbench.suite import load_suite
     wanted = a.cell or DEFAULT_CELLS
     suite = load_suite(a.suite)
@@ -45,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         opts = RunOptions(out_dir=Path(td), cache_dir=Path(a.cache_dir) if a.cache_dir else default_cache_dir(),
                           only=wanted + fp32_ids, rounds=1, progress=False)
-        r = Runner(suite, opts, [])
+        r = SuiteRun(suite, opts, [])
         todo = r.plan()
         bar = Progress(0, False)
         r.setup(todo, bar)

@@ -12,8 +12,9 @@ import pytest
 
 from ebtest import DATA, HELPERS, ROOT, run_cli
 from effbench.errors import UserError
-from effbench.execute import OutputLock, run_in_worker
+from effbench.progress import OutputLock
 from effbench.results import load
+from effbench.workers import run_in_worker
 
 QUICK = "measure: {warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.05}\n"
 
@@ -271,18 +272,18 @@ def test_every_variant_is_paired_with_its_fp32_twin_even_when_only_it_runs(tmp_p
 
 
 def test_paired_comparison_says_why_when_it_has_no_number():
-    from effbench.execute import _paired
+    from effbench.comparisons import paired_comparison
     from effbench.suite import Cell
     cell = Cell(model="m", variant="int8", precision="int8", method=None, runner="onnxruntime",
                 runner_label="onnxruntime", threads=1, compile=False, batch_size=4, scenario="single-stream")
     blocks = {"status": "ok", "block_ms": [2.0, 2.0, 2.2, float("nan"), 2.0, 2.0, 2.0]}
     member = {"status": "ok", "block_ms": [1.0, 1.0, 1.1, 1.0, 1.0, 1.0, 1.0]}
-    ok = _paired(cell, {"emulated": False}, member, blocks)
+    ok = paired_comparison(cell, {"emulated": False}, member, blocks)
     assert ok["baseline"] == "m/fp32/onnxruntime/b4/single-stream" and ok["method"] == "paired"
     assert ok["speedup"] == pytest.approx(2.0) and ok["cycles"] == 6          # the NaN cycle is skipped
     assert ok["ci"][0] <= 2.0 / 1.02 + 1e-9 and ok["ci"][1] >= 2.0 * 1.02 - 1e-9  # the stated floor
-    emulated = _paired(cell, {"emulated": True}, member, blocks)
+    emulated = paired_comparison(cell, {"emulated": True}, member, blocks)
     assert emulated["speedup"] is None and emulated["reason"].startswith("emulated")
-    twin_failed = _paired(cell, {}, member, {"status": "failed", "reason": "worker crashed: SIGSEGV"})
+    twin_failed = paired_comparison(cell, {}, member, {"status": "failed", "reason": "worker crashed: SIGSEGV"})
     assert twin_failed["speedup"] is None and "FP32 twin is failed: worker crashed" in twin_failed["reason"]
-    assert _paired(cell, {}, member, None)["reason"] == "no FP32 variant to compare with"
+    assert paired_comparison(cell, {}, member, None)["reason"] == "no FP32 variant to compare with"

@@ -13,7 +13,7 @@ from typing import Any
 
 from effbench.devices.profile import LOCAL_ID, Derate, Figure, Profile, validate_profile
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: each runner's own achieved peaks (peak_ops_by_runner)
 PROFILE_FILE = "local_profile.json"
 CALIBRATION_FILE = "local_calibration.json"
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -168,6 +168,7 @@ def microbench(quick: bool = False) -> dict[str, Any]:
         from effbench.variants.specs import reference_precision
         a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
         out[f"peak_{reference_precision()}"] = _best_rate(lambda: a @ a, mm_ops, reps)
+    out["by_runner"] = _runner_peaks(n, reps)
     big = np.ones((64 if quick else 256) * 2**20 // 8, dtype=np.float64)
     dst = np.empty_like(big)
     out["dram_copy_bytes"] = big.nbytes
@@ -184,6 +185,22 @@ def microbench(quick: bool = False) -> dict[str, Any]:
 
 
 # -- the profile ----------------------------------------------------------------------------------
+
+def _runner_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
+    """Each runner's own achieved peaks where it can measure them (`achieved_peaks`): a projection of
+    a cell then uses the peak of the runtime that runs it."""
+    from effbench.runners import runner_class, runner_names
+    out = {}
+    for name in runner_names():
+        measure = getattr(runner_class(name), "achieved_peaks", None)
+        if measure is None:
+            continue
+        try:
+            out[name] = measure(n, reps)
+        except ImportError as e:  # the runtime is not installed here
+            out[name] = {"error": {"error": str(e)}}
+    return out
+
 
 def _fig(value: float, source: str, derived: bool = False) -> dict[str, Any]:
     return {"value": float(value), "source": source, "derived": derived}
@@ -225,11 +242,32 @@ def build_local(det: dict[str, Any], bench: dict[str, Any], measured_at: str) ->
         "notes": (f"{det['logical_cores']} logical / {det['physical_cores']} physical cores; ISA: {flags}. "
                   "Peaks are achieved (not theoretical) figures of the installed libraries."),
         "peak_ops": peak,
+        "peak_ops_by_runner": _by_runner(bench, where),
         "memory": memory,
         "energy_model": {"base": "horowitz-45nm"},
         "per_op_overhead_s": per_op,
         "meters": det["meters"],
     }
+
+
+def _by_runner(bench: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    from effbench.variants.specs import PRECISIONS
+    out: dict[str, dict[str, Any]] = {}
+    n, reps = bench["matmul_n"], bench["reps"]
+    for runner, peaks in (bench.get("by_runner") or {}).items():
+        mine = {}
+        for prec, p in peaks.items():
+            if prec in PRECISIONS and p.get("ops_per_s"):
+                mine[prec] = {"dense": _fig(p["ops_per_s"], f"{where}: {p['kernel']}; best of {reps} "
+                                                            f"{n}^3 matrix products, 2 ops per MAC")}
+        for spec in PRECISIONS.values():
+            if spec.local_peak_from and spec.name not in mine and spec.local_peak_from[0] in mine:
+                source, why = spec.local_peak_from
+                mine[spec.name] = {"dense": _fig(mine[source]["dense"]["value"], f"the {source} figure: {why}",
+                                                 derived=True)}
+        if mine:
+            out[runner] = mine
+    return out
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -79,7 +79,8 @@ class Memory(_Strict):
 
 class Power(_Strict):
     tdp_w: Figure | None = None
-    idle_w: Figure | None = None
+    idle_w: Figure | None = None      # what the device draws doing nothing (modeled energy needs it)
+    load_w: Figure | None = None      # what it draws at full load, when measured (else tdp_w stands in)
     modes: dict[str, Figure] = Field(default_factory=dict)
 
 
@@ -138,6 +139,9 @@ class Profile(_Strict):
     kind: Literal["cpu", "gpu", "npu", "tpu", "mcu"]
     notes: str | None = None
     peak_ops: dict[Precision, Peak]
+    # a runtime's own achieved peaks where they differ from the device's (the local profile measures
+    # each runner's kernels: ONNX Runtime's MLAS int8 is not torch._int_mm); projection prefers them
+    peak_ops_by_runner: dict[str, dict[Precision, Peak]] = Field(default_factory=dict)
     memory: Memory
     power: Power = Power()
     energy_model: EnergySpec = EnergySpec(base="horowitz-45nm")
@@ -171,7 +175,10 @@ class Profile(_Strict):
         gpus = ((record.provenance or {}).get("host") or {}).get("gpus") or []
         return any(g.get("name") in self.gpu_names for g in gpus if isinstance(g, dict))
 
-    def peak_ops_per_s(self, precision: str) -> float | None:
+    def peak_ops_per_s(self, precision: str, runner: str | None = None) -> float | None:
+        own = self.peak_ops_by_runner.get(runner or "", {}).get(precision)  # type: ignore[call-overload]
+        if own is not None and own.dense is not None:
+            return own.dense.value
         peak = self.peak_ops.get(precision)  # type: ignore[call-overload]
         return peak.dense.value if peak is not None and peak.dense is not None else None
 
@@ -205,6 +212,7 @@ class Profile(_Strict):
             pj_per_sram_byte=(spec.pj_per_sram_byte.value if spec.pj_per_sram_byte else base.pj_per_sram_byte),
             static_w=static.value if static is not None else (base.static_w if base else 0.0),
             source=f"{self.id}: " + "; ".join(parts),
+            load_w=(self.power.load_w or self.power.tdp_w).value if (self.power.load_w or self.power.tdp_w) else None,
         )
 
     def with_derate(self, derate: Derate, per_op_overhead_s: Figure | None = None) -> Profile:

@@ -67,19 +67,19 @@ def project_one(record: Record, profile: Profile) -> dict[str, Any]:
     fits, shortfall = _fit(profile, work, notes)
     out["fits"], out["shortfall_bytes"] = fits, shortfall
 
-    if precision not in profile.peak_ops:
+    runner = cell.get("runner")
+    if precision not in profile.peak_ops and precision not in profile.peak_ops_by_runner.get(runner or "", {}):
         out["status"] = "unsupported"
         declared = ", ".join(profile.peak_ops)
         out["reason"] = (f"{profile.id} cannot run {precision or 'this precision'} (declares {declared})"
                          + ("; this variant ran emulated (dequantized) here" if record.emulated else ""))
         return out
-    peak = profile.peak_ops_per_s(precision)
+    peak = profile.peak_ops_per_s(precision, runner)
     if not peak:
         out["reason"] = (f"{profile.id} runs {precision} but publishes no throughput for it: "
                          f"{profile.peak_ops[precision].unpublished}")  # type: ignore[index]
         return out
 
-    runner = cell.get("runner")
     dc = profile.compute_derate(precision, runner)
     dm = profile.derate.memory.value
     bandwidth = profile.memory.bandwidth_bytes_per_s.value
@@ -107,8 +107,10 @@ def project_one(record: Record, profile: Profile) -> dict[str, Any]:
     if not fits and fits is not None:
         notes.append(f"does not fit: {shortfall:.0f} bytes short")
 
-    energy, why = _energy(profile, precision, work, latency_s)
+    busy = max(compute_s, memory_s) / latency_s if latency_s > 0 else None
+    energy, why, extra = _energy(profile, precision, work, latency_s, busy)
     out["energy_mj"] = energy
+    out.update(extra)
     if why:
         notes.append(why)
     if profile.describes(record) and record.latency_ms and _num(record.latency_ms, "median"):
@@ -141,25 +143,31 @@ def _fit(profile: Profile, work: dict[str, Any], notes: list[str]) -> tuple[bool
     return short == 0.0, short
 
 
-def _energy(profile: Profile, precision: str, work: dict[str, Any], latency_s: float) -> tuple[float | None, str | None]:
-    try:
-        from effbench.measure.energy import modeled_energy
-        model = profile.energy()
-    except ImportError:
-        return None, "energy not projected: effbench.measure.energy is unavailable"
+def _energy(profile: Profile, precision: str, work: dict[str, Any], latency_s: float,
+            busy: float | None) -> tuple[float | None, str | None, dict[str, Any]]:
+    """(system mJ per inference, why not, the dynamic part and the range in mJ). `busy`: the roofline's
+    busy fraction of the projected time, the utilisation that sets the power between idle and load."""
+    from effbench.measure.energy import modeled_energy
+    model = profile.energy()
     if precision not in model.pj_per_mac:
-        return None, f"energy not projected: the energy model has no pJ/MAC for {precision}"
+        return None, f"energy not projected: the energy model has no pJ/MAC for {precision}", {}
     batch = work["batch"] or 1.0
     try:
         result = modeled_energy(macs=work["macs"] / batch, bytes_moved=work["bytes_moved"] / batch,
                                 precision=precision, seconds_per_inference=latency_s / batch,
-                                model=model, profile_id=profile.id)
+                                model=model, profile_id=profile.id, utilisation=busy)
     except (UserError, ValueError) as e:
-        return None, f"energy not projected: {e}"
+        return None, f"energy not projected: {e}", {}
+    extra: dict[str, Any] = {}
+    if result.get("dynamic_j_per_inference") is not None:
+        extra["dynamic_energy_mj"] = result["dynamic_j_per_inference"] * 1e3
+    if result.get("range_j"):
+        extra["energy_range_mj"] = [x * 1e3 if x is not None else None for x in result["range_j"]]
     j = result.get("j_per_inference")
     if j is None:
-        return None, "energy not projected: " + str(result.get("reason") or "the energy model returned none")
-    return float(j) * 1e3, None
+        return None, "energy not projected: " + str(result.get("reason") or "the energy model returned none"), extra
+    extra["avg_power_w"] = result.get("avg_power_w")
+    return float(j) * 1e3, None, extra
 
 
 def project_record(record: Record, profiles: list[Profile]) -> dict[str, dict]:

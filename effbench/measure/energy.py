@@ -18,8 +18,9 @@ class EnergyModel:
     pj_per_mac: dict[str, float]
     pj_per_dram_byte: float
     pj_per_sram_byte: float
-    static_w: float
+    static_w: float                  # idle/static power the device draws regardless (0: not known)
     source: str
+    load_w: float | None = None      # power at full load (a board's measured load power, else its TDP)
 
 
 # M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V
@@ -58,10 +59,16 @@ def _per_inference(j: float, seconds_per_inference: float) -> dict:
 
 
 def modeled_energy(*, macs: int, bytes_moved: int, precision: str, seconds_per_inference: float,
-                   model: EnergyModel, profile_id: str) -> dict:
-    """Energy of one inference from a stated model: MACs x pJ/MAC + bytes x pJ/byte + static W x time.
+                   model: EnergyModel, profile_id: str, utilisation: float | None = None) -> dict:
+    """Energy of one inference from a stated model, the power a device really draws included.
 
-    All arguments describe the same unit (one inference); bytes are charged at the DRAM rate.
+    dynamic = MACs x pJ/MAC + bytes x pJ/byte (bytes at the DRAM rate): the arithmetic and traffic alone.
+    system  = (idle W + (load W - idle W) x utilisation) x time when the profile gives idle and load power
+              and the caller knows the utilisation (a projection: its roofline's busy fraction), else
+              idle W x time + dynamic. `range_j` brackets it: [idle x time + dynamic, load x time].
+    Without an idle power the system figure is absent with the reason (a per-inference energy from the
+    dynamic part alone read 10-1000x low: an H100 "at 0.7 W"), and only `dynamic_j_per_inference` is given.
+    All arguments describe the same unit (one inference).
     """
     if precision not in model.pj_per_mac:
         # a precision this energy table does not know: recorded with the reason, never a crash
@@ -72,14 +79,34 @@ def modeled_energy(*, macs: int, bytes_moved: int, precision: str, seconds_per_i
                           f"(it has {known}); add pj_per_mac.{precision} to its energy_model"}
     if seconds_per_inference <= 0:
         raise ValueError(f"seconds_per_inference must be > 0, got {seconds_per_inference}")
+    t = seconds_per_inference
     compute_j = macs * model.pj_per_mac[precision] * 1e-12
     memory_j = bytes_moved * model.pj_per_dram_byte * 1e-12
-    static_j = model.static_w * seconds_per_inference
-    out = {"source": f"modeled:{profile_id}"}
-    out.update(_per_inference(compute_j + memory_j + static_j, seconds_per_inference))
-    out["breakdown"] = {"compute_j": compute_j, "memory_j": memory_j, "static_j": static_j,
-                        "pj_per_mac": model.pj_per_mac[precision], "pj_per_byte": model.pj_per_dram_byte,
-                        "static_w": model.static_w, "model_source": model.source}
+    dynamic_j = compute_j + memory_j
+    idle, load = model.static_w, model.load_w
+    out: dict[str, Any] = {"source": f"modeled:{profile_id}"}
+    breakdown = {"compute_j": compute_j, "memory_j": memory_j, "pj_per_mac": model.pj_per_mac[precision],
+                 "pj_per_byte": model.pj_per_dram_byte, "static_w": idle, "load_w": load,
+                 "model_source": model.source}
+    if not idle or idle <= 0:
+        out.update({"j_per_inference": None, "avg_power_w": None, "inferences_per_j": None,
+                    "mw_per_inference": None, "dynamic_j_per_inference": dynamic_j,
+                    "reason": f"not modeled as a whole: profile '{profile_id}' gives no idle power "
+                              "(power.idle_w), and the arithmetic and DRAM traffic alone are a small part "
+                              "of what a chip draws; dynamic_j_per_inference is that part only"})
+        out["breakdown"] = {**breakdown, "static_j": None}
+        return out
+    if load is not None and load > idle and utilisation is not None:
+        u = min(1.0, max(0.0, utilisation))
+        system_j = (idle + (load - idle) * u) * t
+        how = f"(idle {idle:g} W + (load {load:g} W - idle) x utilisation {u:.3g}) x time"
+    else:
+        system_j = idle * t + dynamic_j
+        how = f"idle {idle:g} W x time + dynamic"
+    out.update(_per_inference(system_j, t))
+    out["dynamic_j_per_inference"] = dynamic_j
+    out["range_j"] = [idle * t + dynamic_j, max(load * t, idle * t + dynamic_j) if load else None]
+    out["breakdown"] = {**breakdown, "static_j": idle * t, "utilisation": utilisation, "system": how}
     return out
 
 

@@ -50,15 +50,9 @@ def quality_pass(cell: dict, variant: dict, artifact: dict, inputs: dict[str, np
                  min_relative: float, fp32_value: float | None = None, batch_size: int = 64) -> dict:
     """The record's `quality` section for one variant on one runner. Runs in a worker; the FP32 pass of
     the same model and runner must run first: it writes `reference_path` for the others."""
-    from effbench.runners import Unsupported, get_runner
-    from effbench.variants import Variant
-    v = Variant.from_json(variant)
-    runner = get_runner(cell["runner"])
-    support = runner.supports(v)
-    if not support.ok:
-        raise Unsupported(support.reason)
-    session = runner.load(v, cell["threads"], {"artifact": artifact, "compile": cell.get("compile", False),
-                                              "device": cell.get("device", "cpu")})
+    from effbench.measuring import open_session
+    opened = open_session(cell, variant, artifact)
+    session, v = opened.session, opened.variant
     arrays = {k: np.asarray(a) for k, a in inputs.items()}
     out = run_outputs(session, arrays, batch_size)
     n = len(out)

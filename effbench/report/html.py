@@ -200,6 +200,9 @@ def _decision_row(r: Row) -> str:
         if r.energy_modeled:
             energy += " " + _tag("modeled", "modeled", f"computed, not measured: {r.energy_source}")
         energy += f'<div class="ci">{e(r.energy_source)}</div>'
+    elif r.record.ok and (r.record.energy or {}).get("reason"):  # absent, with the reason on the page
+        why = str(r.record.energy["reason"])
+        energy = f'<span title="{e(why)}">—</span><div class="ci">{e(why[:90])}</div>'
     cells.append(_td(energy, r.energy_j))
     size = e(fmt_bytes(r.size_bytes))
     if r.compression is not None:

@@ -21,6 +21,10 @@ class OnnxRuntimeRunner:
     excludes: ClassVar[tuple[str, ...]] = ("torch",)   # torch's import alone is ~200 MB of RSS (FIELD-NOTES)
     packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnxruntime-gpu")
 
+    @staticmethod
+    def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
+        return achieved_peaks(n, reps)
+
     def supports(self, variant) -> Support:
         if not variant.onnx_path:
             return Support.no(f"the {variant.label} variant has no ONNX graph for ONNX Runtime"
@@ -32,7 +36,7 @@ class OnnxRuntimeRunner:
         so = ort.SessionOptions()
         shared = bool(options.get("shared_thread_pool"))
         if shared:
-            # Several sessions timed in turn in one worker (execute.measure_group): each with its own
+            # Several sessions timed in turn in one worker (measuring.measure_group): each with its own
             # pool, the idle sessions' spinning threads took the cores from the one being timed (a 4 ms
             # p99 on a 0.1 ms cell here). One pool for the process, as a single-session worker has.
             _shared_pool(threads)
@@ -76,6 +80,35 @@ class OnnxRuntimeRunner:
         session.remake = lambda so_edit: ort.InferenceSession(variant.onnx_path, sess_options=so_edit(so),
                                                                providers=providers)
         return session
+
+
+def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
+    """{precision: {"ops_per_s", "kernel"} or {"error"}}: the best of `reps` runs of each registered
+    precision's n x n x n matrix-product graph (its `onnx_matmul`) on ONNX Runtime's CPU provider, its
+    default threads: the peak this runtime's own kernels reach here (MLAS int8 is not torch._int_mm)."""
+    import time
+
+    import onnxruntime as ort
+
+    from effbench.variants.specs import PRECISIONS
+    out: dict[str, dict[str, Any]] = {}
+    for spec in PRECISIONS.values():
+        if spec.onnx_matmul is None:
+            continue
+        try:
+            model, feeds, kernel = spec.onnx_matmul(n)
+            sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+            sess.run(None, feeds)
+            best = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                sess.run(None, feeds)
+                best = min(best, time.perf_counter() - t0)
+            out[spec.name] = {"ops_per_s": 2.0 * n ** 3 / best,
+                              "kernel": f"onnxruntime {ort.__version__} {kernel}, CPU provider, default threads"}
+        except Exception as e:  # no CPU kernel for this type (bf16 MatMul): recorded, not fatal
+            out[spec.name] = {"error": _first_line(e)}
+    return out
 
 
 _SHARED_POOL: list[int] = []

@@ -30,6 +30,9 @@ class PrecisionSpec:
     headline: bool = False                   # a column of `effbench profiles list`
     # where this machine has no kernel of its own: (the precision whose local peak stands in, why)
     local_peak_from: tuple[str, str] | None = None
+    # an ONNX graph of one n x n x n matrix product in this precision (variants.microgemm): what a graph
+    # runtime achieves with its own kernels, for the local profile's per-runtime peak
+    onnx_matmul: Callable[[int], tuple[bytes, dict[str, Any], str]] | None = None
 
     def labels(self) -> tuple[str, ...]:
         return (self.name,) + tuple(f"{self.name}-{m}" for m in self.methods)
@@ -100,17 +103,28 @@ def _check_binary(opts: dict[str, Any]) -> None:
 # int8 with the multiplier scaled by bits^2 and the adder by bits (0.2/4 + 0.03/2); binary = XNOR +
 # popcount, the same scaling to 1 bit (0.2/64 + 0.03/8): derived, and labelled so.
 _HOROWITZ = "Horowitz ISSCC 2014, 45 nm"
+
+
+def _microgemm(name: str):
+    def build(n: int):
+        from effbench.variants import microgemm
+        return getattr(microgemm, name)(n) if name == "int8_matmul" else microgemm.float_matmul(name)(n)
+    return build
+
+
 for _spec in (
     PrecisionSpec("fp32", 32, 32, pj_per_mac_45nm=4.6, energy_note=_HOROWITZ, matmul_dtype="float32",
-                  reference=True, order=0, headline=True),
+                  reference=True, order=0, headline=True, onnx_matmul=_microgemm("float")),
     PrecisionSpec("fp16", 16, 16, options={"keep_io_types": (bool, True)}, pj_per_mac_45nm=1.5,
-                  energy_note=_HOROWITZ, matmul_dtype="float16", order=1, headline=True),
+                  energy_note=_HOROWITZ, matmul_dtype="float16", order=1, headline=True,
+                  onnx_matmul=_microgemm("float16")),
     PrecisionSpec("bf16", 16, 16, options={"keep_io_types": (bool, True)}, pj_per_mac_45nm=1.5,
                   energy_note=_HOROWITZ + "; bf16 taken as fp16 (same 16-bit datapath class)",
-                  matmul_dtype="bfloat16", order=2),
+                  matmul_dtype="bfloat16", order=2, onnx_matmul=_microgemm("bfloat16")),
     PrecisionSpec("int8", 8, 8, methods=("dynamic", "static"),
                   options={"per_channel": (bool, True), "calibration_samples": (int, 256)}, check=_check_int8,
-                  pj_per_mac_45nm=0.23, energy_note=_HOROWITZ, matmul_dtype="int8", order=3, headline=True),
+                  pj_per_mac_45nm=0.23, energy_note=_HOROWITZ, matmul_dtype="int8", order=3, headline=True,
+                  onnx_matmul=_microgemm("int8_matmul")),
     # weight-only int4: the MACs consume fp32 activations
     PrecisionSpec("int4", 4, 32, options={"block_size": (int, 32), "symmetric": (bool, True),
                                           "accuracy_level": (int, 4)}, check=_check_int4,

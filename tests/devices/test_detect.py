@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from effbench.devices import load_profiles, local_profile
-from effbench.devices.detect import CALIBRATION_FILE, PROFILE_FILE, detect, fingerprint
+from effbench.devices.detect import CACHE_VERSION, CALIBRATION_FILE, PROFILE_FILE, detect, fingerprint
 
 
 def test_detect_reads_this_machine():
@@ -26,13 +28,35 @@ def test_local_profile_quick_is_measured_cached_and_calibrated(tmp_path):
     assert again.peak_ops_per_s("fp32") == prof.peak_ops_per_s("fp32")
     # calibrated derates for this machine are applied
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps(
-        {"version": 1, "fingerprint": fingerprint(detect()), "compute": 0.5, "memory": 0.25,
+        {"version": CACHE_VERSION, "fingerprint": fingerprint(detect()), "compute": 0.5, "memory": 0.25,
          "compute_by": {"onnxruntime/int8": 0.2}, "per_op_overhead_s": 3e-6, "cells": 4}))
     cal = local_profile(cache_dir=tmp_path, quick=True)
     assert cal.compute_derate("int8", "onnxruntime") == 0.2 and cal.derate.memory.value == 0.25
     assert cal.per_op_overhead_s.value == 3e-6
     # ... but not those of another machine
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps(
-        {"version": 1, "fingerprint": "another machine", "compute": 0.5, "memory": 0.25}))
+        {"version": CACHE_VERSION, "fingerprint": "another machine", "compute": 0.5, "memory": 0.25}))
     assert local_profile(cache_dir=tmp_path, quick=True).derate.memory.value == 1.0
     assert load_profiles(["local"], cache_dir=tmp_path, quick=True)[0].id == "local"
+
+
+def test_local_profile_has_each_runners_own_peaks_and_projection_uses_them(tmp_path):
+    """ONNX Runtime's int8 kernels are not torch._int_mm: the local profile measures each runner's own,
+    and a cell is projected with the peak of the runtime that ran it."""
+    from effbench.devices.project import project_record
+    from effbench.results import Record
+    prof = local_profile(cache_dir=tmp_path, quick=True)
+    ort = prof.peak_ops_by_runner["onnxruntime"]
+    assert ort["fp32"].dense.value > 1e8 and "MatMul (float)" in ort["fp32"].dense.source
+    assert "MatMulInteger" in ort["int8"].dense.source
+    assert prof.peak_ops_per_s("int8", "onnxruntime") == ort["int8"].dense.value
+    assert prof.peak_ops_per_s("int8", "torch") == prof.peak_ops["int8"].dense.value
+
+    def rec(runner):
+        return Record(cell_id=f"m/int8/{runner}/b1", config_hash="x", status="ok",
+                      cell={"model": "m", "precision": "int8", "runner": runner, "batch_size": 1},
+                      variant={}, model_stats={"macs": 1e10, "bytes_moved": 1.0, "nodes": 0})
+    ort_ms = project_record(rec("onnxruntime"), [prof])["local"]["compute_ms"]
+    torch_ms = project_record(rec("torch"), [prof])["local"]["compute_ms"]
+    assert ort_ms == pytest.approx(2e10 / ort["int8"].dense.value * 1e3)
+    assert torch_ms == pytest.approx(2e10 / prof.peak_ops["int8"].dense.value * 1e3)

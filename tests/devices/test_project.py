@@ -19,7 +19,9 @@ def test_compute_bound_latency_and_energy(toy, make_record):
     # Horowitz fp32: 4.6 pJ/MAC, 160 pJ/DRAM byte, no static power
     expected_mj = (1e9 * 4.6 + 1e6 * 160.0) * 1e-12 * 1e3
     assert horowitz_45nm().pj_per_mac["fp32"] == 4.6
-    assert p["energy_mj"] == pytest.approx(expected_mj)
+    # the toy profile gives no idle power: only the dynamic part is modeled, and it says so
+    assert p["energy_mj"] is None and "no idle power" in p["reason"]
+    assert p["dynamic_energy_mj"] == pytest.approx(expected_mj)
 
 
 def test_memory_bound_and_precision_peak(toy, make_record):
@@ -80,7 +82,7 @@ def test_bf16_on_coral_is_unsupported(make_record):
     ok = project_record(make_record(precision="int8"), [coral])["coral-edge-tpu"]
     assert ok["status"] == "ok"
     # the vendor's 2 TOPS/W gives 1 pJ/MAC instead of Horowitz's 0.23
-    assert ok["energy_mj"] == pytest.approx((1e9 * 1.0 + 1e6 * 160.0) * 1e-9)
+    assert ok["dynamic_energy_mj"] == pytest.approx((1e9 * 1.0 + 1e6 * 160.0) * 1e-9)
 
 
 def test_binary_projects_only_where_declared(toy, make_profile, make_record):
@@ -131,7 +133,7 @@ def test_onchip_bandwidth_when_working_set_fits(make_profile, make_record):
     assert p["latency_ms"] == pytest.approx(1.0)   # 1e8 B at 1e11 B/s
     big = project_record(make_record(macs=1, bytes_moved=1e8, nodes=0, weight_bytes=2e6), [prof])["toy"]
     assert big["latency_ms"] == pytest.approx(100.0)
-    assert math.isfinite(big["energy_mj"])
+    assert math.isfinite(big["dynamic_energy_mj"])
 
 
 def test_projection_is_compared_only_with_a_measurement_of_its_own_device(make_profile, make_record):
@@ -160,3 +162,25 @@ def test_the_shipped_h100_profile_names_the_card_it_was_checked_on():
     from effbench.devices.profile import load_shipped
     h100 = load_shipped("nvidia-h100")
     assert "NVIDIA H100 80GB HBM3" in h100.gpu_names
+
+
+def test_projected_energy_draws_the_power_a_device_really_draws(make_profile, make_record):
+    """system energy = (idle + (load - idle) x the roofline's busy fraction) x time; never below idle."""
+    prof = make_profile(power={"idle_w": {"value": 100.0, "source": "test"}, "tdp_w": {"value": 700.0, "source": "test"}})
+    # compute 1 s + 10 nodes x 1 s overhead = 11 s: busy 1/11 of the time
+    p = project_record(make_record(macs=1e9, bytes_moved=1e6, nodes=10, batch=1), [prof])["toy"]
+    prof_fast = make_profile(per_op_overhead_s={"value": 1.0, "source": "test"},
+                             power={"idle_w": {"value": 100.0, "source": "test"}, "tdp_w": {"value": 700.0, "source": "test"}})
+    q = project_record(make_record(macs=1e9, bytes_moved=1e6, nodes=10, batch=1), [prof_fast])["toy"]
+    assert p["energy_mj"] == pytest.approx((100 + 600 * (1000 / 1000.01)) * 1.00001 * 1e3, rel=1e-3)
+    assert q["latency_ms"] == pytest.approx(11000.0)
+    assert q["energy_mj"] == pytest.approx((100 + 600 / 11) * 11 * 1e3, rel=1e-6)
+    assert q["avg_power_w"] >= 100 and q["energy_range_mj"][0] <= q["energy_mj"] <= q["energy_range_mj"][1]
+
+
+def test_the_h100_projection_draws_at_least_its_measured_idle(make_record):
+    """The issue's bug: the H100 projected at 0.7 W. Its idle power (127 W, measured) now bounds it."""
+    from effbench.devices import load_profiles
+    h100, = load_profiles(["nvidia-h100"])
+    p = project_record(make_record(macs=7e8, bytes_moved=1e8, nodes=270, batch=32), [h100])["nvidia-h100"]
+    assert p["status"] == "ok" and 127 <= p["avg_power_w"] <= 700

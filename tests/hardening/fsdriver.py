@@ -46,7 +46,7 @@ def main() -> int:
                                       "after": len(after)}))
         return 0
     appended = []
-    real_finish = execute.Runner._finish
+    real_finish = execute.SuiteRun._finish
 
     def finish(self, record, progress):
         if len(appended) == 2:
@@ -54,7 +54,7 @@ def main() -> int:
         real_finish(self, record, progress)
         appended.append(record.cell_id)
 
-    execute.Runner._finish = finish
+    execute.SuiteRun._finish = finish
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         rc = cli.main(["run", suite, "-o", str(out / "run"), "--cache-dir", cache, "--no-progress", "--no-report"])

@@ -168,7 +168,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, cache):
 
 def test_worker_dies_with_its_parent(tmp_path):
     """kill -9 of `effbench run` (not its group) must not leave a hung worker burning a core forever."""
-    code = ("import sys; from effbench.execute import run_in_worker; "
+    code = ("import sys; from effbench.workers import run_in_worker; "
             "run_in_worker('faultmodels:hang', {}, timeout_s=3600)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HELPERS)]))
     parent = subprocess.Popen([sys.executable, "-c", code], env=env)

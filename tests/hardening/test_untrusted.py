@@ -24,8 +24,8 @@ from report_fixtures import MODELS, make_records, write_store  # noqa: E402
 
 PACKAGE = ROOT / "effbench"
 # The worker protocol pickles between effbench and its own child process over a private pipe
-# (execute.run_in_worker / _worker_main); no user file is ever unpickled.
-PICKLE_ALLOWED = {("effbench/execute.py", "_worker_main"), ("effbench/execute.py", "run_in_worker")}
+# (workers.run_in_worker / _worker_main); no user file is ever unpickled.
+PICKLE_ALLOWED = {("effbench/workers.py", "_worker_main"), ("effbench/workers.py", "run_in_worker")}
 
 
 def _calls(tree: ast.AST):

@@ -13,13 +13,26 @@ RANGE_UJ = 262_143_328_850  # a real max_energy_range_uj value
 def test_modeled_energy_matches_hand_computation():
     e = modeled_energy(macs=10**9, bytes_moved=10**6, precision="fp32", seconds_per_inference=0.01,
                        model=horowitz_45nm(), profile_id="local")
-    # 1e9 MACs x 4.6 pJ + 1e6 bytes x 160 pJ + 0 W static
+    # 1e9 MACs x 4.6 pJ + 1e6 bytes x 160 pJ; no idle power in the model: only the dynamic part
     assert e["source"] == "modeled:local"
-    assert e["j_per_inference"] == pytest.approx(4.6e-3 + 1.6e-4)
-    assert e["avg_power_w"] == pytest.approx(0.476)
-    assert e["inferences_per_j"] == pytest.approx(1 / 4.76e-3)
-    assert e["mw_per_inference"] == pytest.approx(4.76)     # W / (inferences/s) in mW == mJ per inference
+    assert e["dynamic_j_per_inference"] == pytest.approx(4.6e-3 + 1.6e-4)
+    assert e["j_per_inference"] is None and "no idle power" in e["reason"]
     assert e["breakdown"]["compute_j"] == pytest.approx(4.6e-3)
+
+
+def test_modeled_energy_with_idle_and_load_power():
+    m = EnergyModel(pj_per_mac={"fp32": 4.6}, pj_per_dram_byte=160.0, pj_per_sram_byte=1.25, static_w=2.5,
+                    source="test", load_w=7.0)
+    e = modeled_energy(macs=10**9, bytes_moved=10**6, precision="fp32", seconds_per_inference=0.01,
+                       model=m, profile_id="pi", utilisation=0.5)
+    assert e["j_per_inference"] == pytest.approx((2.5 + 4.5 * 0.5) * 0.01)
+    assert e["avg_power_w"] == pytest.approx(4.75)
+    assert e["range_j"] == pytest.approx([2.5 * 0.01 + 4.76e-3, 7.0 * 0.01])
+    assert e["mw_per_inference"] == pytest.approx(47.5)     # W / (inferences/s) in mW == mJ per inference
+    # without a utilisation (a measured latency, no roofline): idle x time + the dynamic part
+    e = modeled_energy(macs=10**9, bytes_moved=10**6, precision="fp32", seconds_per_inference=0.01,
+                       model=m, profile_id="pi")
+    assert e["j_per_inference"] == pytest.approx(0.025 + 4.76e-3)
 
 
 def test_modeled_energy_uses_precision_and_static_power():
@@ -213,7 +226,7 @@ def test_net_power_well_above_the_idle_drift_is_measured_with_its_uncertainty():
 
 
 def test_energy_per_batch_brackets_each_window_with_idle_and_warms_up_outside_it():
-    from effbench.execute import energy_per_batch
+    from effbench.measuring import energy_per_batch
     nv = FakeNvml(mw=(100_000.0,))     # idle 100 W; each call adds 1 ms at +150 W
     meter = detect_meter("/nonexistent", nvml=nv, clock=nv.clock, sleep=nv.sleep)
     calls_made = []

@@ -52,7 +52,9 @@ def test_a_toy_precision_and_runner_run_end_to_end(tmp_path, monkeypatch, clean_
     # energy: modeled from the local profile at the precision's own registered energy per MAC
     energy = toy["energy"]
     if energy.get("source") == "modeled:local":
-        assert energy["breakdown"]["pj_per_mac"] == 0.5 and energy["j_per_inference"] > 0
+        assert energy["breakdown"]["pj_per_mac"] == 0.5 and energy["dynamic_j_per_inference"] > 0
+        # this machine's profile knows no idle power: no whole-device figure, and the record says why
+        assert energy["j_per_inference"] is None and "no idle power" in energy["reason"]
     else:  # a machine with RAPL measures it instead
         assert energy["source"].startswith("measured:")
     # the local profile has no peak for toy8: its projection says so instead of failing

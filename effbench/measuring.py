@@ -1,0 +1,285 @@
+"""What runs inside the workers: preparing a model, building a variant, and the measuring, A/B and
+profile workers that open a runner session (`open_session`) and time it by DESIGN.md's rules.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from effbench.errors import UserError
+from effbench.workers import gist
+
+
+def prepare_model(model: dict, index: int, base_dir: str, suite_file: str, cache_dir: str) -> dict:
+    from effbench.models.sources import prepare
+    from effbench.suite import ModelSpec
+    spec = ModelSpec.model_validate(model)
+    art = prepare(spec, index, base_dir=Path(base_dir), suite_file=suite_file, cache_dir=Path(cache_dir))
+    return _plain(art.to_json())
+
+
+def _plain(d: dict) -> dict:
+    """Plain JSON types only: a worker's result is pickled into the next worker's payload, and a torch
+    object in it (torch.__version__ is a TorchVersion) would import torch there on unpickling, before
+    the baseline RSS is read (~190 MB into an ONNX Runtime worker's memory figures)."""
+    return json.loads(json.dumps(d, default=str))
+
+
+def build_variant(artifact: dict, label: str, precision: str, method: str | None, options: dict,
+                  cache_dir: str, calibration: dict | None = None) -> dict:
+    from effbench.models.sources import ModelArtifact
+    from effbench.variants import build_variant as _build
+    built = _build(ModelArtifact.from_json(artifact), label, precision, method, options, Path(cache_dir),
+                   calibration=calibration)
+    return _plain(built.to_json())
+
+
+def _enter_runtime(name: str):
+    """The runner, its runtime imported before any baseline RSS is read (the runtime's import is not the
+    model's memory). An ONNX Runtime worker must never have torch loaded: see _plain()."""
+    import importlib
+
+    from effbench.runners import get_runner
+    runner = get_runner(name)
+    loaded = [m for m in getattr(runner, "excludes", ()) if m in sys.modules]
+    if loaded:
+        raise RuntimeError(f"{loaded[0]} was imported into a {name} measuring worker before its baseline")
+    importlib.import_module(getattr(runner, "runtime_module", name))
+    return runner
+
+
+@dataclass
+class OpenSession:
+    session: Any
+    variant: Any                          # the loaded `Variant`
+    baseline_rss_bytes: int | None       # the worker's RSS just before the load (`memory=True`)
+    gpu_start_bytes: int | None          # the GPU's used memory just before the load (`memory=True`, GPU cells)
+
+
+def open_session(cell: dict, variant: dict, artifact: dict, *, runner=None, options: dict | None = None,
+                 memory: bool = False) -> OpenSession:
+    """A runner session of `variant` for `cell` (its runner, threads, compile and device): the one way
+    the measuring, A/B and quality workers open one. Raises `Unsupported` when the runner cannot run
+    the variant.
+
+    `runner`: the one `_enter_runtime` returned, where the worker reads memory or timing after its
+    runtime's import; `options`: the runner's extra load options; `memory`: read the baseline memory
+    after the support check, just before the load (the runtime's import is not the model's memory).
+    """
+    from effbench.measure import memory as mem
+    from effbench.runners import Unsupported, get_runner
+    from effbench.variants import Variant
+    runner = get_runner(cell["runner"]) if runner is None else runner
+    v = Variant.from_json(variant)
+    support = runner.supports(v)
+    if not support.ok:
+        raise Unsupported(support.reason)
+    baseline = mem.rss_bytes() if memory else None
+    gpu_start = mem.gpu_used_bytes() if memory and cell.get("device", "cpu") != "cpu" else None
+    # what a runner's load needs besides the variant: the model artifact, compile, the device
+    session = runner.load(v, cell["threads"], {**(options or {}), "artifact": artifact,
+                                              "compile": cell.get("compile", False),
+                                              "device": cell.get("device", "cpu")})
+    return OpenSession(session, v, baseline, gpu_start)
+
+
+def _on_gpu(session) -> bool:
+    return any("CUDA" in p for p in session.info.get("providers", [])) or session.info.get("device") == "cuda"
+
+
+def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict, runner_options: dict,
+                 overhead_ns: float | None = None) -> dict:
+    """The measuring worker: load the variant, time it by DESIGN.md's rules, report memory."""
+    import numpy as np
+
+    from effbench.measure import energy, memory
+    from effbench.measure.latency import Budget, aligned, loop_overhead_ns, measure_latency
+    opened = open_session(cell, variant, artifact, runner=_enter_runtime(cell["runner"]), options=runner_options,
+                          memory=True)
+    session = opened.session
+    arrays = {k: aligned(np.asarray(a)) for k, a in feeds.items()}
+    call = session.timed_call(arrays)
+    overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
+    stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
+    peak = memory.peak_rss_bytes()
+    lat = stats.to_json()
+    inferences = cell["batch_size"] * lat["calls"]
+    b = str(cell["batch_size"])
+    measured_b = energy_per_batch(energy.detect_meter(gpu=_on_gpu(session)), {b: call}, budget)[b]
+    measured, why = measured_b["measured"], measured_b["reason"]
+    throughput = inferences / stats.elapsed_s if stats.elapsed_s else None
+    return {"latency_ms": lat, "samples_ms": stats.stored_samples_ms(), "throughput_ips": throughput,
+            "memory": {"baseline_rss_bytes": opened.baseline_rss_bytes, "peak_rss_bytes": peak,
+                       **(memory.gpu_figures(opened.gpu_start_bytes, session) if _on_gpu(session) else {})},
+            "session": session.info, "loop_overhead_ns": overhead, "energy": measured, "energy_reason": why}
+
+
+def energy_per_batch(meter, calls: dict[str, Callable[[], object]], budget: dict) -> dict[str, dict]:
+    """{batch: {"measured", "reason"}}: each batch size's calls in a counter window of at least the
+    counter's update period, bracketed by idle samples (the one after a batch is the next one's before),
+    warmed up before the window opens. Without a counter: None and the meter's reason."""
+    from effbench.measure.latency import Budget, measure_latency
+    if not meter.available:
+        return {b: {"measured": None, "reason": meter.reason} for b in calls}
+    idle_s = max(0.5, meter.min_window_s)
+    # inside the window, measure_latency makes two untimed calls (its first call, one warm-up call that
+    # sizes the timed blocks: both counted below); the warm-up proper runs before the window opens
+    timed = Budget(**{**budget, "warmup_s": 0.0, "min_time_s": max(budget["min_time_s"], meter.min_window_s),
+                      "max_time_s": max(budget["max_time_s"], meter.min_window_s), "min_warmup_calls": 1})
+    out: dict[str, dict] = {}
+    before = meter.sample_idle_w(idle_s)
+    for b, call in calls.items():
+        for _ in range(3):
+            call()
+        with meter.window() as window:
+            stats = measure_latency(call, timed)
+        after = meter.sample_idle_w(idle_s)
+        measured = window.result(inferences=int(b) * (stats.calls + 2), elapsed_s=stats.elapsed_s,
+                                 idle_w=before, idle_after_w=after)
+        out[b] = {"measured": measured, "reason": window.reason}
+        before = after
+    return out
+
+
+def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: bool = False) -> dict:
+    """A/B mode's paired pass: the baseline's and the candidate's variants of one cell loaded in one worker
+    and timed in alternating blocks (`measure.latency.paired_ratio`). Timing only: memory and energy come
+    from each side's own worker. `load_reversed` loads the candidate first (odd rounds): two sessions of
+    the same model in one process differed by a few percent here, so neither side always loads first."""
+    import numpy as np
+
+    from effbench.measure.latency import aligned, paired_ratio
+    from effbench.runners import get_runner
+    runner = get_runner(cell["runner"])
+    calls: dict[int, object] = {}
+    for i in ((1, 0) if load_reversed else (0, 1)):
+        side = sides[i]
+        session = open_session(cell, side["variant"], side["artifact"], runner=runner).session
+        calls[i] = session.timed_call({k: aligned(np.asarray(a)) for k, a in side["feeds"].items()})
+    return paired_ratio(calls[0], calls[1], duration_s=max(1.0, budget["min_time_s"]),
+                        warmup_s=budget["warmup_s"])
+
+
+def measure_group(group: dict, members: list[dict], variants: dict[str, dict], artifact: dict, feeds: dict,
+                  budget: dict, overhead_ns: float, seed: int, load_reversed: bool = False) -> dict:
+    """The measuring worker of one round of a group: the variants of one model on one runner, every
+    batch size, loaded in this process and timed in randomly interleaved blocks
+    (`measure.latency.measure_interleaved`), with the drift sentinel timed before and after.
+
+    `members`: [{"key", "label", "batch_size", "reference"}]; `variants`: label -> built variant; `feeds`: str(batch)
+    -> arrays. A variant this runtime cannot load or run is reported for its members alone; the others
+    are still timed. Memory and energy are not measured here: a variant's memory needs its own process.
+    """
+    import gc
+
+    import numpy as np
+
+    from effbench.measure.latency import Budget, aligned, measure_interleaved, sentinel_us
+    from effbench.runners import Unsupported
+    runner = _enter_runtime(group["runner"])
+    before_us = sentinel_us()
+    status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
+    sessions: dict[str, Any] = {}
+    labels = list(dict.fromkeys(m["label"] for m in members))
+    for label in (labels[::-1] if load_reversed else labels):  # neither side always loads first
+        try:
+            sessions[label] = open_session(group, variants[label], artifact, runner=runner,
+                                           options={"shared_thread_pool": True}).session
+        except Unsupported as e:
+            status[label] = ("unsupported", str(e))
+        except Exception as e:  # one variant's failure must not cost the others their measurement
+            traceback.print_exc()
+            status[label] = ("failed", gist(e))
+    calls = {}
+    for m in members:
+        if m["label"] in status:
+            status[m["key"]] = status[m["label"]]
+            continue
+        arrays = {k: aligned(np.asarray(a)) for k, a in feeds[str(m["batch_size"])].items()}
+        try:
+            calls[m["key"]] = sessions[m["label"]].timed_call(arrays)
+        except Unsupported as e:
+            status[m["key"]] = ("unsupported", str(e))
+        except Exception as e:
+            traceback.print_exc()
+            status[m["key"]] = ("failed", gist(e))
+    references = {m["key"]: m["reference"] for m in members if m.get("reference")}
+    timed = (measure_interleaved(calls, Budget(**budget), overhead_ns=overhead_ns, references=references, seed=seed)
+             if calls else None)
+    infos = {label: sess.info for label, sess in sessions.items()}
+    # The sentinel runs in the same conditions as before: no session loaded (a loaded session's thread
+    # pool slowed it by a steady 10-15% here, which is not drift).
+    calls.clear()
+    sessions.clear()
+    gc.collect()
+    after_us = sentinel_us()
+    out: dict[str, dict] = {}
+    for m in members:
+        key = m["key"]
+        if key in status:
+            out[key] = {"status": status[key][0], "reason": status[key][1]}
+            continue
+        st = timed.stats[key]
+        inferences = m["batch_size"] * st.calls
+        out[key] = {"status": "ok", "latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(),
+                    "throughput_ips": inferences / st.elapsed_s if st.elapsed_s else None,
+                    "block_ms": timed.block_ms[key], "session": infos[m["label"]]}
+    return {"members": out,
+            "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
+
+
+def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict,
+                    quality: dict | None) -> dict:
+    """The variant's own worker, once per run: peak memory at each batch size, measured energy where
+    the machine has counters, then the untimed quality pass.
+
+    Memory: baseline RSS before loading, then for each batch size (smallest first, as the runtime's
+    arenas only grow) the kernel's high-water mark over load and a few calls, reset between batch sizes
+    (/proc/self/clear_refs 5). Peak RSS needs a process of its own; timing does not (`measure_group`).
+    """
+    import numpy as np
+
+    from effbench.measure import energy, memory
+    from effbench.measure.latency import aligned
+    from effbench.runners import Unsupported
+    opened = open_session(cell, variant, artifact, runner=_enter_runtime(cell["runner"]), memory=True)
+    session, baseline, gpu_start = opened.session, opened.baseline_rss_bytes, opened.gpu_start_bytes
+    load_peak = memory.peak_rss_bytes()
+    out: dict[str, Any] = {"memory": {}, "energy": {}}
+    batches = sorted(feeds, key=int)
+    calls = {}
+    for b in batches:
+        resettable = memory.reset_peak(session)
+        try:
+            call = session.timed_call({k: aligned(np.asarray(a)) for k, a in feeds[b].items()})
+            for _ in range(10):
+                call()
+        except Exception as e:  # e.g. out of memory at the largest batch: the smaller ones keep their figures
+            traceback.print_exc()
+            out["memory"][b] = {"reason": f"memory not measured: {gist(e)}"}
+            continue
+        calls[b] = call
+        peak = max(load_peak, memory.peak_rss_bytes()) if resettable else memory.peak_rss_bytes()
+        gpu = memory.gpu_figures(gpu_start, session) if _on_gpu(session) else {}
+        out["memory"][b] = {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **gpu,
+                            "measured": "own worker, once per run" + ("" if resettable else
+                                        "; peak not resettable here: includes smaller batch sizes")}
+    out["energy"] = energy_per_batch(energy.detect_meter(gpu=_on_gpu(session)), calls, budget)
+    if calls and hasattr(session, "placement"):
+        first = min(calls, key=int)
+        out["placement"] = session.placement({k: np.asarray(a) for k, a in feeds[first].items()})
+    del calls, session, opened  # the session is freed before the quality pass loads its own
+    if quality is not None:
+        from effbench.measure.quality import quality_pass
+        try:
+            out["quality"] = quality_pass(cell=cell, variant=variant, artifact=artifact, **quality)
+        except (Unsupported, UserError):
+            raise
+        except Exception as e:
+            traceback.print_exc()
+            out["quality"] = {"metric": quality.get("metric"), "value": None, "status": "failed", "reason": gist(e)}
+    return out

@@ -1,0 +1,51 @@
+"""One square matrix product per precision as an ONNX graph: what a graph runtime achieves on this
+machine's kernels for that precision (the local profile's per-runtime peak, not torch's).
+
+Each builder returns (model bytes, feeds, what the kernel is). n x n x n MACs; 2 ops per MAC.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset: int = 17, ms_opset: bool = False) -> bytes:
+    from onnx import helper
+    graph = helper.make_graph(nodes, "microgemm", inputs, outputs, initializer=list(initializers))
+    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("com.microsoft", 1)] if ms_opset else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def float_matmul(elem: str):
+    """MatMul on `elem` ("float", "float16", "bfloat16") inputs."""
+    def build(n: int) -> tuple[bytes, dict[str, Any], str]:
+        from onnx import TensorProto, helper
+        t = {"float": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}[elem]
+        rng = np.random.default_rng(0)
+        dtype = {"float": np.float32, "float16": np.float16}.get(elem)
+        if dtype is None:
+            import ml_dtypes  # numpy has no bfloat16; onnx depends on ml_dtypes
+            dtype = ml_dtypes.bfloat16
+        a = rng.standard_normal((n, n)).astype(np.float32).astype(dtype)
+        b = rng.standard_normal((n, n)).astype(np.float32).astype(dtype)
+        vi = [helper.make_tensor_value_info(x, t, [n, n]) for x in ("a", "b")]
+        model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])], vi,
+                       [helper.make_tensor_value_info("y", t, [n, n])])
+        return model, {"a": a, "b": b}, f"MatMul ({elem})"
+    return build
+
+
+def int8_matmul(n: int) -> tuple[bytes, dict[str, Any], str]:
+    """MatMulInteger: uint8 activations x int8 weights -> int32, as dynamic quantization runs it."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (n, n), dtype=np.uint8)
+    b = rng.integers(-127, 127, (n, n), dtype=np.int8)
+    model = _model([helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+                   [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+                    helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
+                   [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], opset=17)
+    return model, {"a": a, "b": b}, "MatMulInteger (uint8 x int8 -> int32)"
