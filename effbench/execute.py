@@ -182,6 +182,9 @@ class SuiteRun:
         samples = validate_options(choice.precision, choice.options).get("calibration_samples")
         if calibration is not None and samples:  # only precisions that calibrate get (their share of) the data
             calib = {k: v[:samples] for k, v in calibration.inputs.items()}
+        elif samples:  # no dataset: inputs generated from the spec, and the variant says so
+            from effbench.variants import GeneratedCalibration
+            calib = GeneratedCalibration(art.feeds(samples, None, seed=20261127))
         return run_in_worker("effbench.measuring:build_variant",
                              {"artifact": art.to_json(), "label": choice.label, "precision": choice.precision,
                               "method": choice.method, "options": choice.options,

@@ -253,9 +253,15 @@ def torch_stats(path: Path | str | None, module, fp32_module=None) -> dict[str, 
             "compression_vs_fp32": round(fp32_bytes / size, 3) if path else 1.0}
 
 
-def cache_key(artifact: ModelArtifact, label: str, options: dict[str, Any]) -> str:
+class GeneratedCalibration(dict):
+    """Calibration inputs generated from the model's input spec (seeded), for a model without a dataset:
+    enough to set static int8's activation ranges for a latency study; the variant records it."""
+
+
+def cache_key(artifact: ModelArtifact, label: str, options: dict[str, Any], calibration=None) -> str:
+    extra = ["generated-calibration"] if isinstance(calibration, GeneratedCalibration) else []
     payload = json.dumps([artifact.onnx_sha256, artifact.torch_factory, artifact.torch_factory_args, label, options,
-                          VARIANTS_VERSION], sort_keys=True, default=str)
+                          VARIANTS_VERSION, *extra], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -266,7 +272,7 @@ def build_variant(artifact: ModelArtifact, label: str, precision: str, method: s
                   options: dict[str, Any], cache_dir: Path, calibration=None) -> Variant:
     """Build (or load from cache) the variant; runs in a worker (quantizers can crash)."""
     _load_builders()
-    key = cache_key(artifact, label, options)
+    key = cache_key(artifact, label, options, calibration)
     folder = Path(cache_dir) / "variants" / f"{artifact.model_id}-{label}-{key}"
     meta = folder / "variant.json"
     if meta.is_file():

@@ -119,14 +119,19 @@ class _NoLayers(Exception):
 
 @builder("int8")
 def build_int8(artifact: ModelArtifact, *, label: str, method, options, folder: Path, calibration=None) -> Variant:
+    from effbench.variants import GeneratedCalibration
     kind = graph_kind(artifact.onnx_path)
     chosen, why = method, None
+    generated = isinstance(calibration, GeneratedCalibration)
     if method == "static" and calibration is None:
         raise UserError(f"int8-static needs calibration data but model '{artifact.model_id}' has no dataset",
                         field="precisions", fix="add dataset: to the model, or use int8-dynamic")
     if method is None:
         if kind == "cnn" and calibration is not None:
             chosen, why = "static", "static QDQ: the graph is CNN-like (ONNX Runtime's guidance: static for CNNs)"
+            if generated:  # dynamic ConvInteger ran a CNN 7x slower than FP32 (issue 14): not what a user means
+                why += ("; the model has no dataset, so its activation ranges come from seeded inputs generated "
+                        "from its input spec (ask for int8-dynamic to avoid that)")
         elif kind == "cnn":
             chosen, why = "dynamic", "dynamic: the graph is CNN-like but the model has no dataset to calibrate on"
         else:
@@ -137,6 +142,9 @@ def build_int8(artifact: ModelArtifact, *, label: str, method, options, folder: 
     try:
         res = _onnx_int8(artifact, chosen, options, folder, calibration)
         onnx_path = res["path"]
+        if chosen == "static":
+            res["build"]["calibration_inputs"] = ("generated from the input spec (seeded random)" if generated
+                                                  else "the model's dataset")
         build["onnx"] = {**res["build"], "method": "static-qdq" if chosen == "static" else "dynamic",
                          "options": options, **({"chosen_because": why} if why else {})}
         stats["onnx"] = onnx_stats(onnx_path, artifact.onnx_path)
