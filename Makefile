@@ -40,6 +40,7 @@ bench-all: bench
 	$(BIN)/python bench/int8_width.py
 	$(BIN)/python bench/paired_speedup.py
 	$(BIN)/python bench/gate_false_positives.py --pairs 3 --rounds 12 --quick --modes ab
+	$(BIN)/python bench/projection_error.py --json bench/projection_error.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

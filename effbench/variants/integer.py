@@ -123,9 +123,12 @@ def build_int8(artifact: ModelArtifact, *, label: str, method, options, folder: 
     kind = graph_kind(artifact.onnx_path)
     chosen, why = method, None
     generated = isinstance(calibration, GeneratedCalibration)
-    if method == "static" and calibration is None:
+    if method == "static" and (calibration is None or generated):
+        # asked for by name, static means calibrated on real data; plain int8 on a CNN falls back to
+        # generated inputs and says so
         raise UserError(f"int8-static needs calibration data but model '{artifact.model_id}' has no dataset",
-                        field="precisions", fix="add dataset: to the model, or use int8-dynamic")
+                        field="precisions", fix="add dataset: to the model, or use int8 (static on generated "
+                                                "inputs for a CNN) or int8-dynamic")
     if method is None:
         if kind == "cnn" and calibration is not None:
             chosen, why = "static", "static QDQ: the graph is CNN-like (ONNX Runtime's guidance: static for CNNs)"

@@ -1,0 +1,72 @@
+"""How far the local projection is from the measurement on held-out models (issue 14's acceptance).
+
+    python bench/projection_error.py [--out DIR] [--json FILE] [--stores HO_BEFORE QS HO_AFTER]
+
+Runs bench/reproducibility.yaml (held-out cnn28 and mlp2, ORT fp32/fp16/int8, batch 1/16) with a fresh
+cache (the local profile uncalibrated), then the quickstart, `effbench profiles calibrate` on it, and the
+held-out suite again; prints, per store, the factor between projected and measured latency (median,
+max, how many within 25%, how many over 2x) and the worst cells. `--stores` reads three existing stores
+instead of running. Targets (issue 14): median within 25%, no cell over 2x, after calibration.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def errors(store: Path) -> dict:
+    from effbench.results import load
+    rows = []
+    for r in load(store).records:
+        p = (r.projections or {}).get("local") or {}
+        if r.ok and p.get("error_pct") is not None:
+            rows.append({"cell": r.cell_id, "projected_over_measured": 1 + p["error_pct"] / 100})
+    factors = [max(x["projected_over_measured"], 1 / x["projected_over_measured"]) for x in rows]
+    if not rows:
+        return {"store": str(store), "cells": 0}
+    return {"store": str(store), "cells": len(rows), "median_factor": statistics.median(factors),
+            "max_factor": max(factors), "within_25pct": sum(abs(x["projected_over_measured"] - 1) <= 0.25 for x in rows),
+            "over_2x": sum(f > 2 for f in factors),
+            "worst": sorted(rows, key=lambda x: -max(x["projected_over_measured"], 1 / x["projected_over_measured"]))[:5]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--json")
+    ap.add_argument("--stores", nargs=3, metavar=("HO_BEFORE", "QS", "HO_AFTER"))
+    a = ap.parse_args(argv)
+    if a.stores:
+        stores = [Path(s) for s in a.stores]
+    else:
+        out = Path(a.out or tempfile.mkdtemp(prefix="projection-error-"))
+        env = {**os.environ, "XDG_CACHE_HOME": str(out / "cache"),
+               "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+        eb = [sys.executable, "-m", "effbench"]
+        stores = [out / "heldout-uncalibrated", out / "quickstart", out / "heldout-calibrated"]
+        for cmd in ([*eb, "run", "bench/reproducibility.yaml", "-o", str(stores[0]), "--no-progress", "--no-report"],
+                    [*eb, "run", "suites/quickstart.yaml", "-o", str(stores[1]), "--no-progress", "--no-report"],
+                    [*eb, "profiles", "calibrate", "--results", str(stores[1])],
+                    [*eb, "run", "bench/reproducibility.yaml", "-o", str(stores[2]), "--no-progress", "--no-report"]):
+            subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    result = {"uncalibrated": errors(stores[0]), "quickstart": errors(stores[1]), "calibrated": errors(stores[2])}
+    for name, e in result.items():
+        if e.get("cells"):
+            print(f"{name:13s} cells {e['cells']:3d}  median x{e['median_factor']:.2f}  max x{e['max_factor']:.1f}  "
+                  f"within 25% {e['within_25pct']}  over 2x {e['over_2x']}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
