@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from effbench.gate.decide import check_alpha, finish
-from effbench.gate.plan import RowPlan, direction, plan_metric, status_row
+from effbench.gate.plan import RowPlan, both_ok, direction, plan_metric
 from effbench.gate.rules import DEFAULT_RULES, Rule
 from effbench.gate.verdict import Verdict
 from effbench.measure.stats import noise_floor
@@ -33,10 +33,7 @@ def compare_ab(pairs: list[tuple[Record, Record]], *, rules: list[Rule] | None =
     status_rows = []
     for b, n in pairs:
         cell_id = n.cell_id
-        srow = status_row(cell_id, b, n)
-        if srow:
-            status_rows.append(srow)
-        if not (b.ok and n.ok):
+        if not both_ok(status_rows, cell_id, b, n):
             continue
         for rule in rules:
             if rule.metric != "latency.median":

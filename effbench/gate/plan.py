@@ -96,6 +96,14 @@ def status_row(cell_id: str, b: Record, n: Record) -> dict[str, Any] | None:
             "noise_floor": None, "verdict": verdict, "note": n.reason or b.reason or ""}
 
 
+def both_ok(status_rows: list[dict], cell_id: str, b: Record, n: Record) -> bool:
+    """Add the cell's status row when its status changed; True when both sides ran (its metrics compare)."""
+    row = status_row(cell_id, b, n)
+    if row:
+        status_rows.append(row)
+    return b.ok and n.ok
+
+
 def plan_metric(rule: Rule, cell_id: str, b: Record, n: Record, bside: StoreIndex | None,
                 nside: StoreIndex | None, factor: float) -> RowPlan | None:
     """Values, direction and the significance-test plan for one (cell, metric); None when absent."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from effbench.errors import UserError
 from effbench.gate.decide import check_alpha, finish
-from effbench.gate.plan import RowPlan, StoreIndex, plan_metric, status_row
+from effbench.gate.plan import RowPlan, StoreIndex, both_ok, plan_metric
 from effbench.gate.provenance import environment_warnings, speed_ratio
 from effbench.gate.rules import DEFAULT_RULES, Rule
 from effbench.gate.verdict import Verdict
@@ -55,10 +55,7 @@ def compare(base: Results | str | Path, new: Results | str | Path, *, rules: lis
     status_rows = []
     for cell_id in common:
         b, n = bside.by_id[cell_id], nside.by_id[cell_id]
-        srow = status_row(cell_id, b, n)
-        if srow:
-            status_rows.append(srow)
-        if not (b.ok and n.ok):
+        if not both_ok(status_rows, cell_id, b, n):
             continue
         for rule in rules:
             row = plan_metric(rule, cell_id, b, n, bside, nside, factor)
