@@ -216,10 +216,7 @@ def build_local(det: dict[str, Any], bench: dict[str, Any], measured_at: str) ->
         if bench.get(f"peak_{prec}"):
             kernel = bench.get(f"{prec}_kernel") or f"torch.mm {prec}"
             peak[prec] = {"dense": _fig(bench[f"peak_{prec}"], f"{where}: {kernel}; {mm}")}
-    for spec in PRECISIONS.values():  # precisions this CPU computes in another's kernels
-        if spec.local_peak_from and spec.name not in peak and spec.local_peak_from[0] in peak:
-            source, why = spec.local_peak_from
-            peak[spec.name] = {"dense": _fig(bench[f"peak_{source}"], f"the {source} figure: {why}", derived=True)}
+    _add_derived_peaks(peak)
     copy = f"{where}: best of {bench['reps']} numpy copies of"
     memory: dict[str, Any] = {
         "bandwidth_bytes_per_s": _fig(bench["dram_bw"], f"{copy} {bench['dram_copy_bytes'] / 2**20:.0f} MiB "
@@ -250,6 +247,17 @@ def build_local(det: dict[str, Any], bench: dict[str, Any], measured_at: str) ->
     }
 
 
+def _add_derived_peaks(peak: dict[str, Any]) -> None:
+    """Precisions this machine computes in another's kernels (the registry's `local_peak_from`) get that
+    precision's measured figure, labelled derived."""
+    from effbench.variants.specs import PRECISIONS
+    for spec in PRECISIONS.values():
+        if spec.local_peak_from and spec.name not in peak and spec.local_peak_from[0] in peak:
+            source, why = spec.local_peak_from
+            peak[spec.name] = {"dense": _fig(peak[source]["dense"]["value"], f"the {source} figure: {why}",
+                                             derived=True)}
+
+
 def _by_runner(bench: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     from effbench.variants.specs import PRECISIONS
     out: dict[str, dict[str, Any]] = {}
@@ -260,11 +268,7 @@ def _by_runner(bench: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
             if prec in PRECISIONS and p.get("ops_per_s"):
                 mine[prec] = {"dense": _fig(p["ops_per_s"], f"{where}: {p['kernel']}; best of {reps} "
                                                             f"{n}^3 matrix products, 2 ops per MAC")}
-        for spec in PRECISIONS.values():
-            if spec.local_peak_from and spec.name not in mine and spec.local_peak_from[0] in mine:
-                source, why = spec.local_peak_from
-                mine[spec.name] = {"dense": _fig(mine[source]["dense"]["value"], f"the {source} figure: {why}",
-                                                 derived=True)}
+        _add_derived_peaks(mine)
         if mine:
             out[runner] = mine
     return out

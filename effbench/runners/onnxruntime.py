@@ -33,23 +33,8 @@ class OnnxRuntimeRunner:
 
     def load(self, variant, threads: int, options: dict[str, Any]) -> OrtSession:
         import onnxruntime as ort
-        so = ort.SessionOptions()
-        shared = bool(options.get("shared_thread_pool"))
-        if shared:
-            # Several sessions timed in turn in one worker (measuring.measure_group): each with its own
-            # pool, the idle sessions' spinning threads took the cores from the one being timed (a 4 ms
-            # p99 on a 0.1 ms cell here). One pool for the process, as a single-session worker has.
-            _shared_pool(threads)
-            so.use_per_session_threads = False
-        else:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        level = options.get("graph_optimization_level", "all")
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
+        so = _session_options(threads, options)
+        shared, level = bool(options.get("shared_thread_pool")), options.get("graph_optimization_level", "all")
         device = options.get("device", "cpu")
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
@@ -76,10 +61,29 @@ class OnnxRuntimeRunner:
         if device == "cuda":
             info["device"] = "cuda"
             info["io"] = "inputs and outputs bound on the GPU (IOBinding); outputs synchronized per call"
-        session = OrtSession(sess, info, device=device)
-        session.remake = lambda so_edit: ort.InferenceSession(variant.onnx_path, sess_options=so_edit(so),
-                                                               providers=providers)
-        return session
+        return OrtSession(sess, info, device=device, source=(variant.onnx_path, providers, threads, options))
+
+
+def _session_options(threads: int, options: dict[str, Any]):
+    """The SessionOptions a runner's options ask for: threads (or the worker's shared pool), sequential
+    execution, the graph optimisation level."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    if options.get("shared_thread_pool"):
+        # Several sessions timed in turn in one worker (measuring.measure_group): each with its own
+        # pool, the idle sessions' spinning threads took the cores from the one being timed (a 4 ms
+        # p99 on a 0.1 ms cell here). One pool for the process, as a single-session worker has.
+        _shared_pool(threads)
+        so.use_per_session_threads = False
+    else:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[options.get("graph_optimization_level", "all")]
+    return so
 
 
 def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
@@ -135,16 +139,16 @@ def _first_line(e: BaseException) -> str:
 
 
 class OrtSession:
-    def __init__(self, sess, info: dict[str, Any], device: str = "cpu") -> None:
+    def __init__(self, sess, info: dict[str, Any], device: str = "cpu",
+                 source: tuple[str, list[str], int, dict[str, Any]] | None = None) -> None:
         self.sess = sess
         self.info = info
         self.device = device
+        self.source = source   # (graph path, providers, threads, options): what `placement` reopens
         self.output_names = [o.name for o in sess.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.sess.run(self.output_names, feeds)
-
-    remake: Callable[[Callable[[Any], Any]], Any] | None = None
 
     def placement(self, feeds: dict[str, np.ndarray]) -> dict[str, Any] | None:
         """Which execution provider ran each node: one profiled call in a second session of the same
@@ -154,15 +158,16 @@ class OrtSession:
         import json
         import os
         import tempfile
-        if self.remake is None:
+        if self.source is None:
             return None
+        import onnxruntime as ort
+        path, providers, threads, options = self.source
         with tempfile.TemporaryDirectory() as tmp:
-            def profiled(so):
-                so.enable_profiling = True
-                so.profile_file_prefix = os.path.join(tmp, "placement")
-                return so
+            so = _session_options(threads, options)
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(tmp, "placement")
             try:
-                sess = self.remake(profiled)
+                sess = ort.InferenceSession(path, sess_options=so, providers=providers)
                 sess.run(self.output_names, feeds)
                 events = json.loads(open(sess.end_profiling()).read())
             except Exception as e:  # noqa: BLE001 - the placement is a note; its absence says why

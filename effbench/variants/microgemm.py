@@ -19,23 +19,24 @@ def _model(nodes, inputs, outputs, initializers=(), opset: int = 17, ms_opset: b
     return model.SerializeToString()
 
 
-def float_matmul(elem: str):
-    """MatMul on `elem` ("float", "float16", "bfloat16") inputs."""
-    def build(n: int) -> tuple[bytes, dict[str, Any], str]:
-        from onnx import TensorProto, helper
-        t = {"float": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}[elem]
-        rng = np.random.default_rng(0)
-        dtype = {"float": np.float32, "float16": np.float16}.get(elem)
-        if dtype is None:
-            import ml_dtypes  # numpy has no bfloat16; onnx depends on ml_dtypes
-            dtype = ml_dtypes.bfloat16
-        a = rng.standard_normal((n, n)).astype(np.float32).astype(dtype)
-        b = rng.standard_normal((n, n)).astype(np.float32).astype(dtype)
-        vi = [helper.make_tensor_value_info(x, t, [n, n]) for x in ("a", "b")]
-        model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])], vi,
-                       [helper.make_tensor_value_info("y", t, [n, n])])
-        return model, {"a": a, "b": b}, f"MatMul ({elem})"
-    return build
+def matmul(elem: str, n: int) -> tuple[bytes, dict[str, Any], str]:
+    """The n x n x n product for `elem`: "int8" (MatMulInteger), else MatMul on "float", "float16" or
+    "bfloat16" inputs."""
+    if elem == "int8":
+        return int8_matmul(n)
+    from onnx import TensorProto, helper
+    t = {"float": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}[elem]
+    rng = np.random.default_rng(0)
+    dtype = {"float": np.float32, "float16": np.float16}.get(elem)
+    if dtype is None:
+        import ml_dtypes  # numpy has no bfloat16; onnx depends on ml_dtypes
+        dtype = ml_dtypes.bfloat16
+    a = rng.standard_normal((n, n)).astype(np.float32).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(np.float32).astype(dtype)
+    vi = [helper.make_tensor_value_info(x, t, [n, n]) for x in ("a", "b")]
+    model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])], vi,
+                   [helper.make_tensor_value_info("y", t, [n, n])])
+    return model, {"a": a, "b": b}, f"MatMul ({elem})"
 
 
 def int8_matmul(n: int) -> tuple[bytes, dict[str, Any], str]:

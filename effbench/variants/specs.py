@@ -105,10 +105,11 @@ def _check_binary(opts: dict[str, Any]) -> None:
 _HOROWITZ = "Horowitz ISSCC 2014, 45 nm"
 
 
-def _microgemm(name: str):
+def _microgemm(elem: str):
+    """A precision's `onnx_matmul`: variants.microgemm's graph for `elem`, imported when first used."""
     def build(n: int):
-        from effbench.variants import microgemm
-        return getattr(microgemm, name)(n) if name == "int8_matmul" else microgemm.float_matmul(name)(n)
+        from effbench.variants.microgemm import matmul
+        return matmul(elem, n)
     return build
 
 
@@ -124,7 +125,7 @@ for _spec in (
     PrecisionSpec("int8", 8, 8, methods=("dynamic", "static"),
                   options={"per_channel": (bool, True), "calibration_samples": (int, 256)}, check=_check_int8,
                   pj_per_mac_45nm=0.23, energy_note=_HOROWITZ, matmul_dtype="int8", order=3, headline=True,
-                  onnx_matmul=_microgemm("int8_matmul")),
+                  onnx_matmul=_microgemm("int8")),
     # weight-only int4: the MACs consume fp32 activations
     PrecisionSpec("int4", 4, 32, options={"block_size": (int, 32), "symmetric": (bool, True),
                                           "accuracy_level": (int, 4)}, check=_check_int4,

@@ -82,8 +82,7 @@ def test_ort_placement_counts_each_providers_nodes(tiny_mlp):
     assert set(placed["nodes_by_provider"]) == {"CPUExecutionProvider"} and placed["nodes_by_provider"]["CPUExecutionProvider"] > 0
     assert "ops_not_on_cuda" not in placed
     # a CUDA session whose nodes ran on the CPU names their ops
-    as_cuda = OrtSession(sess.sess, {}, device="cuda")
-    as_cuda.remake = sess.remake
+    as_cuda = OrtSession(sess.sess, {}, device="cuda", source=sess.source)
     off = as_cuda.placement({"x": x})
     assert sum(off["ops_not_on_cuda"].values()) == placed["nodes_by_provider"]["CPUExecutionProvider"]
 
