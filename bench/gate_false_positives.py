@@ -15,7 +15,6 @@ Measuring and judging are separate so a gate change can be re-judged on the same
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -34,14 +33,14 @@ SLOW = 1.10
 def slowed(results: Results, model: str, factor: float) -> Results:
     recs = []
     for r in results.records:
-        r = copy.deepcopy(r)
-        if r.cell.get("model") == model and r.ok:
-            r.samples_ms = [s * factor for s in r.samples_ms]
-            r.round_medians_ms = [m * factor for m in r.round_medians_ms]
-            r.paired_ratios = [p * factor for p in r.paired_ratios]   # the new side of each block pair
-            r.latency_ms = {k: (v * factor if k in ("median", "mean", "p90", "p99", "min", "max") and v else v)
-                            for k, v in r.latency_ms.items()}
-            r.latency_ms["ci"] = [c * factor for c in r.latency_ms["ci"]]
+        if r.cell.model == model and r.ok:
+            lat = r.latency_ms
+            scaled = {k: v * factor for k in ("median", "mean", "p90", "p99", "min", "max") if (v := getattr(lat, k))}
+            r = r.replace(
+                samples_ms=tuple(s * factor for s in r.samples_ms),
+                round_medians_ms=tuple(m * factor for m in r.round_medians_ms),
+                paired_ratios=tuple(p * factor for p in r.paired_ratios),   # the new side of each block pair
+                latency_ms=lat.replace(**scaled, ci=(lat.ci[0] * factor, lat.ci[1] * factor) if lat.ci else None))
         recs.append(r)
     return Results(records=recs, raw=recs)
 
@@ -84,7 +83,7 @@ def analyze(d: Path, verbose: bool) -> dict:
             v = compare(base, new)
             fp = flagged(v)
             slow = slowed(new, SLOW_MODEL, SLOW)
-            target = sorted(r.cell_id for r in slow.records if r.cell.get("model") == SLOW_MODEL and r.ok)
+            target = sorted(r.cell_id for r in slow.records if r.cell.model == SLOW_MODEL and r.ok)
             vs = compare(base, slow)
             hit = [c for c in flagged(vs) if c in target]
             line += (f" store mode: A/A flagged {len(fp)} of {len(latency_rows(v))} cells {fp}, "
@@ -99,7 +98,7 @@ def analyze(d: Path, verbose: bool) -> dict:
             bb = b2.by_id()
             fpa = flagged(compare_ab([(bb[r.cell_id], r) for r in n2 if r.cell_id in bb]))
             va = compare_ab([(bb[r.cell_id], r) for r in slowed(n2, SLOW_MODEL, SLOW) if r.cell_id in bb])
-            target_ab = sorted(r.cell_id for r in n2 if r.cell.get("model") == SLOW_MODEL and r.ok)
+            target_ab = sorted(r.cell_id for r in n2 if r.cell.model == SLOW_MODEL and r.ok)
             hita = [c for c in flagged(va) if c in target_ab]
             paired = sum(len(r.paired_ratios) >= 2 for r in n2)
             fp_ab += len(fpa)

@@ -16,51 +16,46 @@ import statistics
 import sys
 from pathlib import Path
 
+from effbench.record import Comparison, Energy, Memory, Provenance
+
 
 def _num(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def rows(store: str, profile: str) -> tuple[list[dict], dict]:
+def rows(store: str, profile: str) -> tuple[list[dict], Provenance | None]:
     from effbench.results import load
     res = load(store)
     out = []
     for r in res.records:
-        cell = r.cell or {}
-        lat = r.latency_ms or {}
-        proj = (r.projections or {}).get(profile) or {}
-        energy = r.energy or {}
-        mem = r.memory or {}
-        comp = r.comparison or {}
-        measured_ms = _num(lat.get("median"))
-        projected_ms = _num(proj.get("latency_ms"))
-        measured_mj = _num(energy.get("j_per_inference"))
+        cell, lat, proj = r.cell, r.latency_ms, r.projections.get(profile)
+        energy, mem, comp = r.energy or Energy(), r.memory or Memory(), r.comparison or Comparison()
+        measured_ms = _num(lat.median) if lat else None
+        projected_ms = _num(proj.latency_ms) if proj else None
+        measured_mj = _num(energy.j_per_inference)
         measured_mj = measured_mj * 1e3 if measured_mj is not None else None
-        modeled_mj = _num(proj.get("energy_mj"))
+        modeled_mj = _num(proj.energy_mj) if proj else None
         out.append({
             "cell": r.cell_id, "status": r.status, "reason": r.reason if r.status != "ok" else None,
-            "runner": cell.get("runner_label"), "precision": cell.get("precision"), "batch": cell.get("batch_size"),
-            "placement": ((r.variant or {}).get("runtime") or {}).get("placement"),
-            "latency_ms": measured_ms, "latency_ci_ms": lat.get("ci"), "rounds": r.rounds,
-            "speedup_vs_fp32": _num(comp.get("speedup")), "speedup_ci": comp.get("ci"),
-            "speedup_reason": comp.get("reason"),
-            "energy_source": energy.get("source"), "measured_mj_per_inference": measured_mj,
-            "avg_power_w": _num(energy.get("avg_power_w")), "gross_power_w": _num(energy.get("gross_avg_power_w")),
-            "idle_w": _num(energy.get("idle_w")), "energy_reason": energy.get("reason"),
+            "runner": cell.runner_label, "precision": cell.precision, "batch": cell.batch_size,
+            "placement": (r.variant.runtime or {}).get("placement") if r.variant else None,
+            "latency_ms": measured_ms, "latency_ci_ms": list(lat.ci) if lat and lat.ci else None, "rounds": r.rounds,
+            "speedup_vs_fp32": _num(comp.speedup), "speedup_ci": list(comp.ci) if comp.ci else None,
+            "speedup_reason": comp.reason,
+            "energy_source": energy.source, "measured_mj_per_inference": measured_mj,
+            "avg_power_w": _num(energy.avg_power_w), "gross_power_w": _num(energy.gross_avg_power_w),
+            "idle_w": _num(energy.idle_w), "energy_reason": energy.reason,
             "modeled_mj_per_inference": modeled_mj,
             "energy_model_over_measured": (modeled_mj / measured_mj) if modeled_mj and measured_mj else None,
-            "gpu_used_over_start_bytes": mem.get("gpu_used_over_start_bytes"),
-            "torch_cuda_max_allocated_bytes": mem.get("torch_cuda_max_allocated_bytes"),
-            "peak_rss_bytes": mem.get("peak_rss_bytes"),
-            "projected_ms": projected_ms, "projection_bound": proj.get("bound"),
-            "projection_status": proj.get("status"), "projection_reason": proj.get("reason"),
+            "gpu_used_over_start_bytes": mem.gpu_used_over_start_bytes,
+            "torch_cuda_max_allocated_bytes": mem.torch_cuda_max_allocated_bytes,
+            "peak_rss_bytes": mem.peak_rss_bytes,
+            "projected_ms": projected_ms, "projection_bound": proj.bound if proj else None,
+            "projection_status": proj.status if proj else None, "projection_reason": proj.reason if proj else None,
             "projection_error_pct": ((projected_ms - measured_ms) / measured_ms * 100.0)
             if projected_ms is not None and measured_ms else None,
         })
-    provenance = {}
-    if res.records:
-        provenance = res.records[0].provenance or {}
-    return out, provenance
+    return out, (res.records[0].provenance if res.records else None)
 
 
 def _fmt(v, unit="", digits=3):
@@ -78,15 +73,15 @@ def _off_cuda(placement: dict | None) -> str:
     return f"{sum(off.values())} of {total}" + (f" ({ops})" if ops else "")
 
 
-def markdown(table: list[dict], provenance: dict, profile: str) -> str:
-    host = provenance.get("host") or {}
-    gpus = host.get("gpus") or []
+def markdown(table: list[dict], provenance: Provenance | None, profile: str) -> str:
+    provenance = provenance or Provenance()
+    host, gpus = provenance.host, provenance.gpus
     lines = [f"# GPU check: {', '.join(g.get('name') or '?' for g in gpus) or 'no GPU seen by NVML'}", ""]
     for g in gpus:
         lines.append(f"- GPU {g.get('index')}: {g.get('name')}, driver {g.get('driver')}, CUDA (driver) "
                      f"{g.get('cuda_driver')}, {_fmt((g.get('memory_bytes') or 0) / 2**30, ' GiB')}, "
                      f"power limit {_fmt(g.get('power_limit_w'), ' W')}")
-    lines.append(f"- packages: {json.dumps(provenance.get('packages') or {})}")
+    lines.append(f"- packages: {json.dumps(provenance.packages)}")
     lines.append(f"- CPU: {host.get('cpu')} ({host.get('cores_logical')} logical cores)")
     lines += ["", f"| cell | status | median ms [95% CI] | vs FP32 | NVML mJ/inf (net) | GPU W (gross / idle) "
               f"| modeled mJ/inf ({profile}) | model/measured | GPU mem over start | {profile} projected ms | "
@@ -131,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     table, provenance = rows(a.store, a.profile)
     text = markdown(table, provenance, a.profile)
     if a.json:
-        Path(a.json).write_text(json.dumps({"provenance": provenance, "cells": table}, indent=1, default=str))
+        Path(a.json).write_text(json.dumps({"provenance": provenance.to_json() if provenance else {}, "cells": table},
+                                           indent=1, default=str))
     if a.md:
         Path(a.md).write_text(text)
     sys.stdout.write(text)

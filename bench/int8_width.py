@@ -65,20 +65,20 @@ def main() -> None:
         res = run(d / "suite.yaml", out_dir=d / "out", cache_dir=d / "cache", progress=False)
         by = {}
         for r in res.records:
-            by.setdefault(r.cell["model"], {})[r.cell["precision"]] = r
+            by.setdefault(r.cell.model, {})[r.cell.precision] = r
         for mid, recs in by.items():
             f, q = recs.get("fp32"), recs.get("int8")
             if not (f and q and f.ok and q.ok):
                 rows.append({"model": mid, "status": "not measured",
                              "reason": (q.reason if q else "") or (f.reason if f else "")})
                 continue
-            comp = q.comparison or {}
-            if comp.get("speedup") is None:
-                rows.append({"model": mid, "status": "not paired", "reason": comp.get("reason")})
+            comp = q.comparison
+            if comp is None or comp.speedup is None:
+                rows.append({"model": mid, "status": "not paired", "reason": comp.reason if comp else None})
                 continue
-            rows.append({"model": mid, "fp32_ms": f.latency_ms["median"], "int8_ms": q.latency_ms["median"],
-                         "speedup": comp["speedup"], "method": f"paired, CI {comp.get('ci_scope')}",
-                         "range": comp["ci"], "int8_method": q.cell.get("method")})
+            rows.append({"model": mid, "fp32_ms": f.latency_ms.median, "int8_ms": q.latency_ms.median,
+                         "speedup": comp.speedup, "method": f"paired, CI {comp.ci_scope}",
+                         "range": list(comp.ci) if comp.ci is not None else None, "int8_method": q.cell.method})
     for r in rows:
         if "speedup" in r:
             print(f"{r['model']:>20}: fp32 {r['fp32_ms']:.3f} ms, int8 {r['int8_ms']:.3f} ms, "

@@ -27,9 +27,9 @@ def errors(store: Path) -> dict:
     from effbench.results import load
     rows = []
     for r in load(store).records:
-        p = (r.projections or {}).get("local") or {}
-        if r.ok and p.get("error_pct") is not None:
-            rows.append({"cell": r.cell_id, "projected_over_measured": 1 + p["error_pct"] / 100})
+        p = r.projections.get("local")
+        if r.ok and p is not None and p.error_pct is not None:
+            rows.append({"cell": r.cell_id, "projected_over_measured": 1 + p.error_pct / 100})
     factors = [max(x["projected_over_measured"], 1 / x["projected_over_measured"]) for x in rows]
     if not rows:
         return {"store": str(store), "cells": 0}

@@ -53,21 +53,21 @@ def main() -> None:
     rows, spreads, contained, total = [], [], 0, 0
     for cid in cells:
         comps = [run[cid].comparison if cid in run else None for run in runs]
-        sps = [c.get("speedup") if c else None for c in comps]
+        sps = [c.speedup if c else None for c in comps]
         if any(s is None for s in sps):
-            reason = next((c.get("reason") for c in comps if c and c.get("speedup") is None), "missing")
+            reason = next((c.reason for c in comps if c and c.speedup is None), "missing")
             rows.append({"cell": cid, "speedups": sps, "reason": reason})
             print(f"{cid}: no paired speedup ({reason})")
             continue
         med = statistics.median(sps)
-        inside = [c["ci"][0] <= med <= c["ci"][1] for c in comps]
+        inside = [c.ci[0] <= med <= c.ci[1] for c in comps]
         spread = max(sps) / min(sps)
         spreads.append(spread)
         contained += sum(inside)
         total += len(inside)
-        rows.append({"cell": cid, "speedups": sps, "cis": [c["ci"] for c in comps], "max_over_min": spread,
+        rows.append({"cell": cid, "speedups": sps, "cis": [list(c.ci) for c in comps], "max_over_min": spread,
                      "ci_contains_median": inside})
-        shown = "  ".join(f"{s:.3f} [{c['ci'][0]:.3f}-{c['ci'][1]:.3f}]{'' if ok else ' (misses)'}"
+        shown = "  ".join(f"{s:.3f} [{c.ci[0]:.3f}-{c.ci[1]:.3f}]{'' if ok else ' (misses)'}"
                           for s, c, ok in zip(sps, comps, inside))
         print(f"{cid:45} {shown}   max/min {spread:.3f}")
     if spreads:

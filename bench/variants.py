@@ -90,8 +90,9 @@ def main() -> None:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "effbench-bench-cache"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "variants.json"))
     a = ap.parse_args()
-    from effbench.variants import build_variant, validate_options
+    from effbench.record import Cell
     from effbench.suite import parse_precision
+    from effbench.variants import build_variant, validate_options
     cache = Path(a.cache)
     ctx = mp.get_context("spawn")
     results = []
@@ -128,8 +129,12 @@ def main() -> None:
             ref = cache / "bench-ref" / f"{model}-{runner}.npz"
             fp32_value = None
             for label, (p, conn) in workers.items():
-                cell = {"runner": runner, "threads": a.threads, "compile": False}
-                conn.send(("quality", {"cell": cell, "variant": variants[label].to_json(), "artifact": art.to_json(),
+                v = variants[label]
+                # the quality pass opens the session by the cell (runner, threads, compile, device); batch 1
+                # stands for "no batch": quality_pass batches the dataset itself
+                cell = Cell(model=model, variant=label, precision=v.precision, method=v.method, runner=runner,
+                            runner_label=runner, threads=a.threads, compile=False, batch_size=1)
+                conn.send(("quality", {"cell": cell, "variant": variants[label], "artifact": art.to_json(),
                                        "inputs": ds.inputs, "labels": ds.labels, "metric": None,
                                        "reference_path": str(ref), "min_relative": 0.99, "fp32_value": fp32_value}))
                 status, q = conn.recv()

@@ -144,14 +144,15 @@ def summary_table(results) -> str:
         t.add_column(col, justify=just, no_wrap=col == "cell", max_width=28 if col == "status" else None)
     rows = {row.cell_id: row for row in build_rows(results)}
     for r in results:
-        lat = r.latency_ms or {}
+        lat = r.latency_ms
         if r.ok and lat:
-            med = f"{lat['median']:.4g} [{lat['ci'][0]:.4g}, {lat['ci'][1]:.4g}]"
-            p99 = f"{lat['p99']:.4g}" + ("" if lat.get("p99_reliable") else "*")
+            ci = f" [{lat.ci[0]:.4g}, {lat.ci[1]:.4g}]" if lat.ci else ""
+            med = f"{lat.median:.4g}{ci}"
+            p99 = "-" if lat.p99 is None else f"{lat.p99:.4g}" + ("" if lat.p99_reliable else "*")
             flags = [f for f in ("unstable", "emulated", "drift", "1 round") if f in rows[r.cell_id].flags]
             status = " ".join(["ok", *flags])
             tput = f"{r.throughput_ips:,.0f}" if r.throughput_ips else "-"
-            peak = (r.memory or {}).get("peak_rss_bytes")
+            peak = r.memory.peak_rss_bytes if r.memory else None
             rss = f"{peak / 1e6:.0f}" if peak else "-"
             sp = rows[r.cell_id].speedup
             vs = "-" if sp is None else fmt_speedup(sp) + ("" if sp.clear else " ~")

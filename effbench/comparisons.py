@@ -3,8 +3,8 @@ variant's paired speedup vs its FP32 twin (or why it has none), and the drift se
 """
 from __future__ import annotations
 
-from effbench.suite import Cell
-from effbench.variants import reference_precision
+from effbench.record import Cell, Comparison, Drift
+from effbench.variants import Variant, reference_precision
 
 FP32 = reference_precision()  # the precision every variant is compared against
 # The sentinel moving by more than this while a group was measured flags its cells' absolute latency.
@@ -28,24 +28,24 @@ def group_seed(run_id: str, rnd: int, what: str) -> int:
 
 def fp32_twin(cell: Cell) -> Cell:
     """The FP32 cell of the same model, runner, batch size and scenario."""
-    return Cell(**{**cell.__dict__, "variant": FP32, "precision": FP32, "method": None})
+    return cell.replace(variant=FP32, precision=FP32, method=None)
 
 
 def fp32_id(cell: Cell) -> str:
     return fp32_twin(cell).cell_id
 
 
-def unpaired_comparison(cell: Cell, reason: str) -> dict:
-    return {"baseline": fp32_id(cell), "speedup": None, "ci": None, "method": None, "reason": reason}
+def unpaired_comparison(cell: Cell, reason: str) -> Comparison:
+    return Comparison(baseline=fp32_id(cell), reason=reason)
 
 
-def paired_comparison(cell: Cell, variant: dict, member: dict, fp32: dict | None) -> dict:
+def paired_comparison(cell: Cell, variant: Variant, member: dict, fp32: dict | None) -> Comparison:
     """This round's speedup vs FP32: the median over cycles of FP32's block median / this block median,
     both timed in one worker within one cycle. Emulated variants get no speedup: their speed is that
     of the float kernels that emulate them."""
     from effbench.measure.latency import block_ratios
     from effbench.measure.stats import with_floor, within_one_round
-    if variant.get("emulated"):
+    if variant.emulated:
         return unpaired_comparison(cell, "emulated: this precision runs as float kernels that emulate it, so "
                                          "its speed is not the speed of native kernels")
     if fp32 is None or fp32.get("status") != "ok":
@@ -55,13 +55,12 @@ def paired_comparison(cell: Cell, variant: dict, member: dict, fp32: dict | None
     if est is None:
         return unpaired_comparison(cell, "no cycle timed both sides")
     est = with_floor(est)
-    return {"baseline": fp32_id(cell), "speedup": est.value, "ci": [est.lo, est.hi], "ci_level": est.level,
-            "ci_scope": est.scope, "ci_method": est.method, "rounds": 1, "method": "paired", "cycles": est.n}
+    return Comparison(baseline=fp32_id(cell), speedup=est.value, ci=(est.lo, est.hi), ci_level=est.level,
+                      ci_scope=est.scope, ci_method=est.method, rounds=1, method="paired", cycles=est.n)
 
 
-def drift_section(sentinel: dict) -> dict:
+def drift_section(sentinel: dict) -> Drift:
     """The record's `drift` section: the sentinel before and after the group, flagged past the threshold."""
     change = sentinel.get("change")
-    return {"threshold": DRIFT_THRESHOLD, "rounds": [sentinel],
-            "max_abs_change": abs(change) if change is not None else None,
-            "flagged": bool(change is not None and abs(change) > DRIFT_THRESHOLD)}
+    return Drift(threshold=DRIFT_THRESHOLD, rounds=[sentinel], max_abs_change=abs(change) if change is not None else None,
+                 flagged=bool(change is not None and abs(change) > DRIFT_THRESHOLD))

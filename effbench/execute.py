@@ -18,10 +18,11 @@ from effbench.comparisons import (FP32, drift_section, fp32_id, group_key, group
 from effbench.errors import UserError
 from effbench.measure.stats import SCOPE_ONE_MOMENT
 from effbench.progress import OutputLock, Progress, record_line
-from effbench.results import Record, Results, Store, load, provenance
+from effbench.record import Comparison, Energy, Latency, Memory, ModelStats, Quality, Record, VariantInfo
+from effbench.results import Results, Store, load, provenance
 from effbench.suite import Cell, Suite, load_suite
 from effbench.variant_figures import VariantFigures
-from effbench.variants import bits, model_bytes, own_graph, side_stats
+from effbench.variants import Variant, bits
 from effbench.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
 
 # Wilcoxon's smallest two-sided p with n rounds is 2 / 2**n: 12 rounds reach 0.01 / 16 cells (Holm).
@@ -185,11 +186,13 @@ class SuiteRun:
         elif samples:  # no dataset: inputs generated from the spec, and the variant says so
             from effbench.variants import GeneratedCalibration
             calib = GeneratedCalibration(art.feeds(samples, None, seed=20261127))
-        return run_in_worker("effbench.measuring:build_variant",
-                             {"artifact": art.to_json(), "label": choice.label, "precision": choice.precision,
-                              "method": choice.method, "options": choice.options,
-                              "cache_dir": str(self.opts.cache_dir), "calibration": calib},
-                             timeout_s=BUILD_TIMEOUT_S, log_path=self.logs / f"build-{model}-{choice.label}.log")
+        out = run_in_worker("effbench.measuring:build_variant",
+                            {"artifact": art.to_json(), "label": choice.label, "precision": choice.precision,
+                             "method": choice.method, "options": choice.options,
+                             "cache_dir": str(self.opts.cache_dir), "calibration": calib},
+                            timeout_s=BUILD_TIMEOUT_S, log_path=self.logs / f"build-{model}-{choice.label}.log")
+        # the worker answers in JSON (no torch object crosses into this process); the run holds it typed
+        return Outcome("ok", Variant.from_json(out.value)) if out.kind == "ok" else out
 
     # -- measurement
     def setup(self, todo: list[tuple[int, Cell]], progress: Progress) -> None:
@@ -202,60 +205,48 @@ class SuiteRun:
         self.overhead = loop_overhead_ns()
 
     def do_cell(self, rnd: int, cell: Cell, progress: Progress, paired: dict | None = None,
-                comparison: dict | None = None) -> Record:
+                comparison: Comparison | None = None) -> Record:
         """Build the cell's variant if needed, measure it alone in a fresh worker, append its record (A/B
         mode, and the fallback when a group's worker crashed).
 
         `paired`: A/B mode's paired pass for this cell and round (`pair_pass`), kept as `paired_ratios`.
         `comparison`: why this cell has no paired speedup vs FP32, when it is not FP32."""
-        artifacts, datasets, overhead = self.artifacts, self.datasets, self.overhead
-        art = artifacts[cell.model]
-        base = self._record(rnd, cell)
+        art = self.artifacts[cell.model]
         if isinstance(art, Outcome):
-            base.reason = f"model could not be prepared: {art.reason}"
-            return self._finish(base, progress)
+            return self._finish(self._record(rnd, cell, reason=f"model could not be prepared: {art.reason}"), progress)
         vout = self.built_variant(art, cell.model, cell.variant, progress)
         if vout.kind == "user_error":
             raise vout.value
         if vout.kind != "ok":
-            base.status = "unsupported" if vout.kind == "unsupported" else "failed"
-            base.reason = f"variant build: {vout.reason}"
-            return self._finish(base, progress)
+            return self._finish(self._record(rnd, cell, status="unsupported" if vout.kind == "unsupported" else "failed",
+                                             reason=f"variant build: {vout.reason}"), progress)
         variant = vout.value
-        base.cell["method"] = variant.get("method")
-        base.variant = _variant_section(variant, cell.runner)
-        feeds = art.feeds(cell.batch_size, datasets.get(cell.model))
+        cell = cell.replace(method=variant.method)
+        feeds = art.feeds(cell.batch_size, self.datasets.get(cell.model))
         progress.start(f"{cell.cell_id} (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else cell.cell_id)
         log = self.logs / (cell.cell_id.replace("/", "_") + ".log")
         out = run_in_worker("effbench.measuring:measure_cell",
-                            {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
-                             "budget": self.budget, "runner_options": {}, "overhead_ns": overhead},
+                            {"cell": cell, "variant": variant, "artifact": art.to_json(), "feeds": feeds,
+                             "budget": self.budget, "runner_options": {}, "overhead_ns": self.overhead},
                             timeout_s=self.timeout_s, log_path=log, memory_limit_mb=self.memory_limit_mb)
-        base.model_stats = self._work(variant, art, cell)
+        if out.kind == "user_error":
+            raise out.value
+        fig: dict[str, Any] = {"variant": _variant_section(variant, cell.runner), "model_stats": self._work(variant, art, cell)}
         if out.kind == "ok":
             res = out.value
-            base.status, base.reason = "ok", None
-            base.latency_ms, base.samples_ms = {**res["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}, res["samples_ms"]
-            base.throughput_ips = res["throughput_ips"]
-            base.memory = {**res["memory"], "model_bytes": model_bytes(variant, cell.runner)}
-            base.variant["runtime"] = res["session"]
-            base.energy = res["energy"] or self._modeled_energy(base, res.get("energy_reason"))
-            if paired and paired.get("ratio"):
-                base.paired_ratios = [paired["ratio"]]
-            base.comparison = comparison
-            if self.profiles:
-                from effbench.devices import project_record
-                base.projections = project_record(base, self.profiles)
-        elif out.kind == "user_error":
-            raise out.value
+            fig["variant"] = fig["variant"].replace(runtime=res["session"])
+            record = self._record(
+                rnd, cell, status="ok", reason=None, **fig,
+                latency_ms=Latency.from_json({**res["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}),
+                samples_ms=tuple(res["samples_ms"]), throughput_ips=res["throughput_ips"],
+                memory=Memory.from_json({**res["memory"], "model_bytes": variant.model_bytes(cell.runner)}),
+                paired_ratios=(paired["ratio"],) if paired and paired.get("ratio") else (), comparison=comparison)
+            record = self._with_energy_and_projections(record, res["energy"], res.get("energy_reason"))
+            record = record.replace(quality=_quality(self.figures.quality(cell, art, variant, progress)))
         else:
-            base.status = "unsupported" if out.kind == "unsupported" else "failed"
-            base.reason = out.reason
-        if base.ok:
-            base.quality = self.figures.quality(cell, art, variant, progress)
-        for hook in self.hooks:
-            hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
-        return self._finish(base, progress)
+            record = self._record(rnd, cell, status="unsupported" if out.kind == "unsupported" else "failed",
+                                  reason=out.reason, **fig)
+        return self._finish(self._hooked(record, variant, art), progress)
 
     def do_group(self, rnd: int, cells: list[Cell], progress: Progress) -> list[Record]:
         """One round of one group: build what is missing, the variants' own workers once per run
@@ -265,26 +256,21 @@ class SuiteRun:
         art = self.artifacts[first.model]
         records = []
         if isinstance(art, Outcome):
-            for cell in cells:
-                base = self._record(rnd, cell)
-                base.reason = f"model could not be prepared: {art.reason}"
-                records.append(self._finish(base, progress))
-            return records
-        ready: list[tuple[Cell, dict]] = []
+            return [self._finish(self._record(rnd, cell, reason=f"model could not be prepared: {art.reason}"), progress)
+                    for cell in cells]
+        ready: list[tuple[Cell, Variant]] = []
         for cell in cells:
             if cell.cell_id in self.broken:  # it crashed or hung a worker in an earlier round
-                base = self._record(rnd, cell)
-                base.reason = f"{self.broken[cell.cell_id]} (in an earlier round of this run; not run again)"
-                records.append(self._finish(base, progress))
+                why = f"{self.broken[cell.cell_id]} (in an earlier round of this run; not run again)"
+                records.append(self._finish(self._record(rnd, cell, reason=why), progress))
                 continue
             vout = self.built_variant(art, cell.model, cell.variant, progress)
             if vout.kind == "user_error":
                 raise vout.value
             if vout.kind != "ok":
-                base = self._record(rnd, cell)
-                base.status = "unsupported" if vout.kind == "unsupported" else "failed"
-                base.reason = f"variant build: {vout.reason}"
-                records.append(self._finish(base, progress))
+                records.append(self._finish(self._record(
+                    rnd, cell, status="unsupported" if vout.kind == "unsupported" else "failed",
+                    reason=f"variant build: {vout.reason}"), progress))
                 continue
             ready.append((cell, vout.value))
         if not ready:
@@ -300,7 +286,7 @@ class SuiteRun:
                     "reference": member_key(FP32, c.batch_size) if c.variant != FP32 else None} for c, _ in ready]
         have = {m["key"] for m in members}
         if ref.kind == "ok":
-            twin = lambda b: fp32_id(Cell(**{**first.__dict__, "batch_size": b}))  # noqa: E731
+            twin = lambda b: fp32_id(first.replace(batch_size=b))  # noqa: E731
             members += [{"key": member_key(FP32, b), "label": FP32, "batch_size": b} for b in batches
                         if member_key(FP32, b) not in have and twin(b) not in self.broken]
         for label in sorted(variants, key=lambda x: x != FP32):  # FP32's quality pass writes the reference
@@ -310,10 +296,8 @@ class SuiteRun:
         progress.start(f"{what}: {len(members)} cells interleaved" +
                        (f" (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else ""))
         out = run_in_worker("effbench.measuring:measure_group",
-                            {"group": {"runner": first.runner, "threads": first.threads, "compile": first.compile,
-                                       "device": first.device},
-                             "members": members, "variants": variants, "artifact": art.to_json(), "feeds": feeds,
-                             "budget": self.budget, "overhead_ns": self.overhead,
+                            {"group": first, "members": members, "variants": variants, "artifact": art.to_json(),
+                             "feeds": feeds, "budget": self.budget, "overhead_ns": self.overhead,
                              "seed": group_seed(self.run_id, rnd, what), "load_reversed": rnd % 2 == 1},
                             timeout_s=self.timeout_s * len(members),
                             log_path=self.logs / f"{first.model}_{first.runner_label}_{first.scenario}.log",
@@ -334,37 +318,44 @@ class SuiteRun:
         drift = drift_section(res["sentinel"])
         for cell, variant in ready:
             m = res["members"][member_key(cell.variant, cell.batch_size)]
-            base = self._record(rnd, cell)
-            base.cell["method"] = variant.get("method")
-            base.variant = _variant_section(variant, cell.runner)
-            base.model_stats = self._work(variant, art, cell)
+            cell = cell.replace(method=variant.method)
+            fig = {"variant": _variant_section(variant, cell.runner), "model_stats": self._work(variant, art, cell)}
             prof = self.figures.of(cell)
             if m["status"] != "ok":
-                base.status, base.reason = m["status"], m["reason"]
+                record = self._record(rnd, cell, status=m["status"], reason=m["reason"], **fig)
             else:
-                base.status, base.reason = "ok", None
-                base.latency_ms = {**m["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}  # merging rounds widens it
-                base.samples_ms = m["samples_ms"]
-                base.throughput_ips = m["throughput_ips"]
-                base.variant["runtime"] = _with_placement(m["session"], prof)
-                base.drift = drift
-                if cell.variant != FP32:
-                    fp32 = res["members"].get(member_key(FP32, cell.batch_size))
-                    base.comparison = paired_comparison(cell, variant, m, fp32)
-                base.memory, measured, why = self.figures.for_record(prof, cell, variant)
-                base.energy = measured or self._modeled_energy(base, why)
-                if self.profiles:
-                    from effbench.devices import project_record
-                    base.projections = project_record(base, self.profiles)
-                base.quality = (prof or {}).get("quality")
-            for hook in self.hooks:
-                hook(base, variant=variant, artifact=art, suite=self.suite, cache_dir=self.opts.cache_dir)
-            records.append(self._finish(base, progress))
+                fp32 = res["members"].get(member_key(FP32, cell.batch_size))
+                memory, measured, why = self.figures.for_record(prof, cell, variant)
+                record = self._record(
+                    rnd, cell, status="ok", reason=None,
+                    variant=fig["variant"].replace(runtime=_with_placement(m["session"], prof)),
+                    model_stats=fig["model_stats"],
+                    # merging rounds widens the CI to one over rounds
+                    latency_ms=Latency.from_json({**m["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}),
+                    samples_ms=tuple(m["samples_ms"]), throughput_ips=m["throughput_ips"], drift=drift,
+                    comparison=paired_comparison(cell, variant, m, fp32) if cell.variant != FP32 else None,
+                    memory=Memory.from_json(memory) if memory else None, quality=_quality((prof or {}).get("quality")))
+                record = self._with_energy_and_projections(record, measured, why)
+            records.append(self._finish(self._hooked(record, variant, art), progress))
         return records
 
-    def _record(self, rnd: int, cell: Cell) -> Record:
+    def _record(self, rnd: int, cell: Cell, *, status: str = "failed", **fields: Any) -> Record:
         return Record(cell_id=cell.cell_id, config_hash=self.hashes.get(cell.cell_id) or self.suite.config_hash(cell),
-                      status="failed", cell=cell.to_json(), round=rnd, rounds=self.rounds, provenance=self.provenance)
+                      status=status, cell=cell, round=rnd, rounds=self.rounds, provenance=self.provenance, **fields)
+
+    def _with_energy_and_projections(self, record: Record, measured: dict | None, why: str | None) -> Record:
+        record = record.replace(energy=Energy.from_json(measured) if measured else self._modeled_energy(record, why))
+        if self.profiles:
+            from effbench.devices import project_record
+            record = record.replace(projections=project_record(record, self.profiles))
+        return record
+
+    def _hooked(self, record: Record, variant: Variant, art) -> Record:
+        """Each hook sees the finished record and may return a replacement (records are immutable)."""
+        for hook in self.hooks:
+            record = hook(record, variant=variant, artifact=art, suite=self.suite,
+                          cache_dir=self.opts.cache_dir) or record
+        return record
 
     def pair_pass(self, rnd: int, cell: Cell, other: SuiteRun, other_cell: Cell, progress: Progress) -> dict | None:
         """A/B mode: `other`'s variant of the cell (the baseline) and this run's, timed in alternating
@@ -382,7 +373,7 @@ class SuiteRun:
                           "feeds": art.feeds(c.batch_size, r.datasets.get(c.model))})
         progress.start(f"{cell.cell_id} paired A/B blocks (round {rnd + 1}/{self.rounds})")
         out = run_in_worker("effbench.measuring:measure_pair",
-                            {"cell": cell.to_json(), "sides": sides, "budget": self.budget,
+                            {"cell": cell, "sides": sides, "budget": self.budget,
                              "load_reversed": rnd % 2 == 1},
                             timeout_s=self.timeout_s, log_path=self.logs / (cell.cell_id.replace("/", "_") + "-ab.log"),
                             memory_limit_mb=self.memory_limit_mb)
@@ -405,20 +396,20 @@ class SuiteRun:
             self.variants[key] = self._build_choice(art, model, choice, progress, self.datasets.get(model))
         return self.variants[key]
 
-    def _work(self, variant: dict, art, cell: Cell) -> dict | None:
+    def _work(self, variant: Variant, art, cell: Cell) -> ModelStats:
         """Work figures for this variant at this batch size, counted from its ONNX graph.
 
         The torch side of a variant runs the same operators as the FP32 graph at its own bit widths,
         so its MACs come from the FP32 graph and its BOPs from the variant's weight and activation bits.
         """
         from effbench.measure.flops import count_work
-        graph = own_graph(variant, cell.runner)
+        graph = variant.own_graph(cell.runner)
         path = graph or art.onnx_path
-        key = (path, cell.batch_size, tuple(variant.get("binary_nodes") or ()))
+        key = (path, cell.batch_size, variant.binary_nodes)
         if key not in self._work_cache:
             try:
                 wc = count_work(path, batch_size=cell.batch_size, dims=art.dims,
-                                binary_nodes=set(variant.get("binary_nodes") or ()) or None)
+                                binary_nodes=set(variant.binary_nodes) or None)
                 self._work_cache[key] = wc.to_json()
             except UserError as e:
                 self._work_cache[key] = {"error": e.one_line()}
@@ -426,7 +417,7 @@ class SuiteRun:
                 self._work_cache[key] = {"error": f"work count failed: {type(e).__name__}: {e}"}
         stats = dict(self._work_cache[key])
         stats["counted_on"] = "variant graph" if graph else f"{FP32} graph"
-        side = side_stats(variant, cell.runner)
+        side = variant.side_stats(cell.runner)
         if not graph and "macs" in stats:
             # the module runs the FP32 graph's operators at the variant's bit widths (the registry's,
             # unless the saved weights say otherwise); a precision nobody registered counts as 32-bit
@@ -438,28 +429,28 @@ class SuiteRun:
         if side.get("size_bytes"):
             stats["size_bytes"] = side["size_bytes"]
         stats.pop("by_node", None)  # per-node detail stays in `effbench flops --by node`
-        return stats
+        return ModelStats.from_json(stats)
 
-    def _modeled_energy(self, record: Record, why_not_measured: str | None) -> dict | None:
+    def _modeled_energy(self, record: Record, why_not_measured: str | None) -> Energy:
         from effbench.measure.energy import modeled_energy
-        ms = record.model_stats or {}
+        ms = record.model_stats
         local = next((p for p in self.profiles if p.id == "local"), None)
-        device = record.cell.get("device", "cpu")
-        if local is None or device != "cpu" or "macs" not in ms or not record.latency_ms:
+        device = record.cell.device
+        if local is None or device != "cpu" or ms is None or ms.macs is None or not record.latency_ms:
             reason = ("no local profile in devices:" if local is None else
                       f"the local profile describes this machine's CPU, the cell ran on {device}; its device "
                       "profile's projection models it" if device != "cpu" else "no work count for this variant")
-            return {"source": None, "reason": f"energy not measured ({why_not_measured}) and not modeled ({reason})"}
-        b = record.cell["batch_size"]
-        out = modeled_energy(macs=ms["macs"] // b, bytes_moved=ms.get("bytes_moved", 0) // b,
-                             precision=record.cell["precision"],
-                             seconds_per_inference=record.latency_ms["median"] / 1e3 / b,
+            return Energy(reason=f"energy not measured ({why_not_measured}) and not modeled ({reason})")
+        b = record.cell.batch_size
+        out = modeled_energy(macs=ms.macs // b, bytes_moved=(ms.bytes_moved or 0) // b,
+                             precision=record.cell.precision,
+                             seconds_per_inference=record.latency_ms.median / 1e3 / b,
                              model=local.energy(), profile_id="local")
         if out.get("j_per_inference") is not None:
             out["reason"] = f"no energy counter here: {why_not_measured}" if why_not_measured else None
         elif why_not_measured:
             out["reason"] = f"energy not measured ({why_not_measured}) and {out['reason']}"
-        return out
+        return Energy.from_json(out)
 
     def _finish(self, record: Record, progress: Progress) -> Record:
         self.store.append(record)
@@ -520,9 +511,12 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
         return load(base_r.store.path), load(new_r.store.path), notes
 
 
-def _variant_section(variant: dict, runner: str) -> dict:
-    from effbench.variants import Variant
-    return Variant.from_json(variant).record_section(runner)
+def _variant_section(variant: Variant, runner: str) -> VariantInfo:
+    return variant.record_section(runner)
+
+
+def _quality(figures: dict | None) -> Quality | None:
+    return Quality.from_json(figures) if figures else None
 
 
 def _with_placement(info: dict, prof: dict | None) -> dict:

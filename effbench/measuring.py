@@ -8,10 +8,14 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from effbench.errors import UserError
+from effbench.record import Cell
 from effbench.workers import gist
+
+if TYPE_CHECKING:
+    from effbench.variants import Variant
 
 
 def prepare_model(model: dict, index: int, base_dir: str, suite_file: str, cache_dir: str) -> dict:
@@ -60,7 +64,7 @@ class OpenSession:
     gpu_start_bytes: int | None          # the GPU's used memory just before the load (`memory=True`, GPU cells)
 
 
-def open_session(cell: dict, variant: dict, artifact: dict, *, runner=None, options: dict | None = None,
+def open_session(cell: Cell, variant: Variant, artifact: dict, *, runner=None, options: dict | None = None,
                  memory: bool = False) -> OpenSession:
     """A runner session of `variant` for `cell` (its runner, threads, compile and device): the one way
     the measuring, A/B and quality workers open one. Raises `Unsupported` when the runner cannot run
@@ -72,18 +76,17 @@ def open_session(cell: dict, variant: dict, artifact: dict, *, runner=None, opti
     """
     from effbench.measure import memory as mem
     from effbench.runners import Unsupported, get_runner
-    from effbench.variants import Variant
-    runner = get_runner(cell["runner"]) if runner is None else runner
-    v = Variant.from_json(variant)
+    runner = get_runner(cell.runner) if runner is None else runner
+    v = variant
     support = runner.supports(v)
     if not support.ok:
         raise Unsupported(support.reason)
     baseline = mem.rss_bytes() if memory else None
-    gpu_start = mem.gpu_used_bytes() if memory and cell.get("device", "cpu") != "cpu" else None
+    gpu_start = mem.gpu_used_bytes() if memory and cell.device != "cpu" else None
     # what a runner's load needs besides the variant: the model artifact, compile, the device
-    session = runner.load(v, cell["threads"], {**(options or {}), "artifact": artifact,
-                                              "compile": cell.get("compile", False),
-                                              "device": cell.get("device", "cpu")})
+    session = runner.load(v, cell.threads, {**(options or {}), "artifact": artifact,
+                                              "compile": cell.compile,
+                                              "device": cell.device})
     return OpenSession(session, v, baseline, gpu_start)
 
 
@@ -93,14 +96,14 @@ def _on_gpu(session) -> bool:
     return session.info.get("device") == "cuda"
 
 
-def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict, runner_options: dict,
+def measure_cell(cell: Cell, variant: Variant, artifact: dict, feeds: dict, budget: dict, runner_options: dict,
                  overhead_ns: float | None = None) -> dict:
     """The measuring worker: load the variant, time it by DESIGN.md's rules, report memory."""
     import numpy as np
 
     from effbench.measure import energy, memory
     from effbench.measure.latency import Budget, aligned, loop_overhead_ns, measure_latency
-    opened = open_session(cell, variant, artifact, runner=_enter_runtime(cell["runner"]), options=runner_options,
+    opened = open_session(cell, variant, artifact, runner=_enter_runtime(cell.runner), options=runner_options,
                           memory=True)
     session = opened.session
     arrays = {k: aligned(np.asarray(a)) for k, a in feeds.items()}
@@ -109,8 +112,8 @@ def measure_cell(cell: dict, variant: dict, artifact: dict, feeds: dict, budget:
     stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
     peak = memory.peak_rss_bytes()
     lat = stats.to_json()
-    inferences = cell["batch_size"] * lat["calls"]
-    b = str(cell["batch_size"])
+    inferences = cell.batch_size * lat["calls"]
+    b = str(cell.batch_size)
     measured_b = energy_per_batch(energy.detect_meter(gpu=_on_gpu(session)), {b: call}, budget)[b]
     measured, why = measured_b["measured"], measured_b["reason"]
     throughput = inferences / stats.elapsed_s if stats.elapsed_s else None
@@ -147,7 +150,7 @@ def energy_per_batch(meter, calls: dict[str, Callable[[], object]], budget: dict
     return out
 
 
-def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: bool = False) -> dict:
+def measure_pair(cell: Cell, sides: list[dict], budget: dict, load_reversed: bool = False) -> dict:
     """A/B mode's paired pass: the baseline's and the candidate's variants of one cell loaded in one worker
     and timed in alternating blocks (`measure.latency.paired_ratio`). Timing only: memory and energy come
     from each side's own worker. `load_reversed` loads the candidate first (odd rounds): two sessions of
@@ -156,7 +159,7 @@ def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: boo
 
     from effbench.measure.latency import aligned, paired_ratio
     from effbench.runners import get_runner
-    runner = get_runner(cell["runner"])
+    runner = get_runner(cell.runner)
     calls: dict[int, object] = {}
     for i in ((1, 0) if load_reversed else (0, 1)):
         side = sides[i]
@@ -166,7 +169,7 @@ def measure_pair(cell: dict, sides: list[dict], budget: dict, load_reversed: boo
                         warmup_s=budget["warmup_s"])
 
 
-def measure_group(group: dict, members: list[dict], variants: dict[str, dict], artifact: dict, feeds: dict,
+def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant], artifact: dict, feeds: dict,
                   budget: dict, overhead_ns: float, seed: int, load_reversed: bool = False) -> dict:
     """The measuring worker of one round of a group: the variants of one model on one runner, every
     batch size, loaded in this process and timed in randomly interleaved blocks
@@ -182,7 +185,7 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
 
     from effbench.measure.latency import Budget, aligned, measure_interleaved, sentinel_us
     from effbench.runners import Unsupported
-    runner = _enter_runtime(group["runner"])
+    runner = _enter_runtime(group.runner)
     before_us = sentinel_us()
     status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
     sessions: dict[str, Any] = {}
@@ -234,7 +237,7 @@ def measure_group(group: dict, members: list[dict], variants: dict[str, dict], a
             "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
 
 
-def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budget: dict,
+def profile_variant(cell: Cell, variant: Variant, artifact: dict, feeds: dict, budget: dict,
                     quality: dict | None) -> dict:
     """The variant's own worker, once per run: peak memory at each batch size, measured energy where
     the machine has counters, then the untimed quality pass.
@@ -248,7 +251,7 @@ def profile_variant(cell: dict, variant: dict, artifact: dict, feeds: dict, budg
     from effbench.measure import energy, memory
     from effbench.measure.latency import aligned
     from effbench.runners import Unsupported
-    opened = open_session(cell, variant, artifact, runner=_enter_runtime(cell["runner"]), memory=True)
+    opened = open_session(cell, variant, artifact, runner=_enter_runtime(cell.runner), memory=True)
     session, baseline, gpu_start = opened.session, opened.baseline_rss_bytes, opened.gpu_start_bytes
     load_peak = memory.peak_rss_bytes()
     out: dict[str, Any] = {"memory": {}, "energy": {}}

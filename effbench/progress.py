@@ -108,8 +108,9 @@ def record_line(r: Record) -> str:
     where = f" (round {r.round + 1}/{r.rounds})" if r.rounds > 1 else ""
     if r.ok and r.latency_ms:
         lat = r.latency_ms
-        flag = " UNSTABLE" if lat.get("unstable") else ""
-        sp = (r.comparison or {}).get("speedup")
+        flag = " UNSTABLE" if lat.unstable else ""
+        sp = r.comparison.speedup if r.comparison else None
         vs = f", {sp:.3g}x vs FP32 (paired)" if sp else ""
-        return f"{r.cell_id}{where}: ok {lat['median']:.4g} ms [{lat['ci'][0]:.4g}, {lat['ci'][1]:.4g}] n={lat['n']}{vs}{flag}"
+        ci = f" [{lat.ci[0]:.4g}, {lat.ci[1]:.4g}]" if lat.ci else ""
+        return f"{r.cell_id}{where}: ok {lat.median:.4g} ms{ci} n={lat.n}{vs}{flag}"
     return f"{r.cell_id}{where}: {r.status}: {r.reason}"

@@ -1,7 +1,7 @@
-"""The result record, the JSONL results store, provenance, and the DataFrame view.
+"""The JSONL results store, merging rounds, provenance, and the DataFrame view.
 
-One schema, one place: the runner writes `Record.to_json()`, the reporter and the gate read
-`Record.from_json()`. A store holds one line per cell *and round*; `load()` merges rounds.
+One schema, one place (`effbench.record`): the runner writes `Record.to_json()`, the reporter and the
+gate read `Record.from_json()`. A store holds one line per cell *and round*; `load()` merges rounds.
 """
 from __future__ import annotations
 
@@ -11,158 +11,15 @@ import math
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from effbench.errors import UserError
 from effbench.measure.latency import LatencyStats
+from effbench.record import SCHEMA, STATUSES, Comparison, Drift, Latency, Provenance, Record
 
-SCHEMA = "effbench.result/1"
-STATUSES = ("ok", "unsupported", "failed")
-
-
-@dataclass
-class Record:
-    """One measured cell (or one round of it). Sections are plain JSON objects; see DESIGN.md.
-
-    Sections and their keys (absent sections are None, never faked zeros):
-    - cell: model, variant (label as in the suite, e.g. "int8-static"), precision, method, runner,
-      runner_label, threads, batch_size, scenario
-    - variant: tool, tool_version, options, size_bytes, weight_bits, compression_vs_fp32, emulated
-    - model_stats: params, size_bytes, weight_bytes, weight_bits, macs, flops, bops, bytes_moved,
-      uncounted_ops
-    - latency_ms: LatencyStats.to_json(); samples_ms: raw samples in time order (maybe thinned)
-    - memory: baseline_rss_bytes, peak_rss_bytes, model_bytes
-    - energy: source ("measured:rapl" | "measured:nvml" | "modeled:<profile>"), j_per_inference,
-      avg_power_w, inferences_per_j, mw_per_inference
-    - quality: metric, value, fp32_value, relative, below_floor, fidelity{cosine, top1_agreement,
-      max_abs_err, sqnr_db}
-    - projections: {profile_id: {latency_ms, energy_mj, fits, bound, status, reason}}
-    - paired_ratios: A/B mode only (candidate side): per round, the median over alternating blocks of
-      candidate / baseline latency timed in one worker; the gate's per-round ratios when present
-    - comparison: non-FP32 cells: baseline (the FP32 cell id), speedup (FP32 time / this time from
-      blocks timed in one worker), ci, ci_scope ("between rounds" | "one moment (1 round)"), rounds,
-      method ("paired"); or speedup null and a reason
-    - drift: the sentinel workload timed before and after the cell's worker (before_us, after_us,
-      change) per round, flagged when it moved by more than `threshold`
-    """
-
-    cell_id: str
-    config_hash: str
-    status: str
-    reason: str | None = None
-    cell: dict[str, Any] = field(default_factory=dict)
-    round: int = 0
-    rounds: int = 1
-    variant: dict[str, Any] | None = None
-    model_stats: dict[str, Any] | None = None
-    latency_ms: dict[str, Any] | None = None
-    samples_ms: list[float] = field(default_factory=list)
-    round_medians_ms: list[float] = field(default_factory=list)
-    paired_ratios: list[float] = field(default_factory=list)
-    comparison: dict[str, Any] | None = None
-    drift: dict[str, Any] | None = None
-    throughput_ips: float | None = None
-    memory: dict[str, Any] | None = None
-    energy: dict[str, Any] | None = None
-    quality: dict[str, Any] | None = None
-    projections: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    schema: str = SCHEMA
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {"schema": d.pop("schema"), **d}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Record:
-        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
-            raise ValueError(f"not an {SCHEMA} record")
-        known = cls.__dataclass_fields__
-        rec = cls(**{k: v for k, v in d.items() if k in known})
-        rec._check()
-        return rec
-
-    def _check(self) -> None:
-        """A hand-edited or foreign line must not crash the reporter or the gate later: check types."""
-        if not isinstance(self.cell_id, str) or not isinstance(self.config_hash, str):
-            raise ValueError("cell_id and config_hash must be strings")
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-        if self.reason is not None and not isinstance(self.reason, str):
-            raise ValueError("reason must be a string or null")
-        for name in ("cell", "projections", "provenance"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"{name} must be an object")
-        for name in ("variant", "model_stats", "latency_ms", "memory", "energy", "quality", "comparison", "drift"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
-                raise ValueError(f"{name} must be an object or null")
-        for name in ("samples_ms", "round_medians_ms", "paired_ratios"):
-            v = getattr(self, name)
-            if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-                raise ValueError(f"{name} must be a list of numbers")
-        if self.throughput_ips is not None and (isinstance(self.throughput_ips, bool)
-                                                or not isinstance(self.throughput_ips, (int, float))):
-            raise ValueError("throughput_ips must be a number or null")
-        if not isinstance(self.round, int) or not isinstance(self.rounds, int):
-            raise ValueError("round and rounds must be integers")
-        if not all(isinstance(k, str) and isinstance(v, dict) for k, v in self.projections.items()):
-            raise ValueError("projections must map profile ids to objects")
-        for k in ("host", "packages", "speed_index"):
-            v = self.provenance.get(k)
-            if v is not None and not isinstance(v, dict) and not (k == "speed_index" and isinstance(v, (int, float))):
-                raise ValueError(f"provenance.{k} must be an object")
-        numeric = {"memory": ("baseline_rss_bytes", "peak_rss_bytes", "model_bytes"),
-                   "model_stats": ("params", "size_bytes", "weight_bytes", "macs", "flops", "bops", "bytes_moved",
-                                   "weight_bits", "nodes"),
-                   "energy": ("j_per_inference", "avg_power_w", "inferences_per_j", "mw_per_inference"),
-                   "quality": ("value", "fp32_value", "relative")}
-        for section, keys in numeric.items():
-            d = getattr(self, section) or {}
-            for k in keys:
-                v = d.get(k)
-                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                    raise ValueError(f"{section}.{k} must be a number or null")
-        comp = self.comparison or {}
-        for k in ("speedup",):
-            if comp.get(k) is not None and (isinstance(comp[k], bool) or not isinstance(comp[k], (int, float))):
-                raise ValueError(f"comparison.{k} must be a number or null")
-        ci = comp.get("ci")
-        if ci is not None and not (isinstance(ci, list) and len(ci) == 2
-                                   and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci)):
-            raise ValueError("comparison.ci must be [lo, hi] or null")
-        lat = self.latency_ms or {}
-        for k in ("median", "mean", "p90", "p99", "min", "max"):
-            if lat.get(k) is not None and (isinstance(lat[k], bool) or not isinstance(lat[k], (int, float))):
-                raise ValueError(f"latency_ms.{k} must be a number")
-        if self.status == "ok" and not isinstance(lat.get("median"), (int, float)):
-            raise ValueError("an ok record needs latency_ms.median")
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def stats(self) -> LatencyStats | None:
-        """The latency statistics rebuilt from the stored raw samples."""
-        if not self.samples_ms:
-            return None
-        lat = self.latency_ms or {}
-        return LatencyStats.from_samples_ms(self.samples_ms, timing=lat.get("timing", "per-call"),
-                                            block_size=lat.get("block_size", 1))
-
-    @property
-    def unstable(self) -> bool:
-        return bool((self.latency_ms or {}).get("unstable"))
-
-    @property
-    def emulated(self) -> bool:
-        return bool((self.variant or {}).get("emulated"))
-
-    @property
-    def below_floor(self) -> bool:
-        return bool((self.quality or {}).get("below_floor"))
+__all__ = ["SCHEMA", "STATUSES", "Record", "Results", "Store", "load", "merge_rounds", "provenance"]
 
 
 def _dumps(record: Record) -> str:
@@ -279,7 +136,7 @@ def merge_rounds(records: Iterable[Record]) -> list[Record]:
     for r in records:
         by_cell.setdefault(r.cell_id, []).append(r)
     merged = []
-    for cell_id, group in by_cell.items():
+    for group in by_cell.values():
         group.sort(key=lambda r: r.round)
         # a cell re-run with another config (edited suite) keeps only its newest config
         newest = group[-1].config_hash
@@ -291,82 +148,85 @@ def merge_rounds(records: Iterable[Record]) -> list[Record]:
         if not ok:
             merged.append(group[-1])
             continue
-        base = Record.from_json(ok[-1].to_json())
-        base.round = -1
-        base.rounds = len(group)
-        base.round_medians_ms = [r.latency_ms["median"] for r in ok if r.latency_ms]
-        paired = [r.paired_ratios for r in ok]
-        # paired only when every ok round has its ratio: the gate pairs them with the rounds
-        base.paired_ratios = [p[0] for p in paired] if paired and all(len(p) == 1 for p in paired) else []
-        samples = [s for r in ok for s in r.samples_ms]
-        if samples:
-            lat0 = ok[0].latency_ms or {}
-            st = LatencyStats.from_samples_ms(samples, timing=lat0.get("timing", "per-call"),
-                                              block_size=lat0.get("block_size", 1),
-                                              first_call_ns=(lat0.get("first_call") or 0) * 1e6,
-                                              unstable=any(r.unstable for r in ok))
-            base.latency_ms = {**st.to_json(), "calls": sum((r.latency_ms or {}).get("calls") or 0 for r in ok),
-                               "elapsed_s": sum((r.latency_ms or {}).get("elapsed_s") or 0 for r in ok)}
-            base.samples_ms = samples
-        if base.latency_ms:
-            base.latency_ms = _latency_over_rounds(base.latency_ms, base.round_medians_ms)
-        base.comparison = _comparison_over_rounds([r.comparison for r in ok])
-        drifts = [r.drift for r in ok if r.drift]
-        base.drift = _drift_over_rounds(drifts) if drifts else None
-        tps = sorted(r.throughput_ips for r in ok if r.throughput_ips)
-        base.throughput_ips = tps[len(tps) // 2] if tps else None
-        measured = [r.memory for r in ok if (r.memory or {}).get("peak_rss_bytes") is not None]
-        if measured:
-            base.memory = measured[-1]
-        failed = [r for r in group if not r.ok]
-        if failed:
-            base.reason = f"{len(failed)} of {len(group)} rounds did not finish: {failed[0].reason}"
-        merged.append(base)
+        merged.append(_merged(group, ok))
     return merged
 
 
-def _latency_over_rounds(lat: dict[str, Any], round_medians: list[float]) -> dict[str, Any]:
+def _merged(group: list[Record], ok: list[Record]) -> Record:
+    last = ok[-1]
+    round_medians = tuple(r.latency_ms.median for r in ok if r.latency_ms)
+    paired = [r.paired_ratios for r in ok]
+    samples = tuple(s for r in ok for s in r.samples_ms)
+    latency = last.latency_ms
+    if samples:
+        lat0 = ok[0].latency_ms
+        st = LatencyStats.from_samples_ms(list(samples), timing=lat0.timing if lat0 else "per-call",
+                                          block_size=lat0.block_size if lat0 else 1,
+                                          first_call_ns=((lat0.first_call if lat0 else None) or 0) * 1e6,
+                                          unstable=any(r.unstable for r in ok))
+        latency = Latency.from_json({**st.to_json(),
+                                     "calls": sum((r.latency_ms.calls or 0) if r.latency_ms else 0 for r in ok),
+                                     "elapsed_s": sum((r.latency_ms.elapsed_s or 0) if r.latency_ms else 0 for r in ok)})
+    else:
+        samples = last.samples_ms
+    if latency:
+        latency = _latency_over_rounds(latency, list(round_medians))
+    drifts = [r.drift for r in ok if r.drift]
+    tps = sorted(r.throughput_ips for r in ok if r.throughput_ips)
+    measured = [r.memory for r in ok if r.memory and r.memory.peak_rss_bytes is not None]
+    failed = [r for r in group if not r.ok]
+    return last.replace(
+        round=-1, rounds=len(group), round_medians_ms=round_medians,
+        # paired only when every ok round has its ratio: the gate pairs them with the rounds
+        paired_ratios=tuple(p[0] for p in paired) if paired and all(len(p) == 1 for p in paired) else (),
+        samples_ms=samples, latency_ms=latency,
+        comparison=_comparison_over_rounds([r.comparison for r in ok]),
+        drift=_drift_over_rounds(drifts) if drifts else None,
+        throughput_ips=tps[len(tps) // 2] if tps else None,
+        memory=measured[-1] if measured else last.memory,
+        reason=f"{len(failed)} of {len(group)} rounds did not finish: {failed[0].reason}" if failed else last.reason)
+
+
+def _latency_over_rounds(lat: Latency, round_medians: list[float]) -> Latency:
     """The headline median and CI over rounds; the pooled samples' CI is kept, labelled, beside it."""
     from effbench.measure.stats import UNSTABLE_REL_HALFWIDTH, over_rounds
     est = over_rounds(round_medians)
     if est is None:
         return lat
-    out = {**lat, "within_round_ci": lat.get("ci"), "median": est.value, "ci": [est.lo, est.hi],
-           "ci_scope": est.scope, "ci_method": est.method, "rel_ci_halfwidth": est.rel_halfwidth}
-    out["unstable"] = est.rel_halfwidth > UNSTABLE_REL_HALFWIDTH
-    out["unstable_reason"] = (f"round medians spread: the 95% CI over {est.n} rounds is +-{est.rel_halfwidth:.0%} "
-                              f"of the median (flagged above +-{UNSTABLE_REL_HALFWIDTH:.0%})"
-                              if out["unstable"] else None)
-    return out
+    unstable = est.rel_halfwidth > UNSTABLE_REL_HALFWIDTH
+    return lat.replace(
+        within_round_ci=lat.ci, median=est.value, ci=(est.lo, est.hi), ci_scope=est.scope, ci_method=est.method,
+        rel_ci_halfwidth=est.rel_halfwidth, unstable=unstable,
+        unstable_reason=(f"round medians spread: the 95% CI over {est.n} rounds is +-{est.rel_halfwidth:.0%} "
+                         f"of the median (flagged above +-{UNSTABLE_REL_HALFWIDTH:.0%})" if unstable else None))
 
 
-def _comparison_over_rounds(per_round: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+def _comparison_over_rounds(per_round: list[Comparison | None]) -> Comparison | None:
     """Per-round paired speedups combined: median with a CI over rounds; one round keeps its own
     within-worker CI and says it covers one moment; none with a number keeps the last round's reason."""
     from effbench.measure.stats import over_rounds, with_floor
     comps = [c for c in per_round if c]
     if not comps:
         return None
-    values = [c["speedup"] for c in comps if isinstance(c.get("speedup"), (int, float))]
+    values = [c.speedup for c in comps if c.speedup is not None]
     if len(values) < 2:
-        return next((c for c in comps if c.get("speedup") is not None), comps[-1])
+        return next((c for c in comps if c.speedup is not None), comps[-1])
     est = with_floor(over_rounds(values))
-    out = {"baseline": comps[-1].get("baseline"), "speedup": est.value, "ci": [est.lo, est.hi],
-           "ci_level": est.level, "ci_scope": est.scope, "ci_method": est.method, "rounds": len(values),
-           "method": comps[-1].get("method", "paired"), "round_speedups": values,
-           "cycles": sum(c.get("cycles") or 0 for c in comps)}
-    if len(values) < len(comps):
-        out["note"] = f"{len(comps) - len(values)} round(s) without a paired value: {comps[-1].get('reason')}"
-    return out
+    return Comparison(
+        baseline=comps[-1].baseline, speedup=est.value, ci=(est.lo, est.hi), ci_level=est.level,
+        ci_scope=est.scope, ci_method=est.method, rounds=len(values), method=comps[-1].method or "paired",
+        round_speedups=tuple(values), cycles=sum(c.cycles or 0 for c in comps),
+        note=(f"{len(comps) - len(values)} round(s) without a paired value: {comps[-1].reason}"
+              if len(values) < len(comps) else None))
 
 
-def _drift_over_rounds(drifts: list[dict[str, Any]]) -> dict[str, Any]:
-    rounds = [r for d in drifts for r in (d.get("rounds") or [d])]
+def _drift_over_rounds(drifts: list[Drift]) -> Drift:
+    rounds = [r for d in drifts for r in d.rounds]
     changes = [abs(r["change"]) for r in rounds if isinstance(r.get("change"), (int, float))]
-    threshold = drifts[-1].get("threshold")
+    threshold = drifts[-1].threshold
     worst = max(changes) if changes else None
-    return {"threshold": threshold, "rounds": rounds, "max_abs_change": worst,
-            "flagged": bool(worst is not None and threshold is not None and worst > threshold)}
+    return Drift(threshold=threshold, rounds=rounds, max_abs_change=worst,
+                 flagged=bool(worst is not None and threshold is not None and worst > threshold))
 
 
 @dataclass
@@ -396,10 +256,11 @@ class Results:
                                    "rounds": r.rounds, "throughput_ips": r.throughput_ips}
             for section in ("cell", "variant", "model_stats", "latency_ms", "comparison", "memory", "energy",
                             "quality", "drift"):
-                for k, v in _flatten(getattr(r, section) or {}).items():
+                value = getattr(r, section)
+                for k, v in _flatten(value.to_json() if value else {}).items():
                     row[f"{section}.{k}"] = v
-            for pid, proj in (r.projections or {}).items():
-                for k, v in _flatten(proj).items():
+            for pid, proj in r.projections.items():
+                for k, v in _flatten(proj.to_json()).items():
                     row[f"projections.{pid}.{k}"] = v
             row["round_medians_ms"] = json.dumps(r.round_medians_ms) if r.round_medians_ms else None
             rows.append(row)
@@ -524,11 +385,11 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def provenance(*, suite_sha256: str, speed: dict | None, run_id: str, suite: str | None = None) -> dict[str, Any]:
+def provenance(*, suite_sha256: str, speed: dict | None, run_id: str, suite: str | None = None) -> Provenance:
     import datetime
     import platform
 
     from effbench import __version__
-    return {"effbench": __version__, "python": platform.python_version(), "packages": package_versions(),
-            "host": host_info(), "suite": suite, "suite_sha256": suite_sha256, "speed_index": speed, "run_id": run_id,
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return Provenance(effbench=__version__, python=platform.python_version(), packages=package_versions(),
+                      host=host_info(), suite=suite, suite_sha256=suite_sha256, speed_index=speed, run_id=run_id,
+                      started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

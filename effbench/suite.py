@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.errors import UserError, did_you_mean
+from effbench.record import Cell
 from effbench.runners import runner_names
 from effbench.variants.specs import precision_labels, precision_spec, reference_precision
 from effbench.yamlsource import LineMap, dotted, load_yaml
@@ -222,33 +223,6 @@ def parse_precision(entry: PrecisionEntry) -> PrecisionChoice:
         method = m
         label = f"{precision}-{method}"
     return PrecisionChoice(label=label, precision=precision, method=method or None, options=options)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One thing to measure: model x variant x runner x batch size x scenario."""
-
-    model: str
-    variant: str          # the precision label, e.g. "int8-static"
-    precision: str
-    method: str | None
-    runner: str
-    runner_label: str
-    threads: int
-    compile: bool
-    batch_size: int
-    scenario: str
-    device: str = "cpu"
-
-    @property
-    def cell_id(self) -> str:
-        return f"{self.model}/{self.variant}/{self.runner_label}/b{self.batch_size}/{self.scenario}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "variant": self.variant, "precision": self.precision,
-                "method": self.method, "runner": self.runner, "runner_label": self.runner_label,
-                "threads": self.threads, "compile": self.compile, "batch_size": self.batch_size,
-                "scenario": self.scenario, **({"device": self.device} if self.device != "cpu" else {})}
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from effbench.comparisons import FP32, fp32_twin, group_key
 from effbench.progress import Progress
 from effbench.suite import Cell
-from effbench.variants import model_bytes
+from effbench.variants import Variant
 from effbench.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class VariantFigures:
         """What the cell's variant's own worker measured, if it ran."""
         return self.measured.get((cell.model, cell.variant, cell.runner_label))
 
-    def measure(self, cell: Cell, label: str, variant: dict, art, progress: Progress) -> None:
+    def measure(self, cell: Cell, label: str, variant: Variant, art, progress: Progress) -> None:
         """The variant's own worker (memory at each batch size, energy counters, quality), once per run:
         `label`'s variant of `cell`'s group, at every batch size of the group in the plan."""
         key = (cell.model, label, cell.runner_label)
@@ -37,8 +37,7 @@ class VariantFigures:
             return
         batches = sorted({c.batch_size for _, c in self.run.todo if group_key(c) == group_key(cell)})
         feeds = {str(b): art.feeds(b, self.run.datasets.get(cell.model)) for b in batches}
-        this = Cell(**{**cell.__dict__, "variant": label, "precision": variant.get("precision", label),
-                       "method": variant.get("method")})
+        this = cell.replace(variant=label, precision=variant.precision, method=variant.method)
         progress.start(f"memory and quality {cell.model}/{label}/{cell.runner_label}")
         out = self._worker(this, variant, art, feeds, self._quality_payload(this, art))
         if out.kind == "user_error":
@@ -57,7 +56,7 @@ class VariantFigures:
         if label == FP32:
             self.fp32_quality[(cell.model, cell.runner_label)] = (prof.get("quality") or {}).get("value")
 
-    def _per_batch(self, cell: Cell, variant: dict, art, feeds: dict, progress: Progress) -> Outcome:
+    def _per_batch(self, cell: Cell, variant: Variant, art, feeds: dict, progress: Progress) -> Outcome:
         """Memory batch size by batch size, each in its own worker, after the shared one crashed; quality
         once, in a worker of its own."""
         merged: dict[str, Any] = {"memory": {}, "energy": {}}
@@ -73,11 +72,11 @@ class VariantFigures:
                              {"metric": None, "value": None, "status": out.kind, "reason": out.reason})
         return Outcome("ok", merged)
 
-    def _worker(self, cell: Cell, variant: dict, art, feeds: dict, quality: dict | None,
+    def _worker(self, cell: Cell, variant: Variant, art, feeds: dict, quality: dict | None,
                         log_suffix: str = "") -> Outcome:
         """`profile_variant` in a worker: a cell's time per batch size, and one more for quality."""
         return run_in_worker("effbench.measuring:profile_variant",
-                             {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(), "feeds": feeds,
+                             {"cell": cell, "variant": variant, "artifact": art.to_json(), "feeds": feeds,
                               "budget": self.run.budget, "quality": quality},
                              timeout_s=self.run.timeout_s * (len(feeds) + (quality is not None)),
                              log_path=self.run.logs / f"profile-{cell.model}-{cell.variant}-{cell.runner_label}"
@@ -104,7 +103,7 @@ class VariantFigures:
                 "min_relative": q.min_relative,
                 "fp32_value": None if cell.variant == FP32 else self.fp32_quality.get((cell.model, cell.runner_label))}
 
-    def for_record(self, prof: dict | None, cell: Cell, variant: dict) -> tuple[dict | None, dict | None, str | None]:
+    def for_record(self, prof: dict | None, cell: Cell, variant: Variant) -> tuple[dict | None, dict | None, str | None]:
         """(memory, measured energy, why energy was not measured) of this cell from its variant's own
         worker. Memory goes into the first record of this run for the cell only: it was measured once."""
         b = str(cell.batch_size)
@@ -116,10 +115,10 @@ class VariantFigures:
         if cell.cell_id not in self.memory_given:
             self.memory_given.add(cell.cell_id)
             memory = {**prof["memory"].get(b, {"reason": "memory not measured at this batch size"}),
-                      "model_bytes": model_bytes(variant, cell.runner)}
+                      "model_bytes": variant.model_bytes(cell.runner)}
         return memory, energy_b.get("measured"), energy_b.get("reason")
 
-    def quality(self, cell: Cell, art, variant: dict, progress: Progress) -> dict | None:
+    def quality(self, cell: Cell, art, variant: Variant, progress: Progress) -> dict | None:
         """The untimed quality pass of this variant on this runner in a worker of its own, once per run
         (A/B mode and cells measured alone; a normal run does it in the variant's own worker)."""
         key = (cell.model, cell.variant, cell.runner_label)
@@ -131,7 +130,7 @@ class VariantFigures:
                 self.fp32_quality[(cell.model, cell.runner_label)] = \
                     (self.quality(fp32_twin(cell), art, fp32_out.value, progress) or {}).get("value")
         progress.start(f"quality {cell.model}/{cell.variant}/{cell.runner_label}")
-        payload = {"cell": cell.to_json(), "variant": variant, "artifact": art.to_json(),
+        payload = {"cell": cell, "variant": variant, "artifact": art.to_json(),
                    **self._quality_payload(cell, art)}
         out = run_in_worker("effbench.measure.quality:quality_pass", payload, timeout_s=BUILD_TIMEOUT_S,
                             log_path=self.run.logs / f"quality-{cell.model}-{cell.variant}-{cell.runner_label}.log",

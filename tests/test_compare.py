@@ -11,6 +11,7 @@ from effbench.errors import UserError
 from effbench.gate import DEFAULT_RULES, TESTS, Rule, compare, compare_ab, compare_paths, parse_rule, resolve_rules
 from effbench.measure.latency import LatencyStats
 from effbench.measure.stats import holm, noise_floor, quantile_ci
+from effbench.record import Cell, Energy, Latency, Memory, ModelStats, Provenance, Quality
 from effbench.results import Record, Store, load
 
 HOST = {"cpu": "AMD EPYC", "cores": 2}
@@ -22,23 +23,33 @@ def lognormal(seed: int, median_ms: float, n: int = 400, sigma: float = 0.05) ->
     return list(rng.lognormal(math.log(median_ms), sigma, n))
 
 
+def cell_of(cell_id: str) -> Cell:
+    """The full cell a cell id names: model/variant/runner_label/bBATCH/scenario."""
+    model, variant, runner_label, batch, scenario = cell_id.split("/")
+    return Cell(model=model, variant=variant, precision=variant, runner=runner_label, runner_label=runner_label,
+                batch_size=int(batch.lstrip("b")), scenario=scenario)
+
+
 def record(cell_id: str, samples: list[float], *, rnd: int = 0, rounds: int = 1, median: float | None = None,
            size: int = 1_000_000, macs: int = 5_000_000, quality: float = 0.99, peak: int = 100_000_000,
            speed_ms: float = 10.0, host: dict | None = None, packages: dict | None = None,
            energy: dict | None = None, status: str = "ok", throughput: float | None = None) -> Record:
-    lat = LatencyStats.from_samples_ms(samples).to_json() if samples else None
+    lat = Latency.from_json(LatencyStats.from_samples_ms(samples).to_json()) if samples else None
     if lat is not None and median is not None:
-        lat["median"] = median  # a planted per-round median, exact to the digit
+        lat = lat.replace(median=median)  # a planted per-round median, exact to the digit
+    ok = status == "ok"
     return Record(
         cell_id=cell_id, config_hash="h-" + cell_id, status=status,
-        reason=None if status == "ok" else "worker crashed (SIGSEGV)",
-        cell={"model": cell_id.split("/")[0]}, round=rnd, rounds=rounds,
-        model_stats={"size_bytes": size, "macs": macs} if status == "ok" else None,
-        latency_ms=lat if status == "ok" else None, samples_ms=list(samples) if status == "ok" else [],
-        throughput_ips=throughput, memory={"peak_rss_bytes": peak} if status == "ok" else None,
-        energy=energy, quality={"metric": "top1", "value": quality * 0.9, "fp32_value": 0.9, "relative": quality},
-        provenance={"host": host or HOST, "packages": packages or PACKAGES, "python": "3.11",
-                    "speed_index": {"name": "matmul-f32-512", "gflops": 100.0 / speed_ms * 10, "median_ms": speed_ms}},
+        reason=None if ok else "worker crashed (SIGSEGV)",
+        cell=cell_of(cell_id), round=rnd, rounds=rounds,
+        model_stats=ModelStats(size_bytes=size, macs=macs) if ok else None,
+        latency_ms=lat if ok else None, samples_ms=tuple(samples) if ok else (),
+        throughput_ips=throughput, memory=Memory(peak_rss_bytes=peak) if ok else None,
+        energy=Energy.from_json(energy) if energy else None,
+        quality=Quality(metric="top1", value=quality * 0.9, fp32_value=0.9, relative=quality),
+        provenance=Provenance(host=host or HOST, packages=packages or PACKAGES, python="3.11",
+                              speed_index={"name": "matmul-f32-512", "gflops": 100.0 / speed_ms * 10,
+                                           "median_ms": speed_ms}),
     )
 
 
@@ -331,8 +342,7 @@ def test_speed_index_warns_and_normalize_scales_timings(tmp_path):
 
 def test_normalize_without_speed_index_is_a_user_error(tmp_path):
     recs = [record(c, lognormal(1, m)) for c, m in CELLS.items()]
-    for r in recs:
-        r.provenance.pop("speed_index")
+    recs = [r.replace(provenance=r.provenance.replace(speed_index=None)) for r in recs]
     base = write(tmp_path, "base", recs)
     assert any("no machine-speed index" in w for w in compare(base, base).warnings)
     with pytest.raises(UserError, match="--normalize"):
@@ -384,9 +394,8 @@ def ab_pairs(ratio: float, rounds: int, seed: int, jitter: float = 0.01):
     for i, cell in enumerate(CELLS):
         bm = [float(s * rng.lognormal(0, jitter)) for s in states]
         nm = [float(s * ratio * rng.lognormal(0, jitter)) for s in states]
-        b = record(cell, lognormal(seed + i, float(np.median(bm))), rounds=rounds)
-        n = record(cell, lognormal(seed + 10 + i, float(np.median(nm))), rounds=rounds)
-        b.round_medians_ms, n.round_medians_ms = bm, nm
+        b = record(cell, lognormal(seed + i, float(np.median(bm))), rounds=rounds).replace(round_medians_ms=tuple(bm))
+        n = record(cell, lognormal(seed + 10 + i, float(np.median(nm))), rounds=rounds).replace(round_medians_ms=tuple(nm))
         pairs.append((b, n))
     return pairs
 
@@ -417,7 +426,7 @@ def test_ab_with_few_rounds_cannot_decide():
 
 def test_ab_unequal_rounds_are_not_paired():
     (b, n), _ = ab_pairs(1.3, rounds=6, seed=4)
-    n.round_medians_ms = n.round_medians_ms[:5]
+    n = n.replace(round_medians_ms=n.round_medians_ms[:5])
     row = rows_by(compare_ab([(b, n)]))[b.cell_id]
     assert row["verdict"] == "unstable" and "do not pair" in row["note"]
 
@@ -507,10 +516,9 @@ def test_overlapping_round_cis_beyond_threshold_are_unstable(tmp_path):
 def explicit_pairs(ratios: list[float]):
     cell = list(CELLS)[0]
     states = [17.5 if i % 3 else 27.0 for i in range(len(ratios))]
-    b = record(cell, lognormal(1, 20.0), rounds=len(ratios))
-    n = record(cell, lognormal(2, 20.0), rounds=len(ratios))
-    b.round_medians_ms = states
-    n.round_medians_ms = [s * q for s, q in zip(states, ratios)]
+    b = record(cell, lognormal(1, 20.0), rounds=len(ratios)).replace(round_medians_ms=tuple(states))
+    n = record(cell, lognormal(2, 20.0), rounds=len(ratios)).replace(
+        round_medians_ms=tuple(s * q for s, q in zip(states, ratios)))
     return [(b, n)]
 
 
@@ -537,15 +545,13 @@ def test_ab_paired_block_ratios_see_through_speed_flips_between_workers():
     # the two workers of a round landed in independent machine states (17.5 or 27 ms): their ratios
     # swing +-50% and hide a 10% slowdown; the paired blocks of each round saw one state and read ~1.10
     b_states, n_states = rng.choice([17.5, 27.0], size=12), rng.choice([17.5, 27.0], size=12)
-    b = record(cell, lognormal(1, 20.0), rounds=12)
-    n = record(cell, lognormal(2, 22.0), rounds=12)
-    b.round_medians_ms = [float(s) for s in b_states]
-    n.round_medians_ms = [float(s * 1.10) for s in n_states]
+    b = record(cell, lognormal(1, 20.0), rounds=12).replace(round_medians_ms=tuple(float(s) for s in b_states))
+    n = record(cell, lognormal(2, 22.0), rounds=12).replace(round_medians_ms=tuple(float(s * 1.10) for s in n_states))
     unpaired = rows_by(compare_ab([(b, n)]))[cell]
     assert unpaired["verdict"] == "unstable"
-    n.paired_ratios = [float(1.10 * rng.lognormal(0, 0.01)) for _ in range(12)]
+    n = n.replace(paired_ratios=tuple(float(1.10 * rng.lognormal(0, 0.01)) for _ in range(12)))
     paired = rows_by(compare_ab([(b, n)]))[cell]
     assert paired["verdict"] == "regressed" and "alternating blocks" in paired["note"]
     assert paired["ratio"] == pytest.approx(1.10, rel=0.02)
-    n.paired_ratios = n.paired_ratios[:11]   # a round without its paired pass: fall back, never mis-pair
+    n = n.replace(paired_ratios=n.paired_ratios[:11])   # a round without its paired pass: fall back, never mis-pair
     assert rows_by(compare_ab([(b, n)]))[cell]["verdict"] == "unstable"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -75,30 +76,30 @@ def test_run_end_to_end_writes_complete_records(tmp_path, cache_dir):
     results = load(out)
     assert len(results) == 2 and all(r.ok for r in results)
     r = results.by_id()["tiny/fp32/onnxruntime/b2/single-stream"]
-    assert r.latency_ms["n"] >= 16 and r.latency_ms["ci"][0] <= r.latency_ms["median"] <= r.latency_ms["ci"][1]
-    assert r.latency_ms["first_call"] is not None and r.samples_ms
-    assert r.memory["peak_rss_bytes"] >= r.memory["baseline_rss_bytes"] > 0
-    assert r.memory["model_bytes"] == (DATA / "models" / "tiny.onnx").stat().st_size
-    assert r.model_stats["macs"] == 2 * 16 * 8          # batch 2 x MatMul 16 -> 8
-    assert r.energy["source"] in ("measured:rapl", "modeled:local") or r.energy["source"] is None
-    assert r.variant["runtime"]["intra_op_num_threads"] == 1
+    assert r.latency_ms.n >= 16 and r.latency_ms.ci[0] <= r.latency_ms.median <= r.latency_ms.ci[1]
+    assert r.latency_ms.first_call is not None and r.samples_ms
+    assert r.memory.peak_rss_bytes >= r.memory.baseline_rss_bytes > 0
+    assert r.memory.model_bytes == (DATA / "models" / "tiny.onnx").stat().st_size
+    assert r.model_stats.macs == 2 * 16 * 8          # batch 2 x MatMul 16 -> 8
+    assert r.energy.source in ("measured:rapl", "modeled:local") or r.energy.source is None
+    assert r.variant.runtime["intra_op_num_threads"] == 1
     p = r.provenance
-    assert p["suite_sha256"] and p["speed_index"]["gflops"] > 0 and p["packages"]["onnxruntime"]
-    assert p["host"]["cores_logical"] >= 1
+    assert p.suite_sha256 and p.speed_index["gflops"] > 0 and p.packages["onnxruntime"]
+    assert p.host["cores_logical"] >= 1
     # default measure settings: several rounds, each a fresh worker; the headline CI is over them
     from effbench.suite import MeasureSpec
     n = MeasureSpec().rounds
-    assert n >= 3 and r.rounds == n and len(r.round_medians_ms) == n and r.latency_ms["ci_scope"] == "between rounds"
-    assert min(r.round_medians_ms) <= r.latency_ms["median"] <= max(r.round_medians_ms)
+    assert n >= 3 and r.rounds == n and len(r.round_medians_ms) == n and r.latency_ms.ci_scope == "between rounds"
+    assert min(r.round_medians_ms) <= r.latency_ms.median <= max(r.round_medians_ms)
     # the headline CI is the one over these round medians (a 95% CI need not span their range: with 5
     # tight rounds it can be narrower on one side, so that is not asserted)
     from effbench.measure.stats import over_rounds
     est = over_rounds(r.round_medians_ms)
-    assert r.latency_ms["ci"] == pytest.approx([est.lo, est.hi]) and r.latency_ms["median"] == pytest.approx(est.value)
-    assert r.comparison is None and r.drift["threshold"] == 0.10 and len(r.drift["rounds"]) == n
+    assert r.latency_ms.ci == pytest.approx((est.lo, est.hi)) and r.latency_ms.median == pytest.approx(est.value)
+    assert r.comparison is None and r.drift.threshold == 0.10 and len(r.drift.rounds) == n
     raw = [x for x in results.raw if x.cell_id == r.cell_id]
     for x in raw:  # each round's throughput is its own inferences over its own timed window
-        assert x.throughput_ips == pytest.approx(2 * x.latency_ms["calls"] / x.latency_ms["elapsed_s"])
+        assert x.throughput_ips == pytest.approx(2 * x.latency_ms.calls / x.latency_ms.elapsed_s)
     assert r.throughput_ips == sorted(x.throughput_ips for x in raw)[n // 2]  # the median round
     assert sum(x.memory is not None for x in raw) == 1                  # measured once, in its own worker
 
@@ -238,8 +239,8 @@ def test_torch_source_runs_on_both_runtimes(tmp_path, cache_dir):
     by = load(out).by_id()
     ort, pt = by["small/fp32/onnxruntime/b1/single-stream"], by["small/fp32/torch/b1/single-stream"]
     assert ort.ok and pt.ok
-    assert ort.variant["build"]["tool"] == "torch.onnx.export(dynamo)" and ort.variant["build"]["opset"] >= 17
-    assert ort.model_stats["macs"] == pt.model_stats["macs"] == 16 * 32 + 32 * 4
+    assert ort.variant.build["tool"] == "torch.onnx.export(dynamo)" and ort.variant.build["opset"] >= 17
+    assert ort.model_stats.macs == pt.model_stats.macs == 16 * 32 + 32 * 4
 
 
 def test_static_int8_without_dataset_is_one_line_exit_2(tmp_path, cache_dir):
@@ -263,16 +264,16 @@ def test_every_variant_is_paired_with_its_fp32_twin_even_when_only_it_runs(tmp_p
                   "--rounds", "2", "--no-report")
     assert res.returncode == 0, res.stderr
     results = load(out)
-    assert {r.cell["variant"] for r in results} == {"fp16"}
+    assert {r.cell.variant for r in results} == {"fp16"}
     for r in results:
         c = r.comparison
-        assert c["method"] == "paired" and c["baseline"] == r.cell_id.replace("/fp16/", "/fp32/")
-        assert c["rounds"] == 2 and len(c["round_speedups"]) == 2 and c["ci_scope"] == "between rounds"
-        assert c["ci"][0] < c["speedup"] < c["ci"][1] and c["speedup"] > 0
+        assert c.method == "paired" and c.baseline == r.cell_id.replace("/fp16/", "/fp32/")
+        assert c.rounds == 2 and len(c.round_speedups) == 2 and c.ci_scope == "between rounds"
+        assert c.ci[0] < c.speedup < c.ci[1] and c.speedup > 0
         # the CI is never narrower than the stated floor
-        assert c["ci"][1] / c["speedup"] >= 1.02 - 1e-9
+        assert c.ci[1] / c.speedup >= 1.02 - 1e-9
     raw = [r for r in results.raw if r.cell_id.endswith("b1/single-stream")]
-    assert all(r.comparison["ci_scope"] == "one moment (1 round)" and r.comparison["cycles"] >= 6 for r in raw)
+    assert all(r.comparison.ci_scope == "one moment (1 round)" and r.comparison.cycles >= 6 for r in raw)
 
 
 def test_paired_comparison_says_why_when_it_has_no_number():
@@ -282,15 +283,16 @@ def test_paired_comparison_says_why_when_it_has_no_number():
                 runner_label="onnxruntime", threads=1, compile=False, batch_size=4, scenario="single-stream")
     blocks = {"status": "ok", "block_ms": [2.0, 2.0, 2.2, float("nan"), 2.0, 2.0, 2.0]}
     member = {"status": "ok", "block_ms": [1.0, 1.0, 1.1, 1.0, 1.0, 1.0, 1.0]}
-    ok = paired_comparison(cell, {"emulated": False}, member, blocks)
-    assert ok["baseline"] == "m/fp32/onnxruntime/b4/single-stream" and ok["method"] == "paired"
-    assert ok["speedup"] == pytest.approx(2.0) and ok["cycles"] == 6          # the NaN cycle is skipped
-    assert ok["ci"][0] <= 2.0 / 1.02 + 1e-9 and ok["ci"][1] >= 2.0 * 1.02 - 1e-9  # the stated floor
-    emulated = paired_comparison(cell, {"emulated": True}, member, blocks)
-    assert emulated["speedup"] is None and emulated["reason"].startswith("emulated")
-    twin_failed = paired_comparison(cell, {}, member, {"status": "failed", "reason": "worker crashed: SIGSEGV"})
-    assert twin_failed["speedup"] is None and "FP32 twin is failed: worker crashed" in twin_failed["reason"]
-    assert paired_comparison(cell, {}, member, None)["reason"] == "no FP32 variant to compare with"
+    native, emulated_variant = SimpleNamespace(emulated=False), SimpleNamespace(emulated=True)
+    ok = paired_comparison(cell, native, member, blocks)
+    assert ok.baseline == "m/fp32/onnxruntime/b4/single-stream" and ok.method == "paired"
+    assert ok.speedup == pytest.approx(2.0) and ok.cycles == 6          # the NaN cycle is skipped
+    assert ok.ci[0] <= 2.0 / 1.02 + 1e-9 and ok.ci[1] >= 2.0 * 1.02 - 1e-9  # the stated floor
+    emulated = paired_comparison(cell, emulated_variant, member, blocks)
+    assert emulated.speedup is None and emulated.reason.startswith("emulated")
+    twin_failed = paired_comparison(cell, native, member, {"status": "failed", "reason": "worker crashed: SIGSEGV"})
+    assert twin_failed.speedup is None and "FP32 twin is failed: worker crashed" in twin_failed.reason
+    assert paired_comparison(cell, native, member, None).reason == "no FP32 variant to compare with"
 
 
 def test_int8_of_a_cnn_without_a_dataset_is_static_on_generated_inputs(tmp_path, cache_dir):
@@ -305,6 +307,6 @@ def test_int8_of_a_cnn_without_a_dataset_is_static_on_generated_inputs(tmp_path,
     res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--no-report")
     assert res.returncode == 0, res.stderr
     r = load(out).by_id()["cnn/int8/onnxruntime/b1/single-stream"]
-    assert r.ok and r.variant["method"] == "static-qdq"
-    assert r.variant["build"]["calibration_inputs"].startswith("generated")
-    assert "no dataset" in r.variant["build"]["chosen_because"]
+    assert r.ok and r.variant.method == "static-qdq"
+    assert r.variant.build["calibration_inputs"].startswith("generated")
+    assert "no dataset" in r.variant.build["chosen_because"]

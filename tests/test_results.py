@@ -3,15 +3,17 @@ import json
 import pytest
 
 from effbench.errors import UserError
-from effbench.results import Record, Store, load
+from ebrecords import make
+from effbench.record import Record
+from effbench.results import Store, load
 
 
 def rec(cell_id="m/fp32/onnxruntime/b1/single-stream", rnd=0, rounds=1, samples=(1.0, 1.1, 0.9), status="ok"):
     lat = {"median": sorted(samples)[len(samples) // 2], "timing": "per-call", "block_size": 1, "calls": len(samples),
            "elapsed_s": 1.0, "unstable": False}
-    return Record(cell_id=cell_id, config_hash="h", status=status, cell={"batch_size": 1}, round=rnd, rounds=rounds,
-                  latency_ms=lat if status == "ok" else None, samples_ms=list(samples) if status == "ok" else [],
-                  throughput_ips=100.0 + rnd, memory={"peak_rss_bytes": 100 + rnd})
+    return make(cell_id, status=status, round=rnd, rounds=rounds,
+                latency_ms=lat if status == "ok" else None, samples_ms=list(samples) if status == "ok" else [],
+                throughput_ips=100.0 + rnd, memory={"peak_rss_bytes": 100 + rnd})
 
 
 def test_roundtrip(tmp_path):
@@ -52,9 +54,9 @@ def test_rounds_merge_into_one_record_with_round_medians(tmp_path):
     res = load(tmp_path)
     assert len(res) == 1
     r = res.records[0]
-    assert r.round_medians_ms == [1.0, 2.0, 3.0]
-    assert r.latency_ms["n"] == 9 and r.latency_ms["median"] == 2.0
-    assert r.memory["peak_rss_bytes"] == 102
+    assert r.round_medians_ms == (1.0, 2.0, 3.0)
+    assert r.latency_ms.n == 9 and r.latency_ms.median == 2.0
+    assert r.memory.peak_rss_bytes == 102
     df = res.to_frame()
     assert df.loc[0, "latency_ms.median"] == 2.0
 
@@ -62,20 +64,16 @@ def test_rounds_merge_into_one_record_with_round_medians(tmp_path):
 def test_paired_ratios_merge_only_when_every_round_has_one(tmp_path):
     s = Store(tmp_path / "a" / "results.jsonl")
     for i, q in enumerate((1.1, 1.2, 1.05)):
-        r = rec(rnd=i, rounds=3)
-        r.paired_ratios = [q]
-        s.append(r)
-    assert load(tmp_path / "a").records[0].paired_ratios == [1.1, 1.2, 1.05]
+        s.append(rec(rnd=i, rounds=3).replace(paired_ratios=(q,)))
+    assert load(tmp_path / "a").records[0].paired_ratios == (1.1, 1.2, 1.05)
     s = Store(tmp_path / "b" / "results.jsonl")
     for i in range(3):
-        r = rec(rnd=i, rounds=3)
-        r.paired_ratios = [1.1] if i != 1 else []   # the paired pass failed in round 2
-        s.append(r)
-    assert load(tmp_path / "b").records[0].paired_ratios == []   # never mis-paired with the rounds
-    bad = rec()
-    bad.paired_ratios = ["fast"]
+        # the paired pass failed in round 2
+        s.append(rec(rnd=i, rounds=3).replace(paired_ratios=(1.1,) if i != 1 else ()))
+    assert load(tmp_path / "b").records[0].paired_ratios == ()   # never mis-paired with the rounds
+    bad = {**rec().to_json(), "paired_ratios": ["fast"]}
     with pytest.raises(ValueError, match="paired_ratios"):
-        Record.from_json(bad.to_json())
+        Record.from_json(bad)
 
 
 def test_missing_store_is_a_user_error(tmp_path):

@@ -118,12 +118,12 @@ class CalibrationReport:
 def _usable(records: list[Record], profile: Profile) -> tuple[list[tuple[Record, dict]], list[tuple[str, str]]]:
     usable, skipped = [], []
     for r in records:
-        prec = (r.cell or {}).get("precision")
+        prec = r.cell.precision
         if r.status != "ok":
             skipped.append((r.cell_id, f"status {r.status}"))
         elif r.emulated:
             skipped.append((r.cell_id, "emulated variant (ran dequantized)"))
-        elif not r.latency_ms or not r.latency_ms.get("median"):
+        elif not r.median_ms:
             skipped.append((r.cell_id, "no measured median latency"))
         elif not profile.peak_ops_per_s(str(prec)):
             skipped.append((r.cell_id, f"{profile.id} declares no {prec} throughput"))
@@ -175,15 +175,15 @@ def calibrate(records: list[Record], *, cache_dir: Path | None = None, write: bo
         raise UserError("no measured cell can calibrate the local profile"
                         + (f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""),
                         fix="run a suite first (effbench run SUITE) and pass its results")
-    groups = sorted({f"{r.cell.get('runner')}/{r.cell['precision']}" for r, _ in usable})
+    groups = sorted({f"{r.cell.runner}/{r.cell.precision}" for r, _ in usable})
     gi = {g: i for i, g in enumerate(groups)}
     bw = base.memory.bandwidth_bytes_per_s.value
     X = {
-        "group": np.array([gi[f"{r.cell.get('runner')}/{r.cell['precision']}"] for r, _ in usable]),
-        "compute_s": np.array([w["macs"] * OPS_PER_MAC / base.peak_ops_per_s(r.cell["precision"]) for r, w in usable]),
+        "group": np.array([gi[f"{r.cell.runner}/{r.cell.precision}"] for r, _ in usable]),
+        "compute_s": np.array([w["macs"] * OPS_PER_MAC / base.peak_ops_per_s(r.cell.precision) for r, w in usable]),
         "memory_s": np.array([w["bytes_moved"] / bw for _, w in usable]),
         "nodes": np.array([w["nodes"] or 0.0 for _, w in usable]),
-        "measured_s": np.array([r.latency_ms["median"] / 1e3 for r, _ in usable]),
+        "measured_s": np.array([r.latency_ms.median / 1e3 for r, _ in usable]),
     }
     o0 = base.per_op_overhead_s.value or 1e-6
     theta = _fit(X, len(groups), o0)
@@ -201,9 +201,9 @@ def calibrate(records: list[Record], *, cache_dir: Path | None = None, write: bo
     cells = []
     for r, _ in usable:
         before, after = project_one(r, base), project_one(r, after_profile)
-        cells.append(CellError(r.cell_id, r.cell["precision"], str(r.cell.get("runner")),
-                               int(r.cell.get("batch_size") or 1), float(r.latency_ms["median"]),
-                               before["latency_ms"], after["latency_ms"]))
+        cells.append(CellError(r.cell_id, r.cell.precision, r.cell.runner,
+                               r.cell.batch_size, float(r.latency_ms.median),
+                               before.latency_ms, after.latency_ms))
     loo: list[float] = []
     if leave_one_out and 3 <= len(usable) <= 300:
         for i in range(len(usable)):

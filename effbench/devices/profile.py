@@ -167,12 +167,12 @@ class Profile(_Strict):
     def describes(self, record) -> bool:
         """True when the record was measured on the device this profile describes: the local profile for a
         cell run on this machine's CPU, a GPU profile for a CUDA cell on a GPU named in `gpu_names`."""
-        device = (record.cell or {}).get("device", "cpu")
+        device = record.cell.device
         if self.is_local:
             return device == "cpu"
         if self.kind != "gpu" or not self.gpu_names or device != "cuda":
             return False
-        gpus = ((record.provenance or {}).get("host") or {}).get("gpus") or []
+        gpus = record.provenance.gpus
         return any(g.get("name") in self.gpu_names for g in gpus if isinstance(g, dict))
 
     def peak_ops_per_s(self, precision: str, runner: str | None = None) -> float | None:

@@ -10,11 +10,10 @@ from typing import Any
 
 from effbench.devices.profile import OPS_PER_MAC, Profile
 from effbench.errors import UserError
-from effbench.results import Record
+from effbench.record import Projection, Record
 
 
-def _num(d: dict[str, Any], key: str) -> float | None:
-    v = d.get(key)
+def _num(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         return None
     return float(v)
@@ -32,31 +31,36 @@ def work_per_call(record: Record) -> dict[str, float | None] | str:
     model_stats figures are counted on the graph with its batch axis bound; `model_stats.batch_size`
     names that batch when it differs from the cell's (absent: the cell's own batch size).
     """
-    stats = record.model_stats or {}
-    cell = record.cell or {}
-    batch = _num(cell, "batch_size") or 1.0
-    counted_at = _num(stats, "batch_size") or batch
+    stats = record.model_stats
+    if stats is None:
+        return "no model_stats (the work counter did not run)"
+    batch = _num(record.cell.batch_size) or 1.0
+    counted_at = _num(stats.batch_size) or batch
     scale = batch / counted_at
-    macs, moved = _num(stats, "macs"), _num(stats, "bytes_moved")
+    macs, moved = _num(stats.macs), _num(stats.bytes_moved)
     missing = [k for k, v in (("macs", macs), ("bytes_moved", moved)) if v is None]
     if missing:
         return f"model_stats lacks {' and '.join(missing)} (the work counter did not run or failed)"
-    acts = _num(stats, "activation_bytes")
-    weights = _num(stats, "weight_bytes")
+    acts = _num(stats.activation_bytes)
+    weights = _num(stats.weight_bytes)
     if weights is None:
-        weights = _num(stats, "size_bytes")
+        weights = _num(stats.size_bytes)
     return {"batch": batch, "macs": macs * scale, "bytes_moved": moved * scale,
             "weight_bytes": weights, "activation_bytes": acts * scale if acts is not None else None,
-            "nodes": _num(stats, "nodes")}
+            "nodes": _num(stats.nodes)}
 
 
-def project_one(record: Record, profile: Profile) -> dict[str, Any]:
+def project_one(record: Record, profile: Profile) -> Projection:
+    return Projection.from_json(_project(record, profile))
+
+
+def _project(record: Record, profile: Profile) -> dict[str, Any]:
     out = _base(profile)
-    cell = record.cell or {}
+    cell = record.cell
     if record.status != "ok":
         out["reason"] = f"the cell did not run ({record.status}: {record.reason or 'no reason given'})"
         return out
-    precision = str(cell.get("precision") or "")
+    precision = cell.precision
     work = work_per_call(record)
     if isinstance(work, str):
         out["reason"] = work
@@ -67,7 +71,7 @@ def project_one(record: Record, profile: Profile) -> dict[str, Any]:
     fits, shortfall = _fit(profile, work, notes)
     out["fits"], out["shortfall_bytes"] = fits, shortfall
 
-    runner = cell.get("runner")
+    runner = cell.runner
     if precision not in profile.peak_ops and precision not in profile.peak_ops_by_runner.get(runner or "", {}):
         out["status"] = "unsupported"
         declared = ", ".join(profile.peak_ops)
@@ -113,8 +117,8 @@ def project_one(record: Record, profile: Profile) -> dict[str, Any]:
     out.update(extra)
     if why:
         notes.append(why)
-    if profile.describes(record) and record.latency_ms and _num(record.latency_ms, "median"):
-        measured = float(record.latency_ms["median"])
+    if profile.describes(record) and record.latency_ms and _num(record.latency_ms.median):
+        measured = record.latency_ms.median
         out["measured_latency_ms"] = measured
         out["error_pct"] = (out["latency_ms"] - measured) / measured * 100.0
         if record.emulated:
@@ -170,7 +174,7 @@ def _energy(profile: Profile, precision: str, work: dict[str, Any], latency_s: f
     return float(j) * 1e3, None, extra
 
 
-def project_record(record: Record, profiles: list[Profile]) -> dict[str, dict]:
+def project_record(record: Record, profiles: list[Profile]) -> dict[str, Projection]:
     """{profile_id: projection} for one record; `energy_mj` is per inference (one item of the batch),
     `latency_ms` per call at the cell's batch size (the same unit as the measured median)."""
     return {p.id: project_one(record, p) for p in profiles}

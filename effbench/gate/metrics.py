@@ -35,14 +35,14 @@ class Metric:
 
 def _get(section: str, key: str) -> Callable[[Record], float | None]:
     def get(r: Record) -> float | None:
-        v = (getattr(r, section) or {}).get(key)
+        v = getattr(getattr(r, section), key, None)
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
     return get
 
 
 def _size(r: Record) -> float | None:
-    return _get("model_stats", "size_bytes")(r) if _get("model_stats", "size_bytes")(r) is not None \
-        else _get("variant", "size_bytes")(r)
+    counted = _get("model_stats", "size_bytes")(r)
+    return counted if counted is not None else _get("variant", "size_bytes")(r)
 
 
 def _throughput(r: Record) -> float | None:

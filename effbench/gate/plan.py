@@ -111,7 +111,7 @@ def plan_metric(rule: Rule, cell_id: str, b: Record, n: Record, bside: StoreInde
     scale_new = factor ** m.speed if m.speed else 1.0
     bv, nv = m.value(b), m.value(n)
     if m.name == "energy":
-        bs, ns = (b.energy or {}).get("source"), (n.energy or {}).get("source")
+        bs, ns = (b.energy.source if b.energy else None), (n.energy.source if n.energy else None)
         if bv is not None and nv is not None and bs != ns:
             return RowPlan(cell_id, rule, bv, nv, test="none",
                            skipped=f"energy sources differ ({bs} vs {ns}); measured and modeled never mix")
@@ -166,6 +166,6 @@ def plan_metric(rule: Rule, cell_id: str, b: Record, n: Record, bside: StoreInde
     row.ratio, row.delta, row.beyond = direction(rule, row.base, row.new)
     for rec, label in ((b, "base"), (n, "new")):
         if m.kind == "timing" and rec.unstable:
-            why = (rec.latency_ms or {}).get("unstable_reason") or "missed its CI target"
+            why = (rec.latency_ms.unstable_reason if rec.latency_ms else None) or "missed its CI target"
             row.notes.append(f"{label} unstable: {why}")
     return row

@@ -5,10 +5,12 @@ Differences become the verdict's warnings; the speed ratio also drives `compare(
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from effbench.record import Provenance
 from effbench.results import Results
 
 # Two stores whose machine-speed indexes differ by more than this are not comparable without care.
@@ -16,8 +18,7 @@ SPEED_INDEX_TOLERANCE = 0.10
 
 
 def _speed_index(results: Results) -> dict[str, Any] | None:
-    idx = [r.provenance.get("speed_index") for r in results.records
-           if isinstance(r.provenance.get("speed_index"), dict)]
+    idx = [r.provenance.speed_index for r in results.records if isinstance(r.provenance.speed_index, dict)]
     if not idx:
         return None
     names = sorted({str(i.get("name")) for i in idx})
@@ -50,18 +51,20 @@ def speed_ratio(base: Results, new: Results) -> tuple[float | None, list[str]]:
 
 def environment_warnings(base: Results, new: Results) -> list[str]:
     """Host, Python and package versions that differ between the stores."""
-    def collect(res: Results, key: str) -> dict[str, set[str]]:
+    def collect(res: Results, key: str, get: Callable[[Provenance], Any]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         for r in res.records:
-            v = r.provenance.get(key)
+            v = get(r.provenance)
             items = v.items() if isinstance(v, dict) else ([(key, v)] if v is not None else [])
             for k, x in items:
                 out.setdefault(k, set()).add(json.dumps(x, sort_keys=True) if isinstance(x, (dict, list)) else str(x))
         return out
+    fields: list[tuple[str, str, Callable[[Provenance], Any]]] = [
+        ("host", "host", lambda p: p.host), ("python", "python", lambda p: p.python),
+        ("effbench", "effbench", lambda p: p.effbench), ("packages", "package", lambda p: p.packages)]
     warns = []
-    for key, label in (("host", "host"), ("python", "python"), ("effbench", "effbench"),
-                       ("packages", "package")):
-        b, n = collect(base, key), collect(new, key)
+    for key, label, get in fields:
+        b, n = collect(base, key, get), collect(new, key, get)
         diffs = [f"{k} {'/'.join(sorted(b.get(k, {'-'})))} -> {'/'.join(sorted(n.get(k, {'-'})))}"
                  for k in sorted(set(b) | set(n)) if b.get(k) != n.get(k)]
         if diffs:

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from effbench.record import Cell
+    from effbench.variants import Variant
 
 
 def fidelity(out: np.ndarray, ref: np.ndarray, *, logits: bool) -> dict:
@@ -45,7 +50,7 @@ def run_outputs(session, inputs: dict[str, np.ndarray], batch_size: int) -> np.n
     return np.concatenate(outs, axis=0)
 
 
-def quality_pass(cell: dict, variant: dict, artifact: dict, inputs: dict[str, np.ndarray],
+def quality_pass(cell: Cell, variant: Variant, artifact: dict, inputs: dict[str, np.ndarray],
                  labels: np.ndarray | None, metric: str | None, reference_path: str,
                  min_relative: float, fp32_value: float | None = None, batch_size: int = 64) -> dict:
     """The record's `quality` section for one variant on one runner. Runs in a worker; the FP32 pass of

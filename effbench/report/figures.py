@@ -66,7 +66,8 @@ def hover_text(row: Row) -> str:
         ci = f" (95% CI {fmt_ms(row.ci_ms[0])} – {fmt_ms(row.ci_ms[1])})" if row.ci_ms else ""
         lines.append(f"median latency: {fmt_ms(row.median_ms)}{ci}")
         rel = "" if row.p99_reliable else " (too few samples to be reliable)"
-        lines.append(f"p99: {fmt_ms(row.p99_ms)}{rel}; n = {row.lat('n')}, rounds = {row.record.rounds}")
+        n = row.latency.n if row.latency else None
+        lines.append(f"p99: {fmt_ms(row.p99_ms)}{rel}; n = {n}, rounds = {row.record.rounds}")
         lines.append(f"throughput: {fmt_si(row.throughput_ips, 'items/s')}")
         if row.speedup:
             sp = row.speedup
@@ -75,8 +76,7 @@ def hover_text(row: Row) -> str:
             lines.append(f"speedup vs FP32: — ({esc(row.speedup_note)})")
         comp = f" ({row.compression:.2g}× smaller than FP32)" if row.compression else ""
         lines.append(f"size: {fmt_bytes(row.size_bytes)}{comp}")
-        lines.append(f"MACs: {fmt_si(row.work('macs'))}, FLOPs: {fmt_si(row.work('flops'))}, "
-                     f"BOPs: {fmt_si(row.work('bops'))}")
+        lines.append(f"MACs: {fmt_si(row.macs)}, FLOPs: {fmt_si(row.flops)}, BOPs: {fmt_si(row.bops)}")
         lines.append(f"peak RSS: {fmt_bytes(row.peak_rss_bytes)}")
         if row.energy_j is not None:
             lines.append(f"energy / inference: {fmt_si(row.energy_j, 'J')} ({esc(row.energy_source)})")
@@ -331,8 +331,8 @@ def throughput_figure(rows: Sequence[Row], colours: dict[str, str], multi_host: 
 
 def macs_figure(row: Row) -> dict[str, Any] | None:
     """MACs by op type for one model's graph, largest first."""
-    by_op = (row.record.model_stats or {}).get("by_op")
-    if not isinstance(by_op, dict) or not by_op:
+    by_op = row.record.model_stats.by_op if row.record.model_stats else None
+    if not by_op:
         return None
     items = [(str(op), v) for op, v in by_op.items() if isinstance(v, dict) and v.get("macs")]
     if not items:

@@ -153,7 +153,7 @@ def _decision_row(r: Row) -> str:
     if r.emulated:
         variant += " " + _tag("emulated", "emulated", "this precision runs as an emulation, not native kernels: "
                                                       "its latency, throughput and speedup are not native speed")
-    method = " · ".join(str(x) for x in (r.precision, r.cell("method")) if x)
+    method = " · ".join(x for x in (r.precision, r.cell.method) if x)
     if method:
         variant += f'<div class="ci">{e(method)}</div>'
     cells = [_td(e(r.model)), _td(variant), _td(e(r.runner)), _td(e(r.batch_size or "—"), r.batch_size),
@@ -200,25 +200,25 @@ def _decision_row(r: Row) -> str:
         if r.energy_modeled:
             energy += " " + _tag("modeled", "modeled", f"computed, not measured: {r.energy_source}")
         energy += f'<div class="ci">{e(r.energy_source)}</div>'
-    elif r.record.ok and (r.record.energy or {}).get("reason"):  # absent, with the reason on the page
-        why = str(r.record.energy["reason"])
+    elif r.energy_reason:  # absent, with the reason on the page
+        why = r.energy_reason
         energy = f'<span title="{e(why)}">—</span><div class="ci">{e(why[:90])}</div>'
     cells.append(_td(energy, r.energy_j))
     size = e(fmt_bytes(r.size_bytes))
     if r.compression is not None:
         size += f'<div class="ci">{e(f"{r.compression:.3g}")}× smaller</div>' if r.compression != 1 else ""
     cells.append(_td(size, r.size_bytes))
-    work = e(fmt_si(r.work("macs")))
-    if r.work("flops") is not None or r.work("bops") is not None:
-        work += f'<div class="ci">{e(fmt_si(r.work("flops")))} FLOPs · {e(fmt_si(r.work("bops")))} BOPs</div>'
-    cells.append(_td(work, r.work("macs")))
+    work = e(fmt_si(r.macs))
+    if r.flops is not None or r.bops is not None:
+        work += f'<div class="ci">{e(fmt_si(r.flops))} FLOPs · {e(fmt_si(r.bops))} BOPs</div>'
+    cells.append(_td(work, r.macs))
     cells.append(_td(e(fmt_bytes(r.peak_rss_bytes)), r.peak_rss_bytes))
     return f"<tr class=\"{' '.join(cls)}\"{data}>{''.join(cells)}</tr>"
 
 
 def _drift_text(r: Row) -> str:
-    d = r.record.drift or {}
-    change, threshold = _f(d.get("max_abs_change")), _f(d.get("threshold"))
+    d = r.record.drift
+    change, threshold = (_f(d.max_abs_change), _f(d.threshold)) if d else (None, None)
     how = f" by {change:.0%}" if change is not None else ""
     if threshold is not None:
         how += f" (more than {threshold:.0%})"
@@ -232,8 +232,8 @@ def _latency_ci_text(r: Row) -> str:
     if r.latency_one_moment:
         return "one round: this CI covers one moment only"
     text = "95% CI over rounds in fresh workers"
-    if r.lat("ci_method"):
-        text += f" ({r.lat('ci_method')})"
+    if r.latency and r.latency.ci_method:
+        text += f" ({r.latency.ci_method})"
     if r.within_round_ci_ms:
         lo, hi = r.within_round_ci_ms
         text += f"; within one worker: {fmt_ms(lo).removesuffix(' ms')} – {fmt_ms(hi)}"
@@ -308,21 +308,22 @@ def _charts(rows: Sequence[Row], figs: dict[str, Any]) -> tuple[str, str, str, s
         else:
             fid = f"fig-work-{mi}"
             figs[fid] = fig
-            ms = src.record.model_stats or {}
-            unc = ms.get("uncounted_ops") or []
-            zero = sorted(op for op, v in ms["by_op"].items() if isinstance(v, dict) and not v.get("macs"))
+            ms = src.record.model_stats
+            assert ms is not None  # _work_source picks a record with a per-op breakdown
+            unc = ms.uncounted_ops
+            zero = sorted(op for op, v in ms.by_op.items() if isinstance(v, dict) and not v.get("macs"))
             note = (f'<p class="muted small">Not counted: {e(", ".join(map(str, unc)))}.</p>' if unc
                     else '<p class="muted small">Every op with arithmetic was counted.</p>')
             if zero:
                 note += f'<p class="muted small">No multiply-accumulates in: {e(", ".join(zero))}.</p>'
             work.append(f'<div class="work-card"><h3>{e(model)}</h3><p class="muted small">'
-                        f'{e(fmt_si(src.work("macs")))} MACs in total, from the {e(src.variant)} graph '
+                        f'{e(fmt_si(src.macs))} MACs in total, from the {e(src.variant)} graph '
                         f'({e(src.runner)}).</p><div class="chart" id="{fid}"></div>{note}</div>')
     return "".join(pareto), "".join(latency), "".join(tput), "".join(work)
 
 
 def _work_source(rows: Sequence[Row]) -> Row | None:
-    have = [r for r in rows if isinstance((r.record.model_stats or {}).get("by_op"), dict)]
+    have = [r for r in rows if r.record.model_stats and r.record.model_stats.by_op]
     if not have:
         return None
     fp32 = [r for r in have if r.variant == FP32 or r.precision == FP32]
@@ -342,26 +343,27 @@ def _projections(rows: Sequence[Row]) -> str:
         tds = []
         for d in devices:
             p = r.record.projections.get(d)
-            if not isinstance(p, dict):
+            if p is None:
                 tds.append('<td class="na">—</td>')
                 continue
-            status = p.get("status") or "ok"
+            status = p.status or "ok"
             if status != "ok":
-                tds.append(f'<td class="proj-unsupported" title="{e(p.get("reason") or "")}">'
-                           f'{_tag("unsupported", status, p.get("reason") or "")}'
-                           f'<div class="ci">{e(p.get("reason") or "")}</div></td>')
+                tds.append(f'<td class="proj-unsupported" title="{e(p.reason or "")}">'
+                           f'{_tag("unsupported", status, p.reason or "")}'
+                           f'<div class="ci">{e(p.reason or "")}</div></td>')
                 continue
-            fits = p.get("fits")
+            fits = p.fits
             badge = (_tag("fits", "fits", "fits in the device's memory") if fits is True else
                      _tag("nofit", "does not fit", "exceeds the device's memory") if fits is False else "")
-            bound = f'<div class="ci">{e(p.get("bound"))}-bound</div>' if p.get("bound") else ""
-            energy = p.get("energy_mj")
+            bound = f'<div class="ci">{e(p.bound)}-bound</div>' if p.bound else ""
+            energy = _f(p.energy_mj)
             tds.append(f'<td class="{"proj-nofit" if fits is False else ""}">'
-                       f'{e(fmt_ms(_f(p.get("latency_ms"))))} · {e(fmt_si(_f(energy) * 1e-3 if _f(energy) is not None else None, "J"))}'
+                       f'{e(fmt_ms(_f(p.latency_ms)))} · {e(fmt_si(energy * 1e-3 if energy is not None else None, "J"))}'
                        f" {badge}{bound}</td>")
         cal = "—"
-        if r.calibration_error is not None:
-            local = _f(r.record.projections.get("local", {}).get("latency_ms"))
+        local_proj = r.record.projections.get("local")
+        if r.calibration_error is not None and local_proj is not None:
+            local = _f(local_proj.latency_ms)
             cls = "bad" if abs(r.calibration_error) > 0.5 else ""
             cal = (f'<span class="{cls}">{e(fmt_pct(r.calibration_error, signed=True))}</span>'
                    f'<div class="ci">projected {e(fmt_ms(local))} vs measured {e(fmt_ms(r.median_ms))}</div>')
@@ -405,7 +407,7 @@ def _why(r: Row, kind: str) -> str:
     if kind == "unstable":
         if r.unstable_reason:
             return r.unstable_reason
-        rel = r.lat("rel_ci_halfwidth")
+        rel = r.latency.rel_ci_halfwidth if r.latency else None
         return f"median CI half-width {fmt_pct(rel)} of the median" if rel is not None else "CI target not met"
     if kind == "drift":
         return _drift_text(r)

@@ -48,7 +48,7 @@ def row_cells(row: Row) -> list[str]:
         notes.append(row.speedup_note)
     if row.record.reason:
         notes.append(row.record.reason)
-    return base + [med, p99, tput, sp, size, fmt_si(row.work("macs")), fmt_bytes(row.peak_rss_bytes),
+    return base + [med, p99, tput, sp, size, fmt_si(row.macs), fmt_bytes(row.peak_rss_bytes),
                    energy, q, "; ".join(notes)]
 
 

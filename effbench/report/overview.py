@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from effbench.record import Provenance
 from effbench.report.table import Row, host_name
 from effbench.results import Results
 
@@ -37,16 +38,19 @@ class Overview:
     warnings: list[str]
 
 
-def _suite_label(prov: dict[str, Any]) -> str | None:
-    name = prov.get("suite") or prov.get("suite_name")
-    sha = prov.get("suite_sha256")
-    if isinstance(name, dict):
-        name = name.get("name")
+def _suite_label(prov: Provenance) -> str | None:
+    name, sha = prov.suite, prov.suite_sha256
     if name and sha:
-        return f"{name} (sha256 {str(sha)[:12]})"
+        return f"{name} (sha256 {sha[:12]})"
     if name:
         return str(name)
-    return f"sha256 {str(sha)[:12]}" if sha else None
+    return f"sha256 {sha[:12]}" if sha else None
+
+
+def _started(prov: Provenance) -> str | None:
+    """When the record was made: `started`, or the `timestamp`/`time` of stores written by other tools."""
+    ts = prov.started
+    return str(ts) if ts else None
 
 
 def build_overview(results: Results, rows: Sequence[Row], title: str | None = None) -> Overview:
@@ -62,27 +66,23 @@ def build_overview(results: Results, rows: Sequence[Row], title: str | None = No
     suites: list[str] = []
     stamps: list[str] = []
     for rec in results.records:
-        prov = rec.provenance or {}
+        prov = rec.provenance
         name = host_name(rec)
         info = hosts.setdefault(name, HostInfo(name=name))
         info.cells += 1
-        if isinstance(prov.get("host"), dict):
-            info.details.update({k: v for k, v in prov["host"].items() if k not in ("hostname", "name")})
-        if isinstance(prov.get("packages"), dict):
-            info.packages.update({str(k): str(v) for k, v in prov["packages"].items()})
-        info.python = prov.get("python") or info.python
-        info.effbench = prov.get("effbench") or info.effbench
-        for key in ("speed_index", "speed"):
-            if prov.get(key) is not None:
-                info.speed_index = prov[key]
+        info.details.update({k: v for k, v in prov.host.items() if k not in ("hostname", "name")})
+        info.packages.update({str(k): str(v) for k, v in prov.packages.items()})
+        info.python = prov.python or info.python
+        info.effbench = prov.effbench or info.effbench
+        if prov.speed_index is not None:
+            info.speed_index = prov.speed_index
         label = _suite_label(prov)
         if label:
             info.suites.add(label)
             if label not in suites:
                 suites.append(label)
-        ts = prov.get("timestamp") or prov.get("started") or prov.get("time")
+        ts = _started(prov)
         if ts:
-            ts = str(ts)
             stamps.append(ts)
             info.first = min(info.first or ts, ts)
             info.last = max(info.last or ts, ts)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from effbench.measure.stats import SCOPE_ONE_MOMENT
+from effbench.record import Cell, Comparison, Latency
 from effbench.results import Record, Results
 from effbench.variants.specs import reference_precision
 
@@ -31,14 +32,12 @@ class Speedup:
     level: float = 0.95
 
     @classmethod
-    def from_comparison(cls, comp: dict[str, Any]) -> Speedup | None:
-        value = _num(comp.get("speedup"))
-        if comp.get("method") != "paired" or value is None:
+    def from_comparison(cls, comp: Comparison) -> Speedup | None:
+        value = _num(comp.speedup)
+        if comp.method != "paired" or value is None:
             return None
-        lo, hi = _interval(comp.get("ci")) or (None, None)
-        rounds = comp.get("rounds")
-        return cls(value, lo, hi, rounds if isinstance(rounds, int) else None, comp.get("ci_scope"),
-                   "paired", _num(comp.get("ci_level")) or 0.95)
+        lo, hi = _interval(comp.ci) or (None, None)
+        return cls(value, lo, hi, comp.rounds, comp.ci_scope, "paired", _num(comp.ci_level) or 0.95)
 
     @property
     def clear(self) -> bool:
@@ -84,64 +83,69 @@ class Row:
     def status(self) -> str:
         return self.record.status
 
-    def cell(self, key: str) -> Any:
-        return (self.record.cell or {}).get(key)
+    @property
+    def cell(self) -> Cell:
+        return self.record.cell
 
     @property
     def model(self) -> str:
-        return str(self.cell("model") or self.cell_id.split("/")[0])
+        return self.cell.model or self.cell_id.split("/")[0]
 
     @property
     def variant(self) -> str:
-        v = self.cell("variant") or self.cell("precision")
-        return str(v if v is not None else "?")
+        return self.cell.variant or self.cell.precision
 
     @property
     def precision(self) -> str:
-        return str(self.cell("precision") or "")
+        return self.cell.precision
 
     @property
     def runner(self) -> str:
-        return str(self.cell("runner_label") or self.cell("runner") or "?")
+        return self.cell.runner_label or self.cell.runner or "?"
 
     @property
-    def batch_size(self) -> int | None:
-        b = self.cell("batch_size")
-        return int(b) if isinstance(b, (int, float)) else None
+    def batch_size(self) -> int:
+        return self.cell.batch_size
 
     @property
     def scenario(self) -> str:
-        return str(self.cell("scenario") or "")
+        return self.cell.scenario
 
-    def lat(self, key: str) -> Any:
-        return (self.record.latency_ms or {}).get(key) if self.record.ok else None
+    @property
+    def latency(self) -> Latency | None:
+        """The latency statistics of an ok record; None otherwise."""
+        return self.record.latency_ms if self.record.ok else None
 
     @property
     def median_ms(self) -> float | None:
-        return _num(self.lat("median"))
+        return _num(self.latency.median) if self.latency else None
 
     @property
     def ci_ms(self) -> tuple[float, float] | None:
-        return _interval(self.lat("ci"))
+        return _interval(self.latency.ci) if self.latency else None
 
     @property
     def within_round_ci_ms(self) -> tuple[float, float] | None:
-        return _interval(self.lat("within_round_ci"))
+        return _interval(self.latency.within_round_ci) if self.latency else None
 
     @property
     def latency_one_moment(self) -> bool:
         """The latency CI comes from one worker's samples: stores without `ci_scope` say so by having
         fewer than two round medians."""
-        scope = self.lat("ci_scope")
+        scope = self.latency.ci_scope if self.latency else None
         return scope == SCOPE_ONE_MOMENT if scope else len(self.record.round_medians_ms) < 2
 
     @property
     def p99_ms(self) -> float | None:
-        return _num(self.lat("p99"))
+        return _num(self.latency.p99) if self.latency else None
 
     @property
     def p99_reliable(self) -> bool:
-        return bool(self.lat("p99_reliable"))
+        return bool(self.latency and self.latency.p99_reliable)
+
+    @property
+    def unstable_reason(self) -> str | None:
+        return self.latency.unstable_reason if self.latency else None
 
     @property
     def throughput_ips(self) -> float | None:
@@ -149,44 +153,62 @@ class Row:
 
     @property
     def size_bytes(self) -> float | None:
-        v = _num((self.record.variant or {}).get("size_bytes"))
-        return v if v is not None else _num((self.record.model_stats or {}).get("size_bytes"))
+        v = _num(self.record.variant.size_bytes) if self.record.variant else None
+        if v is not None:
+            return v
+        return _num(self.record.model_stats.size_bytes) if self.record.model_stats else None
 
     @property
     def compression(self) -> float | None:
-        return _num((self.record.variant or {}).get("compression_vs_fp32"))
+        return _num(self.record.variant.compression_vs_fp32) if self.record.variant else None
 
-    def work(self, key: str) -> float | None:
-        return _num((self.record.model_stats or {}).get(key))
+    @property
+    def macs(self) -> float | None:
+        return _num(self.record.model_stats.macs) if self.record.model_stats else None
+
+    @property
+    def flops(self) -> float | None:
+        return _num(self.record.model_stats.flops) if self.record.model_stats else None
+
+    @property
+    def bops(self) -> float | None:
+        return _num(self.record.model_stats.bops) if self.record.model_stats else None
 
     @property
     def peak_rss_bytes(self) -> float | None:
-        return _num((self.record.memory or {}).get("peak_rss_bytes")) if self.record.ok else None
+        mem = self.record.memory
+        return _num(mem.peak_rss_bytes) if mem and self.record.ok else None
 
     @property
     def energy_j(self) -> float | None:
-        return _num((self.record.energy or {}).get("j_per_inference")) if self.record.ok else None
+        energy = self.record.energy
+        return _num(energy.j_per_inference) if energy and self.record.ok else None
 
     @property
     def energy_source(self) -> str | None:
-        src = (self.record.energy or {}).get("source")
-        return str(src) if src and self.energy_j is not None else None
+        src = self.record.energy.source if self.record.energy else None
+        return src if src and self.energy_j is not None else None
 
     @property
     def energy_modeled(self) -> bool:
-        return bool(self.energy_source) and not str(self.energy_source).startswith("measured")
+        return self.energy_source is not None and not self.energy_source.startswith("measured")
+
+    @property
+    def energy_reason(self) -> str | None:
+        """Why an ok record has no energy figure, where the record says."""
+        return self.record.energy.reason if self.record.ok and self.record.energy else None
 
     @property
     def quality(self) -> float | None:
-        return _num((self.record.quality or {}).get("value"))
+        return _num(self.record.quality.value) if self.record.quality else None
 
     @property
     def quality_metric(self) -> str:
-        return str((self.record.quality or {}).get("metric") or "quality")
+        return (self.record.quality.metric if self.record.quality else None) or "quality"
 
     @property
     def relative_quality(self) -> float | None:
-        return _num((self.record.quality or {}).get("relative"))
+        return _num(self.record.quality.relative) if self.record.quality else None
 
     @property
     def emulated(self) -> bool:
@@ -197,12 +219,8 @@ class Row:
         return self.record.ok and self.record.unstable
 
     @property
-    def unstable_reason(self) -> str | None:
-        return self.lat("unstable_reason")
-
-    @property
     def drift_flagged(self) -> bool:
-        return self.record.ok and bool((self.record.drift or {}).get("flagged"))
+        return self.record.ok and bool(self.record.drift and self.record.drift.flagged)
 
     @property
     def below_floor(self) -> bool:
@@ -220,25 +238,23 @@ def _num(x: Any) -> float | None:
 
 
 def host_name(record: Record) -> str:
-    host = (record.provenance or {}).get("host")
-    if isinstance(host, dict):
-        for key in ("hostname", "name", "node"):
-            if host.get(key):
-                return str(host[key])
-        return "unnamed host"
-    return str(host) if host else "unknown host"
+    host = record.provenance.host
+    if not host:
+        return "unknown host"
+    for key in ("hostname", "name", "node"):
+        if host.get(key):
+            return str(host[key])
+    return "unnamed host"
 
 
-def _interval(x: Any) -> tuple[float, float] | None:
-    if isinstance(x, (list, tuple)) and len(x) == 2 and all(_num(v) is not None for v in x):
+def _interval(x: tuple[float, float] | None) -> tuple[float, float] | None:
+    if x is not None and _num(x[0]) is not None and _num(x[1]) is not None:
         return float(x[0]), float(x[1])
     return None
 
 
 def _is_fp32(r: Record) -> bool:
-    cell = r.cell or {}
-    label = cell.get("variant")
-    return label == FP32 if label is not None else cell.get("precision") == FP32
+    return r.cell.variant == FP32
 
 
 def build_rows(results: Results) -> list[Row]:
@@ -248,10 +264,10 @@ def build_rows(results: Results) -> list[Row]:
         row = Row(record=r)
         if r.ok:
             _set_speedup(row)
-            local = (r.projections or {}).get("local")
+            local = r.projections.get("local")
             measured = row.median_ms
-            if isinstance(local, dict) and measured:
-                proj = _num(local.get("latency_ms"))
+            if local is not None and measured:
+                proj = _num(local.latency_ms)
                 if proj is not None:
                     row.calibration_error = proj / measured - 1
         if row.emulated:
@@ -281,7 +297,7 @@ def _set_speedup(row: Row) -> None:
     comp = row.record.comparison
     row.speedup = Speedup.from_comparison(comp) if comp else None
     if row.speedup is None:
-        row.speedup_note = (comp or {}).get("reason") or NOT_PAIRED
+        row.speedup_note = (comp.reason if comp else None) or NOT_PAIRED
 
 
 # --- formatting: one place, so every view shows the same units ---

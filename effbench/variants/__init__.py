@@ -45,13 +45,34 @@ class Variant:
     def side(self, runner: str) -> str:
         return runner_side(runner)
 
-    def record_section(self, runner: str) -> dict[str, Any]:
-        """The record's `variant` section, for the side this runner uses."""
+    def side_stats(self, runner: str) -> dict[str, Any]:
+        """The size/bits figures of the side this runner runs."""
+        return self.stats.get(runner_side(runner)) or {}
+
+    def own_graph(self, runner: str) -> str | None:
+        """The variant's own ONNX graph when this runner runs graphs; None when it runs the module (its
+        work is then counted on the FP32 graph at the variant's bit widths)."""
+        return self.onnx_path if runner_side(runner) == "onnx" else None
+
+    def model_bytes(self, runner: str) -> int | None:
+        """Bytes of the model as it would ship: for emulated (binary) variants the bit-packed file, not
+        the dequantized graph the runtime happens to execute."""
+        import os
+        if self.emulated and self.side_stats(runner).get("size_bytes"):
+            return self.side_stats(runner)["size_bytes"]
+        path = self.onnx_path if runner_side(runner) == "onnx" else (self.torch or {}).get("artifact_path")
+        if path and os.path.isfile(path):
+            return os.path.getsize(path)
+        return self.side_stats(runner).get("size_bytes")
+
+    def record_section(self, runner: str):
+        """The record's `variant` section (`effbench.record.VariantInfo`), for the side this runner uses."""
+        from effbench.record import VariantInfo
         side = runner_side(runner)
         method = (self.build.get(side) or {}).get("method", self.method)
-        return {"label": self.label, "precision": self.precision, "method": method,
-                "build": self.build.get(side, self.build), **self.stats.get(side, self.stats.get("onnx", {})),
-                "emulated": self.emulated}
+        return VariantInfo.from_json({"label": self.label, "precision": self.precision, "method": method,
+                                      "build": self.build.get(side, self.build),
+                                      **self.stats.get(side, self.stats.get("onnx", {})), "emulated": self.emulated})
 
 
 def runner_side(runner: str) -> str:
@@ -59,32 +80,6 @@ def runner_side(runner: str) -> str:
     registers it (`artifact`)."""
     from effbench.runners import runner_class
     return runner_class(runner).artifact
-
-
-def side_stats(variant: dict[str, Any], runner: str) -> dict[str, Any]:
-    """The size/bits figures of the side this runner runs (a variant's JSON form)."""
-    return (variant.get("stats") or {}).get(runner_side(runner)) or {}
-
-
-def own_graph(variant: dict[str, Any], runner: str) -> str | None:
-    """The variant's own ONNX graph when this runner runs graphs; None when it runs the module (its work
-    is then counted on the FP32 graph at the variant's bit widths)."""
-    return variant.get("onnx_path") if runner_side(runner) == "onnx" else None
-
-
-def model_bytes(variant: dict[str, Any], runner: str) -> int | None:
-    """Bytes of the model as it would ship: for emulated (binary) variants the bit-packed file, not the
-    dequantized graph the runtime happens to execute."""
-    import os
-    side = runner_side(runner)
-    if variant.get("emulated"):
-        packed = side_stats(variant, runner).get("size_bytes")
-        if packed:
-            return packed
-    path = variant.get("onnx_path") if side == "onnx" else (variant.get("torch") or {}).get("artifact_path")
-    if path and os.path.isfile(path):
-        return os.path.getsize(path)
-    return side_stats(variant, runner).get("size_bytes")
 
 
 def validate_options(precision: str, options: dict[str, Any] | None) -> dict[str, Any]:

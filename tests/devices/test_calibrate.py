@@ -46,7 +46,7 @@ def test_recovers_planted_derates(make_profile, make_record, tmp_path):
     # the calibrated profile now projects the measured latency
     calibrated = apply_calibration(local, saved)
     p = project_record(recs[0], [calibrated])["local"]
-    assert abs(p["error_pct"]) < 2.0
+    assert abs(p.error_pct) < 2.0
 
 
 def test_noisy_measurements_still_improve(make_profile, make_record, tmp_path):

@@ -44,7 +44,7 @@ def test_local_profile_has_each_runners_own_peaks_and_projection_uses_them(tmp_p
     """ONNX Runtime's int8 kernels are not torch._int_mm: the local profile measures each runner's own,
     and a cell is projected with the peak of the runtime that ran it."""
     from effbench.devices.project import project_record
-    from effbench.results import Record
+    from ebrecords import make
     prof = local_profile(cache_dir=tmp_path, quick=True)
     ort = prof.peak_ops_by_runner["onnxruntime"]
     assert ort["fp32"].dense.value > 1e8 and "MatMul (float)" in ort["fp32"].dense.source
@@ -53,10 +53,9 @@ def test_local_profile_has_each_runners_own_peaks_and_projection_uses_them(tmp_p
     assert prof.peak_ops_per_s("int8", "torch") == prof.peak_ops["int8"].dense.value
 
     def rec(runner):
-        return Record(cell_id=f"m/int8/{runner}/b1", config_hash="x", status="ok",
-                      cell={"model": "m", "precision": "int8", "runner": runner, "batch_size": 1},
-                      variant={}, model_stats={"macs": 1e10, "bytes_moved": 1.0, "nodes": 0})
-    ort_ms = project_record(rec("onnxruntime"), [prof])["local"]["compute_ms"]
-    torch_ms = project_record(rec("torch"), [prof])["local"]["compute_ms"]
+        return make(f"m/int8/{runner}/b1", config_hash="x", latency_ms={"median": 1.0},
+                    variant={}, model_stats={"macs": 1e10, "bytes_moved": 1, "nodes": 0})
+    ort_ms = project_record(rec("onnxruntime"), [prof])["local"].compute_ms
+    torch_ms = project_record(rec("torch"), [prof])["local"].compute_ms
     assert ort_ms == pytest.approx(2e10 / ort["int8"].dense.value * 1e3)
     assert torch_ms == pytest.approx(2e10 / prof.peak_ops["int8"].dense.value * 1e3)

@@ -29,13 +29,15 @@ def fill(folder: Path) -> None:
 def main() -> int:
     mode, out, suite, cache, report = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4], Path(sys.argv[5])
     from effbench import cli, execute
-    from effbench.results import Record, Store
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the record helper
+    from ebrecords import make
+    from effbench.results import Store
     if mode == "store":
         store = Store(out / "results.jsonl")
-        store.append(Record(cell_id="a", config_hash="h", status="ok"))
+        store.append(make("a"))
         before = (out / "results.jsonl").read_bytes()
         fill(out)
-        big = Record(cell_id="b", config_hash="h", status="ok", samples_ms=[1.2345678] * 20000)
+        big = make("b", samples_ms=[1.2345678] * 20000)
         err = None
         try:
             store.append(big)

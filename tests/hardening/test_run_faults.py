@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from ebrecords import make
 
 from effbench.errors import UserError
 from effbench.results import Record, Store, load
@@ -83,7 +84,7 @@ def test_memory_limit_fails_the_big_cell_alone(memory_limited_run):
     res, by, limit = memory_limited_run
     assert "Traceback" not in res.stderr
     small, big = by["tiny/fp32/onnxruntime/b1/single-stream"], by["tiny/fp32/onnxruntime/b4096/single-stream"]
-    assert small.ok and small.memory["peak_rss_bytes"] < limit * 2**20
+    assert small.ok and small.memory.peak_rss_bytes < limit * 2**20
     assert big.status != "ok" and big.latency_ms is None
     note(f"[faults] memory limit {limit} MB: b1 {small.status}; b4096 {big.status}: {big.reason[:200]}; "
                          f"exit {res.returncode}")
@@ -236,7 +237,7 @@ def test_read_only_output_folder_is_one_line_and_loses_nothing(tmp_path, cache):
     before measuring; the store is byte-for-byte unchanged."""
     out = tmp_path / "ro"
     seed = tmp_path / "seed.jsonl"
-    Store(seed).append(Record(cell_id="tiny/fp32/onnxruntime/b1/single-stream", config_hash="h", status="ok"))
+    Store(seed).append(make("tiny/fp32/onnxruntime/b1/single-stream"))
     suite = tiny_suite(tmp_path, batch_sizes="[1]", dataset=False)
     for extra in ([], ["--resume"]):
         # copy the store into the tmpfs, then remount it read-only, then run
@@ -261,7 +262,7 @@ def test_store_on_dev_full_is_a_one_line_error(tmp_path):
     path = tmp_path / "results.jsonl"
     path.symlink_to("/dev/full")
     with pytest.raises(UserError, match="cannot write results: No space left on device"):
-        Store(path).append(Record(cell_id="a", config_hash="h", status="ok"))
+        Store(path).append(make("a"))
 
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/full"])

@@ -159,8 +159,8 @@ def _hostile_store(tmp_path: Path) -> Path:
         if r.status != "ok":
             d["reason"] = PAYLOADS[i % len(PAYLOADS)]
         # the cell section keeps numbers where the report computes with them
-        d["cell"]["batch_size"] = r.cell["batch_size"]
-        d["cell"]["threads"] = r.cell["threads"]
+        d["cell"]["batch_size"] = r.cell.batch_size
+        d["cell"]["threads"] = r.cell.threads
         d["config_hash"] = r.config_hash
         d["round"], d["rounds"] = r.round, r.rounds
         lines.append(json.dumps(d))

@@ -6,6 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from effbench.measure.quality import fidelity, quality_pass, top1
+from effbench.record import Cell
 
 
 def test_sqnr_of_a_known_noise_is_exact():
@@ -56,10 +57,11 @@ def test_quality_pass_writes_and_uses_the_reference(tmp_path):
     labels = (x @ w).argmax(1)
     labels[:10] = (labels[:10] + 1) % 3  # fp32 top1 = 0.9 exactly
     art = _artifact(tmp_path, w, "fp32")
-    cell = {"runner": "onnxruntime", "threads": 1, "compile": False}
+    cell = Cell(model="m", variant="fp32", precision="fp32", runner="onnxruntime", runner_label="onnxruntime",
+                threads=1, batch_size=7)
     ref = tmp_path / "ref" / "m-onnxruntime.npz"
     fp32 = Variant(model_id="m", label="fp32", precision="fp32", method=None, onnx_path=art.onnx_path)
-    q = quality_pass(cell, fp32.to_json(), art.to_json(), {"x": x}, labels, None, str(ref), 0.99, batch_size=7)
+    q = quality_pass(cell, fp32, art.to_json(), {"x": x}, labels, None, str(ref), 0.99, batch_size=7)
     assert q["metric"] == "top1" and q["value"] == pytest.approx(0.9) and q["relative"] == 1.0
     assert q["samples"] == 100 and q["fidelity"]["identical"] and not q["below_floor"]
     assert ref.is_file()
@@ -68,13 +70,13 @@ def test_quality_pass_writes_and_uses_the_reference(tmp_path):
     w2[:, 2] *= -1
     bad = _artifact(tmp_path, w2, "bad")
     v = Variant(model_id="m", label="int8", precision="int8", method="dynamic", onnx_path=bad.onnx_path)
-    q2 = quality_pass(cell, v.to_json(), bad.to_json(), {"x": x}, labels, None, str(ref), 0.99, fp32_value=q["value"])
+    q2 = quality_pass(cell, v, bad.to_json(), {"x": x}, labels, None, str(ref), 0.99, fp32_value=q["value"])
     out, want = x @ w2, x @ w
     assert q2["value"] == pytest.approx(float((out.argmax(1) == labels).mean()))
     assert q2["relative"] == pytest.approx(q2["value"] / 0.9) and q2["below_floor"] is True
     assert q2["fidelity"]["max_abs_err"] == pytest.approx(np.abs(out - want).max(), rel=1e-5)
     assert q2["fidelity"]["top1_agreement"] == pytest.approx(float((out.argmax(1) == want.argmax(1)).mean()))
     # embedding metric without labels: cosine to FP32; no reference -> None with the reason
-    q3 = quality_pass(cell, v.to_json(), bad.to_json(), {"x": x}, None, None, str(tmp_path / "none.npz"), 0.99)
+    q3 = quality_pass(cell, v, bad.to_json(), {"x": x}, None, None, str(tmp_path / "none.npz"), 0.99)
     assert q3["metric"] == "cosine" and q3["value"] is None and q3["fidelity"] is None
     assert "no FP32 reference" in q3["fidelity_reason"]

@@ -22,6 +22,8 @@ import numpy as np
 
 from effbench.measure.latency import LatencyStats
 from effbench.measure.stats import within_one_round
+from effbench.record import (Cell, Comparison, Drift, Energy, Latency, Memory, ModelStats, Projection, Provenance,
+                             Quality, VariantInfo)
 from effbench.results import Record
 
 VARIANTS = {  # label: (precision, method, weight_bits, latency factor vs fp32, relative quality, emulated)
@@ -48,30 +50,29 @@ EMULATED_REASON = ("emulated: this precision runs as float kernels that emulate 
 
 
 def _comparison(rng: np.random.Generator, fp32_id: str, true_speedup: float, *, emulated: bool,
-                crashed: bool) -> dict:
+                crashed: bool) -> Comparison:
     """One round's paired comparison, as the runner writes it: a round drifts a little, its cycles more."""
     if emulated or crashed:
-        return {"baseline": fp32_id, "speedup": None, "ci": None, "method": None,
-                "reason": EMULATED_REASON if emulated else CRASHED_GROUP}
+        return Comparison(baseline=fp32_id, reason=EMULATED_REASON if emulated else CRASHED_GROUP)
     ratios = true_speedup * rng.lognormal(0, 0.02) * rng.lognormal(0, 0.06, CYCLES)
     est = within_one_round(list(ratios))
-    return {"baseline": fp32_id, "speedup": est.value, "ci": [est.lo, est.hi], "ci_level": est.level,
-            "ci_scope": est.scope, "ci_method": est.method, "rounds": 1, "method": "paired", "cycles": est.n}
+    return Comparison(baseline=fp32_id, speedup=est.value, ci=(est.lo, est.hi), ci_level=est.level,
+                      ci_scope=est.scope, ci_method=est.method, rounds=1, method="paired", cycles=est.n)
 
 
-def _drift(rng: np.random.Generator, flagged: bool) -> dict:
+def _drift(rng: np.random.Generator, flagged: bool) -> Drift:
     before = 31.2 * rng.lognormal(0, 0.02)
     change = 0.17 if flagged else float(rng.normal(0, 0.02))
-    return {"threshold": 0.10, "rounds": [{"before_us": before, "after_us": before * (1 + change), "change": change}],
-            "max_abs_change": abs(change), "flagged": abs(change) > 0.10}
+    return Drift(threshold=0.10, rounds=[{"before_us": before, "after_us": before * (1 + change), "change": change}],
+                 max_abs_change=abs(change), flagged=abs(change) > 0.10)
 
 
-def _prov(host: str, stamp: str, speed: float) -> dict:
-    return {"effbench": "0.1.0", "python": "3.11.7", "suite": "quickstart",
-            "suite_sha256": hashlib.sha256(b"quickstart").hexdigest(), "timestamp": stamp,
-            "speed_index": speed,
-            "host": {"hostname": host, "cpu": "AMD EPYC 9R14 (2 cores)", "os": "Linux 6.1", "ram_bytes": 8 << 30},
-            "packages": {"onnxruntime": "1.31.1", "torch": "2.13.0+cpu", "onnx": "1.23.2", "numpy": "2.2.1"}}
+def _prov(host: str, stamp: str, speed: float) -> Provenance:
+    return Provenance(
+        effbench="0.1.0", python="3.11.7", suite="quickstart",
+        suite_sha256=hashlib.sha256(b"quickstart").hexdigest(), started=stamp, speed_index=speed,
+        host={"hostname": host, "cpu": "AMD EPYC 9R14 (2 cores)", "os": "Linux 6.1", "ram_bytes": 8 << 30},
+        packages={"onnxruntime": "1.31.1", "torch": "2.13.0+cpu", "onnx": "1.23.2", "numpy": "2.2.1"})
 
 
 def make_records(*, host: str = "bench-a", models: dict | None = None, seed: int = 0, n_samples: int = 300,
@@ -91,9 +92,8 @@ def make_records(*, host: str = "bench-a", models: dict | None = None, seed: int
                     for scenario in ("single-stream", "offline"):
                         k += 1
                         cell_id = f"{model}/{variant}/{runner}/b{batch}/{scenario}"
-                        cell = {"model": model, "variant": variant, "precision": prec, "method": method,
-                                "runner": runner, "runner_label": runner, "threads": 2, "batch_size": batch,
-                                "scenario": scenario}
+                        cell = Cell(model=model, variant=variant, precision=prec, method=method, runner=runner,
+                                    runner_label=runner, threads=2, batch_size=batch, scenario=scenario)
                         common = dict(cell_id=cell_id, config_hash=hashlib.sha1(cell_id.encode()).hexdigest()[:12],
                                       cell=cell, provenance=_prov(host, stamp, 1.0 + 0.01 * seed))
                         if runner == "onnxruntime" and variant == "bf16":
@@ -127,35 +127,38 @@ def make_records(*, host: str = "bench-a", models: dict | None = None, seed: int
                             proj = {}
                             for d in DEVICES:
                                 if d == "cortex-m7" and bits == 1:
-                                    proj[d] = {"status": "unsupported", "reason": "no 1-bit kernels in the profile",
-                                               "latency_ms": None, "energy_mj": None, "fits": None, "bound": None}
+                                    proj[d] = Projection(status="unsupported",
+                                                         reason="no 1-bit kernels in the profile")
                                     continue
                                 scale = {"local": 1.15, "raspberry-pi-5": 3.2, "nvidia-h100": 0.05,
                                          "cortex-m7": 40.0}[d]
-                                proj[d] = {"status": "ok", "reason": None, "latency_ms": median * scale,
-                                           "energy_mj": j * 1e3 * scale, "bound": "memory" if batch == 1 else "compute",
-                                           "fits": not (d == "cortex-m7" and vsize > 100_000)}
+                                proj[d] = Projection(status="ok", latency_ms=median * scale,
+                                                     energy_mj=j * 1e3 * scale,
+                                                     bound="memory" if batch == 1 else "compute",
+                                                     fits=not (d == "cortex-m7" and vsize > 100_000))
                             out.append(Record(
                                 status="ok", round=rnd, rounds=n_rounds, **common,
-                                variant={"tool": "onnxruntime.quantization" if bits < 16 else None,
-                                         "tool_version": "1.31.1", "options": {}, "size_bytes": vsize,
-                                         "weight_bits": bits, "compression_vs_fp32": 32 / bits,
-                                         "emulated": emulated},
-                                model_stats={"params": size // 4, "size_bytes": vsize, "weight_bytes": vsize,
-                                             "weight_bits": bits, "macs": macs, "flops": 2 * macs,
-                                             "bops": macs * bits * (8 if bits <= 8 else bits),
-                                             "bytes_moved": vsize + 4096, "uncounted_ops": [],
-                                             "by_op": by_op},
-                                latency_ms=st.to_json(), samples_ms=st.stored_samples_ms(),
+                                variant=VariantInfo(
+                                    label=variant, precision=prec, method=method,
+                                    build={"tool": "onnxruntime.quantization" if bits < 16 else None,
+                                           "tool_version": "1.31.1", "options": {}},
+                                    size_bytes=vsize, weight_bits=bits, compression_vs_fp32=32 / bits,
+                                    emulated=emulated),
+                                model_stats=ModelStats(params=size // 4, size_bytes=vsize, weight_bytes=vsize,
+                                                       weight_bits=bits, macs=macs, flops=2 * macs,
+                                                       bops=macs * bits * (8 if bits <= 8 else bits),
+                                                       bytes_moved=vsize + 4096, uncounted_ops={}, by_op=by_op),
+                                latency_ms=Latency.from_json(st.to_json()),
+                                samples_ms=tuple(st.stored_samples_ms()),
                                 throughput_ips=batch / (st.median_ns * 1e-9),
-                                memory={"baseline_rss_bytes": 55_000_000, "peak_rss_bytes": int(mem),
-                                        "model_bytes": vsize},
-                                energy={"source": energy_source, "j_per_inference": j,
-                                        "avg_power_w": j / (st.median_ns * 1e-9)},
-                                quality={"metric": "top1", "value": top1 * rel, "fp32_value": top1,
-                                         "relative": rel, "below_floor": rel < 0.99,
-                                         "fidelity": {"cosine": 0.999, "top1_agreement": rel,
-                                                      "max_abs_err": 0.01, "sqnr_db": 38.0}},
+                                memory=Memory(baseline_rss_bytes=55_000_000, peak_rss_bytes=int(mem),
+                                              model_bytes=vsize),
+                                energy=Energy(source=energy_source, j_per_inference=j,
+                                              avg_power_w=j / (st.median_ns * 1e-9)),
+                                quality=Quality(metric="top1", value=top1 * rel, fp32_value=top1, relative=rel,
+                                                below_floor=rel < 0.99,
+                                                fidelity={"cosine": 0.999, "top1_agreement": rel,
+                                                          "max_abs_err": 0.01, "sqnr_db": 38.0}),
                                 projections=proj,
                                 comparison=None if variant == "fp32" else _comparison(
                                     rng, fp32_id, 1 / f, emulated=emulated, crashed=crashed),

@@ -58,9 +58,9 @@ def test_rows_take_the_fixture_comparisons(small_results):
     for row in rows:
         comp = row.record.comparison
         if row.speedup:
-            assert (row.speedup.value, [row.speedup.lo, row.speedup.hi]) == (comp["speedup"], comp["ci"])
+            assert (row.speedup.value, (row.speedup.lo, row.speedup.hi)) == (comp.speedup, comp.ci)
         else:
-            assert not row.record.ok or row.variant in ("fp32", "binary") or comp["speedup"] is None
+            assert not row.record.ok or row.variant in ("fp32", "binary") or comp.speedup is None
     speedups = [r.speedup for r in rows if r.speedup]
     # the fixture plants every case the report must tell apart
     assert {sp.direction for sp in speedups} == {"faster", "slower", "no clear difference"}
@@ -149,8 +149,7 @@ def test_summary_md_holds_the_decision_table(small_results, tmp_path):
 
 def test_hostile_names_render_as_text(tmp_path):
     recs = make_records(models={EVIL: MODELS["mlp"]})
-    recs[0].reason = "a | pipe and </script> in a reason"
-    recs[0].status = "failed"
+    recs[0] = recs[0].replace(reason="a | pipe and </script> in a reason", status="failed")
     res = load(write_store(tmp_path / "r.jsonl", recs))
     paths = write_report(res, tmp_path / "o", title=f"suite {EVIL}")
     html = paths["html"].read_text()
@@ -183,7 +182,7 @@ def test_two_stores_from_two_hosts(tmp_path):
     # each host's row keeps the speedup its own machine paired
     by_host = {(r.host, r.cell_id): r for r in rows}
     cell = "mlp/int8-static/torch/b1/offline"
-    want = {host: recs.by_id()[cell].comparison["speedup"] for host, recs in (("ci-runner-a", load(a)),
+    want = {host: recs.by_id()[cell].comparison.speedup for host, recs in (("ci-runner-a", load(a)),
                                                                                ("lab-box-b", load(b)))}
     assert want["ci-runner-a"] != want["lab-box-b"]
     assert all(by_host[(host, cell)].speedup.value == v for host, v in want.items())

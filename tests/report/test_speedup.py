@@ -11,6 +11,7 @@ import pytest
 from effbench.report import build_overview, build_rows, render_html, render_markdown
 from effbench.report.figures import hover_text
 from effbench.report.markdown import COLUMNS, md_cell
+from effbench.record import Cell, Comparison, Drift, Latency, VariantInfo
 from effbench.report.table import EMULATED, NOT_PAIRED, Speedup, fmt_speedup
 from effbench.results import Record, Results
 
@@ -20,20 +21,19 @@ UNSTABLE_WHY = "round medians spread: the 95% CI over 3 rounds is +-14% of the m
 
 
 def _comp(value: float | None, lo: float | None = None, hi: float | None = None, *, rounds: int = 3,
-          scope: str = "between rounds", method: str | None = "paired", reason: str | None = None) -> dict:
-    out = {"baseline": FP32_ID, "speedup": value, "ci": None if lo is None else [lo, hi], "ci_level": 0.95,
-           "rounds": rounds, "method": method, "ci_scope": scope}
-    return out | ({"reason": reason} if reason else {})
+          scope: str = "between rounds", method: str | None = "paired", reason: str | None = None) -> Comparison:
+    return Comparison(baseline=FP32_ID, speedup=value, ci=None if lo is None else (lo, hi), ci_level=0.95,
+                      rounds=rounds, method=method, ci_scope=scope, reason=reason)
 
 
-def _record(variant: str, comparison: dict | None = None, *, median: float = 0.5, emulated: bool = False,
-            drift: dict | None = None, latency: dict | None = None, rounds: list[float] | None = None) -> Record:
-    cell = {"model": "m", "variant": variant, "precision": "fp32" if variant == "fp32" else "int8",
-            "runner": "ort", "batch_size": 1, "scenario": "single-stream"}
-    lat = {"median": median, "ci": [median * 0.9, median * 1.1], **(latency or {})}
+def _record(variant: str, comparison: Comparison | None = None, *, median: float = 0.5, emulated: bool = False,
+            drift: Drift | None = None, latency: dict | None = None, rounds: list[float] | None = None) -> Record:
+    cell = Cell(model="m", variant=variant, precision="fp32" if variant == "fp32" else "int8", runner="ort",
+                runner_label="ort", batch_size=1, scenario="single-stream")
+    lat = Latency(median=median, ci=(median * 0.9, median * 1.1), **(latency or {}))
     return Record(cell_id=f"m/{variant}/ort/b1/single-stream", config_hash="x", status="ok", cell=cell,
-                  variant={"emulated": emulated}, latency_ms=lat, comparison=comparison, drift=drift,
-                  round_medians_ms=rounds or [], rounds=len(rounds or [0]))
+                  variant=VariantInfo(emulated=emulated), latency_ms=lat, comparison=comparison, drift=drift,
+                  round_medians_ms=tuple(rounds or ()), rounds=len(rounds or [0]))
 
 
 def _store() -> Results:
@@ -42,7 +42,7 @@ def _store() -> Results:
         _record("fp32", median=1.0, rounds=[1.0, 1.02, 0.98]),
         _record("faster", _comp(1.92, 1.85, 2.01), rounds=three,
                 latency={"ci_scope": "between rounds", "ci_method": "t-interval on logs over 3 rounds",
-                         "within_round_ci": [0.47, 0.53]}),
+                         "within_round_ci": (0.47, 0.53)}),
         _record("slower", _comp(0.8, 0.75, 0.86), rounds=three),
         _record("unclear", _comp(1.04, 0.97, 1.12), rounds=three,
                 latency={"unstable": True, "unstable_reason": UNSTABLE_WHY}),
@@ -55,10 +55,10 @@ def _store() -> Results:
         _record("unpaired", None, median=0.5, rounds=three),
         _record("ratio", _comp(2.0, 1.9, 2.1, method="ratio of medians"), rounds=three),
         _record("drifted", _comp(1.5, 1.45, 1.55), rounds=three,
-                drift={"threshold": 0.10, "max_abs_change": 0.17, "flagged": True,
-                       "rounds": [{"before_us": 31.2, "after_us": 36.5, "change": 0.17}]}),
+                drift=Drift(threshold=0.10, max_abs_change=0.17, flagged=True,
+                            rounds=[{"before_us": 31.2, "after_us": 36.5, "change": 0.17}])),
         _record("steady", _comp(1.5, 1.45, 1.55), rounds=three,
-                drift={"threshold": 0.10, "max_abs_change": 0.02, "flagged": False, "rounds": []}),
+                drift=Drift(threshold=0.10, max_abs_change=0.02, flagged=False, rounds=[])),
     ])
 
 

@@ -141,9 +141,9 @@ def test_cache_returns_the_same_variant(mlp_artifact, cache, mlp_variants):
 def test_record_section_per_side(mlp_variants):
     v = mlp_variants["int8-static"]
     sec = v.record_section("onnxruntime")
-    assert sec["method"] == "static-qdq" and sec["weight_bits"] == v.stats["onnx"]["weight_bits"]
+    assert sec.method == "static-qdq" and sec.weight_bits == v.stats["onnx"]["weight_bits"]
     sec = mlp_variants["int8"].record_section("torch")
-    assert sec["method"] == "dynamic" and sec["size_bytes"] == mlp_variants["int8"].stats["torch"]["size_bytes"]
+    assert sec.method == "dynamic" and sec.size_bytes == mlp_variants["int8"].stats["torch"]["size_bytes"]
 
 
 def test_cached_fp32_of_a_moved_onnx_file_points_at_where_it_is_now(tmp_path):

@@ -1,0 +1,468 @@
+"""The result record and its sections as frozen dataclasses, with the one `to_json`/`from_json` pair that
+the store, the workers, the reporter, the projections and the gate share. Imports nothing heavy.
+
+Every section checks its types when read (a hand-edited or foreign line must not crash the reporter or
+the gate later) and keeps keys this version does not know in `extra`, so a store written by a newer or
+older effbench round-trips without loss. Absent figures are None, never made-up zeros.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+SCHEMA = "effbench.result/1"
+STATUSES = ("ok", "unsupported", "failed")
+
+S = TypeVar("S", bound="Section")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return {k: v for k, v in typing.get_type_hints(cls).items() if k not in ("extra", "NAME")}
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    """`value` read from JSON as the annotation `tp`, or a ValueError naming the field."""
+    if tp is Any:
+        return value
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _check(value, a, where)
+            except ValueError as e:
+                errors.append(e)
+        raise errors[0] if len(errors) == 1 else ValueError(f"{where} has the wrong type")
+    if isinstance(tp, type) and issubclass(tp, Section):
+        return tp.from_json(value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false")
+        return value
+    if tp is int:  # a count another writer stored as 1e9 is still a count
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{where} must be a list of {len(args)}")
+        return tuple(_check(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list")
+        return [_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where} must be an object")
+        if len(args) == 2:
+            return {str(k): _check(v, args[1], f"{where}.{k}") for k, v in value.items()}
+        return dict(value)
+    raise TypeError(f"no JSON reading for {tp!r} ({where})")  # a schema bug, not a user's store
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, Section):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_json(v) for v in value]
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+class Section:
+    """A record section: a frozen dataclass with typed fields and `extra` for keys it does not know."""
+
+    NAME: ClassVar[str] = "section"
+
+    @classmethod
+    def from_json(cls: type[S], d: Any, where: str | None = None) -> S:
+        where = cls.NAME if where is None else where
+        if isinstance(d, cls):
+            return d
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{where} must be an object")
+        hints = _hints(cls)
+        known = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items() if k in hints}
+        missing = [f.name for f in fields(cls)  # type: ignore[arg-type]
+                   if f.name in hints and f.name not in known
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"{where}.{missing[0]} is missing" if where else f"{missing[0]} is missing")
+        extra = {k: v for k, v in d.items() if k not in hints}
+        return cls(**known, **({"extra": extra} if "extra" in cls.__dataclass_fields__ else {}))  # type: ignore
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field (null where absent: a stable shape for jq and pandas), then the unknown keys."""
+        out = {f.name: _json(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}  # type: ignore[arg-type]
+        extra = getattr(self, "extra", None) or {}
+        return {**out, **{k: v for k, v in extra.items() if k not in out}}
+
+    def replace(self: S, **changes: Any) -> S:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def section(cls: type) -> type:
+    """A frozen, keyword-only dataclass (the store's field order never constrains defaults)."""
+    return dataclass(frozen=True, kw_only=True)(cls)
+
+
+@section
+class Cell(Section):
+    """One thing to measure: model x variant x runner x batch size x scenario."""
+
+    NAME: ClassVar[str] = "cell"
+    model: str
+    variant: str          # the precision label, e.g. "int8-static"
+    precision: str
+    method: str | None = None
+    runner: str
+    runner_label: str
+    threads: int | None = None
+    compile: bool = False
+    batch_size: int
+    scenario: str = "single-stream"
+    device: str = "cpu"
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.model}/{self.variant}/{self.runner_label}/b{self.batch_size}/{self.scenario}"
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if self.device == "cpu":
+            out.pop("device")  # stores from before GPU cells have no device: cpu is the default
+        return out
+
+
+@section
+class VariantInfo(Section):
+    """The variant as built: its label and precision, how it was built, its size, the runner's session."""
+
+    NAME: ClassVar[str] = "variant"
+    label: str | None = None
+    precision: str | None = None
+    method: str | None = None
+    build: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] | None = None   # the runner session's own description (providers, placement)
+    size_bytes: int | None = None
+    weight_bytes: int | None = None
+    params: int | None = None
+    weight_bits: float | None = None
+    compression_vs_fp32: float | None = None
+    emulated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class ModelStats(Section):
+    """The work and the size of one inference at the cell's batch (FLOPs counter, DESIGN.md)."""
+
+    NAME: ClassVar[str] = "model_stats"
+    params: int | None = None
+    size_bytes: int | None = None
+    weight_bytes: int | None = None
+    weight_bits: float | None = None
+    activation_bits: int | None = None
+    activation_bytes: int | None = None
+    batch_size: int | None = None
+    macs: int | None = None
+    flops: int | None = None
+    bops: int | None = None
+    bytes_moved: int | None = None
+    elementwise_ops: int | None = None
+    nodes: int | None = None
+    counted_on: str | None = None
+    by_op: dict[str, Any] = field(default_factory=dict)
+    uncounted_ops: dict[str, Any] = field(default_factory=dict)
+    conventions: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None              # why the work could not be counted
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Latency(Section):
+    """Latency statistics in milliseconds; over rounds once merged (`ci_scope` says which)."""
+
+    NAME: ClassVar[str] = "latency_ms"
+    median: float
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    p90_reliable: bool = False
+    p99_reliable: bool = False
+    iqr: float | None = None
+    iqr_ratio: float | None = None
+    n: int | None = None
+    calls: int | None = None
+    block_size: int = 1
+    timing: str = "per-call"
+    outliers: int | None = None
+    first_call: float | None = None
+    elapsed_s: float | None = None
+    ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    rel_ci_halfwidth: float | None = None
+    within_round_ci: tuple[float, float] | None = None
+    unstable: bool = False
+    unstable_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Memory(Section):
+    """Peak memory of the variant's own worker, and the GPU's where the cell ran on one."""
+
+    NAME: ClassVar[str] = "memory"
+    baseline_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    model_bytes: int | None = None
+    measured: str | None = None
+    gpu_used_bytes: int | None = None
+    gpu_used_over_start_bytes: int | None = None
+    gpu_used_note: str | None = None
+    torch_cuda_max_allocated_bytes: int | None = None
+    reason: str | None = None             # why memory was not measured
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Energy(Section):
+    """Energy per inference: measured (RAPL, NVML) or modeled from a profile, with its source."""
+
+    NAME: ClassVar[str] = "energy"
+    source: str | None = None
+    j_per_inference: float | None = None
+    avg_power_w: float | None = None
+    inferences_per_j: float | None = None
+    mw_per_inference: float | None = None
+    dynamic_j_per_inference: float | None = None
+    range_j: tuple[float | None, float | None] | None = None
+    reason: str | None = None
+    breakdown: dict[str, Any] | None = None
+    domains: dict[str, Any] | None = None
+    idle_w: float | None = None
+    window_s: float | None = None
+    gross_j_per_inference: float | None = None
+    gross_avg_power_w: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.source and self.source.startswith("measured"))
+
+
+@section
+class Quality(Section):
+    """The task metric on the dataset against FP32's, and the output fidelity."""
+
+    NAME: ClassVar[str] = "quality"
+    metric: str | None = None
+    value: float | None = None
+    fp32_value: float | None = None
+    relative: float | None = None
+    min_relative: float | None = None
+    below_floor: bool | None = None       # null when there is no FP32 value to be below
+    fidelity_reason: str | None = None
+    samples: int | None = None
+    fidelity: dict[str, Any] | None = None
+    inputs: str | None = None             # "generated (the model has no dataset)" when it has none
+    status: str | None = None             # the quality worker's outcome when it did not finish
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Projection(Section):
+    """This cell projected onto one device profile."""
+
+    NAME: ClassVar[str] = "projection"
+    status: str = "no-data"
+    reason: str | None = None
+    label: str | None = None
+    precision: str | None = None
+    batch_size: int | None = None
+    latency_ms: float | None = None
+    compute_ms: float | None = None
+    memory_ms: float | None = None
+    overhead_ms: float | None = None
+    bound: str | None = None
+    fits: bool | None = None
+    shortfall_bytes: float | None = None
+    energy_mj: float | None = None
+    energy_source: str | None = None
+    dynamic_energy_mj: float | None = None
+    energy_range_mj: tuple[float | None, float | None] | None = None
+    avg_power_w: float | None = None
+    measured_latency_ms: float | None = None
+    error_pct: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Comparison(Section):
+    """A non-FP32 cell against its FP32 twin: the paired speedup with its CI, or null and a reason."""
+
+    NAME: ClassVar[str] = "comparison"
+    baseline: str | None = None
+    speedup: float | None = None
+    ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    rounds: int | None = None
+    method: str | None = None
+    cycles: int | None = None
+    round_speedups: tuple[float, ...] | None = None
+    reason: str | None = None
+    note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Drift(Section):
+    """The sentinel workload timed before and after the cell's worker, per round."""
+
+    NAME: ClassVar[str] = "drift"
+    threshold: float | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    max_abs_change: float | None = None
+    flagged: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Provenance(Section):
+    """Where and with what the record was made."""
+
+    NAME: ClassVar[str] = "provenance"
+    effbench: str | None = None
+    python: str | None = None
+    packages: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    suite: str | None = None
+    suite_sha256: str | None = None
+    speed_index: dict[str, Any] | float | None = None
+    run_id: str | None = None
+    started: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gpus(self) -> list[dict[str, Any]]:
+        return list(self.host.get("gpus") or [])
+
+
+@section
+class Record(Section):
+    """One measured cell (or one round of it). A store holds one line per cell and round;
+    `effbench.results.merge_rounds` combines the rounds. Absent sections are None.
+
+    - paired_ratios: A/B mode only (candidate side): per round, the median over alternating blocks of
+      candidate / baseline latency timed in one worker; the gate's per-round ratios when present
+    - round_medians_ms: the per-round medians a merged record's CI is over
+    - samples_ms: raw samples in time order (maybe thinned)
+    """
+
+    NAME: ClassVar[str] = ""  # its fields are named from the top: "cell.model"
+    schema: str = SCHEMA
+    cell_id: str
+    config_hash: str
+    status: str
+    reason: str | None = None
+    cell: Cell
+    round: int = 0
+    rounds: int = 1
+    variant: VariantInfo | None = None
+    model_stats: ModelStats | None = None
+    latency_ms: Latency | None = None
+    samples_ms: tuple[float, ...] = ()
+    round_medians_ms: tuple[float, ...] = ()
+    paired_ratios: tuple[float, ...] = ()
+    comparison: Comparison | None = None
+    drift: Drift | None = None
+    throughput_ips: float | None = None
+    memory: Memory | None = None
+    energy: Energy | None = None
+    quality: Quality | None = None
+    projections: dict[str, Projection] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        if self.status == "ok" and self.latency_ms is None:
+            raise ValueError("an ok record needs latency_ms.median")
+
+    @classmethod
+    def from_json(cls, d: Any, where: str | None = None) -> Record:
+        if not isinstance(d, Mapping) or d.get("schema") != SCHEMA:
+            raise ValueError(f"not an {SCHEMA} record")
+        return super().from_json(d, where)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        return {"schema": out.pop("schema"), **out}
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def median_ms(self) -> float | None:
+        return self.latency_ms.median if self.latency_ms else None
+
+    @property
+    def stats(self):
+        """The latency statistics rebuilt from the stored raw samples (`LatencyStats`), or None."""
+        if not self.samples_ms:
+            return None
+        from effbench.measure.latency import LatencyStats
+        lat = self.latency_ms
+        return LatencyStats.from_samples_ms(list(self.samples_ms), timing=lat.timing if lat else "per-call",
+                                            block_size=lat.block_size if lat else 1)
+
+    @property
+    def unstable(self) -> bool:
+        return bool(self.latency_ms and self.latency_ms.unstable)
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.variant and self.variant.emulated)
+
+    @property
+    def below_floor(self) -> bool:
+        return bool(self.quality and self.quality.below_floor)
+
+    @property
+    def device(self) -> str:
+        return self.cell.device
