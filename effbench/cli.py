@@ -6,6 +6,7 @@ failed cell, a variant under its quality floor with --strict); 2 bad input or us
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--by", default="op", help="op or node")
     f.add_argument("--json", action="store_true", help="one JSON object")
 
-    pr = sub.add_parser("profiles", help="device profiles: list, show, calibrate")
+    pr = sub.add_parser("profiles", help="device profiles: list, show, calibrate, check")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
     psub.add_parser("list", help="table of shipped profiles")
     ps = psub.add_parser("show", help="every field of a profile, with its source")
@@ -83,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     pc.add_argument("--suite", help="run this suite (quick) and fit on its results")
     pc.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
     pc.add_argument("--dry-run", action="store_true", help="report the fit without writing it")
+    pk = psub.add_parser("check", help="project each profile's published reference measurements and print the error")
+    pk.add_argument("profiles", nargs="*", metavar="ID_OR_PATH", help="profiles to check (default: every shipped one)")
+    pk.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
+    pk.add_argument("--json", action="store_true", help="one JSON object")
     return p
 
 
@@ -140,7 +145,7 @@ def summary_table(results) -> str:
     t = Table(title="effbench results", show_lines=False)
     for col, just in (("cell", "left"), ("status", "left"), ("vs FP32 (paired, 95% CI)", "right"),
                       ("median ms [95% CI]", "right"), ("p99 ms", "right"), ("items/s", "right"),
-                      ("peak RSS MB", "right")):
+                      ("peak RSS MiB", "right")):
         t.add_column(col, justify=just, no_wrap=col == "cell", max_width=28 if col == "status" else None)
     rows = {row.cell_id: row for row in build_rows(results)}
     for r in results:
@@ -153,7 +158,7 @@ def summary_table(results) -> str:
             status = " ".join(["ok", *flags])
             tput = f"{r.throughput_ips:,.0f}" if r.throughput_ips else "-"
             peak = r.memory.peak_rss_bytes if r.memory else None
-            rss = f"{peak / 1e6:.0f}" if peak else "-"
+            rss = f"{peak / 2**20:.0f}" if peak else "-"
             sp = rows[r.cell_id].speedup
             vs = "-" if sp is None else fmt_speedup(sp) + ("" if sp.clear else " ~")
         else:
@@ -287,6 +292,15 @@ def _cmd_profiles(a: argparse.Namespace) -> int:
         print(devices.profiles_list_text())
     elif a.profiles_command == "show":
         print(devices.profile_show_text(a.profile))
+    elif a.profiles_command == "check":
+        from effbench.models.sources import default_cache_dir
+        ids = a.profiles or [i for i in devices.shipped_ids() if i != "local"]
+        profiles = devices.load_profiles(ids)
+        if not any(p.references for p in profiles):
+            raise UserError("none of these profiles has published references", field="profiles check",
+                            fix="add `references:` to the profile (see device_profiles/nvidia-h100.yaml)")
+        report = devices.check_references(profiles, Path(a.cache_dir) if a.cache_dir else default_cache_dir())
+        print(json.dumps(report.to_json(), indent=1) if a.json else report.text())
     else:
         from effbench.results import load
         cache = Path(a.cache_dir) if a.cache_dir else None

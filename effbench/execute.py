@@ -53,7 +53,10 @@ def _budget(suite: Suite, quick: bool) -> dict:
 def run(suite: Suite | str | Path, *, out_dir: str | Path | None = None, only: str | list[str] | None = None,
         resume: bool = False, rounds: int | None = None, quick: bool = False, cache_dir: str | Path | None = None,
         progress: bool = True, timeout_s: float | None = None, hooks: list[Callable] | None = None) -> Results:
-    """Run a suite and return the merged results of this output folder's store."""
+    """Run a suite and return the merged results of this output folder's store.
+
+    `hooks`: called as `hook(record, variant=, artifact=, suite=, cache_dir=)` on each finished record
+    before it is stored; a hook returns a replacement record (`record.replace(...)`) or None."""
     from effbench.models.sources import default_cache_dir
     if not isinstance(suite, Suite):
         suite = load_suite(suite)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.errors import UserError, did_you_mean
+from effbench.models.standard_names import STANDARD_NAMES
 from effbench.record import Cell
 from effbench.runners import runner_names
 from effbench.variants.specs import precision_labels, precision_spec, reference_precision
@@ -23,7 +24,8 @@ from effbench.yamlsource import LineMap, dotted, load_yaml
 # Precisions and runners come from their registries (effbench.variants.specs, effbench.runners): a
 # precision label is a precision, optionally with one of its methods ("int8-static", "int8-dynamic").
 SCENARIOS = ("single-stream", "offline")
-BUILTIN_MODELS = ("mlp", "digits-cnn", "tiny-transformer")
+# the zoo (effbench.models.zoo; torch is not imported to validate a suite): a test keeps them equal
+BUILTIN_MODELS = ("mlp", "digits-cnn", "tiny-transformer", *STANDARD_NAMES)
 BUILTIN_DATASETS = ("digits",)
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8", "int8")
 QUALITY_METRICS = ("top1", "cosine")

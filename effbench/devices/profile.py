@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.errors import UserError, did_you_mean
+from effbench.units import fmt_bytes, fmt_si
 from effbench.yamlsource import LineMap, dotted, load_yaml
 
 KINDS = ("cpu", "gpu", "npu", "tpu", "mcu")
@@ -133,6 +134,41 @@ class Derate(_Strict):
         return d
 
 
+class Reference(_Strict):
+    """A published measurement of a standard model on this device: what `effbench profiles check`
+    projects and compares with. Exactly one of `latency_ms` (per call at `batch`) and `throughput_ips`."""
+
+    model: str                      # a zoo model with random weights: resnet50, mobilenet-v2, mobilenet-v1, resnet8
+    batch: int = Field(default=1, ge=1)
+    precision: Precision
+    runtime: str                    # what the publisher ran: "TensorRT 10", "TFLite XNNPACK, 4 threads"
+    scenario: Literal["single-stream", "offline"] = "single-stream"
+    latency_ms: float | None = Field(default=None, gt=0)
+    throughput_ips: float | None = Field(default=None, gt=0)
+    power_w: float | None = Field(default=None, gt=0)
+    source: str = Field(min_length=8)   # the URL (or repository and path) it was read from
+    quote: str = Field(min_length=8)    # the words that state the figure, verbatim
+
+    @field_validator("model")
+    @classmethod
+    def _zoo_model(cls, v: str) -> str:
+        from effbench.models.standard_names import STANDARD_NAMES
+        if v not in STANDARD_NAMES:
+            raise ValueError(f"unknown reference model '{v}'{did_you_mean(v, STANDARD_NAMES)}; "
+                             f"expected one of {', '.join(STANDARD_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_figure(self) -> Reference:
+        if (self.latency_ms is None) == (self.throughput_ips is None):
+            raise ValueError("give exactly one of latency_ms and throughput_ips")
+        return self
+
+    @property
+    def seconds_per_inference(self) -> float:
+        return self.latency_ms / 1e3 / self.batch if self.latency_ms else 1.0 / self.throughput_ips  # type: ignore[operator]
+
+
 class Profile(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     name: str
@@ -151,6 +187,8 @@ class Profile(_Strict):
     # The names NVML reports for this GPU (nvidia-smi's "name"): a cell run on CUDA on a machine with one
     # of them is a measurement of this device, and its projection is compared with it (error_pct).
     gpu_names: list[str] = Field(default_factory=list)
+    # published measurements of standard models on this device (`effbench profiles check`)
+    references: list[Reference] = Field(default_factory=list)
     path: str | None = Field(default=None, exclude=True)  # where it was loaded from (not a YAML key)
 
     @model_validator(mode="after")
@@ -381,21 +419,11 @@ def load_shipped(profile_id: str) -> Profile:
 # -- text for the CLI -----------------------------------------------------------------------------
 
 def _si(x: float | None, unit: str) -> str:
-    if x is None:
-        return "-"
-    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if x >= scale:
-            return f"{x / scale:.3g} {prefix}{unit}"
-    return f"{x:.3g} {unit}"
+    return fmt_si(x, unit, absent="-")
 
 
 def _bytes(x: float | None) -> str:
-    if x is None:
-        return "-"
-    for scale, prefix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if x >= scale:
-            return f"{x / scale:.3g} {prefix}"
-    return f"{x:.0f} B"
+    return fmt_bytes(x, absent="-")
 
 
 def profiles_list_text(profiles: list[Profile] | None = None) -> str:
@@ -457,6 +485,7 @@ def profile_show_text(profile_id: str, profile: Profile | None = None) -> str:
     fig("memory.flash_bytes", m.flash_bytes, "B")
     fig("power.tdp_w", p.power.tdp_w, "W")
     fig("power.idle_w", p.power.idle_w, "W")
+    fig("power.load_w", p.power.load_w, "W")
     for mode, f in p.power.modes.items():
         fig(f"power.modes.{mode}", f, "W")
     e = p.energy_model
@@ -483,4 +512,10 @@ def profile_show_text(profile_id: str, profile: Profile | None = None) -> str:
         fig(f"derate.compute_by.{k}", f)
     fig("per_op_overhead_s", p.per_op_overhead_s, "s")
     out.append(f"  meters: {', '.join(p.meters) if p.meters else 'none'}")
+    for i, r in enumerate(p.references):
+        figure = f"{r.latency_ms:g} ms per call" if r.latency_ms else f"{r.throughput_ips:g} inferences/s"
+        out.append(f"  references[{i}] = {r.model} batch {r.batch} {r.precision} ({r.runtime}, {r.scenario}): {figure}"
+                   + (f" at {r.power_w:g} W" if r.power_w else ""))
+        out.append(f"      source: {r.source}")
+        out.append(f"      quote: \"{r.quote}\"")
     return "\n".join(out)

@@ -55,28 +55,43 @@ def project_one(record: Record, profile: Profile) -> Projection:
 
 
 def _project(record: Record, profile: Profile) -> dict[str, Any]:
-    out = _base(profile)
-    cell = record.cell
     if record.status != "ok":
-        out["reason"] = f"the cell did not run ({record.status}: {record.reason or 'no reason given'})"
-        return out
-    precision = cell.precision
+        return {**_base(profile),
+                "reason": f"the cell did not run ({record.status}: {record.reason or 'no reason given'})"}
     work = work_per_call(record)
     if isinstance(work, str):
-        out["reason"] = work
-        return out
+        return {**_base(profile), "reason": work}
+    out = _project_work(work, record.cell.precision, record.cell.runner, profile, emulated=record.emulated)
+    if out["status"] == "ok" and profile.describes(record) and record.latency_ms and _num(record.latency_ms.median):
+        measured = record.latency_ms.median
+        out["measured_latency_ms"] = measured
+        out["error_pct"] = (out["latency_ms"] - measured) / measured * 100.0
+        if record.emulated:
+            out["reason"] = "; ".join(x for x in (out["reason"], "emulated variant: measured latency is of the "
+                                                  "dequantized run") if x)
+    return out
+
+
+def project_work(work: dict[str, float | None], precision: str, runner: str | None, profile: Profile) -> Projection:
+    """One call's work (`work_per_call`'s keys: batch, macs, bytes_moved, weight_bytes, activation_bytes,
+    nodes) projected onto `profile`: what `effbench profiles check` does with a published reference."""
+    return Projection.from_json(_project_work(work, precision, runner, profile))
+
+
+def _project_work(work: dict[str, Any], precision: str, runner: str | None, profile: Profile, *,
+                  emulated: bool = False) -> dict[str, Any]:
+    out = _base(profile)
     notes: list[str] = []
 
     # memory fit: weights + activations against the device's memory (weights in flash on an MCU)
     fits, shortfall = _fit(profile, work, notes)
     out["fits"], out["shortfall_bytes"] = fits, shortfall
 
-    runner = cell.runner
     if precision not in profile.peak_ops and precision not in profile.peak_ops_by_runner.get(runner or "", {}):
         out["status"] = "unsupported"
         declared = ", ".join(profile.peak_ops)
         out["reason"] = (f"{profile.id} cannot run {precision or 'this precision'} (declares {declared})"
-                         + ("; this variant ran emulated (dequantized) here" if record.emulated else ""))
+                         + ("; this variant ran emulated (dequantized) here" if emulated else ""))
         return out
     peak = profile.peak_ops_per_s(precision, runner)
     if not peak:
@@ -117,12 +132,6 @@ def _project(record: Record, profile: Profile) -> dict[str, Any]:
     out.update(extra)
     if why:
         notes.append(why)
-    if profile.describes(record) and record.latency_ms and _num(record.latency_ms.median):
-        measured = record.latency_ms.median
-        out["measured_latency_ms"] = measured
-        out["error_pct"] = (out["latency_ms"] - measured) / measured * 100.0
-        if record.emulated:
-            notes.append("emulated variant: measured latency is of the dequantized run")
     out["reason"] = "; ".join(notes) or None
     return out
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from effbench.errors import UserError, did_you_mean
 from effbench.gate.verdict import VERDICTS, Verdict
+from effbench.units import fmt_bytes, fmt_si
 
 FORMATS = ("table", "md", "json")
 
@@ -32,18 +33,13 @@ def _fmt_value(v: Any, unit: str) -> str:
     if isinstance(v, str):
         return v
     if unit == "bytes":
-        for u, s in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-            if abs(v) >= s:
-                return f"{v / s:.3g} {u}"
-        return f"{v:.0f} B"
+        return fmt_bytes(v)
     if unit == "pp":
         return f"{v * 100:.2f}%"
     if unit == "ms":
         return f"{v:.4g} ms"
     if unit == "MACs":
-        for u, s in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-            if abs(v) >= s:
-                return f"{v / s:.4g} {u}"
+        return fmt_si(v, digits=4)
     return f"{v:.4g}"
 
 

@@ -14,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from effbench.errors import UserError
+from effbench.units import fmt_si
 
 # Stated in every report (to_json()["conventions"]).
 CONVENTIONS = {
@@ -732,10 +733,9 @@ def count_work(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, dims
 # ------------------------------------------------------------------------------------------- printing
 
 def _si(n: float) -> str:
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.4g}" if isinstance(n, float) else str(n)
+    if abs(n) < 1e3:  # small counts stay exact
+        return f"{n:.4g}" if isinstance(n, float) else str(n)
+    return fmt_si(n, sep="")
 
 
 def format_work(work: WorkCount, by: str = "op") -> str:

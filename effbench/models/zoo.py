@@ -2,7 +2,9 @@
 
 `mlp` and `digits-cnn` are trained on scikit-learn's bundled digits data the first time they are
 asked for (seconds on 2 cores) and cached with their test accuracy; `tiny-transformer` is a seeded
-random-weight encoder whose outputs are embeddings.
+random-weight encoder whose outputs are embeddings. The standard architectures published device figures
+use (`effbench.models.standard`: resnet50, mobilenet-v2, mobilenet-v1, resnet8) are seeded random-weight
+models too: their work and speed are real, their accuracy is not what they are for.
 """
 from __future__ import annotations
 
@@ -90,6 +92,17 @@ ZOO = {
     "tiny-transformer": (TinyTransformer, {"input_ids": {"shape": ["batch", TinyTransformer.SEQ], "dtype": "int64",
                                                           "range": (0, TinyTransformer.VOCAB)}}, None, "embedding"),
 }
+RANDOM_WEIGHTS = {"tiny-transformer"}
+
+
+def _add_standard() -> None:
+    from effbench.models.standard import STANDARD
+    for name, (cls, inputs) in STANDARD.items():
+        ZOO[name] = (cls, inputs, None, "classification")
+        RANDOM_WEIGHTS.add(name)
+
+
+_add_standard()
 
 
 def digits_split() -> tuple:
@@ -128,7 +141,7 @@ def build(name: str, cache_dir: Path) -> nn.Module:
     cls, inputs, _, _ = ZOO[name]
     torch.manual_seed(DIGITS_SEED)
     model = cls()
-    if name == "tiny-transformer":
+    if name in RANDOM_WEIGHTS:
         return model.eval()
     path = Path(cache_dir) / "zoo" / f"{name}-v{ZOO_VERSION}.pt"
     if path.is_file():

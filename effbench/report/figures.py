@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from effbench.report.table import Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_si, fmt_speedup
+from effbench.report.table import Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
+from effbench.units import fmt_bytes, fmt_si
 
 # Tableau 10: mid-saturation colours that stay readable on both a white and a near-black page.
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",

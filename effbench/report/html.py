@@ -15,7 +15,8 @@ from typing import Any
 
 from effbench.report import figures
 from effbench.report.overview import Overview
-from effbench.report.table import FP32, Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_si, fmt_speedup
+from effbench.report.table import FP32, Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
+from effbench.units import fmt_bytes, fmt_si
 
 # The page may load nothing from anywhere: this policy makes a stray request fail loudly in the console.
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "

@@ -6,7 +6,8 @@ import re
 from collections.abc import Sequence
 
 from effbench.report.overview import Overview
-from effbench.report.table import Row, fmt_bytes, fmt_ms, fmt_pct, fmt_quality, fmt_si, fmt_speedup
+from effbench.report.table import Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
+from effbench.units import fmt_bytes, fmt_si
 
 COLUMNS = ("model", "variant", "runner", "batch", "scenario", "median latency (95% CI)", "p99",
            "throughput", "speedup vs FP32", "size (compression)", "MACs", "peak RSS",

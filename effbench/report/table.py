@@ -302,31 +302,6 @@ def _set_speedup(row: Row) -> None:
 
 # --- formatting: one place, so every view shows the same units ---
 
-_SI = [(1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")]
-
-
-def fmt_si(x: float | None, unit: str = "", digits: int = 3) -> str:
-    """1234567 -> '1.23 M' + unit; 0.00042 J -> '420 µJ'. '—' when absent."""
-    if x is None:
-        return "—"
-    if x == 0:
-        return f"0 {unit}".strip()
-    ax = abs(x)
-    for scale, prefix in _SI:
-        if ax >= scale * 0.9995:
-            return f"{x / scale:.{digits}g} {prefix}{unit}".strip()
-    return f"{x:.{digits}g} {unit}".strip()
-
-
-def fmt_bytes(x: float | None) -> str:
-    if x is None:
-        return "—"
-    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if x >= scale:
-            return f"{x / scale:.3g} {unit}"
-    return f"{x:.0f} B"
-
-
 def fmt_ms(x: float | None) -> str:
     """Latency always in ms, with enough digits for sub-millisecond cells."""
     if x is None:

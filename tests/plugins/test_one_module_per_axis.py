@@ -96,3 +96,25 @@ def test_precisions_and_runtimes_are_named_only_where_they_are_defined():
 def test_no_module_over_600_lines(path):
     n = len(path.read_text().splitlines())
     assert n <= 600, f"{path.relative_to(ROOT)} has {n} lines"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT.parent / "bench").glob("*.py")), ids=lambda p: p.name)
+def test_bench_scripts_use_only_the_public_api(path):
+    """What the bench scripts need is public API (issue 13): no `from effbench.x import _private` and no
+    `module._private` reach into an effbench module."""
+    tree = ast.parse(path.read_text())
+    effbench_names = set()
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("effbench"):
+            bad += [f"{node.lineno}: from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+            bad += [f"{node.lineno}: {node.module}" for part in (node.module or "").split(".") if part.startswith("_")
+                    and part != "__main__"]
+            effbench_names |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            effbench_names |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.startswith("effbench")}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name) and node.value.id in effbench_names):
+            bad.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+    assert not bad, f"{path.name} reaches into private names: {bad}"

@@ -1,0 +1,144 @@
+"""Published measurements against projections (`effbench profiles check`): each shipped profile's
+`references` (a standard model run on the real device, with its source and quote) are projected with
+the profile and compared; leave-one-out says how well a calibration on the others predicts each one.
+
+Work comes from the zoo's random-weight copy of the architecture (`effbench.models.standard`), exported
+and counted at the reference's batch size; a reference at int8 moves its weights and activations at
+the precision's registered bit widths (the count itself is on the FP32 graph).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from effbench.devices.profile import Profile, Reference
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    profile: str
+    kind: str
+    ref: Reference
+    projected_s: float | None            # per inference, with the profile as shipped
+    reason: str | None = None            # why there is no projection
+    loo_s: float | None = None           # per inference, after calibrating on the other references
+
+    @property
+    def published_s(self) -> float:
+        return self.ref.seconds_per_inference
+
+    @property
+    def factor(self) -> float | None:
+        """projected / published: above 1 projects too slow, below 1 too fast."""
+        return self.projected_s / self.published_s if self.projected_s else None
+
+    @property
+    def loo_factor(self) -> float | None:
+        return self.loo_s / self.published_s if self.loo_s else None
+
+
+def _fold(f: float | None) -> float | None:
+    """How far off, whichever way: 2.0 for both half and double."""
+    return max(f, 1 / f) if f else None
+
+
+@dataclass
+class CheckReport:
+    checks: list[ReferenceCheck]
+    calibration: dict[str, float] = field(default_factory=dict)   # profile -> latency scale fitted on its references
+
+    def summary(self) -> dict[str, float | int | None]:
+        raw = [_fold(c.factor) for c in self.checks if c.factor]
+        loo = [_fold(c.loo_factor) for c in self.checks if c.loo_factor]
+        return {"references": len(self.checks), "projected": len(raw),
+                "profiles": len({c.profile for c in self.checks if c.factor}),
+                "median_factor": statistics.median(raw) if raw else None,
+                "max_factor": max(raw) if raw else None,
+                "loo_median_factor": statistics.median(loo) if loo else None,
+                "loo_max_factor": max(loo) if loo else None}
+
+    def to_json(self) -> dict:
+        return {"summary": self.summary(), "calibration_scale": self.calibration,
+                "checks": [{"profile": c.profile, "model": c.ref.model, "batch": c.ref.batch,
+                            "precision": c.ref.precision, "runtime": c.ref.runtime, "scenario": c.ref.scenario,
+                            "published_ms_per_inference": c.published_s * 1e3,
+                            "projected_ms_per_inference": c.projected_s * 1e3 if c.projected_s else None,
+                            "projected_over_published": c.factor,
+                            "loo_ms_per_inference": c.loo_s * 1e3 if c.loo_s else None,
+                            "loo_over_published": c.loo_factor, "reason": c.reason, "source": c.ref.source}
+                           for c in self.checks]}
+
+    def text(self) -> str:
+        lines = [f"{'profile':<22} {'model':<13} {'b':>4} {'prec':<5} {'published':>11} {'projected':>11} "
+                 f"{'x':>7} {'LOO':>11} {'x':>7}  runtime"]
+        for c in self.checks:
+            def ms(s: float | None) -> str:
+                return f"{s * 1e3:.4g} ms" if s else "-"
+            fx = f"{c.factor:.2f}" if c.factor else "-"
+            lx = f"{c.loo_factor:.2f}" if c.loo_factor else "-"
+            lines.append(f"{c.profile:<22} {c.ref.model:<13} {c.ref.batch:>4} {c.ref.precision:<5} "
+                         f"{ms(c.published_s):>11} {ms(c.projected_s):>11} {fx:>7} {ms(c.loo_s):>11} {lx:>7}  "
+                         f"{c.ref.runtime}" + (f"  ({c.reason})" if c.reason else ""))
+        s = self.summary()
+        if s["median_factor"]:
+            lines.append(f"\n{s['projected']} of {s['references']} references on {s['profiles']} profiles: projected "
+                         f"vs published off by a median factor of {s['median_factor']:.2f} (worst {s['max_factor']:.1f}); "
+                         + (f"calibrated on the others (leave-one-out): median {s['loo_median_factor']:.2f}, worst "
+                            f"{s['loo_max_factor']:.1f}" if s["loo_median_factor"] else "too few references for "
+                            "leave-one-out"))
+        for pid, scale in sorted(self.calibration.items()):
+            lines.append(f"  {pid}: its references say its projections run x{scale:.3g} (the latency scale a "
+                         "calibration on them applies)")
+        lines.append("published figures, their sources and quotes: `effbench profiles show ID`")
+        return "\n".join(lines)
+
+
+def reference_work(model: str, batch: int, precision: str, cache_dir: Path) -> dict[str, float | None]:
+    """Work of one call of zoo `model` at `batch`, bytes at `precision`'s registered bit widths."""
+    from effbench.measure.flops import count_work
+    from effbench.models.sources import prepare
+    from effbench.suite import ModelSpec
+    from effbench.variants.specs import bits
+    art = prepare(ModelSpec.model_validate({"id": model, "source": {"builtin": model}}), 0, base_dir=Path.cwd(),
+                  suite_file="<profiles check>", cache_dir=cache_dir)
+    w = count_work(art.onnx_path, batch_size=batch, dims=art.dims)
+    wbits, abits = bits(precision) or (32, 32)
+    weights = w.weight_bytes * wbits / 32
+    acts = w.activation_bytes * abits / 32
+    moved = weights + max(0, w.bytes_moved - w.weight_bytes) * abits / 32
+    return {"batch": float(batch), "macs": float(w.macs), "bytes_moved": moved, "weight_bytes": weights,
+            "activation_bytes": acts, "nodes": float(w.nodes)}
+
+
+def check_references(profiles: list[Profile], cache_dir: Path) -> CheckReport:
+    """Project every reference of `profiles`; leave-one-out over all references of the same kind of
+    device (all references when fewer than two others share it)."""
+    from effbench.devices.project import project_work
+    work_cache: dict[tuple, dict] = {}
+    checks: list[ReferenceCheck] = []
+    for p in profiles:
+        for ref in p.references:
+            key = (ref.model, ref.batch, ref.precision)
+            if key not in work_cache:
+                work_cache[key] = reference_work(ref.model, ref.batch, ref.precision, cache_dir)
+            proj = project_work(work_cache[key], ref.precision, None, p)
+            s = proj.latency_ms / 1e3 / ref.batch if proj.status == "ok" and proj.latency_ms else None
+            checks.append(ReferenceCheck(p.id, p.kind, ref, s, None if s else (proj.reason or proj.status)))
+    logs = [math.log(c.published_s / c.projected_s) if c.projected_s else None for c in checks]
+    out = []
+    for i, c in enumerate(checks):
+        if c.projected_s is None:
+            out.append(c)
+            continue
+        same = [logs[j] for j, o in enumerate(checks) if j != i and logs[j] is not None and o.kind == c.kind]
+        others = same if len(same) >= 2 else [logs[j] for j in range(len(checks)) if j != i and logs[j] is not None]
+        loo = c.projected_s * math.exp(statistics.median(others)) if others else None
+        out.append(ReferenceCheck(c.profile, c.kind, c.ref, c.projected_s, c.reason, loo))
+    scale = {}
+    for pid in dict.fromkeys(c.profile for c in checks):
+        own = [logs[i] for i, c in enumerate(checks) if c.profile == pid and logs[i] is not None]
+        if own:
+            scale[pid] = math.exp(statistics.median(own))
+    return CheckReport(out, scale)

@@ -1,0 +1,70 @@
+"""Published references: schema checks, `effbench profiles check` arithmetic and leave-one-out."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ebtest import run_cli
+from effbench.devices.profile import validate_profile
+from effbench.errors import UserError
+
+TOY = {
+    "id": "toy-npu", "name": "Toy NPU", "kind": "npu",
+    "peak_ops": {"int8": {"dense": {"value": 4.0e12, "source": "test figure"}},
+                 "fp32": {"dense": {"value": 1.0e11, "source": "test figure"}}},
+    "memory": {"bandwidth_bytes_per_s": {"value": 1.0e10, "source": "test figure"}},
+    "per_op_overhead_s": {"value": 1.0e-6, "source": "test figure"},
+    "references": [
+        {"model": "resnet8", "precision": "int8", "runtime": "toy", "latency_ms": 0.05,
+         "source": "https://example.org/a", "quote": "ResNet-8 runs in 0.05 ms"},
+        {"model": "resnet8", "precision": "fp32", "runtime": "toy", "latency_ms": 1.0,
+         "source": "https://example.org/b", "quote": "ResNet-8 fp32 in 1 ms"},
+        {"model": "resnet8", "batch": 4, "precision": "int8", "runtime": "toy", "throughput_ips": 20000,
+         "scenario": "offline", "source": "https://example.org/c", "quote": "20000 images per second"}],
+}
+
+
+def test_check_projects_each_reference_and_leaves_one_out(tmp_path, cache_dir):
+    import yaml
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(TOY))
+    res = run_cli("profiles", "check", str(path), "--json", "--cache-dir", str(cache_dir))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    checks = out["checks"]
+    assert [c["published_ms_per_inference"] for c in checks] == pytest.approx([0.05, 1.0, 1000 / 20000])
+    # resnet8 at batch 1: 12.5 M MACs; int8 at 4 TOP/s is compute 6.25 us, fp32 at 0.1 TFLOP/s 250 us
+    assert checks[1]["projected_ms_per_inference"] > checks[0]["projected_ms_per_inference"] > 0.00625
+    ratios = [c["published_ms_per_inference"] / c["projected_ms_per_inference"] for c in checks]
+    for i, c in enumerate(checks):  # each is calibrated on the median of the other two
+        others = [math.log(r) for j, r in enumerate(ratios) if j != i]
+        assert c["loo_ms_per_inference"] == pytest.approx(c["projected_ms_per_inference"]
+                                                          * math.exp(sum(others) / 2))
+    assert out["calibration_scale"]["toy-npu"] == pytest.approx(sorted(ratios)[1])
+    text = run_cli("profiles", "check", str(path), "--cache-dir", str(cache_dir)).stdout
+    assert "leave-one-out" in text and "3 of 3 references" in text
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model": "resnet51"}, "unknown reference model 'resnet51'"),
+    ({"throughput_ips": 5.0}, "exactly one of latency_ms and throughput_ips"),
+    ({"precision": "int3"}, "unknown precision 'int3'"),
+    ({"quote": ""}, "quote"),
+])
+def test_a_bad_reference_is_a_one_line_error(change, message):
+    data = json.loads(json.dumps(TOY))
+    data["references"][0].update(change)
+    with pytest.raises(UserError, match=message):
+        validate_profile(data, file="toy.yaml")
+
+
+def test_shipped_references_name_their_source_and_quote_the_figure():
+    from effbench.devices import load_profiles, shipped_ids
+    refs = [(p.id, r) for p in load_profiles([i for i in shipped_ids() if i != "local"]) for r in p.references]
+    for pid, r in refs:
+        assert r.source.startswith(("http://", "https://")), (pid, r.source)
+        figure = r.latency_ms if r.latency_ms is not None else r.throughput_ips
+        digits = f"{figure:g}".replace(".", "")[:2]
+        assert digits in r.quote.replace(",", "").replace(".", ""), (pid, r.quote)  # the quote states it
