@@ -314,6 +314,33 @@ def _fold_shape_math(proxy: onnx.ModelProto, shapes: dict[str, tuple[int, list[i
     return True
 
 
+def _topological(g: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes in an order where each comes after its producers. ONNX Runtime sorts a graph itself, so
+    tools leave them out of order (onnxruntime's float16 converter appends its input Casts at the end),
+    while shape inference walks the list once: without this, every shape after such a Cast is unknown
+    and an fp16 CNN counted 0 MACs."""
+    produced_by = {o: i for i, n in enumerate(g.node) for o in n.output if o}
+    order: list[int] = []
+    state = [0] * len(g.node)  # 0 new, 1 on the stack, 2 placed
+    for start in range(len(g.node)):
+        stack = [(start, iter(g.node[start].input))]
+        while stack:
+            i, inputs = stack[-1]
+            if state[i] == 2:
+                stack.pop()
+                continue
+            state[i] = 1
+            nxt = next((produced_by[x] for x in inputs if x in produced_by and state[produced_by[x]] == 0), None)
+            if nxt is not None:
+                stack.append((nxt, iter(g.node[nxt].input)))
+                continue
+            if not any(x in produced_by and state[produced_by[x]] == 0 for x in g.node[i].input):
+                state[i] = 2
+                order.append(i)
+                stack.pop()
+    return [g.node[i] for i in order]
+
+
 def _infer(model: onnx.ModelProto, bound: dict[str, list[int]]) -> dict[str, tuple[int, list[int] | None]]:
     """name -> (elem_type, concrete shape or None) for every tensor onnx shape inference can resolve.
 
@@ -341,7 +368,7 @@ def _infer(model: onnx.ModelProto, bound: dict[str, list[int]]) -> dict[str, tup
             pg.initializer.append(t)
         else:
             pg.input.append(_value_info(t.name, t.data_type, list(t.dims)))
-    for k, node in enumerate(g.node):
+    for k, node in enumerate(_topological(g)):
         proxied = _contrib_proxy(node, consts, k) if node.domain == "com.microsoft" or (
             node.domain in ("", "ai.onnx") and node.op_type in ("SimplifiedLayerNormalization",
                                                                   "SkipSimplifiedLayerNormalization")) else None

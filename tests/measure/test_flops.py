@@ -278,3 +278,19 @@ def test_onnx_macs_equal_flop_counter_mode(tmp_path, dynamo):
     assert onnx_macs == torch_macs == 325760
     w = count_work(path, batch_size=2)
     assert w.uncounted_ops == {}
+
+
+def test_nodes_out_of_order_are_counted_like_sorted_ones():
+    """onnxruntime's float16 converter appends the input Cast after the nodes that read it; ONNX Runtime
+    sorts the graph, shape inference does not: an fp16 CNN once counted 0 MACs (issue 14's worst cell)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])
+    relu = helper.make_node("Relu", ["c"], ["y"])
+    m = _model([conv, relu], [_vi("x", ["batch", 3, 8, 8])], [_vi("y", None)], [_w("w", 4, 3, 3, 3), _w("b", 4)])
+    fp32 = count_work(m, batch_size=2)
+    fp16 = convert_float_to_float16(m, keep_io_types=True)
+    assert [n.op_type for n in fp16.graph.node][0] != "Cast"   # the converter really leaves them out of order
+    w = count_work(fp16, batch_size=2)
+    assert w.macs == fp32.macs == 2 * 4 * 64 * 27 and w.uncounted_ops == {}
+    shuffled = _model([relu, conv], [_vi("x", ["batch", 3, 8, 8])], [_vi("y", None)], [_w("w", 4, 3, 3, 3), _w("b", 4)])
+    assert count_work(shuffled, batch_size=2).macs == fp32.macs
