@@ -146,6 +146,10 @@ class Reference(_Strict):
     latency_ms: float | None = Field(default=None, gt=0)
     throughput_ips: float | None = Field(default=None, gt=0)
     power_w: float | None = Field(default=None, gt=0)
+    # published time per inference x scale = this profile's device: 80 for a throughput of 80 cores
+    # when the profile is one core, 280/480 for a 280 MHz part when the profile's runs at 480 MHz
+    scale: float = Field(default=1.0, gt=0)
+    note: str | None = None             # what differs from the profile's device, how the scale was derived
     source: str = Field(min_length=8)   # the URL (or repository and path) it was read from
     quote: str = Field(min_length=8)    # the words that state the figure, verbatim
 
@@ -162,11 +166,15 @@ class Reference(_Strict):
     def _one_figure(self) -> Reference:
         if (self.latency_ms is None) == (self.throughput_ips is None):
             raise ValueError("give exactly one of latency_ms and throughput_ips")
+        if self.scale != 1.0 and not self.note:
+            raise ValueError("a scale needs a note saying how it was derived")
         return self
 
     @property
     def seconds_per_inference(self) -> float:
-        return self.latency_ms / 1e3 / self.batch if self.latency_ms else 1.0 / self.throughput_ips  # type: ignore[operator]
+        """Per inference on the profile's device: the published figure, times `scale`."""
+        s = self.latency_ms / 1e3 / self.batch if self.latency_ms else 1.0 / self.throughput_ips  # type: ignore[operator]
+        return s * self.scale
 
 
 class Profile(_Strict):
@@ -516,6 +524,8 @@ def profile_show_text(profile_id: str, profile: Profile | None = None) -> str:
         figure = f"{r.latency_ms:g} ms per call" if r.latency_ms else f"{r.throughput_ips:g} inferences/s"
         out.append(f"  references[{i}] = {r.model} batch {r.batch} {r.precision} ({r.runtime}, {r.scenario}): {figure}"
                    + (f" at {r.power_w:g} W" if r.power_w else ""))
+        if r.scale != 1.0 or r.note:
+            out.append(f"      scale {r.scale:g}: {r.note}")
         out.append(f"      source: {r.source}")
         out.append(f"      quote: \"{r.quote}\"")
     return "\n".join(out)

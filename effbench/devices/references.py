@@ -8,6 +8,7 @@ the precision's registered bit widths (the count itself is on the FP32 graph).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ class ReferenceCheck:
     projected_s: float | None            # per inference, with the profile as shipped
     reason: str | None = None            # why there is no projection
     loo_s: float | None = None           # per inference, after calibrating on the other references
+    power_w: float | None = None         # the projection's implied average power (system energy / time)
+    power_bounds: tuple[float | None, float | None] = (None, None)   # the profile's idle and load power
 
     @property
     def published_s(self) -> float:
@@ -49,6 +52,11 @@ class CheckReport:
     checks: list[ReferenceCheck]
     calibration: dict[str, float] = field(default_factory=dict)   # profile -> latency scale fitted on its references
 
+    def power_outside(self) -> list[ReferenceCheck]:
+        """Projections whose implied power lies outside the profile's published idle..load range."""
+        return [c for c in self.checks if c.power_w is not None and c.power_bounds[0] is not None
+                and not (c.power_bounds[0] - 1e-9 <= c.power_w <= (c.power_bounds[1] or math.inf) + 1e-9)]
+
     def summary(self) -> dict[str, float | int | None]:
         raw = [_fold(c.factor) for c in self.checks if c.factor]
         loo = [_fold(c.loo_factor) for c in self.checks if c.loo_factor]
@@ -57,7 +65,9 @@ class CheckReport:
                 "median_factor": statistics.median(raw) if raw else None,
                 "max_factor": max(raw) if raw else None,
                 "loo_median_factor": statistics.median(loo) if loo else None,
-                "loo_max_factor": max(loo) if loo else None}
+                "loo_max_factor": max(loo) if loo else None,
+                "with_power": sum(c.power_w is not None for c in self.checks),
+                "power_outside_idle_load": len(self.power_outside())}
 
     def to_json(self) -> dict:
         return {"summary": self.summary(), "calibration_scale": self.calibration,
@@ -67,7 +77,9 @@ class CheckReport:
                             "projected_ms_per_inference": c.projected_s * 1e3 if c.projected_s else None,
                             "projected_over_published": c.factor,
                             "loo_ms_per_inference": c.loo_s * 1e3 if c.loo_s else None,
-                            "loo_over_published": c.loo_factor, "reason": c.reason, "source": c.ref.source}
+                            "loo_over_published": c.loo_factor, "implied_power_w": c.power_w,
+                            "idle_w": c.power_bounds[0], "load_w": c.power_bounds[1],
+                            "reason": c.reason, "source": c.ref.source}
                            for c in self.checks]}
 
     def text(self) -> str:
@@ -88,9 +100,15 @@ class CheckReport:
                          + (f"calibrated on the others (leave-one-out): median {s['loo_median_factor']:.2f}, worst "
                             f"{s['loo_max_factor']:.1f}" if s["loo_median_factor"] else "too few references for "
                             "leave-one-out"))
+        powered = [c for c in self.checks if c.power_w is not None]
+        if powered:
+            lines.append(f"implied average power of the projections: {len(powered) - len(self.power_outside())} of "
+                         f"{len(powered)} between the profile's published idle and load power ("
+                         + ", ".join(f"{c.profile} {c.power_w:.3g} W in [{c.power_bounds[0]:g}, {c.power_bounds[1]:g}]"
+                                     for c in powered) + ")")
         for pid, scale in sorted(self.calibration.items()):
-            lines.append(f"  {pid}: its references say its projections run x{scale:.3g} (the latency scale a "
-                         "calibration on them applies)")
+            lines.append(f"  {pid}: its references say its uncalibrated projections run x{scale:.3g} (the "
+                         f"latency scale a calibration on them applies: derate {1 / scale:.3g})")
         lines.append("published figures, their sources and quotes: `effbench profiles show ID`")
         return "\n".join(lines)
 
@@ -113,29 +131,36 @@ def reference_work(model: str, batch: int, precision: str, cache_dir: Path) -> d
 
 
 def check_references(profiles: list[Profile], cache_dir: Path) -> CheckReport:
-    """Project every reference of `profiles`; leave-one-out over all references of the same kind of
-    device (all references when fewer than two others share it)."""
+    """Project every reference of `profiles` with the profile's peaks and no derate (uncalibrated), then
+    leave each out: calibrated on the same device's other references where it has some, else on the
+    median over every other reference (a device with one published figure borrows the others')."""
+    from effbench.devices.profile import Derate
     from effbench.devices.project import project_work
     work_cache: dict[tuple, dict] = {}
     checks: list[ReferenceCheck] = []
-    for p in profiles:
+    for shipped in profiles:
+        p = shipped.with_derate(Derate())
         for ref in p.references:
             key = (ref.model, ref.batch, ref.precision)
             if key not in work_cache:
                 work_cache[key] = reference_work(ref.model, ref.batch, ref.precision, cache_dir)
             proj = project_work(work_cache[key], ref.precision, None, p)
             s = proj.latency_ms / 1e3 / ref.batch if proj.status == "ok" and proj.latency_ms else None
-            checks.append(ReferenceCheck(p.id, p.kind, ref, s, None if s else (proj.reason or proj.status)))
+            load = p.power.load_w or p.power.tdp_w
+            checks.append(ReferenceCheck(p.id, p.kind, ref, s, None if s else (proj.reason or proj.status),
+                                         power_w=proj.avg_power_w,
+                                         power_bounds=(p.power.idle_w.value if p.power.idle_w else None,
+                                                       load.value if load else None)))
     logs = [math.log(c.published_s / c.projected_s) if c.projected_s else None for c in checks]
     out = []
     for i, c in enumerate(checks):
         if c.projected_s is None:
             out.append(c)
             continue
-        same = [logs[j] for j, o in enumerate(checks) if j != i and logs[j] is not None and o.kind == c.kind]
-        others = same if len(same) >= 2 else [logs[j] for j in range(len(checks)) if j != i and logs[j] is not None]
+        own = [logs[j] for j, o in enumerate(checks) if j != i and logs[j] is not None and o.profile == c.profile]
+        others = own or [logs[j] for j in range(len(checks)) if j != i and logs[j] is not None]
         loo = c.projected_s * math.exp(statistics.median(others)) if others else None
-        out.append(ReferenceCheck(c.profile, c.kind, c.ref, c.projected_s, c.reason, loo))
+        out.append(dataclasses.replace(c, loo_s=loo))
     scale = {}
     for pid in dict.fromkeys(c.profile for c in checks):
         own = [logs[i] for i, c in enumerate(checks) if c.profile == pid and logs[i] is not None]
