@@ -201,6 +201,8 @@ class ModelStats(Section):
     by_op: dict[str, Any] = field(default_factory=dict)
     uncounted_ops: dict[str, Any] = field(default_factory=dict)
     conventions: dict[str, Any] = field(default_factory=dict)
+    # [[class, macs, weight bytes, activation bytes, count], ...]: the node-by-node roofline's input
+    node_work: list[list[Any]] = field(default_factory=list)
     error: str | None = None              # why the work could not be counted
     extra: dict[str, Any] = field(default_factory=dict)
 

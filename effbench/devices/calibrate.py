@@ -3,7 +3,6 @@ projection error on this machine is known and smaller; the result is cached for 
 """
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from effbench.devices.detect import CALIBRATION_FILE, default_cache_dir, detect, fingerprint, local_profile
 from effbench.devices.profile import OPS_PER_MAC, Derate, Figure, Profile
@@ -19,7 +17,6 @@ from effbench.devices.project import project_one, work_per_call
 from effbench.errors import UserError
 from effbench.results import Record
 
-PRIOR_WEIGHT = 1e-3  # pulls a factor no cell informs (e.g. memory when every cell is compute-bound) to its start
 
 
 @dataclass
@@ -56,6 +53,8 @@ class CalibrationReport:
     per_op_overhead_s: float
     skipped: list[tuple[str, str]] = field(default_factory=list)
     loo_after_pct: list[float] = field(default_factory=list)  # leave-one-out errors: honest out-of-sample
+    call_overhead_by_runner: dict[str, float] = field(default_factory=dict)
+    node_overhead_by_runner: dict[str, dict[str, float]] = field(default_factory=dict)
     written_to: str | None = None
 
     @property
@@ -82,6 +81,8 @@ class CalibrationReport:
     def to_json(self) -> dict[str, Any]:
         return {"profile": self.profile_id, "compute": self.compute, "memory": self.memory,
                 "compute_by": self.compute_by, "per_op_overhead_s": self.per_op_overhead_s,
+                "call_overhead_by_runner": self.call_overhead_by_runner,
+                "node_overhead_by_runner": self.node_overhead_by_runner,
                 "mdape_before": self.mdape_before, "mdape_after": self.mdape_after, "mdape_loo": self.mdape_loo,
                 "cells": [{**c.__dict__, "before_pct": c.before_pct, "after_pct": c.after_pct} for c in self.cells],
                 "skipped": [{"cell_id": a, "reason": b} for a, b in self.skipped],
@@ -104,7 +105,10 @@ class CalibrationReport:
             f"  {' + '.join(headline_pair())} cells at batch 32 ({sub['n']}): before {pct(sub['mdape_before'])}, after {pct(sub['mdape_after'])}",
             f"derates: memory {self.memory:.3g}, compute (all) {self.compute:.3g}; "
             + ", ".join(f"{k} {v:.3g}" for k, v in sorted(self.compute_by.items())),
-            f"per-op overhead: {self.per_op_overhead_s * 1e6:.3g} us",
+            "overheads: " + "; ".join(
+                f"{r} {self.call_overhead_by_runner.get(r, 0) * 1e6:.3g} us per call, per node "
+                + ", ".join(f"{k} {v * 1e6:.3g} us" for k, v in sorted(d.items()))
+                for r, d in sorted(self.node_overhead_by_runner.items())),
         ]
         for cell_id, why in self.skipped[:10]:
             lines.append(f"skipped {cell_id}: {why}")
@@ -125,7 +129,7 @@ def _usable(records: list[Record], profile: Profile) -> tuple[list[tuple[Record,
             skipped.append((r.cell_id, "emulated variant (ran dequantized)"))
         elif not r.median_ms:
             skipped.append((r.cell_id, "no measured median latency"))
-        elif not profile.peak_ops_per_s(str(prec)):
+        elif not profile.peak_ops_per_s(prec, r.cell.runner):
             skipped.append((r.cell_id, f"{profile.id} declares no {prec} throughput"))
         else:
             work = work_per_call(r)
@@ -136,83 +140,191 @@ def _usable(records: list[Record], profile: Profile) -> tuple[list[tuple[Record,
     return usable, skipped
 
 
-def _predict(theta: np.ndarray, X: dict[str, np.ndarray], n_groups: int) -> np.ndarray:
-    dc = np.exp(theta[:n_groups])[X["group"]]
-    dm = math.exp(theta[n_groups])
-    o = math.exp(theta[n_groups + 1])
-    return np.maximum(X["compute_s"] / dc, X["memory_s"] / dm) + X["nodes"] * o
+# Shrinkage toward the starting point, in log space (ridge rows of the fit): the overheads are free to
+# move (small models tell them well); an efficiency moves off the micro-benchmarked peak only as far as
+# the measured cells demand (the quickstart's tiny models say little about big kernels, and pulling on
+# them made held-out projections worse: bench/projection_error.json).
+SHRINK_OVERHEAD = 0.01
+SHRINK_EFFICIENCY = 1.0
 
 
-def _fit(X: dict[str, np.ndarray], n_groups: int, o0: float) -> np.ndarray:
-    lo0 = math.log(o0)
-    prior0 = np.zeros(n_groups + 2)
-    prior0[-1] = lo0
-    y = np.log(X["measured_s"])
+@dataclass(frozen=True)
+class _Param:
+    kind: str            # call | node | eff | mem
+    runner: str = ""
+    precision: str = ""
+    op_class: str = ""
+
+    @property
+    def key(self) -> str:
+        return "/".join(x for x in (self.runner, self.precision, self.op_class) if x)
+
+
+@dataclass
+class _Design:
+    """The projection as arrays over every node of every cell, so a fit evaluates it in one pass:
+    latency = call(runner) + sum over nodes of count x (node overhead(runner, class)
+              + max(MACs x 2 / peak x 1/efficiency(runner, precision, class), bytes / bandwidth x 1/memory))."""
+
+    params: list[_Param]
+    cell: np.ndarray       # per node: which cell
+    count: np.ndarray      # per node: how many equal nodes
+    compute: np.ndarray    # per node: seconds at the uncalibrated peak
+    memory: np.ndarray     # per node: seconds at the uncalibrated bandwidth
+    eff: np.ndarray        # per node: efficiency parameter (or -1: no MACs)
+    node: np.ndarray       # per node: overhead parameter
+    call: np.ndarray       # per cell: call parameter
+    mem: int               # the memory parameter
+
+    def predict(self, theta: np.ndarray) -> np.ndarray:
+        inv_eff = np.where(self.eff >= 0, theta[np.maximum(self.eff, 0)], 0.0)
+        busy = np.maximum(self.compute * inv_eff, self.memory * theta[self.mem])
+        per_node = self.count * (theta[self.node] + busy)
+        return theta[self.call] + np.bincount(self.cell, weights=per_node, minlength=len(self.call))
+
+    def subset(self, keep: np.ndarray) -> _Design:
+        rows = keep[self.cell]
+        renumber = np.cumsum(keep) - 1
+        return _Design(self.params, renumber[self.cell[rows]], self.count[rows], self.compute[rows],
+                       self.memory[rows], self.eff[rows], self.node[rows], self.call[keep], self.mem)
+
+
+def _design(usable: list[tuple[Record, dict]], base: Profile) -> _Design:
+    """Each cell's nodes (model_stats.node_work, the roofline the projection uses where the profile knows
+    its on-chip bandwidth) or, for records without them, its classes of op and its bytes as one node each."""
+    params: dict[_Param, int] = {}
+
+    def col(p: _Param) -> int:
+        return params.setdefault(p, len(params))
+
+    m = base.memory
+    dram = m.bandwidth_bytes_per_s.value
+    sram_bytes = m.sram_bytes.value if m.sram_bytes and m.sram_bandwidth_bytes_per_s else 0.0
+    sram = m.sram_bandwidth_bytes_per_s.value if sram_bytes else dram
+    cols: dict[str, list] = {k: [] for k in ("cell", "count", "compute", "memory", "eff", "node")}
+    call = []
+    mem = col(_Param("mem"))
+    for i, (r, w) in enumerate(usable):
+        run, prec = r.cell.runner, r.cell.precision
+        call.append(col(_Param("call", run)))
+        if w.get("node_work") and sram_bytes:
+            nodes = [(c, mac, wb + ab, n) for c, mac, wb, ab, n in w["node_work"]]
+        else:  # no per-node work: each class of op as one node, the bytes as another, nodes counted apart
+            nodes = [(k, mac, 0.0, 0.0) for k, mac in (w.get("macs_by_class") or {"matmul": w["macs"]}).items() if mac]
+            nodes.append(("other", 0.0, w["bytes_moved"], 0.0))
+            nodes += [(k, 0.0, 0.0, n) for k, n in (w.get("nodes_by_class") or {"other": w["nodes"] or 0.0}).items() if n]
+        for cls, mac, nbytes, n in nodes:
+            cols["cell"].append(i)
+            cols["count"].append(n if n else 1.0)
+            peak = base.peak_ops_per_s(prec, run, cls) if mac else None
+            cols["compute"].append(mac * OPS_PER_MAC / peak if peak else 0.0)
+            cols["memory"].append(nbytes / (sram if nbytes <= sram_bytes else dram))
+            cols["eff"].append(col(_Param("eff", run, prec, cls)) if peak else -1)
+            cols["node"].append(col(_Param("node", run, op_class=cls)) if n else col(_Param("zero")))
+    arr = {k: np.array(v, dtype=float if k in ("count", "compute", "memory") else int) for k, v in cols.items()}
+    return _Design(list(params), arr["cell"], arr["count"], arr["compute"], arr["memory"], arr["eff"],
+                   arr["node"], np.array(call, dtype=int), mem)
+
+
+def _priors(params: list[_Param], base: Profile) -> tuple[np.ndarray, np.ndarray]:
+    """Each parameter's starting value (seconds, or 1/efficiency) and its shrinkage weight in log space."""
+    node0 = base.per_op_overhead_s.value or 1e-6
+    prior = np.array([(base.call_overhead_s(p.runner) or node0) if p.kind == "call" else node0 if p.kind == "node"
+                      else 1e-30 if p.kind == "zero" else 1.0 for p in params])
+    weight = np.array([SHRINK_OVERHEAD if p.kind in ("call", "node") else 1e3 if p.kind == "zero"
+                       else SHRINK_EFFICIENCY for p in params])
+    return prior, weight
+
+
+def _fit(design: _Design, measured_s: np.ndarray, prior: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Least squares on log(projected / measured) over log parameters (so they stay positive), each
+    pulled toward its prior in log space: a parameter a factor e away costs as much as `weight` cells
+    off by a factor e."""
+    from scipy.optimize import least_squares
+    lp = np.log(prior)
 
     def resid(theta: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.log(_predict(theta, X, n_groups)) - y, PRIOR_WEIGHT * (theta - prior0)])
+        # log of projected / measured: a cell 5x too fast costs as much as one 5x too slow (a relative
+        # error would cap the first at 1 and let a fit buy its other cells with it)
+        return np.concatenate([np.log(design.predict(np.exp(theta)) / measured_s), weight * (theta - lp)])
 
     best = None
-    # the max() makes the loss piecewise: start from a few points and keep the best
-    for start_dc, start_o in ((0.0, lo0), (math.log(0.3), lo0), (0.0, lo0 - 3.0), (math.log(0.1), lo0 + 1.0)):
-        x0 = prior0.copy()
-        x0[:n_groups + 1] = start_dc
-        x0[-1] = start_o
-        sol = least_squares(resid, x0, method="trf", x_scale=1.0)
+    for shift in (0.0, -1.5, 1.5):  # a sum of maxima is not convex: a few starts, the best kept
+        start = lp.copy()
+        free = np.array([p.kind != "zero" for p in design.params])
+        start[free] += shift
+        sol = least_squares(resid, start, method="trf", x_scale=1.0)
         if best is None or sol.cost < best.cost:
             best = sol
-    return best.x
+    return np.exp(best.x)
+
+
+def _calibrated(base: Profile, params: list[_Param], theta: np.ndarray, src: str) -> tuple[Profile, dict[str, Any]]:
+    """The profile the fitted parameters describe, and the figures the cache keeps."""
+    eff = {p.key: 1.0 / max(v, 1e-9) for p, v in zip(params, theta) if p.kind == "eff"}
+    mem = next((1.0 / max(v, 1e-9) for p, v in zip(params, theta) if p.kind == "mem"), 1.0)
+    call = {p.runner: float(v) for p, v in zip(params, theta) if p.kind == "call"}
+    node: dict[str, dict[str, float]] = {}
+    for p, v in zip(params, theta):
+        if p.kind == "node":
+            node.setdefault(p.runner, {})[p.op_class] = float(v)
+    figures = {"compute_by": eff, "memory": mem, "call_overhead_by_runner": call, "node_overhead_by_runner": node}
+    return apply_figures(base, figures, src), figures
+
+
+def apply_figures(profile: Profile, figures: dict[str, Any], src: str) -> Profile:
+    """A profile with calibrated figures (`calibrate`'s, or a cached calibration's)."""
+    fig = lambda v: Figure(value=max(float(v), 0.0), source=src, derived=True)  # noqa: E731
+    eff = figures.get("compute_by") or {}
+    derate = Derate(compute=fig(figures.get("compute") or (statistics.geometric_mean(eff.values()) if eff else 1.0)),
+                    memory=fig(figures.get("memory") or 1.0),
+                    compute_by={k: fig(v) for k, v in eff.items() if v > 0})
+    out = profile.with_derate(derate, fig(figures["per_op_overhead_s"]) if figures.get("per_op_overhead_s") is not None
+                              else None)
+    return out.model_copy(update={
+        "call_overhead_by_runner": {r: fig(v) for r, v in (figures.get("call_overhead_by_runner") or {}).items()},
+        "node_overhead_by_runner": {r: {k: fig(v) for k, v in d.items()}
+                                    for r, d in (figures.get("node_overhead_by_runner") or {}).items()}})
 
 
 def calibrate(records: list[Record], *, cache_dir: Path | None = None, write: bool = True,
               profile: Profile | None = None, quick: bool = False, leave_one_out: bool = True) -> CalibrationReport:
-    """Fit the local profile's compute derate per runner/precision, memory derate and per-op overhead
-    (least squares on log latency) to measured ok cells; write them to the cache for later projections."""
+    """Fit the local profile's per-call and per-node overheads (per runner and class of op), its
+    compute efficiency per runner, precision and class of op, and its memory efficiency, to measured ok
+    cells (non-negative least squares on relative error, shrunk toward the micro-benchmarked start);
+    write them to the cache for later projections. Leave-one-out errors say how well it predicts."""
     base = profile or local_profile(cache_dir=cache_dir, quick=quick, calibrated=False)
-    base = base.with_derate(Derate())  # "before" is always the uncalibrated profile
+    base = base.with_derate(Derate()).model_copy(update={"call_overhead_by_runner": {}, "node_overhead_by_runner": {}})
     usable, skipped = _usable(records, base)
     if not usable:
         raise UserError("no measured cell can calibrate the local profile"
                         + (f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""),
                         fix="run a suite first (effbench run SUITE) and pass its results")
-    groups = sorted({f"{r.cell.runner}/{r.cell.precision}" for r, _ in usable})
-    gi = {g: i for i, g in enumerate(groups)}
-    bw = base.memory.bandwidth_bytes_per_s.value
-    X = {
-        "group": np.array([gi[f"{r.cell.runner}/{r.cell.precision}"] for r, _ in usable]),
-        "compute_s": np.array([w["macs"] * OPS_PER_MAC / base.peak_ops_per_s(r.cell.precision) for r, w in usable]),
-        "memory_s": np.array([w["bytes_moved"] / bw for _, w in usable]),
-        "nodes": np.array([w["nodes"] or 0.0 for _, w in usable]),
-        "measured_s": np.array([r.latency_ms.median / 1e3 for r, _ in usable]),
-    }
-    o0 = base.per_op_overhead_s.value or 1e-6
-    theta = _fit(X, len(groups), o0)
-    compute_by = {g: float(math.exp(theta[gi[g]])) for g in groups}
-    counts = np.bincount(X["group"], minlength=len(groups))
-    compute_all = float(math.exp(np.average(theta[:len(groups)], weights=counts)))
-    memory, overhead = float(math.exp(theta[len(groups)])), float(math.exp(theta[len(groups) + 1]))
-
+    design = _design(usable, base)
+    params = design.params
+    measured = np.array([r.latency_ms.median / 1e3 for r, _ in usable])
+    prior, weight = _priors(params, base)
+    theta = _fit(design, measured, prior, weight)
     src = f"calibrated on {len(usable)} measured cells"
-    after_profile = base.with_derate(
-        Derate(compute=Figure(value=compute_all, source=src, derived=True),
-               memory=Figure(value=memory, source=src, derived=True),
-               compute_by={g: Figure(value=v, source=src, derived=True) for g, v in compute_by.items()}),
-        Figure(value=overhead, source=src, derived=True))
+    after_profile, figures = _calibrated(base, params, theta, src)
     cells = []
     for r, _ in usable:
         before, after = project_one(r, base), project_one(r, after_profile)
-        cells.append(CellError(r.cell_id, r.cell.precision, r.cell.runner,
-                               r.cell.batch_size, float(r.latency_ms.median),
-                               before.latency_ms, after.latency_ms))
+        cells.append(CellError(r.cell_id, r.cell.precision, r.cell.runner, r.cell.batch_size,
+                               float(r.latency_ms.median), before.latency_ms, after.latency_ms))
     loo: list[float] = []
     if leave_one_out and 3 <= len(usable) <= 300:
-        for i in range(len(usable)):
+        for i, (r, _) in enumerate(usable):
             keep = np.arange(len(usable)) != i
-            Xi = {k: v[keep] for k, v in X.items()}
-            th = _fit(Xi, len(groups), o0)
-            pred = _predict(th, {k: v[i:i + 1] for k, v in X.items()}, len(groups))[0]
-            loo.append((pred - X["measured_s"][i]) / X["measured_s"][i] * 100.0)
-    report = CalibrationReport(base.id, cells, compute_all, memory, compute_by, overhead, skipped, loo)
+            th = _fit(design.subset(keep), measured[keep], prior, weight)  # what only this cell informs stays put
+            pred = project_one(r, _calibrated(base, params, th, src)[0]).latency_ms
+            loo.append((pred - measured[i] * 1e3) / (measured[i] * 1e3) * 100.0)
+    node_mean = [v for d in figures["node_overhead_by_runner"].values() for v in d.values()]
+    eff = figures["compute_by"]
+    report = CalibrationReport(base.id, cells, statistics.geometric_mean(eff.values()) if eff else 1.0,
+                               figures["memory"], eff, statistics.median(node_mean) if node_mean else 0.0,
+                               skipped, loo, call_overhead_by_runner=figures["call_overhead_by_runner"],
+                               node_overhead_by_runner=figures["node_overhead_by_runner"])
     if write:
         report.written_to = str(_write(cache_dir, report, len(usable)))
     return report
@@ -226,6 +338,8 @@ def _write(cache_dir: Path | None, report: CalibrationReport, n: int) -> Path:
             "calibrated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "cells": n,
             "compute": report.compute, "memory": report.memory, "compute_by": report.compute_by,
             "per_op_overhead_s": report.per_op_overhead_s,
+            "call_overhead_by_runner": report.call_overhead_by_runner,
+            "node_overhead_by_runner": report.node_overhead_by_runner,
             "mdape_before": report.mdape_before, "mdape_after": report.mdape_after}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from effbench.devices.profile import LOCAL_ID, Derate, Figure, Profile, validate_profile
+from effbench.devices.profile import LOCAL_ID, Profile, validate_profile
 
-CACHE_VERSION = 2  # 2: each runner's own achieved peaks (peak_ops_by_runner)
+CACHE_VERSION = 3  # 2: each runner's own achieved peaks (peak_ops_by_runner); 3: its convolution peaks
 PROFILE_FILE = "local_profile.json"
 CALIBRATION_FILE = "local_calibration.json"
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -259,18 +259,31 @@ def _add_derived_peaks(peak: dict[str, Any]) -> None:
 
 
 def _by_runner(bench: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """peak_ops_by_runner: each runner's matrix-product peaks under its name, its convolution peaks
+    under "RUNNER/conv" (what a projection uses for Conv nodes)."""
+    from effbench.variants.microgemm import CONV_KERNEL, CONV_SHAPE
     from effbench.variants.specs import PRECISIONS
     out: dict[str, dict[str, Any]] = {}
     n, reps = bench["matmul_n"], bench["reps"]
+    conv_shape = f"a 3x3 convolution {CONV_KERNEL[1]}->{CONV_KERNEL[0]} channels on {CONV_SHAPE[2]}x{CONV_SHAPE[3]}"
     for runner, peaks in (bench.get("by_runner") or {}).items():
-        mine = {}
-        for prec, p in peaks.items():
-            if prec in PRECISIONS and p.get("ops_per_s"):
+        mine: dict[str, Any] = {}
+        conv: dict[str, Any] = {}
+        for key, p in peaks.items():
+            prec = key.split("/", 1)[-1]
+            if prec not in PRECISIONS or not p.get("ops_per_s"):
+                continue
+            if key.startswith("conv/"):
+                conv[prec] = {"dense": _fig(p["ops_per_s"], f"{where}: {p['kernel']}; best of {reps} runs of "
+                                                            f"{conv_shape}, 2 ops per MAC")}
+            else:
                 mine[prec] = {"dense": _fig(p["ops_per_s"], f"{where}: {p['kernel']}; best of {reps} "
                                                             f"{n}^3 matrix products, 2 ops per MAC")}
         _add_derived_peaks(mine)
         if mine:
             out[runner] = mine
+        if conv:
+            out[f"{runner}/conv"] = conv
     return out
 
 
@@ -316,11 +329,6 @@ def local_profile(cache_dir: Path | None = None, quick: bool = False, *, refresh
 
 
 def apply_calibration(profile: Profile, cal: dict[str, Any]) -> Profile:
-    src = f"calibrated {cal.get('calibrated_at', '')} on {cal.get('cells', '?')} measured cells (least squares on log latency)"
-    derate = Derate(compute=Figure(value=cal["compute"], source=src, derived=True),
-                    memory=Figure(value=cal["memory"], source=src, derived=True),
-                    compute_by={k: Figure(value=v, source=src, derived=True)
-                                for k, v in (cal.get("compute_by") or {}).items()})
-    per_op = (Figure(value=cal["per_op_overhead_s"], source=src, derived=True)
-              if cal.get("per_op_overhead_s") is not None else None)
-    return profile.with_derate(derate, per_op)
+    from effbench.devices.calibrate import apply_figures
+    src = f"calibrated {cal.get('calibrated_at', '')} on {cal.get('cells', '?')} measured cells (least squares on relative error)"
+    return apply_figures(profile, cal, src)

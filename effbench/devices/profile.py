@@ -107,7 +107,8 @@ class EnergySpec(_Strict):
 
 
 class Derate(_Strict):
-    """Achieved / peak efficiency. 1 until calibrated; `compute_by` keys: 'int8' or 'onnxruntime/int8'."""
+    """Achieved / peak efficiency. 1 until calibrated; `compute_by` keys: 'int8', 'onnxruntime/int8' or
+    'onnxruntime/int8/conv' (a class of op: conv, matmul)."""
 
     compute: Figure = Figure(value=1.0, source="default: uncalibrated (peak assumed reachable)")
     memory: Figure = Figure(value=1.0, source="default: uncalibrated (peak assumed reachable)")
@@ -125,10 +126,11 @@ class Derate(_Strict):
     def _keys(cls, d: dict[str, Figure]) -> dict[str, Figure]:
         for key, f in d.items():
             from effbench.variants.specs import precision_names
-            prec = key.rsplit("/", 1)[-1]
-            if prec not in precision_names():
-                raise ValueError(f"key '{key}' must be PRECISION or RUNNER/PRECISION with a precision in "
-                                 f"{', '.join(precision_names())}")
+            parts = key.split("/")
+            prec = parts[1] if len(parts) == 3 else parts[-1]
+            if prec not in precision_names() or len(parts) > 3:
+                raise ValueError(f"key '{key}' must be PRECISION, RUNNER/PRECISION or RUNNER/PRECISION/CLASS with a "
+                                 f"precision in {', '.join(precision_names())}")
             if f.value <= 0:
                 raise ValueError(f"derate '{key}' must be > 0")
         return d
@@ -191,6 +193,10 @@ class Profile(_Strict):
     energy_model: EnergySpec = EnergySpec(base="horowitz-45nm")
     derate: Derate = Derate()
     per_op_overhead_s: Figure
+    # fitted by `effbench profiles calibrate` on the local profile: one call's fixed cost per runner, and
+    # per-node costs per runner and class of op (conv, matmul, other) where they differ from per_op
+    call_overhead_by_runner: dict[str, Figure] = Field(default_factory=dict)
+    node_overhead_by_runner: dict[str, dict[Literal["conv", "matmul", "other"], Figure]] = Field(default_factory=dict)
     meters: list[str] = Field(default_factory=list)
     # The names NVML reports for this GPU (nvidia-smi's "name"): a cell run on CUDA on a machine with one
     # of them is a measurement of this device, and its projection is compared with it (error_pct).
@@ -221,19 +227,31 @@ class Profile(_Strict):
         gpus = record.provenance.gpus
         return any(g.get("name") in self.gpu_names for g in gpus if isinstance(g, dict))
 
-    def peak_ops_per_s(self, precision: str, runner: str | None = None) -> float | None:
-        own = self.peak_ops_by_runner.get(runner or "", {}).get(precision)  # type: ignore[call-overload]
-        if own is not None and own.dense is not None:
-            return own.dense.value
+    def peak_ops_per_s(self, precision: str, runner: str | None = None, op_class: str | None = None) -> float | None:
+        """The achieved peak for this precision: the runner's own for this class of op ("conv"), else the
+        runner's own (its matrix products), else the device's."""
+        for key in ((f"{runner}/{op_class}", runner) if op_class else (runner,)):
+            own = self.peak_ops_by_runner.get(key or "", {}).get(precision)  # type: ignore[call-overload]
+            if own is not None and own.dense is not None:
+                return own.dense.value
         peak = self.peak_ops.get(precision)  # type: ignore[call-overload]
         return peak.dense.value if peak is not None and peak.dense is not None else None
 
-    def compute_derate(self, precision: str, runner: str | None = None) -> float:
+    def compute_derate(self, precision: str, runner: str | None = None, op_class: str | None = None) -> float:
         by = self.derate.compute_by
-        for key in (f"{runner}/{precision}", precision):
+        for key in (f"{runner}/{precision}/{op_class}", f"{runner}/{precision}", precision):
             if key in by:
                 return by[key].value
         return self.derate.compute.value
+
+    def call_overhead_s(self, runner: str | None) -> float:
+        """The fixed cost of one call into the runtime (0 where nobody measured it)."""
+        f = self.call_overhead_by_runner.get(runner or "")
+        return f.value if f is not None else 0.0
+
+    def node_overhead_s(self, runner: str | None, op_class: str) -> float:
+        f = self.node_overhead_by_runner.get(runner or "", {}).get(op_class)
+        return f.value if f is not None else self.per_op_overhead_s.value
 
     def energy(self):
         """This profile's energy model as an `effbench.measure.energy.EnergyModel`."""

@@ -1,7 +1,14 @@
 """Roofline projection of a measured record onto device profiles: latency, energy, memory fit.
 
-latency = max(MACs x 2 / (peak ops/s x compute derate), bytes moved / (bandwidth x memory derate))
-          + nodes x per-op overhead.  Always labelled "projected"; never raises for a well-formed record.
+latency = max(sum over classes of op (conv, matmul) of MACs x 2 / (peak ops/s x compute derate),
+              bytes moved / (bandwidth x memory derate))
+          + one call's overhead + sum over classes of nodes x per-node overhead;
+node by node where the profile knows its on-chip bandwidth (the local profile measures it) and the
+record has `model_stats.node_work`: sum over nodes of max(the node's MACs at its class's peak, its bytes
+at the bandwidth of where they fit) + its per-node overhead, + one call's overhead.
+The peak of a class is the runner's own where the profile measured it (the local profile times each
+runtime's convolution and matrix-product kernels). Always labelled "projected"; never raises for a
+well-formed record.
 """
 from __future__ import annotations
 
@@ -11,6 +18,15 @@ from typing import Any
 from effbench.devices.profile import OPS_PER_MAC, Profile
 from effbench.errors import UserError
 from effbench.record import Projection, Record
+
+# ONNX operator types by class of op (model_stats.by_op counts them): a runtime's convolution kernels
+# reach another rate than its matrix products; everything else is per-node cost and data movement.
+CONV_OPS = frozenset({"Conv", "ConvInteger", "QLinearConv", "ConvTranspose"})
+OP_CLASSES = ("conv", "matmul", "other")
+
+
+def op_class(op_type: str, macs: float) -> str:
+    return "conv" if op_type in CONV_OPS else "matmul" if macs else "other"
 
 
 def _num(v: Any) -> float | None:
@@ -45,9 +61,25 @@ def work_per_call(record: Record) -> dict[str, float | None] | str:
     weights = _num(stats.weight_bytes)
     if weights is None:
         weights = _num(stats.size_bytes)
+    by_class = {"macs": dict.fromkeys(OP_CLASSES, 0.0), "nodes": dict.fromkeys(OP_CLASSES, 0.0)}
+    for op, row in (stats.by_op or {}).items():
+        if isinstance(row, dict):
+            k = op_class(op, _num(row.get("macs")) or 0.0)
+            by_class["macs"][k] += (_num(row.get("macs")) or 0.0) * scale
+            by_class["nodes"][k] += _num(row.get("count")) or 0.0
+    counted = sum(by_class["macs"].values())
+    split = counted > 0 and abs(counted - macs * scale) <= 1e-6 * macs * scale
+    node_work = [[c, float(m) * scale, float(w), float(a) * scale, float(n)] for c, m, w, a, n in stats.node_work
+                 if c in OP_CLASSES]
+    node_macs = sum(m * n for _, m, _, _, n in node_work)
     return {"batch": batch, "macs": macs * scale, "bytes_moved": moved * scale,
+            # the node-by-node roofline's input, where it accounts for every MAC
+            "node_work": node_work if node_work and abs(node_macs - macs * scale) <= 1e-6 * max(macs * scale, 1) else None,
             "weight_bytes": weights, "activation_bytes": acts * scale if acts is not None else None,
-            "nodes": _num(stats.nodes)}
+            "nodes": _num(stats.nodes),
+            # by class of op where model_stats.by_op accounts for every MAC; else all MACs count as matmul
+            "macs_by_class": by_class["macs"] if split else None,
+            "nodes_by_class": by_class["nodes"] if split else None}
 
 
 def project_one(record: Record, profile: Profile) -> Projection:
@@ -99,7 +131,6 @@ def _project_work(work: dict[str, Any], precision: str, runner: str | None, prof
                          f"{profile.peak_ops[precision].unpublished}")  # type: ignore[index]
         return out
 
-    dc = profile.compute_derate(precision, runner)
     dm = profile.derate.memory.value
     bandwidth = profile.memory.bandwidth_bytes_per_s.value
     m = profile.memory
@@ -108,15 +139,29 @@ def _project_work(work: dict[str, Any], precision: str, runner: str | None, prof
             and working <= m.sram_bytes.value):
         bandwidth = m.sram_bandwidth_bytes_per_s.value
         notes.append("working set fits on-chip memory: on-chip bandwidth used")
-    compute_s = work["macs"] * OPS_PER_MAC / (peak * dc)
-    memory_s = work["bytes_moved"] / (bandwidth * dm) if bandwidth > 0 else math.inf
-    if work["nodes"] is None:
-        overhead_s = 0.0
-        if profile.per_op_overhead_s.value > 0:
-            notes.append("model_stats lacks nodes: per-op overhead left out")
+    overhead_s = profile.call_overhead_s(runner)
+    if work.get("node_work") and m.sram_bytes and m.sram_bandwidth_bytes_per_s and bandwidth > 0:
+        # node by node: each node is compute- or memory-bound on its own, then they add up. Only where
+        # the profile knows its on-chip bandwidth: intermediates costed at the DRAM rate would be wrong
+        # (they stay in caches or on chip), so profiles without it keep the whole-graph roofline.
+        compute_s, memory_s, busy_s, node_s = node_roofline(work["node_work"], precision, runner, profile, peak)
+        overhead_s += node_s
+        notes = [n for n in notes if not n.startswith("working set fits")]
     else:
-        overhead_s = work["nodes"] * profile.per_op_overhead_s.value
-    latency_s = max(compute_s, memory_s) + overhead_s
+        macs_by = work.get("macs_by_class") or {"matmul": work["macs"]}
+        compute_s = sum(m * OPS_PER_MAC / ((profile.peak_ops_per_s(precision, runner, k) or peak)
+                                           * profile.compute_derate(precision, runner, k))
+                        for k, m in macs_by.items() if m)
+        memory_s = work["bytes_moved"] / (bandwidth * dm) if bandwidth > 0 else math.inf
+        busy_s = max(compute_s, memory_s)
+        if work.get("nodes_by_class"):
+            overhead_s += sum(n * profile.node_overhead_s(runner, k) for k, n in work["nodes_by_class"].items())
+        elif work["nodes"] is None:
+            if profile.per_op_overhead_s.value > 0:
+                notes.append("model_stats lacks nodes: per-op overhead left out")
+        else:
+            overhead_s += work["nodes"] * profile.per_op_overhead_s.value
+    latency_s = busy_s + overhead_s
     if not math.isfinite(latency_s):
         out["reason"] = f"{profile.id} declares zero memory bandwidth"
         return out
@@ -126,7 +171,7 @@ def _project_work(work: dict[str, Any], precision: str, runner: str | None, prof
     if not fits and fits is not None:
         notes.append(f"does not fit: {shortfall:.0f} bytes short")
 
-    busy = max(compute_s, memory_s) / latency_s if latency_s > 0 else None
+    busy = busy_s / latency_s if latency_s > 0 else None
     energy, why, extra = _energy(profile, precision, work, latency_s, busy)
     out["energy_mj"] = energy
     out.update(extra)
@@ -134,6 +179,30 @@ def _project_work(work: dict[str, Any], precision: str, runner: str | None, prof
         notes.append(why)
     out["reason"] = "; ".join(notes) or None
     return out
+
+
+def node_roofline(node_work: list[list], precision: str, runner: str | None, profile: Profile,
+                  peak: float) -> tuple[float, float, float, float]:
+    """(compute s, memory s, busy s, per-node overhead s) of one call, node by node: a node takes the
+    longer of its MACs at its class's peak and its bytes at the bandwidth of where they fit (on-chip
+    when the node's bytes fit the on-chip memory), plus its class's per-node overhead."""
+    m = profile.memory
+    dm = profile.derate.memory.value
+    dram = m.bandwidth_bytes_per_s.value
+    sram_bytes = m.sram_bytes.value if m.sram_bytes and m.sram_bandwidth_bytes_per_s else 0.0
+    sram = m.sram_bandwidth_bytes_per_s.value if sram_bytes else dram
+    rate = {k: (profile.peak_ops_per_s(precision, runner, k) or peak) * profile.compute_derate(precision, runner, k)
+            for k in ("conv", "matmul")}
+    compute = memory = busy = overhead = 0.0
+    for cls, macs, wbytes, abytes, n in node_work:
+        c = macs * OPS_PER_MAC / rate[cls] if macs and cls in rate else 0.0
+        b = wbytes + abytes
+        mem = b / ((sram if b <= sram_bytes else dram) * dm)
+        compute += n * c
+        memory += n * mem
+        busy += n * max(c, mem)
+        overhead += n * profile.node_overhead_s(runner, cls)
+    return compute, memory, busy, overhead
 
 
 def _fit(profile: Profile, work: dict[str, Any], notes: list[str]) -> tuple[bool | None, float | None]:

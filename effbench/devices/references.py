@@ -126,8 +126,10 @@ def reference_work(model: str, batch: int, precision: str, cache_dir: Path) -> d
     weights = w.weight_bytes * wbits / 32
     acts = w.activation_bytes * abits / 32
     moved = weights + max(0, w.bytes_moved - w.weight_bytes) * abits / 32
+    node_work = [[c, float(m), wb * wbits / 32, ab * abits / 32, float(n)] for c, m, wb, ab, n in w.node_work]
+    whole = sum(m * n for _, m, _, _, n in node_work) == w.macs
     return {"batch": float(batch), "macs": float(w.macs), "bytes_moved": moved, "weight_bytes": weights,
-            "activation_bytes": acts, "nodes": float(w.nodes)}
+            "activation_bytes": acts, "nodes": float(w.nodes), "node_work": node_work if whole else None}
 
 
 def check_references(profiles: list[Profile], cache_dir: Path) -> CheckReport:

@@ -30,6 +30,8 @@ CONVENTIONS = {
                    "stored integer width counts",
     "bytes_moved": "estimate: every initializer once at its storage width (incl. scales and zero points) + "
                    "graph inputs and outputs for this batch; intermediate activations are not counted",
+    "node_work": "per node: class of op (conv, matmul, other), MACs, bytes of its constant inputs, bytes of its "
+                 "other inputs and outputs (what a node-by-node roofline moves); equal nodes grouped with a count",
     "params": "elements of weight initializers; scales, zero points and int64 shape constants excluded; "
               "MatMulNBits counts N x K",
 }
@@ -104,6 +106,8 @@ class WorkCount:
     by_node: list[dict] = field(default_factory=list)
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     batch_size: int = 1
+    # [[class, macs, weight bytes, activation bytes, count], ...]: the node-by-node roofline's input
+    node_work: list[list] = field(default_factory=list)
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -116,7 +120,7 @@ class WorkCount:
             "params": self.params, "weight_bytes": self.weight_bytes, "activation_bytes": self.activation_bytes,
             "bytes_moved": self.bytes_moved, "nodes": self.nodes, "weight_bits": self.weight_bits,
             "batch_size": self.batch_size, "by_op": self.by_op, "uncounted_ops": self.uncounted_ops,
-            "conventions": CONVENTIONS,
+            "node_work": self.node_work, "conventions": CONVENTIONS,
         }
 
 
@@ -724,6 +728,7 @@ def count_work(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, dims
         entry.update({"macs": m, "elementwise_ops": e, "weight_bits": row["weight_bits"],
                       "act_bits": row["act_bits"]})
         by_node.append(entry)
+    node_work = _node_work(proto, shapes, by_node)
     for op in by_op.values():
         op["share"] = op["macs"] / macs if macs else 0.0
     for op_type, n in uncounted.items():
@@ -754,7 +759,40 @@ def count_work(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, dims
                      weight_bytes=weight_bytes, activation_bytes=act_bytes, bytes_moved=weight_bytes + act_bytes,
                      nodes=len(proto.graph.node), weight_bits=round(weight_bits, 4),
                      by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1]["macs"])), by_node=by_node,
-                     uncounted_ops=dict(uncounted), batch_size=batch_size)
+                     uncounted_ops=dict(uncounted), batch_size=batch_size, node_work=node_work)
+
+
+CONV_OPS = frozenset({"Conv", "ConvInteger", "QLinearConv", "ConvTranspose"})
+
+
+def _node_work(proto: onnx.ModelProto, shapes: dict, by_node: list[dict]) -> list[list]:
+    """Each counted node's class, MACs and bytes (constants apart from activations), equal ones grouped:
+    [[class, macs, weight bytes, activation bytes, count], ...]. A node with an unknown shape is left out."""
+    inits = {t.name for t in proto.graph.initializer}
+    groups: Counter = Counter()
+    for node, entry in zip(proto.graph.node, by_node):
+        if entry.get("macs") is None:
+            continue
+        wbytes = abytes = 0
+        known = True
+        for name in [*node.input, *node.output]:
+            if not name:
+                continue
+            elem, shape = shapes.get(name, (0, None))
+            if shape is None:
+                known = False
+                break
+            n = math.ceil(math.prod(shape) * DTYPE_BITS.get(elem, 32) / 8)
+            if name in inits:
+                wbytes += n
+            else:
+                abytes += n
+        if not known:
+            continue
+        m = entry["macs"]
+        cls = "conv" if node.op_type in CONV_OPS else "matmul" if m else "other"
+        groups[(cls, m, wbytes, abytes)] += 1
+    return [[c, m, w, a, n] for (c, m, w, a), n in sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][0]))]
 
 
 # ------------------------------------------------------------------------------------------- printing

@@ -89,30 +89,37 @@ def _session_options(threads: int, options: dict[str, Any]):
 def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
     """{precision: {"ops_per_s", "kernel"} or {"error"}}: the best of `reps` runs of each registered
     precision's n x n x n matrix-product graph (its `onnx_matmul`) on ONNX Runtime's CPU provider, its
-    default threads: the peak this runtime's own kernels reach here (MLAS int8 is not torch._int_mm)."""
-    import time
-
+    default threads: the peak this runtime's own kernels reach here (MLAS int8 is not torch._int_mm).
+    "conv/PRECISION" keys: the same for the precision's 3x3 convolution graph (`onnx_conv`)."""
     import onnxruntime as ort
 
+    from effbench.variants.microgemm import conv_macs
     from effbench.variants.specs import PRECISIONS
     out: dict[str, dict[str, Any]] = {}
     for spec in PRECISIONS.values():
-        if spec.onnx_matmul is None:
-            continue
-        try:
-            model, feeds, kernel = spec.onnx_matmul(n)
-            sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-            sess.run(None, feeds)
-            best = float("inf")
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                sess.run(None, feeds)
-                best = min(best, time.perf_counter() - t0)
-            out[spec.name] = {"ops_per_s": 2.0 * n ** 3 / best,
-                              "kernel": f"onnxruntime {ort.__version__} {kernel}, CPU provider, default threads"}
-        except Exception as e:  # no CPU kernel for this type (bf16 MatMul): recorded, not fatal
-            out[spec.name] = {"error": _first_line(e)}
+        for key, build, macs in ((spec.name, spec.onnx_matmul and (lambda s=spec: s.onnx_matmul(n)), n ** 3),
+                                 (f"conv/{spec.name}", spec.onnx_conv, conv_macs())):
+            if build is None:
+                continue
+            try:
+                model, feeds, kernel = build()
+                best = _best_run(ort.InferenceSession(model, providers=["CPUExecutionProvider"]), feeds, reps)
+                out[key] = {"ops_per_s": 2.0 * macs / best,
+                            "kernel": f"onnxruntime {ort.__version__} {kernel}, CPU provider, default threads"}
+            except Exception as e:  # no CPU kernel for this type (bf16 MatMul): recorded, not fatal
+                out[key] = {"error": _first_line(e)}
     return out
+
+
+def _best_run(sess, feeds: dict[str, Any], reps: int) -> float:
+    import time
+    sess.run(None, feeds)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 _SHARED_POOL: list[int] = []

@@ -33,6 +33,9 @@ class PrecisionSpec:
     # an ONNX graph of one n x n x n matrix product in this precision (variants.microgemm): what a graph
     # runtime achieves with its own kernels, for the local profile's per-runtime peak
     onnx_matmul: Callable[[int], tuple[bytes, dict[str, Any], str]] | None = None
+    # an ONNX graph of one 3x3 convolution in this precision (variants.microgemm.conv), with its MACs:
+    # the runtime's convolution kernels, which a CNN's projection uses for its Conv nodes
+    onnx_conv: Callable[[], tuple[bytes, dict[str, Any], str]] | None = None
 
     def labels(self) -> tuple[str, ...]:
         return (self.name,) + tuple(f"{self.name}-{m}" for m in self.methods)
@@ -113,19 +116,28 @@ def _microgemm(elem: str):
     return build
 
 
+def _microconv(elem: str):
+    """A precision's `onnx_conv`: variants.microgemm's 3x3 convolution for `elem`."""
+    def build():
+        from effbench.variants.microgemm import conv
+        return conv(elem)
+    return build
+
+
 for _spec in (
     PrecisionSpec("fp32", 32, 32, pj_per_mac_45nm=4.6, energy_note=_HOROWITZ, matmul_dtype="float32",
-                  reference=True, order=0, headline=True, onnx_matmul=_microgemm("float")),
+                  reference=True, order=0, headline=True, onnx_matmul=_microgemm("float"),
+                  onnx_conv=_microconv("float")),
     PrecisionSpec("fp16", 16, 16, options={"keep_io_types": (bool, True)}, pj_per_mac_45nm=1.5,
                   energy_note=_HOROWITZ, matmul_dtype="float16", order=1, headline=True,
-                  onnx_matmul=_microgemm("float16")),
+                  onnx_matmul=_microgemm("float16"), onnx_conv=_microconv("float16")),
     PrecisionSpec("bf16", 16, 16, options={"keep_io_types": (bool, True)}, pj_per_mac_45nm=1.5,
                   energy_note=_HOROWITZ + "; bf16 taken as fp16 (same 16-bit datapath class)",
                   matmul_dtype="bfloat16", order=2, onnx_matmul=_microgemm("bfloat16")),
     PrecisionSpec("int8", 8, 8, methods=("dynamic", "static"),
                   options={"per_channel": (bool, True), "calibration_samples": (int, 256)}, check=_check_int8,
                   pj_per_mac_45nm=0.23, energy_note=_HOROWITZ, matmul_dtype="int8", order=3, headline=True,
-                  onnx_matmul=_microgemm("int8")),
+                  onnx_matmul=_microgemm("int8"), onnx_conv=_microconv("int8")),
     # weight-only int4: the MACs consume fp32 activations
     PrecisionSpec("int4", 4, 32, options={"block_size": (int, 32), "symmetric": (bool, True),
                                           "accuracy_level": (int, 4)}, check=_check_int4,

@@ -35,18 +35,23 @@ def test_recovers_planted_derates(make_profile, make_record, tmp_path):
     planted = {("onnxruntime", "fp32"): 0.4, ("onnxruntime", "int8"): 0.15, ("torch", "fp32"): 0.7}
     local, recs = _synthetic(make_profile, make_record, dc=planted, dm=0.6, overhead=3e-6)
     rep = calibrate(recs, profile=local, cache_dir=tmp_path, leave_one_out=False)
+    # efficiencies are shrunk toward the micro-benchmarked peak (1): each lands at least most of the way
+    # from 1 to the planted value (in log terms), never beyond it
     for (runner, prec), v in planted.items():
-        assert rep.compute_by[f"{runner}/{prec}"] == pytest.approx(v, rel=0.02)
-    assert rep.memory == pytest.approx(0.6, rel=0.02)
-    assert rep.per_op_overhead_s == pytest.approx(3e-6, rel=0.05)
-    assert rep.mdape_after < 1.0 < rep.mdape_before
+        got = rep.compute_by[f"{runner}/{prec}/matmul"]
+        assert v * 0.999 <= got and abs(math.log(got / v)) < 0.35 * abs(math.log(v)), (runner, prec, got)
+    assert 0.6 <= rep.memory < 0.75
+    for runner in ("onnxruntime", "torch"):  # the planted per-node cost, no per-call cost
+        assert rep.node_overhead_by_runner[runner]["other"] == pytest.approx(3e-6, rel=0.1)
+        assert rep.call_overhead_by_runner[runner] < 2e-6  # under one planted node
+    assert rep.mdape_after < rep.mdape_before / 3
     assert "median absolute % error" in rep.text()
     saved = json.loads((tmp_path / CALIBRATION_FILE).read_text())
-    assert saved["compute_by"]["onnxruntime/int8"] == pytest.approx(0.15, rel=0.02)
+    assert saved["compute_by"]["onnxruntime/int8/matmul"] == rep.compute_by["onnxruntime/int8/matmul"]
     # the calibrated profile now projects the measured latency
     calibrated = apply_calibration(local, saved)
     p = project_record(recs[0], [calibrated])["local"]
-    assert abs(p.error_pct) < 2.0
+    assert abs(p.error_pct) < 25.0
 
 
 def test_noisy_measurements_still_improve(make_profile, make_record, tmp_path):
@@ -54,9 +59,9 @@ def test_noisy_measurements_still_improve(make_profile, make_record, tmp_path):
     local, recs = _synthetic(make_profile, make_record, dc=planted, dm=0.5, overhead=2e-6, noise=0.1, seed=3)
     rep = calibrate(recs, profile=local, write=False)
     assert rep.written_to is None
-    assert rep.mdape_after < 15.0 < rep.mdape_before
-    assert rep.mdape_loo is not None and rep.mdape_loo < 30.0
-    assert rep.compute_by["onnxruntime/int8"] == pytest.approx(0.1, rel=0.25)
+    assert rep.mdape_after < rep.mdape_before / 2
+    assert rep.mdape_loo is not None and rep.mdape_loo < rep.mdape_before / 1.5
+    assert 0.1 <= rep.compute_by["onnxruntime/int8/matmul"] < 0.3
 
 
 def test_skips_unusable_records(make_profile, make_record):

@@ -223,3 +223,26 @@ def test_every_shipped_projection_draws_between_idle_and_load_power():
                 assert idle - 1e-9 <= power <= (load or math.inf) + 1e-9, (p.id, prec, power, idle, load)
                 checked += 1
     assert checked >= 10
+
+
+def test_node_by_node_roofline_where_the_profile_knows_its_on_chip_bandwidth(make_profile, make_record):
+    """Each node is compute- or memory-bound on its own (its class's peak; its bytes on chip when they
+    fit), then the nodes add up with their per-node cost and one call's cost."""
+    from effbench.devices.profile import Figure
+    prof = make_profile(memory={"bandwidth_bytes_per_s": {"value": 1e9, "source": "test"},
+                                "sram_bytes": {"value": 1e4, "source": "test"},
+                                "sram_bandwidth_bytes_per_s": {"value": 1e10, "source": "test"}},
+                        peak_ops_by_runner={"onnxruntime/conv": {"fp32": {"dense": {"value": 1e9, "source": "test"}}}})
+    prof = prof.model_copy(update={"call_overhead_by_runner": {"onnxruntime": Figure(value=5e-6, source="test")},
+                                   "node_overhead_by_runner": {"onnxruntime": {
+                                       "conv": Figure(value=2e-6, source="test"),
+                                       "other": Figure(value=1e-6, source="test")}}})
+    node_work = [["conv", 1e6, 1000, 1000, 2],      # 2 ms compute at the conv peak vs 0.2 us on chip
+                 ["other", 0, 0, 40000, 3]]         # 40 kB does not fit the 10 kB on chip: 40 us at DRAM rate
+    rec = make_record(macs=2e6, bytes_moved=1e5, nodes=5, node_work=node_work)
+    p = project_record(rec, [prof])["toy"]
+    expected = 5e-6 + 2 * (2e-6 + 2e6 / 1e9) + 3 * (1e-6 + 40000 / 1e9)
+    assert p.latency_ms == pytest.approx(expected * 1e3)
+    assert p.compute_ms == pytest.approx(2 * 2e6 / 1e9 * 1e3)
+    without = project_record(make_record(macs=2e6, bytes_moved=1e5, nodes=5), [prof])["toy"]
+    assert without.latency_ms != pytest.approx(p.latency_ms)  # records without node_work: whole-graph roofline
