@@ -328,6 +328,9 @@ class Projection(Section):
     avg_power_w: float | None = None
     measured_latency_ms: float | None = None
     error_pct: float | None = None
+    # the prediction interval: latency x the profile's error band (leave-one-out percentiles), and its source
+    latency_band_ms: tuple[float, float] | None = None
+    band_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

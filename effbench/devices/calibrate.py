@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from effbench.devices.detect import CALIBRATION_FILE, default_cache_dir, detect, fingerprint, local_profile
-from effbench.devices.profile import OPS_PER_MAC, Derate, Figure, Profile
+from effbench.devices.profile import OPS_PER_MAC, Derate, ErrorBand, Figure, Profile
 from effbench.devices.project import project_one, work_per_call
 from effbench.errors import UserError
 from effbench.results import Record
@@ -55,6 +55,7 @@ class CalibrationReport:
     loo_after_pct: list[float] = field(default_factory=list)  # leave-one-out errors: honest out-of-sample
     call_overhead_by_runner: dict[str, float] = field(default_factory=dict)
     node_overhead_by_runner: dict[str, dict[str, float]] = field(default_factory=dict)
+    error_band: dict[str, Any] | None = None
     written_to: str | None = None
 
     @property
@@ -82,7 +83,7 @@ class CalibrationReport:
         return {"profile": self.profile_id, "compute": self.compute, "memory": self.memory,
                 "compute_by": self.compute_by, "per_op_overhead_s": self.per_op_overhead_s,
                 "call_overhead_by_runner": self.call_overhead_by_runner,
-                "node_overhead_by_runner": self.node_overhead_by_runner,
+                "node_overhead_by_runner": self.node_overhead_by_runner, "error_band": self.error_band,
                 "mdape_before": self.mdape_before, "mdape_after": self.mdape_after, "mdape_loo": self.mdape_loo,
                 "cells": [{**c.__dict__, "before_pct": c.before_pct, "after_pct": c.after_pct} for c in self.cells],
                 "skipped": [{"cell_id": a, "reason": b} for a, b in self.skipped],
@@ -103,6 +104,9 @@ class CalibrationReport:
             f"median absolute % error: before (uncalibrated) {pct(self.mdape_before)}, after {pct(self.mdape_after)}"
             + (f", leave-one-out {pct(self.mdape_loo)}" if self.loo_after_pct else ""),
             f"  {' + '.join(headline_pair())} cells at batch 32 ({sub['n']}): before {pct(sub['mdape_before'])}, after {pct(sub['mdape_after'])}",
+            (f"prediction interval of later projections (leave-one-out measured / projected, 10th-90th "
+             f"percentile): x{self.error_band['low']:.2f} to x{self.error_band['high']:.2f}"
+             if self.error_band else "too few cells for a prediction interval (5 needed)"),
             f"derates: memory {self.memory:.3g}, compute (all) {self.compute:.3g}; "
             + ", ".join(f"{k} {v:.3g}" for k, v in sorted(self.compute_by.items())),
             "overheads: " + "; ".join(
@@ -281,7 +285,9 @@ def apply_figures(profile: Profile, figures: dict[str, Any], src: str) -> Profil
                     compute_by={k: fig(v) for k, v in eff.items() if v > 0})
     out = profile.with_derate(derate, fig(figures["per_op_overhead_s"]) if figures.get("per_op_overhead_s") is not None
                               else None)
+    band = figures.get("error_band")
     return out.model_copy(update={
+        "error_band": ErrorBand(low=band["low"], high=band["high"], source=f"{src}: {band['source']}") if band else None,
         "call_overhead_by_runner": {r: fig(v) for r, v in (figures.get("call_overhead_by_runner") or {}).items()},
         "node_overhead_by_runner": {r: {k: fig(v) for k, v in d.items()}
                                     for r, d in (figures.get("node_overhead_by_runner") or {}).items()}})
@@ -319,12 +325,19 @@ def calibrate(records: list[Record], *, cache_dir: Path | None = None, write: bo
             th = _fit(design.subset(keep), measured[keep], prior, weight)  # what only this cell informs stays put
             pred = project_one(r, _calibrated(base, params, th, src)[0]).latency_ms
             loo.append((pred - measured[i] * 1e3) / (measured[i] * 1e3) * 100.0)
+    if len(loo) >= 5:  # the prediction interval later projections carry: LOO measured / projected
+        ratios = np.sort(1.0 / (1.0 + np.array(loo) / 100.0))
+        figures["error_band"] = {"low": float(np.quantile(ratios, 0.1)), "high": float(np.quantile(ratios, 0.9)),
+                                 "source": f"10th-90th percentile of measured / projected over {len(loo)} cells, "
+                                           "each left out of the calibration that projected it"}
+        after_profile = apply_figures(base, figures, src)
     node_mean = [v for d in figures["node_overhead_by_runner"].values() for v in d.values()]
     eff = figures["compute_by"]
     report = CalibrationReport(base.id, cells, statistics.geometric_mean(eff.values()) if eff else 1.0,
                                figures["memory"], eff, statistics.median(node_mean) if node_mean else 0.0,
                                skipped, loo, call_overhead_by_runner=figures["call_overhead_by_runner"],
-                               node_overhead_by_runner=figures["node_overhead_by_runner"])
+                               node_overhead_by_runner=figures["node_overhead_by_runner"],
+                               error_band=figures.get("error_band"))
     if write:
         report.written_to = str(_write(cache_dir, report, len(usable)))
     return report
@@ -339,7 +352,7 @@ def _write(cache_dir: Path | None, report: CalibrationReport, n: int) -> Path:
             "compute": report.compute, "memory": report.memory, "compute_by": report.compute_by,
             "per_op_overhead_s": report.per_op_overhead_s,
             "call_overhead_by_runner": report.call_overhead_by_runner,
-            "node_overhead_by_runner": report.node_overhead_by_runner,
+            "node_overhead_by_runner": report.node_overhead_by_runner, "error_band": report.error_band,
             "mdape_before": report.mdape_before, "mdape_after": report.mdape_after}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

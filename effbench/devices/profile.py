@@ -136,6 +136,21 @@ class Derate(_Strict):
         return d
 
 
+class ErrorBand(_Strict):
+    """How far this profile's projections are from what was measured: the 10th and 90th percentiles of
+    measured / projected over held-out checks (leave-one-out), and what they were."""
+
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    source: str = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ErrorBand:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+
 class Reference(_Strict):
     """A published measurement of a standard model on this device: what `effbench profiles check`
     projects and compares with. Exactly one of `latency_ms` (per call at `batch`) and `throughput_ips`."""
@@ -203,6 +218,8 @@ class Profile(_Strict):
     gpu_names: list[str] = Field(default_factory=list)
     # published measurements of standard models on this device (`effbench profiles check`)
     references: list[Reference] = Field(default_factory=list)
+    # the projection's prediction interval: every projection's latency x [low, high]
+    error_band: ErrorBand | None = None
     path: str | None = Field(default=None, exclude=True)  # where it was loaded from (not a YAML key)
 
     @model_validator(mode="after")
@@ -538,6 +555,9 @@ def profile_show_text(profile_id: str, profile: Profile | None = None) -> str:
         fig(f"derate.compute_by.{k}", f)
     fig("per_op_overhead_s", p.per_op_overhead_s, "s")
     out.append(f"  meters: {', '.join(p.meters) if p.meters else 'none'}")
+    if p.error_band:
+        out.append(f"  error_band = measured x{p.error_band.low:g} to x{p.error_band.high:g} of the projection")
+        out.append(f"      source: {p.error_band.source}")
     for i, r in enumerate(p.references):
         figure = f"{r.latency_ms:g} ms per call" if r.latency_ms else f"{r.throughput_ips:g} inferences/s"
         out.append(f"  references[{i}] = {r.model} batch {r.batch} {r.precision} ({r.runtime}, {r.scenario}): {figure}"

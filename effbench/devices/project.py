@@ -165,6 +165,9 @@ def _project_work(work: dict[str, Any], precision: str, runner: str | None, prof
     if not math.isfinite(latency_s):
         out["reason"] = f"{profile.id} declares zero memory bandwidth"
         return out
+    if profile.error_band is not None:
+        out["latency_band_ms"] = [latency_s * 1e3 * profile.error_band.low, latency_s * 1e3 * profile.error_band.high]
+        out["band_source"] = profile.error_band.source
     out.update(status="ok", latency_ms=latency_s * 1e3, bound="compute" if compute_s >= memory_s else "memory",
                compute_ms=compute_s * 1e3, memory_ms=memory_s * 1e3, overhead_ms=overhead_s * 1e3,
                batch_size=int(work["batch"]), precision=precision)

@@ -14,6 +14,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from effbench.devices.profile import Profile, Reference
 
 
@@ -57,6 +59,14 @@ class CheckReport:
         return [c for c in self.checks if c.power_w is not None and c.power_bounds[0] is not None
                 and not (c.power_bounds[0] - 1e-9 <= c.power_w <= (c.power_bounds[1] or math.inf) + 1e-9)]
 
+    def bands(self) -> dict[str, tuple[float, float] | None]:
+        """10th-90th percentile of published / projected: as shipped uncalibrated, and leave-one-out
+        calibrated (the prediction interval a profile's `error_band` states)."""
+        def band(xs: list[float]) -> tuple[float, float] | None:
+            return (float(np.quantile(xs, 0.1)), float(np.quantile(xs, 0.9))) if len(xs) >= 3 else None
+        return {"uncalibrated": band([1 / c.factor for c in self.checks if c.factor]),
+                "leave_one_out": band([1 / c.loo_factor for c in self.checks if c.loo_factor])}
+
     def summary(self) -> dict[str, float | int | None]:
         raw = [_fold(c.factor) for c in self.checks if c.factor]
         loo = [_fold(c.loo_factor) for c in self.checks if c.loo_factor]
@@ -70,7 +80,7 @@ class CheckReport:
                 "power_outside_idle_load": len(self.power_outside())}
 
     def to_json(self) -> dict:
-        return {"summary": self.summary(), "calibration_scale": self.calibration,
+        return {"summary": self.summary(), "bands": self.bands(), "calibration_scale": self.calibration,
                 "checks": [{"profile": c.profile, "model": c.ref.model, "batch": c.ref.batch,
                             "precision": c.ref.precision, "runtime": c.ref.runtime, "scenario": c.ref.scenario,
                             "published_ms_per_inference": c.published_s * 1e3,
@@ -100,6 +110,10 @@ class CheckReport:
                          + (f"calibrated on the others (leave-one-out): median {s['loo_median_factor']:.2f}, worst "
                             f"{s['loo_max_factor']:.1f}" if s["loo_median_factor"] else "too few references for "
                             "leave-one-out"))
+        for name, b in self.bands().items():
+            if b:
+                lines.append(f"published / projected, 10th-90th percentile ({name.replace('_', '-')}): "
+                             f"{b[0]:.2f} to {b[1]:.2f}")
         powered = [c for c in self.checks if c.power_w is not None]
         if powered:
             lines.append(f"implied average power of the projections: {len(powered) - len(self.power_outside())} of "

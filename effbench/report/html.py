@@ -357,6 +357,10 @@ def _projections(rows: Sequence[Row]) -> str:
             badge = (_tag("fits", "fits", "fits in the device's memory") if fits is True else
                      _tag("nofit", "does not fit", "exceeds the device's memory") if fits is False else "")
             bound = f'<div class="ci">{e(p.bound)}-bound</div>' if p.bound else ""
+            band = p.latency_band_ms
+            if band:
+                bound += (f'<div class="ci" title="{e(p.band_source or "")}">likely {e(fmt_ms(_f(band[0])))} to '
+                          f'{e(fmt_ms(_f(band[1])))}</div>')
             energy = _f(p.energy_mj)
             tds.append(f'<td class="{"proj-nofit" if fits is False else ""}">'
                        f'{e(fmt_ms(_f(p.latency_ms)))} · {e(fmt_si(energy * 1e-3 if energy is not None else None, "J"))}'
@@ -379,7 +383,8 @@ def _projections(rows: Sequence[Row]) -> str:
     return f"""
 <section id="projections"><h2>Device projections</h2>
 <p class="muted">Projected, not measured: latency (ms) · energy per inference from the roofline and energy
-model of each device profile. {e(summary)}</p>
+model of each device profile; "likely" is the profile's prediction interval (10th to 90th percentile of
+measured / projected on held-out checks: its source is on hover). {e(summary)}</p>
 <div class="scroll"><table class="eb-table compact"><thead><tr><th>model</th><th>variant</th><th>runner</th>
 <th>batch</th><th>scenario</th><th title="local projection / measured median - 1">local calibration error</th>{head}</tr></thead>
 <tbody>{''.join(body)}</tbody></table></div></section>"""

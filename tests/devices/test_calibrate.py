@@ -62,6 +62,12 @@ def test_noisy_measurements_still_improve(make_profile, make_record, tmp_path):
     assert rep.mdape_after < rep.mdape_before / 2
     assert rep.mdape_loo is not None and rep.mdape_loo < rep.mdape_before / 1.5
     assert 0.1 <= rep.compute_by["onnxruntime/int8/matmul"] < 0.3
+    # the leave-one-out errors become the calibrated profile's prediction interval
+    band = rep.error_band
+    assert band is not None and 0 < band["low"] <= band["high"] and "left out" in band["source"]
+    calibrated = apply_calibration(local, {**rep.to_json(), "calibrated_at": "now", "cells": len(rep.cells)})
+    p = project_record(recs[0], [calibrated])["local"]
+    assert p.latency_band_ms == pytest.approx((p.latency_ms * band["low"], p.latency_ms * band["high"]))
 
 
 def test_skips_unusable_records(make_profile, make_record):

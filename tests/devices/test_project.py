@@ -246,3 +246,12 @@ def test_node_by_node_roofline_where_the_profile_knows_its_on_chip_bandwidth(mak
     assert p.compute_ms == pytest.approx(2 * 2e6 / 1e9 * 1e3)
     without = project_record(make_record(macs=2e6, bytes_moved=1e5, nodes=5), [prof])["toy"]
     assert without.latency_ms != pytest.approx(p.latency_ms)  # records without node_work: whole-graph roofline
+
+
+def test_a_projection_carries_its_profiles_prediction_interval(make_profile, make_record):
+    prof = make_profile(error_band={"low": 0.5, "high": 2.0, "source": "test: leave-one-out percentiles"})
+    p = project_record(make_record(macs=1e9, bytes_moved=1e6, nodes=0), [prof])["toy"]
+    assert p.latency_band_ms == pytest.approx((p.latency_ms * 0.5, p.latency_ms * 2.0))
+    assert "leave-one-out" in p.band_source
+    plain = project_record(make_record(macs=1e9, bytes_moved=1e6, nodes=0), [make_profile()])["toy"]
+    assert plain.latency_band_ms is None
