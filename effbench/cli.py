@@ -74,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--by", default="op", help="op or node")
     f.add_argument("--json", action="store_true", help="one JSON object")
 
+    ly = sub.add_parser("layers", help="where one cell's time goes, layer by layer (ONNX Runtime's profiler)")
+    ly.add_argument("suite")
+    ly.add_argument("--cell", required=True, help="the cell id (a glob matching exactly one)")
+    ly.add_argument("-o", "--out", help="output folder (default reports/<suite name>); writes layers/<cell>/")
+    ly.add_argument("--runs", type=int, default=50, help="profiled calls (default 50)")
+    ly.add_argument("--top", type=int, default=15, help="layers to print")
+    ly.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
+    ly.add_argument("--no-progress", action="store_true")
+
     pr = sub.add_parser("profiles", help="device profiles: list, show, calibrate, check")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
     psub.add_parser("list", help="table of shipped profiles")
@@ -321,6 +330,16 @@ def _cmd_profiles(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_layers(a: argparse.Namespace) -> int:
+    from effbench.layer_profile import profile_cell
+    from effbench.measure.layers import text
+    rows, folder = profile_cell(a.suite, a.cell, out_dir=a.out, cache_dir=a.cache_dir, runs=a.runs,
+                                progress=not a.no_progress)
+    print(text(rows, top=a.top))
+    print(f"written: {folder / 'layers.csv'}, {folder / 'layers.json'}")
+    return 0
+
+
 def check_models(suite) -> list[str]:
     """Open what can be opened without running anything: ONNX inputs vs the suite, datasets vs inputs.
 
@@ -342,7 +361,7 @@ def check_models(suite) -> list[str]:
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "report": _cmd_report, "compare": _cmd_compare,
-            "flops": _cmd_flops, "profiles": _cmd_profiles}
+            "flops": _cmd_flops, "profiles": _cmd_profiles, "layers": _cmd_layers}
 
 
 def main(argv: list[str] | None = None) -> int:

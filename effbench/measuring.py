@@ -288,3 +288,24 @@ def profile_variant(cell: Cell, variant: Variant, artifact: dict, feeds: dict, b
             traceback.print_exc()
             out["quality"] = {"metric": quality.get("metric"), "value": None, "status": "failed", "reason": gist(e)}
     return out
+
+
+def layer_profile(cell: Cell, variant: Variant, artifact: dict, feeds: dict, runs: int) -> dict:
+    """The per-layer worker: the runner's own profiler over `runs` calls, folded onto the graph's nodes
+    with their MACs and bytes (`measure.layers`). A runner without a profiler is Unsupported."""
+    import numpy as np
+
+    from effbench.measure.flops import count_work
+    from effbench.measure.layers import fold, kernel_times, links
+    from effbench.runners import Unsupported, runner_class
+    profile = getattr(runner_class(cell.runner), "profile_kernels", None)
+    if profile is None:
+        raise Unsupported(f"the {cell.runner} runner has no per-kernel profiler wired to effbench yet")
+    if not variant.own_graph(cell.runner):
+        raise Unsupported(f"the {variant.label} variant has no graph for {cell.runner}"
+                          + (f" ({variant.onnx_reason})" if variant.onnx_reason else ""))
+    arrays = {k: np.asarray(a) for k, a in feeds.items()}
+    events, graph = profile(variant, cell.threads or 1, arrays, runs)
+    work = count_work(graph, batch_size=cell.batch_size, dims=artifact.get("dims") or {})
+    rows = fold(kernel_times(events, runs), work.by_node, links(graph))
+    return {"rows": [r.to_json() for r in rows], "graph": graph, "runs": runs}

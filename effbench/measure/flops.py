@@ -789,6 +789,7 @@ def _node_work(proto: onnx.ModelProto, shapes: dict, by_node: list[dict]) -> lis
                 abytes += n
         if not known:
             continue
+        entry["bytes"] = wbytes + abytes
         m = entry["macs"]
         cls = "conv" if node.op_type in CONV_OPS else "matmul" if m else "other"
         groups[(cls, m, wbytes, abytes)] += 1

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from effbench.report import figures
+from effbench.report import figures, layers
 from effbench.report.overview import Overview
 from effbench.report.table import FP32, Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
 from effbench.units import fmt_bytes, fmt_si
@@ -515,12 +515,14 @@ def unpack_figures(packed: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_html(rows: Sequence[Row], overview: Overview, *, verdict_rows: list[dict] | None = None,
-                verdict_note: str | None = None) -> str:
+                verdict_note: str | None = None, layer_profiles: list[dict] | None = None) -> str:
     figs: dict[str, Any] = {}
     pareto, latency, tput, work = _charts(rows, figs)
     nav = [("decision", "Decision table"), ("pareto", "Pareto"), ("latency", "Latency"),
            ("throughput", "Throughput"), ("projections", "Devices"), ("work", "Work"),
            ("failures", "Failures")]
+    if layer_profiles:
+        nav.insert(5, ("layers", "Layers"))
     if verdict_rows is not None or verdict_note:
         nav.append(("regression", "Regression"))
     nav_html = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in nav)
@@ -539,6 +541,7 @@ Boxes show the quartiles, whiskers 1.5 IQR, points the outliers.</p>{latency}</s
 <section id="throughput"><h2>Throughput against batch size</h2>
 <p class="muted">Offline scenario where measured. Line style tells the runner apart.</p>{tput}</section>
 {_projections(rows)}
+{layers.section(layer_profiles or [])}
 <section id="work"><h2>Work breakdown</h2><p class="muted">Multiply-accumulates by op type, from the FLOPs
 counter.</p><div class="work-grid">{work}</div></section>
 {_failures(rows)}

@@ -4,8 +4,8 @@ for the outputs before the clock stops."""
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,6 +24,27 @@ class OnnxRuntimeRunner:
     @staticmethod
     def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
         return achieved_peaks(n, reps)
+
+    @staticmethod
+    def profile_kernels(variant, threads: int, feeds: dict[str, Any], runs: int) -> tuple[list[dict], str]:
+        """ONNX Runtime's profiler over `runs` calls of the variant's graph on the CPU provider: its trace
+        events (one per kernel and call) and the graph it ran, for `measure.layers`."""
+        import json
+        import tempfile
+
+        import onnxruntime as ort
+        so = _session_options(threads, {})
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="effbench-prof-")) / "ort")
+        sess = ort.InferenceSession(variant.onnx_path, sess_options=so, providers=["CPUExecutionProvider"])
+        sess.run(None, feeds)  # the first call's allocations are not the layers' time
+        for _ in range(runs):
+            sess.run(None, feeds)
+        path = sess.end_profiling()
+        events = [e for e in json.loads(Path(path).read_text()) if e.get("cat") == "Node"]
+        # the first call's kernels are in the trace too: leave them out
+        per_call = len(events) // (runs + 1) if events else 0
+        return events[per_call:], variant.onnx_path
 
     def supports(self, variant) -> Support:
         if not variant.onnx_path:
