@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     ly.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
     ly.add_argument("--no-progress", action="store_true")
 
+    se = sub.add_parser("sensitivity", help="int8 sensitivity of each layer of one model (ONNX Runtime's quantizer)")
+    se.add_argument("suite")
+    se.add_argument("--model", required=True, help="the suite's model id")
+    se.add_argument("-o", "--out", help="output folder (default reports/<suite name>); writes sensitivity/<model>/")
+    se.add_argument("--samples", type=int, default=256, help="inputs scored (default 256)")
+    se.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
+    se.add_argument("--no-progress", action="store_true")
+
     pr = sub.add_parser("profiles", help="device profiles: list, show, calibrate, check")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
     psub.add_parser("list", help="table of shipped profiles")
@@ -340,6 +348,15 @@ def _cmd_layers(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sensitivity(a: argparse.Namespace) -> int:
+    from effbench.layer_profile import sensitivity, sensitivity_text
+    result, folder = sensitivity(a.suite, a.model, out_dir=a.out, cache_dir=a.cache_dir, samples=a.samples,
+                                 progress=not a.no_progress)
+    print(sensitivity_text(result))
+    print(f"written: {folder / 'sensitivity.csv'}, {folder / 'sensitivity.json'}")
+    return 0
+
+
 def check_models(suite) -> list[str]:
     """Open what can be opened without running anything: ONNX inputs vs the suite, datasets vs inputs.
 
@@ -361,7 +378,8 @@ def check_models(suite) -> list[str]:
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "report": _cmd_report, "compare": _cmd_compare,
-            "flops": _cmd_flops, "profiles": _cmd_profiles, "layers": _cmd_layers}
+            "flops": _cmd_flops, "profiles": _cmd_profiles, "layers": _cmd_layers,
+            "sensitivity": _cmd_sensitivity}
 
 
 def main(argv: list[str] | None = None) -> int:

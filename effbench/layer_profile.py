@@ -70,3 +70,88 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
     write(rows, folder, {"cell_id": cell.cell_id, "graph": res.value["graph"], "runs": runs,
                          "timing": "ONNX Runtime's profiler: per-kernel durations, median over the calls"})
     return rows, folder
+
+
+def sensitivity(suite: Suite | str | Path, model_id: str, *, out_dir: str | Path | None = None,
+                cache_dir: str | Path | None = None, samples: int = 256, progress: bool = True) -> tuple[dict, Path]:
+    """`effbench sensitivity SUITE --model ID`: each quantizable layer of the model's graph quantized to int8
+    alone, and kept alone in FP32 with the rest quantized, scored on the model's dataset (or generated
+    inputs, against the FP32 outputs); writes sensitivity.csv and sensitivity.json."""
+    import csv
+    import json
+
+    from effbench.execute import RunOptions, SuiteRun
+    from effbench.models.sources import default_cache_dir
+    from effbench.progress import Progress
+    from effbench.variants.integer import graph_kind
+    from effbench.variants.sensitivity import LayerSensitivity, Score
+    from effbench.workers import run_in_worker
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    cells = [c for c in suite.cells(None) if c.model == model_id]
+    if not cells:
+        raise UserError(f"the suite has no model '{model_id}' (it has {', '.join(m.id for m in suite.spec.models)})",
+                        file=suite.path, field="--model", fix="name one of the suite's model ids")
+    if samples < 1:
+        raise UserError(f"--samples must be at least 1, got {samples}", field="--samples", fix="use --samples 256")
+    out = Path(out_dir) if out_dir else Path("reports") / suite.name
+    run = SuiteRun(suite, RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                                     progress=progress), [])
+    run.logs.mkdir(parents=True, exist_ok=True)
+    run.todo = [(0, cells[0])]
+    bar = Progress(1, progress)
+    try:
+        run.setup(run.todo, bar)
+        art = run.artifacts[model_id]
+        if not hasattr(art, "to_json"):
+            raise UserError(f"model {model_id} could not be prepared: {art.reason}", file=suite.path,
+                            field="models", fix="see the build log under the output folder's logs/")
+        data = run.datasets.get(model_id)
+        inputs = data.inputs if data is not None else art.feeds(min(samples, 256), None, seed=20261128)
+        inputs = {k: v[:samples] for k, v in inputs.items()}
+        labels = data.labels[:samples] if data is not None and data.labels is not None else None
+        kind = graph_kind(art.onnx_path)
+        method = "static" if data is not None or kind == "cnn" else "dynamic"
+        bar.start(f"sensitivity of {model_id}: every layer quantized alone and kept alone ({method} int8)")
+        res = run_in_worker("effbench.variants.sensitivity:analyse",
+                            {"onnx_path": art.onnx_path, "inputs": inputs, "labels": labels, "method": method,
+                             "calibration": inputs if method == "static" else None, "samples": samples,
+                             "op_types": ["MatMul", "Gemm"] if kind == "transformer" else None},
+                            timeout_s=BUILD_TIMEOUT_S * 4, log_path=run.logs / f"sensitivity-{model_id}.log")
+        if res.kind == "user_error":
+            raise res.value
+        if res.kind != "ok":
+            raise UserError(f"the sensitivity analysis of {model_id} {res.kind}: {res.reason}", file=suite.path,
+                            field="--model", fix="see the log under the output folder's logs/")
+    finally:
+        bar.close()
+    result = {"model": model_id, "inputs": "the model's dataset" if data is not None else
+              "generated from the input spec (no dataset): scored against the FP32 outputs", **res.value}
+    folder = out / "sensitivity" / model_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sensitivity.json").write_text(json.dumps(result, indent=1))
+    rows = [LayerSensitivity(**{**r, "only_this": Score(**r["only_this"]), "all_but_this": Score(**r["all_but_this"])})
+            for r in res.value["rows"]]
+    with open(folder / "sensitivity.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].flat()) if rows else ["layer"])
+        w.writeheader()
+        for r in rows:
+            w.writerow(r.flat())
+    return result, folder
+
+
+def sensitivity_text(result: dict, top: int = 20) -> str:
+    def num(x, fmt):
+        return format(x, fmt) if isinstance(x, (int, float)) else "-"
+    lines = [f"{result['model']}: {result['layers_in_graph']} quantizable layers, {result['method']} int8, "
+             f"{result['samples']} samples ({result['inputs']}); metric {result['metric']}: FP32 "
+             f"{num(result['fp32_metric'], '.4f')}, uniform int8 {num(result['uniform_int8']['metric'], '.4f')}",
+             f"{'layer':<36} {'op':<7} {'MACs':>11} {'time':>6} | {'alone: drop':>11} {'SQNR dB':>8} | "
+             f"{'kept FP32: drop':>15} {'SQNR dB':>8}"]
+    for r in result["rows"][:top]:
+        a, b = r["only_this"], r["all_but_this"]
+        lines.append(f"{r['layer'][:36]:<36} {r['op_type']:<7} {r['macs']:>11,} {num(r['time_share'], '>6.1%')} | "
+                     f"{num(a['metric_drop'], '>+11.4f')} {num(a['sqnr_db'], '>8.1f')} | "
+                     f"{num(b['metric_drop'], '>+15.4f')} {num(b['sqnr_db'], '>8.1f')}")
+    lines.append("alone: only this layer int8 (how fragile it is); kept FP32: every other layer int8 (what "
+                 "keeping it recovers). Most fragile first.")
+    return "\n".join(lines)

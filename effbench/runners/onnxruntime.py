@@ -29,22 +29,7 @@ class OnnxRuntimeRunner:
     def profile_kernels(variant, threads: int, feeds: dict[str, Any], runs: int) -> tuple[list[dict], str]:
         """ONNX Runtime's profiler over `runs` calls of the variant's graph on the CPU provider: its trace
         events (one per kernel and call) and the graph it ran, for `measure.layers`."""
-        import json
-        import tempfile
-
-        import onnxruntime as ort
-        so = _session_options(threads, {})
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="effbench-prof-")) / "ort")
-        sess = ort.InferenceSession(variant.onnx_path, sess_options=so, providers=["CPUExecutionProvider"])
-        sess.run(None, feeds)  # the first call's allocations are not the layers' time
-        for _ in range(runs):
-            sess.run(None, feeds)
-        path = sess.end_profiling()
-        events = [e for e in json.loads(Path(path).read_text()) if e.get("cat") == "Node"]
-        # the first call's kernels are in the trace too: leave them out
-        per_call = len(events) // (runs + 1) if events else 0
-        return events[per_call:], variant.onnx_path
+        return profile_graph(variant.onnx_path, threads, feeds, runs), variant.onnx_path
 
     def supports(self, variant) -> Support:
         if not variant.onnx_path:
@@ -130,6 +115,27 @@ def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
             except Exception as e:  # no CPU kernel for this type (bf16 MatMul): recorded, not fatal
                 out[key] = {"error": _first_line(e)}
     return out
+
+
+def profile_graph(path: str, threads: int, feeds: dict[str, Any], runs: int) -> list[dict]:
+    """ONNX Runtime's profiler trace of `runs` calls of the graph at `path` (CPU provider, all graph
+    optimisations): its per-kernel events, the first (warm-up) call's left out."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+    so = _session_options(threads, {})
+    so.enable_profiling = True
+    so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="effbench-prof-")) / "ort")
+    sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    sess.run(None, feeds)  # the first call's allocations are not the layers' time
+    for _ in range(runs):
+        sess.run(None, feeds)
+    trace = Path(sess.end_profiling())
+    events = [e for e in json.loads(trace.read_text()) if e.get("cat") == "Node"]
+    trace.unlink(missing_ok=True)
+    per_call = len(events) // (runs + 1) if events else 0
+    return events[per_call:]
 
 
 def _best_run(sess, feeds: dict[str, Any], reps: int) -> float:

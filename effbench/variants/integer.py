@@ -59,38 +59,48 @@ class _Reader:
         self._it = iter(self.batches)
 
 
-def _onnx_int8(artifact: ModelArtifact, method: str, options: dict, folder: Path, calibration) -> dict:
-    import onnxruntime as ort
+def quantize_onnx_int8(src: str, out: str, method: str, *, per_channel: bool, calibration=None, samples: int = 256,
+                       op_types: list[str] | None = None, nodes_to_quantize: list[str] | None = None,
+                       nodes_to_exclude: list[str] | None = None) -> dict:
+    """ONNX Runtime's int8 quantization of `src` into `out` ("dynamic", or "static" QDQ calibrated on
+    `calibration`), optionally of some nodes only or all but some (the sensitivity analysis); returns
+    what was done, for the build record."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
-    src = _clean_copy(artifact.onnx_path, folder / "fp32-clean.onnx")
-    out = folder / f"model-int8-{method}.onnx"
-    per_channel = bool(options["per_channel"])
-    kind = graph_kind(src)
+    nodes = {"nodes_to_quantize": nodes_to_quantize or [], "nodes_to_exclude": nodes_to_exclude or []}
     with _quiet():
         if method == "dynamic":
-            quantize_dynamic(src, str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
-            build = {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-                     "per_channel": per_channel, "op_types": "default (MatMul, Gemm, Conv, ...)"}
-        else:
-            # Static QDQ over a whole transformer collapsed MiniLM to cosine 0.37 (FIELD-NOTES): softmax and
-            # normalisation stay in float there; only the MatMul/Gemm weights and their inputs are quantized.
-            op_types = ["MatMul", "Gemm"] if kind == "transformer" else None
-            reader = _Reader(calibration, int(options["calibration_samples"]))
+            quantize_dynamic(src, out, weight_type=QuantType.QInt8, per_channel=per_channel,
+                             op_types_to_quantize=op_types or [], **nodes)
+            return {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                    "per_channel": per_channel, "op_types": op_types or "default (MatMul, Gemm, Conv, ...)"}
+        reader = _Reader(calibration, samples)
 
-            class Reader(CalibrationDataReader):
-                def get_next(self):
-                    return reader.get_next()
+        class Reader(CalibrationDataReader):
+            def get_next(self):
+                return reader.get_next()
 
-                def rewind(self):
-                    reader.rewind()
+            def rewind(self):
+                reader.rewind()
 
-            quantize_static(src, str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=op_types, calibrate_method=CalibrationMethod.MinMax)
-            build = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activation_type": "QUInt8",
-                     "weight_type": "QInt8", "per_channel": per_channel, "calibrate_method": "MinMax",
-                     "calibration_samples": reader.n, "op_types": op_types or "all"}
+        quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=op_types, calibrate_method=CalibrationMethod.MinMax, **nodes)
+        return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activation_type": "QUInt8",
+                "weight_type": "QInt8", "per_channel": per_channel, "calibrate_method": "MinMax",
+                "calibration_samples": reader.n, "op_types": op_types or "all"}
+
+
+def _onnx_int8(artifact: ModelArtifact, method: str, options: dict, folder: Path, calibration) -> dict:
+    import onnxruntime as ort
+    src = _clean_copy(artifact.onnx_path, folder / "fp32-clean.onnx")
+    out = folder / f"model-int8-{method}.onnx"
+    kind = graph_kind(src)
+    # Static QDQ over a whole transformer collapsed MiniLM to cosine 0.37 (FIELD-NOTES): softmax and
+    # normalisation stay in float there; only the MatMul/Gemm weights and their inputs are quantized.
+    op_types = ["MatMul", "Gemm"] if kind == "transformer" and method != "dynamic" else None
+    build = quantize_onnx_int8(src, str(out), method, per_channel=bool(options["per_channel"]), calibration=calibration,
+                               samples=int(options["calibration_samples"]), op_types=op_types)
     Path(src).unlink(missing_ok=True)
     build["onnxruntime"] = ort.__version__
     build["graph_kind"] = kind

@@ -1,0 +1,73 @@
+"""Per-layer quantization sensitivity (issue 15, part 2): a layer made fragile ranks first."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ebtest import run_cli
+from effbench.variants.sensitivity import analyse
+
+
+def _mlp(path, fragile: bool):
+    rng = np.random.default_rng(0)
+    w = [rng.standard_normal(s).astype(np.float32) * 0.3 for s in ((16, 32), (32, 32), (32, 10))]
+    if fragile:
+        # fc0 reads an input channel that is 1000x the others (see _inputs) and all but ignores it: the one
+        # int8 scale of fc0's input has no room left for the channels that matter (an outlier channel)
+        w[0][0, :] = 1e-4
+    inits = [numpy_helper.from_array(a, f"w{i}") for i, a in enumerate(w)]
+    nodes = [helper.make_node("Gemm", ["x", "w0"], ["h0"], name="fc0"), helper.make_node("Relu", ["h0"], ["r0"]),
+             helper.make_node("Gemm", ["r0", "w1"], ["h1"], name="fc1"), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("Gemm", ["r1", "w2"], ["y"], name="fc2")]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(path))
+    return str(path)
+
+
+def _inputs(outlier: bool) -> np.ndarray:
+    x = np.random.default_rng(1).random((128, 16)).astype(np.float32)
+    if outlier:
+        x[:, 0] *= 1000.0
+    return x
+
+
+def test_a_fragile_layer_ranks_first_and_keeping_it_recovers(tmp_path):
+    x = _inputs(outlier=True)
+    res = analyse(_mlp(tmp_path / "m.onnx", fragile=True), {"x": x}, None, "static", {"x": x}, samples=128,
+                  profile_runs=3)
+    rows = res["rows"]
+    assert [r["layer"] for r in rows][0] == "fc0" and len(rows) == res["layers_in_graph"] == 3
+    fragile, others = rows[0], rows[1:]
+    assert all(fragile["only_this"]["sqnr_db"] < o["only_this"]["sqnr_db"] - 10 for o in others)
+    # keeping fc0 in FP32 with the rest quantized is far closer to FP32 than quantizing everything
+    assert fragile["all_but_this"]["sqnr_db"] > res["uniform_int8"]["sqnr_db"] + 10
+    assert all(r["time_share"] is not None and r["macs"] > 0 for r in rows)
+    plain = _inputs(outlier=False)
+    sturdy = analyse(_mlp(tmp_path / "s.onnx", fragile=False), {"x": plain}, None, "static", {"x": plain},
+                     samples=128, profile_runs=3)
+    assert min(r["only_this"]["sqnr_db"] for r in sturdy["rows"]) > fragile["only_this"]["sqnr_db"] + 10
+
+
+def test_sensitivity_command_on_a_suite_model(tmp_path, cache_dir):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: sens\nmodels:\n  - id: cnn\n    source: {builtin: digits-cnn}\n    dataset: {builtin: digits}\n"
+                     "precisions: [fp32, int8]\nrunners: [{name: onnxruntime, threads: 1}]\nbatch_sizes: [1]\n")
+    out = tmp_path / "out"
+    res = run_cli("sensitivity", str(suite), "--model", "cnn", "-o", str(out), "--cache-dir", str(cache_dir),
+                  "--samples", "64", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((out / "sensitivity" / "cnn" / "sensitivity.json").read_text())
+    # one row per Conv / Gemm layer of the graph, each measured
+    assert sorted(r["op_type"] for r in data["rows"]) == ["Conv", "Conv", "Gemm", "Gemm"]
+    assert data["metric"] == "top1" and data["samples"] == 64 and data["method"] == "static"
+    assert all(isinstance(r["only_this"]["metric"], float) for r in data["rows"])
+    assert (out / "sensitivity" / "cnn" / "sensitivity.csv").read_text().count("\n") == 5
+    bad = run_cli("sensitivity", str(suite), "--model", "nope", "-o", str(out), "--cache-dir", str(cache_dir))
+    assert bad.returncode == 2 and "no model 'nope'" in bad.stderr and "Traceback" not in bad.stderr
