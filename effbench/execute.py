@@ -347,7 +347,19 @@ class SuiteRun:
                       status=status, cell=cell, round=rnd, rounds=self.rounds, provenance=self.provenance, **fields)
 
     def _with_energy_and_projections(self, record: Record, measured: dict | None, why: str | None) -> Record:
-        record = record.replace(energy=Energy.from_json(measured) if measured else self._modeled_energy(record, why))
+        if measured:
+            # the model is checked where a counter exists: its figure stored beside the measured one
+            modeled = self._modeled_energy(record, None)
+            energy = Energy.from_json(measured)
+            if modeled.j_per_inference is not None and energy.j_per_inference:
+                energy = energy.replace(modeled_j_per_inference=modeled.j_per_inference,
+                                        modeled_over_measured=modeled.j_per_inference / energy.j_per_inference,
+                                        modeled_source=modeled.source)
+            elif modeled.reason:
+                energy = energy.replace(modeled_source=None, extra={**energy.extra, "modeled_reason": modeled.reason})
+            record = record.replace(energy=energy)
+        else:
+            record = record.replace(energy=self._modeled_energy(record, why))
         if self.profiles:
             from effbench.devices import project_record
             record = record.replace(projections=project_record(record, self.profiles))

@@ -277,6 +277,10 @@ class Energy(Section):
     window_s: float | None = None
     gross_j_per_inference: float | None = None
     gross_avg_power_w: float | None = None
+    # beside a measured figure: what the local profile's energy model says for the same cell
+    modeled_j_per_inference: float | None = None
+    modeled_over_measured: float | None = None
+    modeled_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -310,3 +310,27 @@ def test_int8_of_a_cnn_without_a_dataset_is_static_on_generated_inputs(tmp_path,
     assert r.ok and r.variant.method == "static-qdq"
     assert r.variant.build["calibration_inputs"].startswith("generated")
     assert "no dataset" in r.variant.build["chosen_because"]
+
+
+def test_a_measured_energy_keeps_the_models_figure_beside_it():
+    """Issue 14: where RAPL or NVML measures energy, the local model's figure for the same cell is stored
+    beside it with their ratio: how the energy model is checked on real hardware."""
+    from ebrecords import make
+
+    from effbench.devices.profile import validate_profile
+    from effbench.execute import SuiteRun
+    local = validate_profile({
+        "id": "local", "name": "this machine", "kind": "cpu",
+        "peak_ops": {"fp32": {"dense": {"value": 1e11, "source": "test"}}},
+        "memory": {"bandwidth_bytes_per_s": {"value": 1e10, "source": "test"}},
+        "power": {"idle_w": {"value": 10.0, "source": "test"}, "load_w": {"value": 50.0, "source": "test"}},
+        "per_op_overhead_s": {"value": 1e-6, "source": "test"}}, file="local.yaml")
+    run = SuiteRun.__new__(SuiteRun)
+    run.profiles = [local]
+    rec = make("m/fp32/onnxruntime/b1/single-stream", latency_ms={"median": 2.0},
+               model_stats={"macs": 1_000_000, "bytes_moved": 10_000, "nodes": 3})
+    measured = {"source": "measured:rapl", "j_per_inference": 0.05, "avg_power_w": 25.0}
+    out = run._with_energy_and_projections(rec, measured, None).energy
+    assert out.source == "measured:rapl" and out.j_per_inference == 0.05
+    assert out.modeled_source == "modeled:local" and out.modeled_j_per_inference > 10.0 * 2e-3 * 0.999
+    assert out.modeled_over_measured == pytest.approx(out.modeled_j_per_inference / 0.05)
