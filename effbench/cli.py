@@ -91,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
     se.add_argument("--no-progress", action="store_true")
 
+    ad = sub.add_parser("advise", help="a mixed-precision plan chosen on measured latency under a quality floor")
+    ad.add_argument("suite")
+    ad.add_argument("--model", required=True, help="the suite's model id")
+    ad.add_argument("--floor", type=float, default=0.99, help="quality kept, relative to FP32 (default 0.99)")
+    ad.add_argument("--batch", type=int, help="batch size to time (default: the suite's smallest)")
+    ad.add_argument("-o", "--out", help="output folder (default reports/<suite name>); writes advise/<model>/")
+    ad.add_argument("--samples", type=int, default=256, help="inputs scored (default 256)")
+    ad.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
+    ad.add_argument("--no-progress", action="store_true")
+
     pr = sub.add_parser("profiles", help="device profiles: list, show, calibrate, check")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
     psub.add_parser("list", help="table of shipped profiles")
@@ -357,6 +367,15 @@ def _cmd_sensitivity(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_advise(a: argparse.Namespace) -> int:
+    from effbench.layer_profile import advise, advise_text
+    plan, folder = advise(a.suite, a.model, floor=a.floor, out_dir=a.out, cache_dir=a.cache_dir, samples=a.samples,
+                          batch_size=a.batch, progress=not a.no_progress)
+    print(advise_text(plan))
+    print(f"written: {folder / 'plan.json'}" + (f", {plan['artifact']}" if plan.get("artifact") else ""))
+    return 0
+
+
 def check_models(suite) -> list[str]:
     """Open what can be opened without running anything: ONNX inputs vs the suite, datasets vs inputs.
 
@@ -379,7 +398,7 @@ def check_models(suite) -> list[str]:
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "report": _cmd_report, "compare": _cmd_compare,
             "flops": _cmd_flops, "profiles": _cmd_profiles, "layers": _cmd_layers,
-            "sensitivity": _cmd_sensitivity}
+            "sensitivity": _cmd_sensitivity, "advise": _cmd_advise}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,10 +80,7 @@ def sensitivity(suite: Suite | str | Path, model_id: str, *, out_dir: str | Path
     import csv
     import json
 
-    from effbench.execute import RunOptions, SuiteRun
-    from effbench.models.sources import default_cache_dir
     from effbench.progress import Progress
-    from effbench.variants.integer import graph_kind
     from effbench.variants.sensitivity import LayerSensitivity, Score
     from effbench.workers import run_in_worker
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -94,29 +91,16 @@ def sensitivity(suite: Suite | str | Path, model_id: str, *, out_dir: str | Path
     if samples < 1:
         raise UserError(f"--samples must be at least 1, got {samples}", field="--samples", fix="use --samples 256")
     out = Path(out_dir) if out_dir else Path("reports") / suite.name
-    run = SuiteRun(suite, RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                                     progress=progress), [])
-    run.logs.mkdir(parents=True, exist_ok=True)
-    run.todo = [(0, cells[0])]
     bar = Progress(1, progress)
     try:
-        run.setup(run.todo, bar)
-        art = run.artifacts[model_id]
-        if not hasattr(art, "to_json"):
-            raise UserError(f"model {model_id} could not be prepared: {art.reason}", file=suite.path,
-                            field="models", fix="see the build log under the output folder's logs/")
-        data = run.datasets.get(model_id)
-        inputs = data.inputs if data is not None else art.feeds(min(samples, 256), None, seed=20261128)
-        inputs = {k: v[:samples] for k, v in inputs.items()}
-        labels = data.labels[:samples] if data is not None and data.labels is not None else None
-        kind = graph_kind(art.onnx_path)
-        method = "static" if data is not None or kind == "cnn" else "dynamic"
+        prep = _prepared(suite, model_id, out, cache_dir, samples, bar)
+        inputs, labels, method, data = prep["inputs"], prep["labels"], prep["method"], prep["data"]
         bar.start(f"sensitivity of {model_id}: every layer quantized alone and kept alone ({method} int8)")
         res = run_in_worker("effbench.variants.sensitivity:analyse",
-                            {"onnx_path": art.onnx_path, "inputs": inputs, "labels": labels, "method": method,
+                            {"onnx_path": prep["onnx_path"], "inputs": inputs, "labels": labels, "method": method,
                              "calibration": inputs if method == "static" else None, "samples": samples,
-                             "op_types": ["MatMul", "Gemm"] if kind == "transformer" else None},
-                            timeout_s=BUILD_TIMEOUT_S * 4, log_path=run.logs / f"sensitivity-{model_id}.log")
+                             "op_types": prep["op_types"]},
+                            timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"sensitivity-{model_id}.log")
         if res.kind == "user_error":
             raise res.value
         if res.kind != "ok":
@@ -154,4 +138,86 @@ def sensitivity_text(result: dict, top: int = 20) -> str:
                      f"{num(b['metric_drop'], '>+15.4f')} {num(b['sqnr_db'], '>8.1f')}")
     lines.append("alone: only this layer int8 (how fragile it is); kept FP32: every other layer int8 (what "
                  "keeping it recovers). Most fragile first.")
+    return "\n".join(lines)
+
+
+def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out_dir: str | Path | None = None,
+           cache_dir: str | Path | None = None, samples: int = 256, batch_size: int | None = None,
+           progress: bool = True) -> tuple[dict, Path]:
+    """`effbench advise SUITE --model ID`: the sensitivity analysis, then candidates guided by it, each
+    measured (quality on the inputs, latency paired with FP32); writes plan.json and plan.onnx."""
+    import json
+
+    from effbench.execute import _budget
+    from effbench.workers import run_in_worker
+    if not 0 < floor <= 1:
+        raise UserError(f"--floor must be in (0, 1], got {floor}", field="--floor", fix="use e.g. --floor 0.99")
+    result, folder = sensitivity(suite, model_id, out_dir=out_dir, cache_dir=cache_dir, samples=samples,
+                                 progress=progress)
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    from effbench.progress import Progress
+    ranking = [r["layer"] for r in result["rows"]]
+    base = Path(out_dir) if out_dir else Path("reports") / suite.name
+    prep = _prepared(suite, model_id, base, cache_dir, samples, Progress(1, False))
+    batch = batch_size or min(c.batch_size for c in suite.cells(None) if c.model == model_id)
+    out = base / "advise" / model_id
+    res = run_in_worker("effbench.variants.advisor:advise",
+                        {"onnx_path": prep["onnx_path"], "inputs": prep["inputs"], "labels": prep["labels"],
+                         "method": prep["method"], "calibration": prep["inputs"] if prep["method"] == "static" else None,
+                         "ranking": ranking, "layers": sorted(ranking), "out_dir": str(out), "floor": floor,
+                         "batch_size": batch, "budget": _budget(suite, quick=False), "op_types": prep["op_types"],
+                         "samples": samples},
+                        timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"advise-{model_id}.log")
+    if res.kind == "user_error":
+        raise res.value
+    if res.kind != "ok":
+        raise UserError(f"the advisor for {model_id} {res.kind}: {res.reason}", file=suite.path, field="--model",
+                        fix=f"see {prep['logs'] / f'advise-{model_id}.log'}")
+    plan = {"model": model_id, "sensitivity": str(folder / "sensitivity.csv"), **res.value}
+    (out / "plan.json").write_text(json.dumps(plan, indent=1))
+    return plan, out
+
+
+def _prepared(suite: Suite, model_id: str, out: Path, cache_dir, samples: int, bar) -> dict:
+    """The model prepared as `effbench run` prepares it (same cache), its inputs (the dataset, else
+    generated from the input spec), labels, and the int8 method `int8` would use for it."""
+    from effbench.execute import RunOptions, SuiteRun
+    from effbench.models.sources import default_cache_dir
+    from effbench.variants.integer import graph_kind
+    cell = next(c for c in suite.cells(None) if c.model == model_id)
+    run = SuiteRun(suite, RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                                     progress=False), [])
+    run.logs.mkdir(parents=True, exist_ok=True)
+    run.setup([(0, cell)], bar)
+    art, data = run.artifacts[model_id], run.datasets.get(model_id)
+    if not hasattr(art, "to_json"):
+        raise UserError(f"model {model_id} could not be prepared: {art.reason}", file=suite.path,
+                        field="models", fix="see the build log under the output folder's logs/")
+    inputs = data.inputs if data is not None else art.feeds(min(samples, 256), None, seed=20261128)
+    kind = graph_kind(art.onnx_path)
+    return {"inputs": {k: v[:samples] for k, v in inputs.items()}, "data": data, "onnx_path": art.onnx_path,
+            "labels": data.labels[:samples] if data is not None and data.labels is not None else None,
+            # static QDQ where there is data or a CNN (int8's own choice), MatMul/Gemm only in a transformer
+            "method": "static" if data is not None or kind == "cnn" else "dynamic",
+            "op_types": ["MatMul", "Gemm"] if kind == "transformer" else None, "logs": run.logs}
+
+
+def advise_text(plan: dict) -> str:
+    def sp(c):
+        s = c.get("speedup_vs_fp32")
+        return f"{s['value']:.2f}x [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]" if s else "-"
+    lines = [f"{'candidate':<34} {'quality vs FP32':>15} {'speedup (paired)':>22} {'size':>10}  floor"]
+    for name, c in plan["candidates"].items():
+        rq = c.get("relative_quality")
+        lines.append(f"{name:<34} {(f'{rq:.4f}' if rq is not None else '-'):>15} {sp(c):>22} "
+                     f"{c['size_bytes']:>10,}  {'meets' if c['meets_floor'] else 'below'}")
+    if plan.get("chosen"):
+        lines.append(f"plan: {plan['chosen']} (quality {plan['relative_quality']:.4f} of FP32, {sp(plan)} vs FP32)"
+                     + (f"; {plan['note']}" if plan.get("note") else ""))
+    else:
+        lines.append(f"no plan: {plan.get('reason')}")
+    if plan.get("best_uniform"):
+        b = plan["best_uniform"]
+        lines.append(f"best uniform variant meeting the floor: {b['precision']} ({sp(b)})")
+    lines.append(f"Pareto front: {', '.join(plan['pareto'])}. {plan['timing']}")
     return "\n".join(lines)

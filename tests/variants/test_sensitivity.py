@@ -70,3 +70,29 @@ def test_sensitivity_command_on_a_suite_model(tmp_path, cache_dir):
     assert (out / "sensitivity" / "cnn" / "sensitivity.csv").read_text().count("\n") == 5
     bad = run_cli("sensitivity", str(suite), "--model", "nope", "-o", str(out), "--cache-dir", str(cache_dir))
     assert bad.returncode == 2 and "no model 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
+    import onnxruntime as ort
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: adv\nmodels:\n  - id: cnn\n    source: {builtin: digits-cnn}\n    dataset: {builtin: digits}\n"
+                     "precisions: [fp32, int8]\nrunners: [{name: onnxruntime, threads: 1}]\nbatch_sizes: [8]\n"
+                     "measure: {warmup_s: 0.05, min_time_s: 0.2, max_time_s: 1, rounds: 1}\n")
+    out = tmp_path / "out"
+    res = run_cli("advise", str(suite), "--model", "cnn", "--floor", "0.98", "-o", str(out), "--cache-dir",
+                  str(cache_dir), "--samples", "64", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads((out / "advise" / "cnn" / "plan.json").read_text())
+    cands = plan["candidates"]
+    assert set(cands) == {"int8", "int8, 1 layer kept FP32", "int8, 2 layers kept FP32", "int8, 3 layers kept FP32",
+                          "int8, 4 layers kept FP32", "fp16"}
+    for c in cands.values():  # every candidate measured: quality on the dataset, speedup paired with FP32
+        assert 0 < c["relative_quality"] <= 1.05 and c["speedup_vs_fp32"]["ci"][0] <= c["speedup_vs_fp32"]["value"]
+        assert set(c["layers"]) == {"node_conv2d", "node_conv2d_1", "node_linear", "node_linear_1"}
+    assert plan["meets_floor"] and cands[plan["chosen"]]["meets_floor"] and plan["relative_quality"] >= 0.98
+    best = max((c for c in cands.values() if c["meets_floor"]), key=lambda c: c["speedup_vs_fp32"]["value"])
+    assert plan["speedup_vs_fp32"]["value"] == best["speedup_vs_fp32"]["value"]
+    assert plan["best_uniform"]["precision"] in ("int8", "fp16") and plan["pareto"]
+    ort.InferenceSession(plan["artifact"], providers=["CPUExecutionProvider"])  # the chosen graph runs
+    bad = run_cli("advise", str(suite), "--model", "cnn", "--floor", "1.5", "-o", str(out), "--cache-dir", str(cache_dir))
+    assert bad.returncode == 2 and "--floor must be in (0, 1]" in bad.stderr
