@@ -387,6 +387,14 @@ def load_suite(path: str | Path) -> Suite:
         try:
             choice = parse_precision(entry)
             validate_options(choice.precision, choice.options)  # defaults are filled in at build time
+            for key in precision_spec(choice.precision).path_options:  # a file option: from the suite's folder
+                if choice.options.get(key):
+                    f = (p.parent / choice.options[key]).resolve()
+                    if not f.is_file():
+                        raise UserError(f"{choice.label}: {key} file not found: {f}", file=p,
+                                        line=lines.line(("precisions", i)), field=f"precisions[{i}].{key}",
+                                        fix="write it first (effbench advise writes plan.json) or fix the path")
+                    choice.options[key] = str(f)
             choices.append(choice)
         except ValueError as e:
             raise UserError(str(e), file=p, line=lines.line(("precisions", i)), field=f"precisions[{i}]",

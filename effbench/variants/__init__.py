@@ -159,6 +159,10 @@ def _load_builders() -> None:
     except ImportError:
         pass
     try:
+        from effbench.variants import mixed  # noqa: F401
+    except ImportError:
+        pass
+    try:
         from effbench.variants import binary  # noqa: F401
     except ImportError:
         pass

@@ -36,6 +36,8 @@ class PrecisionSpec:
     # an ONNX graph of one 3x3 convolution in this precision (variants.microgemm.conv), with its MACs:
     # the runtime's convolution kernels, which a CNN's projection uses for its Conv nodes
     onnx_conv: Callable[[], tuple[bytes, dict[str, Any], str]] | None = None
+    # options that name a file: the suite resolves them against its own folder and checks they exist
+    path_options: tuple[str, ...] = ()
 
     def labels(self) -> tuple[str, ...]:
         return (self.name,) + tuple(f"{self.name}-{m}" for m in self.methods)
@@ -108,6 +110,11 @@ def _check_binary(opts: dict[str, Any]) -> None:
 _HOROWITZ = "Horowitz ISSCC 2014, 45 nm"
 
 
+def _check_mixed(options: dict[str, Any]) -> None:
+    if not options.get("plan"):
+        raise ValueError("mixed needs a plan: {mixed: {plan: path/to/plan.json}} (written by effbench advise)")
+
+
 def _microgemm(elem: str):
     """A precision's `onnx_matmul`: variants.microgemm's graph for `elem`, imported when first used."""
     def build(n: int):
@@ -138,6 +145,11 @@ for _spec in (
                   options={"per_channel": (bool, True), "calibration_samples": (int, 256)}, check=_check_int8,
                   pj_per_mac_45nm=0.23, energy_note=_HOROWITZ, matmul_dtype="int8", order=3, headline=True,
                   onnx_matmul=_microgemm("int8"), onnx_conv=_microconv("int8")),
+    # a per-layer plan from `effbench advise`: int8 except the layers it keeps in FP32
+    PrecisionSpec("mixed", 8, 8, options={"plan": (str, ""), "calibration_samples": (int, 256)}, check=_check_mixed,
+                  pj_per_mac_45nm=0.23, energy_note=_HOROWITZ + "; taken as int8 (the plan's FP32 layers cost more)",
+                  order=7, path_options=("plan",),
+                  local_peak_from=("int8", "a plan is int8 except the layers it keeps in FP32")),
     # weight-only int4: the MACs consume fp32 activations
     PrecisionSpec("int4", 4, 32, options={"block_size": (int, 32), "symmetric": (bool, True),
                                           "accuracy_level": (int, 4)}, check=_check_int4,

@@ -20,6 +20,10 @@ def clean_registries(monkeypatch):
 
     from effbench import plugins, runners, variants
     from effbench.variants import specs
+    # the built-in runners and builders register on first use: load them before the copy, or a test run
+    # that starts here would give the registries back without them
+    runners.runner_names()
+    variants._load_builders()
     for mod, name in ((specs, "PRECISIONS"), (variants, "BUILDERS"), (runners, "RUNNERS"), (plugins, "_LOADED")):
         monkeypatch.setattr(mod, name, dict(getattr(mod, name)))
     monkeypatch.setattr(sys, "path", list(sys.path))

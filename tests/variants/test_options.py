@@ -36,7 +36,7 @@ def test_bad_values(precision, options, msg):
 def test_options_table_is_pure_python():
     import subprocess
     import sys
-    assert set(PRECISIONS) == {"fp32", "fp16", "bf16", "int8", "int4", "binary"}
+    assert set(PRECISIONS) == {"fp32", "fp16", "bf16", "int8", "int4", "binary", "mixed"}
     # importing the table and validating must not import a runtime (suite.py calls it at load time)
     code = "import sys, effbench.variants as v; v.validate_options('int8', {}); print('onnxruntime' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -96,3 +96,28 @@ def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
     ort.InferenceSession(plan["artifact"], providers=["CPUExecutionProvider"])  # the chosen graph runs
     bad = run_cli("advise", str(suite), "--model", "cnn", "--floor", "1.5", "-o", str(out), "--cache-dir", str(cache_dir))
     assert bad.returncode == 2 and "--floor must be in (0, 1]" in bad.stderr
+
+
+def test_a_plan_is_a_precision_of_the_suite(tmp_path, cache_dir):
+    """`{mixed: {plan: plan.json}}` builds the plan (int8 except the layers it keeps in FP32) and measures
+    it like any variant; a missing plan file is one line naming the field."""
+    from effbench.results import load
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"model": "cnn", "method": "static",
+                                "layers": {"node_conv2d": "fp32", "node_conv2d_1": "int8", "node_linear": "int8",
+                                           "node_linear_1": "int8"}}))
+    body = ("name: mixed\nmodels:\n  - id: cnn\n    source: {builtin: digits-cnn}\n    dataset: {builtin: digits}\n"
+            "precisions: [fp32, {mixed: {plan: PLAN}}]\nrunners: [{name: onnxruntime, threads: 1}]\nbatch_sizes: [8]\n")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(body.replace("PLAN", "plan.json"))  # relative to the suite's folder
+    out = tmp_path / "out"
+    res = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--quick", "--no-progress",
+                  "--no-report")
+    assert res.returncode == 0, res.stderr
+    rec = load(out).by_id()["cnn/mixed/onnxruntime/b8/single-stream"]
+    assert rec.ok, rec.reason
+    assert rec.variant.build["kept_fp32"] == ["node_conv2d"] and "static int8" in rec.variant.method
+    assert rec.comparison.method == "paired" and rec.quality.relative is not None
+    suite.write_text(body.replace("PLAN", "nowhere/plan.json"))
+    bad = run_cli("validate", str(suite))
+    assert bad.returncode == 2 and "precisions[1].plan" in bad.stderr and "plan file not found" in bad.stderr
