@@ -74,32 +74,28 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--by", default="op", help="op or node")
     f.add_argument("--json", action="store_true", help="one JSON object")
 
-    ly = sub.add_parser("layers", help="where one cell's time goes, layer by layer (ONNX Runtime's profiler)")
-    ly.add_argument("suite")
+    def per_model(name: str, help_: str, writes: str):
+        """A command over one suite's model or cell: the suite, -o, the cache and the display."""
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("suite")
+        c.add_argument("-o", "--out", help=f"output folder (default reports/<suite name>); writes {writes}")
+        c.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
+        c.add_argument("--no-progress", action="store_true")
+        return c
+
+    ly = per_model("layers", "where one cell's time goes, layer by layer (ONNX Runtime's profiler)", "layers/<cell>/")
     ly.add_argument("--cell", required=True, help="the cell id (a glob matching exactly one)")
-    ly.add_argument("-o", "--out", help="output folder (default reports/<suite name>); writes layers/<cell>/")
     ly.add_argument("--runs", type=int, default=50, help="profiled calls (default 50)")
     ly.add_argument("--top", type=int, default=15, help="layers to print")
-    ly.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
-    ly.add_argument("--no-progress", action="store_true")
-
-    se = sub.add_parser("sensitivity", help="int8 sensitivity of each layer of one model (ONNX Runtime's quantizer)")
-    se.add_argument("suite")
-    se.add_argument("--model", required=True, help="the suite's model id")
-    se.add_argument("-o", "--out", help="output folder (default reports/<suite name>); writes sensitivity/<model>/")
-    se.add_argument("--samples", type=int, default=256, help="inputs scored (default 256)")
-    se.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
-    se.add_argument("--no-progress", action="store_true")
-
-    ad = sub.add_parser("advise", help="a mixed-precision plan chosen on measured latency under a quality floor")
-    ad.add_argument("suite")
-    ad.add_argument("--model", required=True, help="the suite's model id")
+    se = per_model("sensitivity", "int8 sensitivity of each layer of one model (ONNX Runtime's quantizer)",
+                   "sensitivity/<model>/")
+    ad = per_model("advise", "a mixed-precision plan chosen on measured latency under a quality floor",
+                   "advise/<model>/")
+    for c in (se, ad):
+        c.add_argument("--model", required=True, help="the suite's model id")
+        c.add_argument("--samples", type=int, default=256, help="inputs scored (default 256)")
     ad.add_argument("--floor", type=float, default=0.99, help="quality kept, relative to FP32 (default 0.99)")
     ad.add_argument("--batch", type=int, help="batch size to time (default: the suite's smallest)")
-    ad.add_argument("-o", "--out", help="output folder (default reports/<suite name>); writes advise/<model>/")
-    ad.add_argument("--samples", type=int, default=256, help="inputs scored (default 256)")
-    ad.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"))
-    ad.add_argument("--no-progress", action="store_true")
 
     pr = sub.add_parser("profiles", help="device profiles: list, show, calibrate, check")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
