@@ -50,12 +50,13 @@ def write_report(results: Results, out_dir: Path, *, verdict: object | None = No
     verdict_rows = None if verdict is None else _verdict_rows(verdict)
     paths = {"html": out_dir / "index.html", "markdown": out_dir / "summary.md", "csv": out_dir / "results.csv"}
     try:
-        from effbench.report.layers import load_profiles
+        from effbench.report.layers import load_precision_views, load_profiles
         # per-layer profiles (`effbench layers`) beside the stores read, or in the report's own folder
         folders = list(dict.fromkeys([out_dir, *(Path(src).parent for src in results.sources)]))
         profiles = [p for f in folders for p in load_profiles(f)]
-        paths["html"].write_text(render_html(rows, overview, verdict_rows=verdict_rows,
-                                             layer_profiles=profiles), encoding="utf-8")
+        views = [v for f in folders for v in load_precision_views(f)]
+        paths["html"].write_text(render_html(rows, overview, verdict_rows=verdict_rows, layer_profiles=profiles,
+                                             precision_views=views), encoding="utf-8")
         paths["markdown"].write_text(render_markdown(rows, overview, verdict_rows=verdict_rows),
                                      encoding="utf-8")
         write_csv(results, paths["csv"])

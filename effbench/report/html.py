@@ -515,7 +515,8 @@ def unpack_figures(packed: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_html(rows: Sequence[Row], overview: Overview, *, verdict_rows: list[dict] | None = None,
-                verdict_note: str | None = None, layer_profiles: list[dict] | None = None) -> str:
+                verdict_note: str | None = None, layer_profiles: list[dict] | None = None,
+                precision_views: list[dict] | None = None) -> str:
     figs: dict[str, Any] = {}
     pareto, latency, tput, work = _charts(rows, figs)
     nav = [("decision", "Decision table"), ("pareto", "Pareto"), ("latency", "Latency"),
@@ -523,6 +524,8 @@ def render_html(rows: Sequence[Row], overview: Overview, *, verdict_rows: list[d
            ("failures", "Failures")]
     if layer_profiles:
         nav.insert(5, ("layers", "Layers"))
+    if precision_views:
+        nav.insert(5, ("precision", "Precision"))
     if verdict_rows is not None or verdict_note:
         nav.append(("regression", "Regression"))
     nav_html = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in nav)
@@ -542,6 +545,7 @@ Boxes show the quartiles, whiskers 1.5 IQR, points the outliers.</p>{latency}</s
 <p class="muted">Offline scenario where measured. Line style tells the runner apart.</p>{tput}</section>
 {_projections(rows)}
 {layers.section(layer_profiles or [])}
+{layers.precision_section(precision_views or [])}
 <section id="work"><h2>Work breakdown</h2><p class="muted">Multiply-accumulates by op type, from the FLOPs
 counter.</p><div class="work-grid">{work}</div></section>
 {_failures(rows)}

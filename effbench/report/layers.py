@@ -53,3 +53,62 @@ def section(profiles: list[dict[str, Any]]) -> str:
     return ('<section id="layers"><h2>Where time goes</h2><p class="muted">Per-layer profiles written by '
             "<code>effbench layers</code>: the runtime's own per-kernel durations folded onto the graph's layers, "
             "each with its MACs and the rate it achieved.</p>" + "".join(parts) + "</section>")
+
+
+def load_precision_views(out_dir: Path) -> list[dict[str, Any]]:
+    """Per model, the sensitivity table and the advisor's plan that `effbench sensitivity` / `advise` wrote
+    beside the store (sensitivity/<model>/sensitivity.json, advise/<model>/plan.json)."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, pattern in (("sensitivity", "sensitivity/*/sensitivity.json"), ("plan", "advise/*/plan.json")):
+        for p in sorted(Path(out_dir).glob(pattern)):
+            try:
+                data = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                out.setdefault(p.parent.name, {"model": p.parent.name})[kind] = data
+    return list(out.values())
+
+
+def precision_section(views: list[dict[str, Any]]) -> str:
+    """"Where to spend precision": each layer's int8 sensitivity against its share of FP32 time, and the
+    advisor's measured candidates (quality against paired speedup) with the uniform variants among them."""
+    if not views:
+        return ""
+    e = lambda x: html.escape(str(x), quote=True)  # noqa: E731
+    parts = []
+    for v in views:
+        sens, plan = v.get("sensitivity") or {}, v.get("plan") or {}
+        parts.append(f"<h3>{e(v['model'])}</h3>")
+        rows = []
+        for r in (sens.get("rows") or [])[:TOP]:
+            if not isinstance(r, dict):
+                continue
+            a, b = r.get("only_this") or {}, r.get("all_but_this") or {}
+            rows.append(f"<tr><td>{e(r.get('layer'))}</td><td>{e(r.get('op_type'))}</td>"
+                        f"<td>{_num(r.get('time_share'), '.1%')}</td><td>{_num(a.get('metric_drop'), '+.4f')}</td>"
+                        f"<td>{_num(a.get('sqnr_db'), '.1f')}</td><td>{_num(b.get('metric_drop'), '+.4f')}</td></tr>")
+        if rows:
+            parts.append(f"<p class=\"muted\">int8 sensitivity, most fragile first ({e(sens.get('method', ''))} int8, "
+                         f"{e(sens.get('samples', ''))} samples, metric {e(sens.get('metric', ''))}): a fragile layer "
+                         "with a small share of time is where FP32 is cheap to keep.</p><div class=\"scroll short\">"
+                         "<table class=\"eb-table compact\"><thead><tr><th>layer</th><th>op</th><th>FP32 time</th>"
+                         "<th>drop, alone int8</th><th>SQNR dB</th><th>drop, all but it int8</th></tr></thead><tbody>"
+                         + "".join(rows) + "</tbody></table></div>")
+        cands = plan.get("candidates") or {}
+        if isinstance(cands, dict) and cands:
+            crow = []
+            for name, c in cands.items():
+                sp = c.get("speedup_vs_fp32") or {}
+                ci = sp.get("ci") or [None, None]
+                mark = " (plan)" if name == plan.get("chosen") else ""
+                crow.append(f"<tr><td>{e(name)}{e(mark)}</td><td>{_num(c.get('relative_quality'), '.4f')}</td>"
+                            f"<td>{_num(sp.get('value'), '.2f')}x [{_num(ci[0], '.2f')}, {_num(ci[1], '.2f')}]</td>"
+                            f"<td>{'yes' if name in (plan.get('pareto') or []) else ''}</td>"
+                            f"<td>{'meets' if c.get('meets_floor') else 'below'}</td></tr>")
+            parts.append(f"<p class=\"muted\">Advisor (floor {_num(plan.get('floor'), '.2%')}): every candidate measured, "
+                         f"{e(plan.get('timing', ''))}. {e(plan.get('note', ''))}</p><div class=\"scroll short\">"
+                         "<table class=\"eb-table compact\"><thead><tr><th>candidate</th><th>quality vs FP32</th>"
+                         "<th>speedup (paired)</th><th>Pareto</th><th>floor</th></tr></thead><tbody>"
+                         + "".join(crow) + "</tbody></table></div>")
+    return ('<section id="precision"><h2>Where to spend precision</h2>' + "".join(parts) + "</section>")

@@ -94,6 +94,12 @@ def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
     assert plan["speedup_vs_fp32"]["value"] == best["speedup_vs_fp32"]["value"]
     assert plan["best_uniform"]["precision"] in ("int8", "fp16") and plan["pareto"]
     ort.InferenceSession(plan["artifact"], providers=["CPUExecutionProvider"])  # the chosen graph runs
+    # the report beside the store shows the sensitivity and the advisor's candidates
+    run = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--quick", "--no-progress",
+                  "--only", "cnn/fp32/*")
+    assert run.returncode == 0, run.stderr
+    page = (out / "index.html").read_text()
+    assert "Where to spend precision" in page and "node_conv2d_1" in page and "(plan)" in page
     bad = run_cli("advise", str(suite), "--model", "cnn", "--floor", "1.5", "-o", str(out), "--cache-dir", str(cache_dir))
     assert bad.returncode == 2 and "--floor must be in (0, 1]" in bad.stderr
 
