@@ -20,9 +20,7 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
                  progress: bool = True) -> tuple[list[LayerRow], Path]:
     """Profile the one cell of `suite` that `cell_glob` names; returns its layer rows and the folder of
     layers.csv / layers.json."""
-    from effbench.execute import RunOptions, SuiteRun
     from effbench.measure.layers import LayerRow
-    from effbench.models.sources import default_cache_dir
     from effbench.progress import Progress
     from effbench.workers import run_in_worker
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -35,18 +33,9 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
                         file=suite.path, field="--cell", fix="name exactly one cell id (globs allowed)")
     cell = cells[0]
     out = Path(out_dir) if out_dir else Path("reports") / suite.name
-    opts = RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                      progress=progress)
-    run = SuiteRun(suite, opts, [])
-    run.logs.mkdir(parents=True, exist_ok=True)
-    run.todo = [(0, cell)]
     bar = Progress(1, progress)
     try:
-        run.setup(run.todo, bar)
-        art = run.artifacts[cell.model]
-        if not hasattr(art, "to_json"):
-            raise UserError(f"model {cell.model} could not be prepared: {art.reason}", file=suite.path,
-                            field="models", fix="see the build log under the output folder's logs/")
+        run, art = _prepared_run(suite, cell, out, cache_dir, bar)
         vout = run.built_variant(art, cell.model, cell.variant, bar)
         if vout.kind == "user_error":
             raise vout.value
@@ -77,6 +66,12 @@ def sensitivity(suite: Suite | str | Path, model_id: str, *, out_dir: str | Path
     """`effbench sensitivity SUITE --model ID`: each quantizable layer of the model's graph quantized to int8
     alone, and kept alone in FP32 with the rest quantized, scored on the model's dataset (or generated
     inputs, against the FP32 outputs); writes sensitivity.csv and sensitivity.json."""
+    result, folder, _ = _sensitivity(suite, model_id, out_dir, cache_dir, samples, progress)
+    return result, folder
+
+
+def _sensitivity(suite, model_id: str, out_dir, cache_dir, samples: int, progress: bool) -> tuple[dict, Path, dict]:
+    """`sensitivity`, and the prepared model it ran on (`_prepared`), which the advisor reuses."""
     import csv
     import json
 
@@ -120,7 +115,7 @@ def sensitivity(suite: Suite | str | Path, model_id: str, *, out_dir: str | Path
         w.writeheader()
         for r in rows:
             w.writerow(r.flat())
-    return result, folder
+    return result, folder, prep
 
 
 def sensitivity_text(result: dict, top: int = 20) -> str:
@@ -152,13 +147,10 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     from effbench.workers import run_in_worker
     if not 0 < floor <= 1:
         raise UserError(f"--floor must be in (0, 1], got {floor}", field="--floor", fix="use e.g. --floor 0.99")
-    result, folder = sensitivity(suite, model_id, out_dir=out_dir, cache_dir=cache_dir, samples=samples,
-                                 progress=progress)
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    from effbench.progress import Progress
+    result, folder, prep = _sensitivity(suite, model_id, out_dir, cache_dir, samples, progress)
     ranking = [r["layer"] for r in result["rows"]]
     base = Path(out_dir) if out_dir else Path("reports") / suite.name
-    prep = _prepared(suite, model_id, base, cache_dir, samples, Progress(1, False))
     batch = batch_size or min(c.batch_size for c in suite.cells(None) if c.model == model_id)
     out = base / "advise" / model_id
     res = run_in_worker("effbench.variants.advisor:advise",
@@ -178,21 +170,30 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     return plan, out
 
 
-def _prepared(suite: Suite, model_id: str, out: Path, cache_dir, samples: int, bar) -> dict:
-    """The model prepared as `effbench run` prepares it (same cache), its inputs (the dataset, else
-    generated from the input spec), labels, and the int8 method `int8` would use for it."""
+def _prepared_run(suite: Suite, cell, out: Path, cache_dir, bar):
+    """A run of `suite` into `out` with `cell`'s model prepared as `effbench run` prepares it (same
+    cache) and its dataset loaded: (the run, the model artifact)."""
     from effbench.execute import RunOptions, SuiteRun
     from effbench.models.sources import default_cache_dir
-    from effbench.variants.integer import graph_kind
-    cell = next(c for c in suite.cells(None) if c.model == model_id)
     run = SuiteRun(suite, RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                                      progress=False), [])
     run.logs.mkdir(parents=True, exist_ok=True)
-    run.setup([(0, cell)], bar)
-    art, data = run.artifacts[model_id], run.datasets.get(model_id)
+    run.todo = [(0, cell)]
+    run.setup(run.todo, bar)
+    art = run.artifacts[cell.model]
     if not hasattr(art, "to_json"):
-        raise UserError(f"model {model_id} could not be prepared: {art.reason}", file=suite.path,
+        raise UserError(f"model {cell.model} could not be prepared: {art.reason}", file=suite.path,
                         field="models", fix="see the build log under the output folder's logs/")
+    return run, art
+
+
+def _prepared(suite: Suite, model_id: str, out: Path, cache_dir, samples: int, bar) -> dict:
+    """The model prepared (`_prepared_run`), its inputs (the dataset, else generated from the input spec),
+    labels, and the int8 method `int8` would use for it."""
+    from effbench.variants.integer import graph_kind
+    cell = next(c for c in suite.cells(None) if c.model == model_id)
+    run, art = _prepared_run(suite, cell, out, cache_dir, bar)
+    data = run.datasets.get(model_id)
     inputs = data.inputs if data is not None else art.feeds(min(samples, 256), None, seed=20261128)
     kind = graph_kind(art.onnx_path)
     return {"inputs": {k: v[:samples] for k, v in inputs.items()}, "data": data, "onnx_path": art.onnx_path,

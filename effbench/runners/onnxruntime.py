@@ -117,17 +117,25 @@ def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
     return out
 
 
+def cpu_session(path: str, threads: int, *, profile_prefix: str | None = None):
+    """A plain ONNX Runtime session of the graph at `path` on the CPU provider, with the runner's own
+    session options (threads, sequential execution, all graph optimisations); profiling on request.
+    For the workers that run graphs outside a timed cell (layer profile, sensitivity, advisor)."""
+    import onnxruntime as ort
+    so = _session_options(threads, {})
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
 def profile_graph(path: str, threads: int, feeds: dict[str, Any], runs: int) -> list[dict]:
     """ONNX Runtime's profiler trace of `runs` calls of the graph at `path` (CPU provider, all graph
     optimisations): its per-kernel events, the first (warm-up) call's left out."""
     import json
     import tempfile
 
-    import onnxruntime as ort
-    so = _session_options(threads, {})
-    so.enable_profiling = True
-    so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="effbench-prof-")) / "ort")
-    sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path, threads, profile_prefix=str(Path(tempfile.mkdtemp(prefix="effbench-prof-")) / "ort"))
     sess.run(None, feeds)  # the first call's allocations are not the layers' time
     for _ in range(runs):
         sess.run(None, feeds)

@@ -15,13 +15,6 @@ import numpy as np
 MAX_KEPT = 6  # the k most fragile layers kept in FP32: 0..MAX_KEPT candidates
 
 
-def _session(path: str, threads: int):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
-
-
 def _quality(path: str, inputs: dict[str, np.ndarray], labels, ref: np.ndarray, ref_metric: float) -> dict[str, Any]:
     from effbench.variants.sensitivity import _outputs, _score
     s = _score(_outputs(path, inputs), ref, labels, ref_metric)
@@ -35,6 +28,7 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
     """Build, score and time the candidates; return the plan (see module docstring)."""
     from effbench.measure.latency import Budget, block_ratios, loop_overhead_ns, measure_interleaved
     from effbench.measure.stats import with_floor, within_one_round
+    from effbench.runners.onnxruntime import cpu_session
     from effbench.variants.floating import _fp16_graph
     from effbench.variants.integer import _clean_copy, quantize_onnx_int8
     from effbench.variants.sensitivity import _outputs, _score
@@ -65,7 +59,7 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
 
     # latency: every candidate timed against FP32 in alternating blocks in this one worker
     feeds = {k: np.ascontiguousarray(v[:batch_size]) for k, v in inputs.items()}
-    sessions = {"fp32": _session(src, threads), **{n: _session(c["path"], threads) for n, c in candidates.items()}}
+    sessions = {"fp32": cpu_session(src, threads), **{n: cpu_session(c["path"], threads) for n, c in candidates.items()}}
     calls = {n: (lambda s=s: s.run(None, feeds)) for n, s in sessions.items()}
     timed = measure_interleaved(calls, Budget(**budget), overhead_ns=loop_overhead_ns(),
                                 references={n: "fp32" for n in candidates}, seed=seed)

@@ -44,10 +44,8 @@ class LayerSensitivity:
 
 
 def _outputs(path: str, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    from effbench.runners.onnxruntime import cpu_session
+    sess = cpu_session(path, 1)
     n = len(next(iter(inputs.values())))
     return np.concatenate([np.asarray(sess.run(None, {k: np.ascontiguousarray(v[i:i + batch])
                                                       for k, v in inputs.items()})[0], dtype=np.float32)
