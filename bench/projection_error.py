@@ -30,10 +30,37 @@ def errors(store: Path) -> dict:
         p = r.projections.get("local")
         if r.ok and p is not None and p.error_pct is not None:
             rows.append({"cell": r.cell_id, "projected_over_measured": 1 + p.error_pct / 100})
+    return _summary(rows, str(store))
+
+
+def refit(quickstart: Path, heldout: list[Path], cache: Path | None) -> dict:
+    """Calibrate on the quickstart store here (nothing written) and project the held-out stores' records
+    onto the calibrated and the uncalibrated local profile: the model's error without re-measuring."""
+    from effbench.devices.calibrate import calibrate
+    from effbench.devices.detect import local_profile
+    from effbench.devices.project import project_one
+    from effbench.results import load
+    base = local_profile(cache_dir=cache, calibrated=False)
+    rep = calibrate(load(quickstart).records, cache_dir=cache, write=False, profile=base)
+    from effbench.devices.calibrate import apply_figures
+    after = apply_figures(base, {**rep.to_json(), "compute_by": rep.compute_by}, "refit")
+    out = {"loo_mdape_pct": rep.mdape_loo}
+    for name, prof in (("uncalibrated", base), ("calibrated", after)):
+        rows = []
+        for store in heldout:
+            for r in load(store).records:
+                p = project_one(r, prof)
+                if r.ok and p.error_pct is not None:
+                    rows.append({"cell": f"{store.name}:{r.cell_id}", "projected_over_measured": 1 + p.error_pct / 100})
+        out[name] = _summary(rows, "+".join(str(h) for h in heldout))
+    return out
+
+
+def _summary(rows: list[dict], store: str) -> dict:
     factors = [max(x["projected_over_measured"], 1 / x["projected_over_measured"]) for x in rows]
     if not rows:
-        return {"store": str(store), "cells": 0}
-    return {"store": str(store), "cells": len(rows), "median_factor": statistics.median(factors),
+        return {"store": store, "cells": 0}
+    return {"store": store, "cells": len(rows), "median_factor": statistics.median(factors),
             "max_factor": max(factors), "within_25pct": sum(abs(x["projected_over_measured"] - 1) <= 0.25 for x in rows),
             "over_2x": sum(f > 2 for f in factors),
             "worst": sorted(rows, key=lambda x: -max(x["projected_over_measured"], 1 / x["projected_over_measured"]))[:5]}
@@ -44,7 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--json")
     ap.add_argument("--stores", nargs=3, metavar=("HO_BEFORE", "QS", "HO_AFTER"))
+    ap.add_argument("--refit", action="store_true", help="with --stores: calibrate on QS here and re-project both "
+                    "held-out stores (the model's error on the same measurements, nothing re-measured)")
+    ap.add_argument("--cache", help="with --refit: the cache folder holding the local profile (OUT/cache/effbench)")
     a = ap.parse_args(argv)
+    if a.refit:
+        if not a.stores:
+            ap.error("--refit needs --stores")
+        res = refit(Path(a.stores[1]), [Path(a.stores[0]), Path(a.stores[2])], Path(a.cache) if a.cache else None)
+        print(json.dumps(res, indent=1))
+        return 0
     if a.stores:
         stores = [Path(s) for s in a.stores]
     else:

@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--samples", type=int, default=256, help="inputs scored (default 256)")
     ad.add_argument("--floor", type=float, default=0.99, help="quality kept, relative to FP32 (default 0.99)")
     ad.add_argument("--batch", type=int, help="batch size to time (default: the suite's smallest)")
+    ad.add_argument("--objective", default="latency", help="what the plan minimises under the floor: latency "
+                    "(measured, paired), energy (modeled at the measured latency) or size (default latency)")
 
     pr = sub.add_parser("profiles", help="device profiles: list, show, calibrate, check")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
@@ -366,7 +368,7 @@ def _cmd_sensitivity(a: argparse.Namespace) -> int:
 def _cmd_advise(a: argparse.Namespace) -> int:
     from effbench.layer_profile import advise, advise_text
     plan, folder = advise(a.suite, a.model, floor=a.floor, out_dir=a.out, cache_dir=a.cache_dir, samples=a.samples,
-                          batch_size=a.batch, progress=not a.no_progress)
+                          batch_size=a.batch, progress=not a.no_progress, objective=a.objective)
     print(advise_text(plan))
     print(f"written: {folder / 'plan.json'}" + (f", {plan['artifact']}" if plan.get("artifact") else ""))
     return 0

@@ -138,7 +138,7 @@ def sensitivity_text(result: dict, top: int = 20) -> str:
 
 def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out_dir: str | Path | None = None,
            cache_dir: str | Path | None = None, samples: int = 256, batch_size: int | None = None,
-           progress: bool = True) -> tuple[dict, Path]:
+           progress: bool = True, objective: str = "latency") -> tuple[dict, Path]:
     """`effbench advise SUITE --model ID`: the sensitivity analysis, then candidates guided by it, each
     measured (quality on the inputs, latency paired with FP32); writes plan.json and plan.onnx."""
     import json
@@ -147,6 +147,10 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     from effbench.workers import run_in_worker
     if not 0 < floor <= 1:
         raise UserError(f"--floor must be in (0, 1], got {floor}", field="--floor", fix="use e.g. --floor 0.99")
+    from effbench.variants.advisor import OBJECTIVES
+    if objective not in OBJECTIVES:
+        raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}", field="--objective",
+                        fix="use --objective latency, energy or size")
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     result, folder, prep = _sensitivity(suite, model_id, out_dir, cache_dir, samples, progress)
     ranking = [r["layer"] for r in result["rows"]]
@@ -158,7 +162,9 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
                          "method": prep["method"], "calibration": prep["inputs"] if prep["method"] == "static" else None,
                          "ranking": ranking, "layers": sorted(ranking), "out_dir": str(out), "floor": floor,
                          "batch_size": batch, "budget": _budget(suite, quick=False), "op_types": prep["op_types"],
-                         "samples": samples},
+                         "samples": samples, "objective": objective,
+                         "layer_macs": {r["layer"]: r["macs"] for r in result["rows"]},
+                         "energy_model": _energy_model(cache_dir)},
                         timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"advise-{model_id}.log")
     if res.kind == "user_error":
         raise res.value
@@ -168,6 +174,15 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     plan = {"model": model_id, "sensitivity": str(folder / "sensitivity.csv"), **res.value}
     (out / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan, out
+
+
+def _energy_model(cache_dir) -> dict:
+    """This machine's stated energy model (the local profile's), as the advisor's worker takes it."""
+    from effbench.devices.detect import local_profile
+    prof = local_profile(cache_dir=Path(cache_dir) if cache_dir else None)
+    m = prof.energy()
+    return {"pj_per_mac": dict(m.pj_per_mac), "pj_per_dram_byte": m.pj_per_dram_byte, "idle_w": m.static_w or None,
+            "source": m.source}
 
 
 def _prepared_run(suite: Suite, cell, out: Path, cache_dir, bar):
@@ -207,11 +222,19 @@ def advise_text(plan: dict) -> str:
     def sp(c):
         s = c.get("speedup_vs_fp32")
         return f"{s['value']:.2f}x [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]" if s else "-"
-    lines = [f"{'candidate':<34} {'quality vs FP32':>15} {'speedup (paired)':>22} {'size':>10}  floor"]
+    def en(c):
+        e = c.get("energy") or {}
+        j = e.get("system_j") if e.get("system_j") is not None else e.get("dynamic_j")
+        return "-" if j is None else f"{j * 1e6:.3g} uJ" + ("" if e.get("system_j") is not None else "*")
+    lines = [f"objective: {plan.get('objective', 'latency')}",
+             f"{'candidate':<34} {'quality vs FP32':>15} {'speedup (paired)':>22} {'size':>10} {'energy':>11}  floor"]
     for name, c in plan["candidates"].items():
         rq = c.get("relative_quality")
         lines.append(f"{name:<34} {(f'{rq:.4f}' if rq is not None else '-'):>15} {sp(c):>22} "
-                     f"{c['size_bytes']:>10,}  {'meets' if c['meets_floor'] else 'below'}")
+                     f"{c['size_bytes']:>10,} {en(c):>11}  {'meets' if c['meets_floor'] else 'below'}")
+    if any("*" in en(c) for c in plan["candidates"].values()):
+        lines.append("* energy: modeled dynamic part only (arithmetic and DRAM traffic; this machine's profile "
+                     "gives no idle power)")
     if plan.get("chosen"):
         lines.append(f"plan: {plan['chosen']} (quality {plan['relative_quality']:.4f} of FP32, {sp(plan)} vs FP32)"
                      + (f"; {plan['note']}" if plan.get("note") else ""))

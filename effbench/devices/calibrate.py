@@ -56,6 +56,7 @@ class CalibrationReport:
     call_overhead_by_runner: dict[str, float] = field(default_factory=dict)
     node_overhead_by_runner: dict[str, dict[str, float]] = field(default_factory=dict)
     error_band: dict[str, Any] | None = None
+    memory_by: dict[str, float] = field(default_factory=dict)
     written_to: str | None = None
 
     @property
@@ -80,7 +81,7 @@ class CalibrationReport:
                 "mdape_after": mdape([c.after_pct for c in cells])}
 
     def to_json(self) -> dict[str, Any]:
-        return {"profile": self.profile_id, "compute": self.compute, "memory": self.memory,
+        return {"profile": self.profile_id, "compute": self.compute, "memory": self.memory, "memory_by": self.memory_by,
                 "compute_by": self.compute_by, "per_op_overhead_s": self.per_op_overhead_s,
                 "call_overhead_by_runner": self.call_overhead_by_runner,
                 "node_overhead_by_runner": self.node_overhead_by_runner, "error_band": self.error_band,
@@ -107,7 +108,8 @@ class CalibrationReport:
             (f"prediction interval of later projections (leave-one-out measured / projected, 10th-90th "
              f"percentile): x{self.error_band['low']:.2f} to x{self.error_band['high']:.2f}"
              if self.error_band else "too few cells for a prediction interval (5 needed)"),
-            f"derates: memory {self.memory:.3g}, compute (all) {self.compute:.3g}; "
+            "derates: memory " + (", ".join(f"{k} {v:.3g}" for k, v in sorted(self.memory_by.items()))
+                                  or f"{self.memory:.3g}") + f"; compute (all) {self.compute:.3g}; "
             + ", ".join(f"{k} {v:.3g}" for k, v in sorted(self.compute_by.items())),
             "overheads: " + "; ".join(
                 f"{r} {self.call_overhead_by_runner.get(r, 0) * 1e6:.3g} us per call, per node "
@@ -148,8 +150,14 @@ def _usable(records: list[Record], profile: Profile) -> tuple[list[tuple[Record,
 # move (small models tell them well); an efficiency moves off the micro-benchmarked peak only as far as
 # the measured cells demand (the quickstart's tiny models say little about big kernels, and pulling on
 # them made held-out projections worse: bench/projection_error.json).
+# The memory efficiency (per runner) is held three times as firmly: the bandwidth is measured directly,
+# and the quickstart's small models cannot tell slow memory from costs the model lacks (thread-pool
+# dispatch at batch 32), so a free memory term soaked those up and made every memory-bound held-out
+# cell 2-3x too slow (bench/projection_error.py --refit on three measured store sets: max 3.3-3.8x with
+# weight 1, 1.7-1.9x with 3).
 SHRINK_OVERHEAD = 0.01
 SHRINK_EFFICIENCY = 1.0
+SHRINK_MEMORY = 3.0
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,7 @@ class _Design:
     eff: np.ndarray        # per node: efficiency parameter (or -1: no MACs)
     node: np.ndarray       # per node: overhead parameter
     call: np.ndarray       # per cell: call parameter
-    mem: int               # the memory parameter
+    mem: np.ndarray        # per node: the memory parameter (its runner's)
 
     def predict(self, theta: np.ndarray) -> np.ndarray:
         inv_eff = np.where(self.eff >= 0, theta[np.maximum(self.eff, 0)], 0.0)
@@ -190,7 +198,7 @@ class _Design:
         rows = keep[self.cell]
         renumber = np.cumsum(keep) - 1
         return _Design(self.params, renumber[self.cell[rows]], self.count[rows], self.compute[rows],
-                       self.memory[rows], self.eff[rows], self.node[rows], self.call[keep], self.mem)
+                       self.memory[rows], self.eff[rows], self.node[rows], self.call[keep], self.mem[rows])
 
 
 def _design(usable: list[tuple[Record, dict]], base: Profile) -> _Design:
@@ -205,9 +213,8 @@ def _design(usable: list[tuple[Record, dict]], base: Profile) -> _Design:
     dram = m.bandwidth_bytes_per_s.value
     sram_bytes = m.sram_bytes.value if m.sram_bytes and m.sram_bandwidth_bytes_per_s else 0.0
     sram = m.sram_bandwidth_bytes_per_s.value if sram_bytes else dram
-    cols: dict[str, list] = {k: [] for k in ("cell", "count", "compute", "memory", "eff", "node")}
+    cols: dict[str, list] = {k: [] for k in ("cell", "count", "compute", "memory", "eff", "node", "mem")}
     call = []
-    mem = col(_Param("mem"))
     for i, (r, w) in enumerate(usable):
         run, prec = r.cell.runner, r.cell.precision
         call.append(col(_Param("call", run)))
@@ -219,6 +226,7 @@ def _design(usable: list[tuple[Record, dict]], base: Profile) -> _Design:
             nodes += [(k, 0.0, 0.0, n) for k, n in (w.get("nodes_by_class") or {"other": w["nodes"] or 0.0}).items() if n]
         for cls, mac, nbytes, n in nodes:
             cols["cell"].append(i)
+            cols["mem"].append(col(_Param("mem", run)))
             cols["count"].append(n if n else 1.0)
             peak = base.peak_ops_per_s(prec, run, cls) if mac else None
             cols["compute"].append(mac * OPS_PER_MAC / peak if peak else 0.0)
@@ -227,7 +235,7 @@ def _design(usable: list[tuple[Record, dict]], base: Profile) -> _Design:
             cols["node"].append(col(_Param("node", run, op_class=cls)) if n else col(_Param("zero")))
     arr = {k: np.array(v, dtype=float if k in ("count", "compute", "memory") else int) for k, v in cols.items()}
     return _Design(list(params), arr["cell"], arr["count"], arr["compute"], arr["memory"], arr["eff"],
-                   arr["node"], np.array(call, dtype=int), mem)
+                   arr["node"], np.array(call, dtype=int), arr["mem"])
 
 
 def _priors(params: list[_Param], base: Profile) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +244,7 @@ def _priors(params: list[_Param], base: Profile) -> tuple[np.ndarray, np.ndarray
     prior = np.array([(base.call_overhead_s(p.runner) or node0) if p.kind == "call" else node0 if p.kind == "node"
                       else 1e-30 if p.kind == "zero" else 1.0 for p in params])
     weight = np.array([SHRINK_OVERHEAD if p.kind in ("call", "node") else 1e3 if p.kind == "zero"
-                       else SHRINK_EFFICIENCY for p in params])
+                       else SHRINK_MEMORY if p.kind == "mem" else SHRINK_EFFICIENCY for p in params])
     return prior, weight
 
 
@@ -266,13 +274,15 @@ def _fit(design: _Design, measured_s: np.ndarray, prior: np.ndarray, weight: np.
 def _calibrated(base: Profile, params: list[_Param], theta: np.ndarray, src: str) -> tuple[Profile, dict[str, Any]]:
     """The profile the fitted parameters describe, and the figures the cache keeps."""
     eff = {p.key: 1.0 / max(v, 1e-9) for p, v in zip(params, theta) if p.kind == "eff"}
-    mem = next((1.0 / max(v, 1e-9) for p, v in zip(params, theta) if p.kind == "mem"), 1.0)
+    mem_by = {p.runner: 1.0 / max(v, 1e-9) for p, v in zip(params, theta) if p.kind == "mem"}
+    mem = statistics.geometric_mean(mem_by.values()) if mem_by else 1.0
     call = {p.runner: float(v) for p, v in zip(params, theta) if p.kind == "call"}
     node: dict[str, dict[str, float]] = {}
     for p, v in zip(params, theta):
         if p.kind == "node":
             node.setdefault(p.runner, {})[p.op_class] = float(v)
-    figures = {"compute_by": eff, "memory": mem, "call_overhead_by_runner": call, "node_overhead_by_runner": node}
+    figures = {"compute_by": eff, "memory": mem, "memory_by": mem_by, "call_overhead_by_runner": call,
+               "node_overhead_by_runner": node}
     return apply_figures(base, figures, src), figures
 
 
@@ -282,7 +292,8 @@ def apply_figures(profile: Profile, figures: dict[str, Any], src: str) -> Profil
     eff = figures.get("compute_by") or {}
     derate = Derate(compute=fig(figures.get("compute") or (statistics.geometric_mean(eff.values()) if eff else 1.0)),
                     memory=fig(figures.get("memory") or 1.0),
-                    compute_by={k: fig(v) for k, v in eff.items() if v > 0})
+                    compute_by={k: fig(v) for k, v in eff.items() if v > 0},
+                    memory_by={k: fig(v) for k, v in (figures.get("memory_by") or {}).items() if v > 0})
     out = profile.with_derate(derate, fig(figures["per_op_overhead_s"]) if figures.get("per_op_overhead_s") is not None
                               else None)
     band = figures.get("error_band")
@@ -337,7 +348,7 @@ def calibrate(records: list[Record], *, cache_dir: Path | None = None, write: bo
                                figures["memory"], eff, statistics.median(node_mean) if node_mean else 0.0,
                                skipped, loo, call_overhead_by_runner=figures["call_overhead_by_runner"],
                                node_overhead_by_runner=figures["node_overhead_by_runner"],
-                               error_band=figures.get("error_band"))
+                               error_band=figures.get("error_band"), memory_by=figures["memory_by"])
     if write:
         report.written_to = str(_write(cache_dir, report, len(usable)))
     return report
@@ -349,7 +360,8 @@ def _write(cache_dir: Path | None, report: CalibrationReport, n: int) -> Path:
     path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / CALIBRATION_FILE
     data = {"version": CACHE_VERSION, "fingerprint": fingerprint(detect()),
             "calibrated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "cells": n,
-            "compute": report.compute, "memory": report.memory, "compute_by": report.compute_by,
+            "compute": report.compute, "memory": report.memory, "memory_by": report.memory_by,
+            "compute_by": report.compute_by,
             "per_op_overhead_s": report.per_op_overhead_s,
             "call_overhead_by_runner": report.call_overhead_by_runner,
             "node_overhead_by_runner": report.node_overhead_by_runner, "error_band": report.error_band,

@@ -108,11 +108,13 @@ class EnergySpec(_Strict):
 
 class Derate(_Strict):
     """Achieved / peak efficiency. 1 until calibrated; `compute_by` keys: 'int8', 'onnxruntime/int8' or
-    'onnxruntime/int8/conv' (a class of op: conv, matmul)."""
+    'onnxruntime/int8/conv' (a class of op: conv, matmul); `memory_by` keys: a runner (each runtime
+    streams its tensors at its own fraction of the bandwidth)."""
 
     compute: Figure = Figure(value=1.0, source="default: uncalibrated (peak assumed reachable)")
     memory: Figure = Figure(value=1.0, source="default: uncalibrated (peak assumed reachable)")
     compute_by: dict[str, Figure] = Field(default_factory=dict)
+    memory_by: dict[str, Figure] = Field(default_factory=dict)
 
     @field_validator("compute", "memory")
     @classmethod
@@ -260,6 +262,10 @@ class Profile(_Strict):
             if key in by:
                 return by[key].value
         return self.derate.compute.value
+
+    def memory_derate(self, runner: str | None = None) -> float:
+        by = self.derate.memory_by
+        return by[runner].value if runner in by else self.derate.memory.value
 
     def call_overhead_s(self, runner: str | None) -> float:
         """The fixed cost of one call into the runtime (0 where nobody measured it)."""
@@ -553,6 +559,8 @@ def profile_show_text(profile_id: str, profile: Profile | None = None) -> str:
     fig("derate.memory", p.derate.memory)
     for k, f in p.derate.compute_by.items():
         fig(f"derate.compute_by.{k}", f)
+    for k, f in p.derate.memory_by.items():
+        fig(f"derate.memory_by.{k}", f)
     fig("per_op_overhead_s", p.per_op_overhead_s, "s")
     out.append(f"  meters: {', '.join(p.meters) if p.meters else 'none'}")
     if p.error_band:

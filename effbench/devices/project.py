@@ -131,7 +131,7 @@ def _project_work(work: dict[str, Any], precision: str, runner: str | None, prof
                          f"{profile.peak_ops[precision].unpublished}")  # type: ignore[index]
         return out
 
-    dm = profile.derate.memory.value
+    dm = profile.memory_derate(runner)
     bandwidth = profile.memory.bandwidth_bytes_per_s.value
     m = profile.memory
     working = (work["weight_bytes"] or 0) + (work["activation_bytes"] or 0)
@@ -190,7 +190,7 @@ def node_roofline(node_work: list[list], precision: str, runner: str | None, pro
     longer of its MACs at its class's peak and its bytes at the bandwidth of where they fit (on-chip
     when the node's bytes fit the on-chip memory), plus its class's per-node overhead."""
     m = profile.memory
-    dm = profile.derate.memory.value
+    dm = profile.memory_derate(runner)
     dram = m.bandwidth_bytes_per_s.value
     sram_bytes = m.sram_bytes.value if m.sram_bytes and m.sram_bandwidth_bytes_per_s else 0.0
     sram = m.sram_bandwidth_bytes_per_s.value if sram_bytes else dram

@@ -1,8 +1,10 @@
 """The mixed-precision advisor (issue 15): candidates guided by the per-layer sensitivity (int8 everywhere,
 then the k most fragile layers kept in FP32; and the uniform FP16 graph), each **measured**: its quality
 on the inputs, and its latency paired with FP32 in one worker (alternating blocks, as every effbench
-comparison). The plan is the candidate that meets the quality floor at the lowest measured latency.
-Runs in a worker; `effbench advise` writes plan.json and the chosen graph.
+comparison). The plan is the candidate that meets the quality floor at the lowest objective: measured
+latency; the size of the graph as shipped; or energy per inference from the machine's stated energy
+model (`energy_per_inference`) at the candidate's measured latency. Runs in a worker; `effbench advise`
+writes plan.json and the chosen graph.
 """
 from __future__ import annotations
 
@@ -13,6 +15,31 @@ from typing import Any
 import numpy as np
 
 MAX_KEPT = 6  # the k most fragile layers kept in FP32: 0..MAX_KEPT candidates
+OBJECTIVES = ("latency", "energy", "size")
+
+
+def energy_per_inference(layers: dict[str, str], layer_macs: dict[str, float], other_macs: float,
+                         weight_bytes: float, activation_bytes: float, seconds: float | None,
+                         model: dict[str, Any]) -> dict[str, Any]:
+    """Modeled energy of one inference of a candidate: dynamic = each layer's MACs x the pJ/MAC of the
+    precision it runs in (MACs outside the listed layers at FP32) + (stored weight bytes + activation
+    bytes) x pJ/DRAM byte; system = idle W x the measured time + dynamic, where the machine's profile
+    gives an idle power (else absent, with the reason: the arithmetic alone is a small part of what a
+    chip draws). `model`: pj_per_mac {precision: pJ}, pj_per_dram_byte, idle_w, source."""
+    from effbench.variants.specs import reference_precision
+    pj = model["pj_per_mac"]
+    ref = reference_precision()
+    compute = sum(m * pj.get(layers.get(n, ref), pj[ref]) for n, m in layer_macs.items()) + other_macs * pj[ref]
+    dynamic_j = (compute + (weight_bytes + activation_bytes) * model["pj_per_dram_byte"]) * 1e-12
+    out: dict[str, Any] = {"dynamic_j": dynamic_j, "source": model["source"]}
+    idle = model.get("idle_w")
+    if idle and seconds:
+        out["system_j"] = idle * seconds + dynamic_j
+    else:
+        out["system_j"] = None
+        out["reason"] = ("the machine's profile gives no idle power: only the dynamic part (arithmetic and DRAM "
+                         "traffic) is modeled" if not idle else "no measured latency")
+    return out
 
 
 def _quality(path: str, inputs: dict[str, np.ndarray], labels, ref: np.ndarray, ref_metric: float) -> dict[str, Any]:
@@ -24,7 +51,8 @@ def _quality(path: str, inputs: dict[str, np.ndarray], labels, ref: np.ndarray, 
 
 def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, calibration, ranking: list[str],
            layers: list[str], out_dir: str, *, floor: float, batch_size: int, budget: dict, threads: int = 1,
-           op_types: list[str] | None = None, samples: int = 256, seed: int = 0) -> dict[str, Any]:
+           op_types: list[str] | None = None, samples: int = 256, seed: int = 0, objective: str = "latency",
+           layer_macs: dict[str, float] | None = None, energy_model: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build, score and time the candidates; return the plan (see module docstring)."""
     from effbench.measure.latency import Budget, block_ratios, loop_overhead_ns, measure_interleaved
     from effbench.measure.stats import with_floor, within_one_round
@@ -70,41 +98,89 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
                                  "cycles": est.n} if est else None)
         c["latency_ms"] = timed.stats[n].median_ns / 1e6
         c["meets_floor"] = c["relative_quality"] is not None and c["relative_quality"] >= floor
+    fp32_ms = timed.stats["fp32"].median_ns / 1e6
+    if energy_model is not None:
+        _energies(candidates, src, fp32_ms, batch_size, layer_macs or {}, energy_model)
+    cost = _cost(objective)
 
-    def speed(c: dict) -> float:
-        return c["speedup_vs_fp32"]["value"] if c["speedup_vs_fp32"] else 0.0
-
-    meeting = {n: c for n, c in candidates.items() if c["meets_floor"]}
-    best_name = max(meeting, key=lambda n: speed(meeting[n])) if meeting else None
-    uniform_ok = {n: c for n, c in candidates.items() if c["uniform"] and c["meets_floor"]}
-    best_uniform = max(uniform_ok, key=lambda n: speed(uniform_ok[n])) if uniform_ok else None
+    meeting = {n: c for n, c in candidates.items() if c["meets_floor"] and cost(c) is not None}
+    best_name = min(meeting, key=lambda n: cost(meeting[n])) if meeting else None
+    uniform_ok = {n: c for n, c in candidates.items() if c["uniform"] and c["meets_floor"] and cost(c) is not None}
+    best_uniform = min(uniform_ok, key=lambda n: cost(uniform_ok[n])) if uniform_ok else None
+    big = float("inf")
     pareto = [n for n, c in candidates.items()
-              if not any(speed(o) >= speed(c) and (o["relative_quality"] or 0) >= (c["relative_quality"] or 0)
-                         and (speed(o) > speed(c) or (o["relative_quality"] or 0) > (c["relative_quality"] or 0))
+              if not any((cost(o) or big) <= (cost(c) or big) and (o["relative_quality"] or 0) >= (c["relative_quality"] or 0)
+                         and ((cost(o) or big) < (cost(c) or big) or (o["relative_quality"] or 0) > (c["relative_quality"] or 0))
                          for o in candidates.values())]
+    speed = lambda c: c["speedup_vs_fp32"]["value"] if c["speedup_vs_fp32"] else 0.0  # noqa: E731
     plan: dict[str, Any] = {
-        "floor": floor, "objective": "latency", "method": method, "fp32_metric": ref_metric,
-        "fp32_latency_ms": timed.stats["fp32"].median_ns / 1e6, "batch_size": batch_size,
+        "floor": floor, "objective": objective, "method": method, "fp32_metric": ref_metric,
+        "fp32_latency_ms": fp32_ms, "batch_size": batch_size,
         "timing": "each candidate against FP32 in alternating blocks in one worker (one round: the CI covers "
                   "one moment of the machine)",
         "candidates": {n: {k: v for k, v in c.items() if k != "path"} for n, c in candidates.items()},
         "pareto": pareto,
         "best_uniform": ({"precision": best_uniform, "relative_quality": uniform_ok[best_uniform]["relative_quality"],
-                          "speedup_vs_fp32": uniform_ok[best_uniform]["speedup_vs_fp32"]} if best_uniform else None)}
+                          "speedup_vs_fp32": uniform_ok[best_uniform]["speedup_vs_fp32"],
+                          "size_bytes": uniform_ok[best_uniform]["size_bytes"],
+                          "energy": uniform_ok[best_uniform].get("energy")} if best_uniform else None)}
     if best_name is None:
         plan.update(meets_floor=False, chosen=None, layers=None,
-                    reason=f"no candidate keeps {floor:.2%} of FP32's quality; FP32 stays the choice")
+                    reason=f"no candidate keeps {floor:.2%} of FP32's quality" + (
+                        "" if not any(c["meets_floor"] for c in candidates.values())
+                        else f" with a known {objective}") + "; FP32 stays the choice")
         return plan
     best = candidates[best_name]
     chosen = out / "plan.onnx"
     shutil.copyfile(best["path"], chosen)
     plan.update(chosen=best_name, meets_floor=True, layers=best["layers"], relative_quality=best["relative_quality"],
-                speedup_vs_fp32=best["speedup_vs_fp32"], size_bytes=best["size_bytes"], artifact=str(chosen))
+                speedup_vs_fp32=best["speedup_vs_fp32"], size_bytes=best["size_bytes"], energy=best.get("energy"),
+                artifact=str(chosen))
     notes = []
-    if best_uniform and best_name != best_uniform and speed(best) <= speed(candidates[best_uniform]):
+    if best_uniform and best_name != best_uniform and cost(best) >= cost(candidates[best_uniform]):
         notes.append(f"no mixed plan beats the uniform {best_uniform}")
-    if best["speedup_vs_fp32"] is None or best["speedup_vs_fp32"]["ci"][0] <= 1.0:
+    if objective == "latency" and (best["speedup_vs_fp32"] is None or best["speedup_vs_fp32"]["ci"][0] <= 1.0):
         notes.append("no candidate is clearly faster than FP32 here (the chosen one's CI reaches 1): FP32 is as good")
+    if objective == "energy" and (best.get("energy") or {}).get("reason"):
+        notes.append(f"energy: {best['energy']['reason']}")
     if notes:
         plan["note"] = "; ".join(notes)
     return plan
+
+
+def _cost(objective: str):
+    """The figure a candidate minimises (None where it is unknown)."""
+    def cost(c: dict) -> float | None:
+        if objective == "size":
+            return float(c["size_bytes"])
+        if objective == "energy":
+            e = c.get("energy") or {}
+            return e.get("system_j") if e.get("system_j") is not None else e.get("dynamic_j")
+        s = c.get("speedup_vs_fp32")
+        return 1.0 / s["value"] if s else None
+    return cost
+
+
+def _energies(candidates: dict[str, dict], fp32_path: str, fp32_ms: float, batch_size: int,
+              layer_macs: dict[str, float], model: dict[str, Any]) -> None:
+    """Each candidate's modeled energy per inference, and against FP32 with the CI its paired speedup gives."""
+    from effbench.measure.flops import count_work
+    total = count_work(fp32_path, batch_size=1)
+    acts = total.activation_bytes
+    other = max(total.macs - sum(layer_macs.values()), 0.0)
+    from effbench.variants.specs import reference_precision
+    ref_layers = dict.fromkeys(layer_macs, reference_precision())
+    ref = energy_per_inference(ref_layers, layer_macs, other, total.weight_bytes, acts, fp32_ms / 1e3 / batch_size, model)
+    for c in candidates.values():
+        w = count_work(c["path"], batch_size=1).weight_bytes
+        s = c.get("speedup_vs_fp32")
+        t = fp32_ms / 1e3 / batch_size / s["value"] if s else None
+        e = energy_per_inference(c["layers"], layer_macs, other, w, acts, t, model)
+        key = "system_j" if e["system_j"] is not None and ref["system_j"] else "dynamic_j"
+        e["vs_fp32"] = e[key] / ref[key] if ref[key] else None
+        if s and key == "system_j":  # the time share of the energy moves with the speedup's CI
+            lo_t, hi_t = (fp32_ms / 1e3 / batch_size / x for x in (s["ci"][1], s["ci"][0]))
+            e["vs_fp32_ci"] = [energy_per_inference(c["layers"], layer_macs, other, w, acts, x, model)["system_j"]
+                               / ref["system_j"] for x in (lo_t, hi_t)]
+        e["basis"] = "system (idle power x measured time + dynamic)" if key == "system_j" else "dynamic part only"
+        c["energy"] = e

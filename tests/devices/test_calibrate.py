@@ -40,11 +40,14 @@ def test_recovers_planted_derates(make_profile, make_record, tmp_path):
     for (runner, prec), v in planted.items():
         got = rep.compute_by[f"{runner}/{prec}/matmul"]
         assert v * 0.999 <= got and abs(math.log(got / v)) < 0.35 * abs(math.log(v)), (runner, prec, got)
-    assert 0.6 <= rep.memory < 0.75
+    # memory efficiency, per runner, is held more firmly at the measured bandwidth (SHRINK_MEMORY): it
+    # moves from 1 toward the planted 0.6, never beyond
+    for runner in ("onnxruntime", "torch"):
+        assert 0.6 * 0.999 <= rep.memory_by[runner] < 0.95, (runner, rep.memory_by)
     for runner in ("onnxruntime", "torch"):  # the planted per-node cost, no per-call cost
         assert rep.node_overhead_by_runner[runner]["other"] == pytest.approx(3e-6, rel=0.1)
         assert rep.call_overhead_by_runner[runner] < 2e-6  # under one planted node
-    assert rep.mdape_after < rep.mdape_before / 3
+    assert rep.mdape_after < rep.mdape_before / 1.8  # memory held firmly: planted 0.6 is only partly recovered
     assert "median absolute % error" in rep.text()
     saved = json.loads((tmp_path / CALIBRATION_FILE).read_text())
     assert saved["compute_by"]["onnxruntime/int8/matmul"] == rep.compute_by["onnxruntime/int8/matmul"]
@@ -59,7 +62,8 @@ def test_noisy_measurements_still_improve(make_profile, make_record, tmp_path):
     local, recs = _synthetic(make_profile, make_record, dc=planted, dm=0.5, overhead=2e-6, noise=0.1, seed=3)
     rep = calibrate(recs, profile=local, write=False)
     assert rep.written_to is None
-    assert rep.mdape_after < rep.mdape_before / 2
+    assert rep.mdape_after < rep.mdape_before / 1.8  # memory held firmly (SHRINK_MEMORY): planted 0.5 partly recovered
+    assert 0.5 * 0.999 <= rep.memory_by["onnxruntime"] < 0.9
     assert rep.mdape_loo is not None and rep.mdape_loo < rep.mdape_before / 1.5
     assert 0.1 <= rep.compute_by["onnxruntime/int8/matmul"] < 0.3
     # the leave-one-out errors become the calibrated profile's prediction interval

@@ -102,6 +102,8 @@ def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
     assert "Where to spend precision" in page and "node_conv2d_1" in page and "(plan)" in page
     bad = run_cli("advise", str(suite), "--model", "cnn", "--floor", "1.5", "-o", str(out), "--cache-dir", str(cache_dir))
     assert bad.returncode == 2 and "--floor must be in (0, 1]" in bad.stderr
+    bad = run_cli("advise", str(suite), "--model", "cnn", "--objective", "speed", "-o", str(out))
+    assert bad.returncode == 2 and "--objective must be one of" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_a_plan_is_a_precision_of_the_suite(tmp_path, cache_dir):
@@ -127,3 +129,37 @@ def test_a_plan_is_a_precision_of_the_suite(tmp_path, cache_dir):
     suite.write_text(body.replace("PLAN", "nowhere/plan.json"))
     bad = run_cli("validate", str(suite))
     assert bad.returncode == 2 and "precisions[1].plan" in bad.stderr and "plan file not found" in bad.stderr
+
+
+def test_advisor_objectives_size_and_energy(tmp_path):
+    """--objective size picks the smallest candidate that meets the floor; energy is modeled per candidate
+    from its layers' precisions (system energy where an idle power is stated, else the dynamic part,
+    labelled), with a CI from the paired speedup."""
+    from effbench.variants.advisor import advise, energy_per_inference
+    x = _inputs(outlier=False)
+    model = _mlp(tmp_path / "m.onnx", fragile=False)
+    layers = ["fc0", "fc1", "fc2"]
+    macs = {"fc0": 16 * 32, "fc1": 32 * 32, "fc2": 32 * 10}
+    budget = {"warmup_s": 0.02, "min_time_s": 0.1, "max_time_s": 0.3, "min_warmup_calls": 3, "min_n": 16}
+    pj = {"fp32": 4.6, "fp16": 1.5, "int8": 0.23}
+    common = dict(labels=None, method="static", calibration={"x": x}, ranking=layers, layers=layers, floor=0.5,
+                  batch_size=8, budget=budget, samples=64, layer_macs=macs)
+    size = advise(model, {"x": x}, out_dir=str(tmp_path / "size"), objective="size",
+                  energy_model={"pj_per_mac": pj, "pj_per_dram_byte": 160.0, "idle_w": None, "source": "test"}, **common)
+    meeting = [c for c in size["candidates"].values() if c["meets_floor"]]
+    assert size["objective"] == "size" and size["size_bytes"] == min(c["size_bytes"] for c in meeting)
+    int8 = size["candidates"]["int8"]["energy"]
+    assert int8["system_j"] is None and int8["basis"] == "dynamic part only" and "no idle power" in int8["reason"]
+    assert int8["vs_fp32"] < 1  # int8 MACs and weight bytes cost less than FP32's
+    energy = advise(model, {"x": x}, out_dir=str(tmp_path / "energy"), objective="energy",
+                    energy_model={"pj_per_mac": pj, "pj_per_dram_byte": 160.0, "idle_w": 10.0, "source": "test"},
+                    **common)
+    for c in energy["candidates"].values():
+        e = c["energy"]
+        assert e["system_j"] > e["dynamic_j"] > 0 and e["vs_fp32_ci"][0] <= e["vs_fp32"] <= e["vs_fp32_ci"][1]
+    chosen = energy["candidates"][energy["chosen"]]["energy"]["system_j"]
+    assert chosen == min(c["energy"]["system_j"] for c in energy["candidates"].values() if c["meets_floor"])
+    # the model itself: 1000 MACs at fp32 and nothing else, 1 ms at 10 W idle
+    e = energy_per_inference({"a": "fp32"}, {"a": 1000}, 0, 0, 0, 1e-3, {"pj_per_mac": pj, "pj_per_dram_byte": 0,
+                                                                        "idle_w": 10.0, "source": "t"})
+    assert e["dynamic_j"] == 4.6e-9 and e["system_j"] == 10.0 * 1e-3 + 4.6e-9
