@@ -69,20 +69,31 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
     calib = calibration if method == "static" else None
 
     candidates: dict[str, dict[str, Any]] = {}
-    for k in range(0, min(MAX_KEPT, len(ranking)) + 1):
+
+    def keep(k: int) -> dict[str, Any]:
+        """int8 with the k most fragile layers kept FP32: built and scored (not yet timed)."""
         kept = ranking[:k]
         path = out / f"int8-keep{k}.onnx"
         quantize_onnx_int8(src, str(path), method, per_channel=True, calibration=calib, samples=samples,
                            op_types=op_types, nodes_to_exclude=kept)
         name = "int8" if k == 0 else f"int8, {k} layer{'s' if k > 1 else ''} kept FP32"
-        candidates[name] = {"path": str(path), "layers": {n: ("fp32" if n in kept else "int8") for n in layers},
-                            "uniform": k == 0}
+        c = {"path": str(path), "layers": {n: ("fp32" if n in kept else "int8") for n in layers}, "uniform": k == 0,
+             "kept": k, **_quality(str(path), inputs, labels, ref, ref_metric)}
+        candidates[name] = c
+        return c
+
+    for k in range(0, min(MAX_KEPT, len(ranking)) + 1):
+        keep(k)
+    tried = min(MAX_KEPT, len(ranking))
+    search, found = _search_kept(keep, floor, len(ranking), tried, list(candidates.values()))
+    for n in [n for n, c in candidates.items() if c["kept"] > tried and c["kept"] != found]:
+        del candidates[n]  # the search's misses were scored only; the one that meets the floor is timed
     import onnx
     fp16 = out / "fp16.onnx"
     onnx.save(_fp16_graph(src, True), str(fp16))
-    candidates["fp16"] = {"path": str(fp16), "layers": dict.fromkeys(layers, "fp16"), "uniform": True}
+    candidates["fp16"] = {"path": str(fp16), "layers": dict.fromkeys(layers, "fp16"), "uniform": True,
+                          **_quality(str(fp16), inputs, labels, ref, ref_metric)}
     for c in candidates.values():
-        c.update(_quality(c["path"], inputs, labels, ref, ref_metric))
         c["size_bytes"] = Path(c["path"]).stat().st_size
 
     # latency: every candidate timed against FP32 in alternating blocks in this one worker
@@ -119,6 +130,7 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
         "timing": "each candidate against FP32 in alternating blocks in one worker (one round: the CI covers "
                   "one moment of the machine)",
         "candidates": {n: {k: v for k, v in c.items() if k != "path"} for n, c in candidates.items()},
+        "search": search,
         "pareto": pareto,
         "best_uniform": ({"precision": best_uniform, "relative_quality": uniform_ok[best_uniform]["relative_quality"],
                           "speedup_vs_fp32": uniform_ok[best_uniform]["speedup_vs_fp32"],
@@ -184,3 +196,39 @@ def _energies(candidates: dict[str, dict], fp32_path: str, fp32_ms: float, batch
                                / ref["system_j"] for x in (lo_t, hi_t)]
         e["basis"] = "system (idle power x measured time + dynamic)" if key == "system_j" else "dynamic part only"
         c["energy"] = e
+
+
+def _search_kept(keep, floor: float, n_layers: int, tried: int,
+                 tried_candidates: list[dict]) -> tuple[str, int | None]:
+    """Where keeping the 0..`tried` most fragile layers in FP32 all miss the floor: keep more, by quality
+    alone (doubling, then bisection; quality rises, if not strictly, with the layers kept), and add the
+    fewest-kept candidate that meets it, to be timed with the rest. Returns what was done (for plan.json)
+    and how many layers that candidate keeps."""
+    def meets(c: dict) -> bool:
+        return c["relative_quality"] is not None and c["relative_quality"] >= floor
+    if any(meets(c) for c in tried_candidates):
+        return f"kept 0..{tried} most fragile layers FP32 (at least one meets the floor)", None
+    if n_layers <= tried:
+        return f"every 0..{tried} most fragile layers kept FP32 tried (all the quantizable layers)", None
+    lo, hi, tested = tried, None, []
+    k = max(2 * tried, 1)
+    while hi is None:
+        k = min(k, n_layers)
+        c = keep(k)
+        tested.append(k)
+        if meets(c):
+            hi = k
+        elif k == n_layers:
+            return (f"kept 0..{tried} most fragile layers FP32, then {', '.join(map(str, tested))}: none meets the "
+                    "floor (quantizing any layer costs more than it allows)"), None
+        else:
+            lo, k = k, 2 * k
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        tested.append(mid)
+        if meets(keep(mid)):
+            hi = mid
+        else:
+            lo = mid
+    return (f"kept 0..{tried} most fragile layers FP32, none met the floor; searched on quality alone "
+            f"(kept {', '.join(map(str, tested))}): the fewest that meet it, {hi}, timed with the rest"), hi

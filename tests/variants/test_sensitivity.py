@@ -163,3 +163,22 @@ def test_advisor_objectives_size_and_energy(tmp_path):
     e = energy_per_inference({"a": "fp32"}, {"a": 1000}, 0, 0, 0, 1e-3, {"pj_per_mac": pj, "pj_per_dram_byte": 0,
                                                                         "idle_w": 10.0, "source": "t"})
     assert e["dynamic_j"] == 4.6e-9 and e["system_j"] == 10.0 * 1e-3 + 4.6e-9
+
+
+def test_advisor_searches_past_six_kept_layers_by_quality():
+    """When keeping the 0..6 most fragile layers in FP32 all miss the floor, the advisor keeps more, by
+    quality alone (doubling, then bisection), and finds the fewest that meet it."""
+    from effbench.variants.advisor import _search_kept
+    built = []
+
+    def keep(k):
+        built.append(k)
+        return {"relative_quality": min(1.0, k / 10)}
+    misses = [{"relative_quality": k / 10} for k in range(7)]
+    text, found = _search_kept(keep, 0.85, 20, 6, misses)
+    assert found == 9 and built == [12, 9, 7, 8] and "the fewest that meet it, 9" in text
+    built.clear()
+    text, found = _search_kept(lambda k: {"relative_quality": 0.5}, 0.85, 20, 6, misses)
+    assert found is None and "none meets the floor" in text
+    text, found = _search_kept(keep, 0.5, 20, 6, misses)  # k = 5 already meets it: no search
+    assert found is None and built == [] and "at least one meets" in text
