@@ -51,13 +51,15 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
             raise res.value
         if res.kind != "ok":
             raise UserError(f"{cell.cell_id} cannot be profiled layer by layer ({res.kind}): {res.reason}",
-                            file=suite.path, field="--cell", fix="profile an ONNX Runtime cell")
+                            file=suite.path, field="--cell", fix="profile a cell whose variant the runner can run")
     finally:
         bar.close()
     rows = [LayerRow(**r) for r in res.value["rows"]]
     folder = out / "layers" / cell.cell_id.replace("/", "_")
     write(rows, folder, {"cell_id": cell.cell_id, "graph": res.value["graph"], "runs": runs,
-                         "timing": "ONNX Runtime's profiler: per-kernel durations, median over the calls"})
+                         "timing": "ONNX Runtime's profiler: per-kernel durations, median over the calls"
+                         if res.value["graph"] else "torch's profiler: each leaf module's forward (record_function "
+                         "by hooks), median over the calls; MACs from torch's FlopCounterMode"})
     return rows, folder
 
 

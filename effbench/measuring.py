@@ -301,11 +301,16 @@ def layer_profile(cell: Cell, variant: Variant, artifact: dict, feeds: dict, run
     profile = getattr(runner_class(cell.runner), "profile_kernels", None)
     if profile is None:
         raise Unsupported(f"the {cell.runner} runner has no per-kernel profiler wired to effbench yet")
-    if not variant.own_graph(cell.runner):
-        raise Unsupported(f"the {variant.label} variant has no graph for {cell.runner}"
-                          + (f" ({variant.onnx_reason})" if variant.onnx_reason else ""))
     arrays = {k: np.asarray(a) for k, a in feeds.items()}
-    events, graph = profile(variant, cell.threads or 1, arrays, runs)
-    work = count_work(graph, batch_size=cell.batch_size, dims=artifact.get("dims") or {})
-    rows = fold(kernel_times(events, runs), work.by_node, links(graph))
-    return {"rows": [r.to_json() for r in rows], "graph": graph, "runs": runs}
+    if variant.own_graph(cell.runner):
+        events, graph = profile(variant, cell.threads or 1, arrays, runs)
+        work = count_work(graph, batch_size=cell.batch_size, dims=artifact.get("dims") or {})
+        rows = fold(kernel_times(events, runs), work.by_node, links(graph))
+        return {"rows": [r.to_json() for r in rows], "graph": graph, "runs": runs}
+    # a runner of modules: its profiler answers per module, with the modules' own MACs
+    supported = runner_class(cell.runner)().supports(variant)
+    if not supported.ok:
+        raise Unsupported(supported.reason)
+    events, modules = profile(variant, cell.threads or 1, arrays, runs, artifact)
+    rows = fold(kernel_times(events, runs), modules)
+    return {"rows": [r.to_json() for r in rows], "graph": None, "runs": runs}

@@ -22,6 +22,15 @@ class TorchRunner:
     excludes: ClassVar[tuple[str, ...]] = ()
     packages: ClassVar[tuple[str, ...]] = ("torch", "torchao")
 
+    @staticmethod
+    def profile_kernels(variant, threads: int, feeds: dict[str, Any], runs: int,
+                        artifact: dict[str, Any] | None = None) -> tuple[list[dict], list[dict]]:
+        """torch's profiler over `runs` calls of the variant's module, leaf module by leaf module
+        (`runners.torch_layers`): trace events and per-module rows with their MACs, for `measure.layers`."""
+        from effbench.runners.torch_layers import profile_modules
+        session = TorchRunner().load(variant, threads, {"artifact": artifact})
+        return profile_modules(session.module, tuple(session._tensors(feeds)), runs)
+
     def supports(self, variant) -> Support:
         if variant.torch is None:
             return Support.no(variant.torch_reason or f"no torch build of the {variant.label} variant")

@@ -65,10 +65,33 @@ def test_layers_command_profiles_one_cell_and_the_report_shows_it(tmp_path, cach
     assert "Where time goes" in (out / "index.html").read_text()
 
 
+def test_a_torch_cell_is_profiled_module_by_module(tmp_path, cache_dir):
+    """torch's profiler, leaf module by leaf module, with each module's MACs; what runs outside the leaf
+    modules is its own row, so the shares add up to the whole call."""
+    out = tmp_path / "out"
+    suite = _suite(tmp_path, runners="[{name: torch, threads: 1}]")
+    res = run_cli("layers", str(suite), "--cell", "cnn/fp32/torch/b4/*", "-o", str(out), "--cache-dir",
+                  str(cache_dir), "--runs", "10", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((out / "layers" / "cnn_fp32_torch_b4_single-stream" / "layers.json").read_text())
+    rows = {r["layer"]: r for r in data["rows"]}
+    mac_rows = [r for r in data["rows"] if r["macs"]]
+    assert sorted(r["op_type"] for r in mac_rows) == ["Conv2d", "Conv2d", "Linear", "Linear"]
+    assert all(r["time_us"] > 0 and r["gflops"] > 0 for r in mac_rows)
+    assert sum(r["share"] for r in data["rows"]) == pytest.approx(1.0)
+    assert "(outside leaf modules)" in rows and "torch's profiler" in data["timing"]
+    # the modules' MACs add up to what the graph counts for the same model
+    onnx = run_cli("layers", str(_suite(tmp_path)), "--cell", "cnn/fp32/onnxruntime/b4/*", "-o", str(out),
+                   "--cache-dir", str(cache_dir), "--runs", "3", "--no-progress")
+    graph = json.loads((out / "layers" / "cnn_fp32_onnxruntime_b4_single-stream" / "layers.json").read_text())
+    assert onnx.returncode == 0 and sum(r["macs"] for r in mac_rows) == sum(r["macs"] or 0 for r in graph["rows"])
+
+
 @pytest.mark.parametrize("cell,message", [("nope/*", "matches 0 cells"),
-                                          ("cnn/fp32/torch/*", "cannot be profiled layer by layer")])
+                                          ("cnn/bf16/onnxruntime/*", "bf16")])
 def test_a_cell_that_cannot_be_profiled_is_one_line(tmp_path, cache_dir, cell, message):
     suite = _suite(tmp_path, runners="[{name: onnxruntime, threads: 1}, {name: torch, threads: 1}]")
+    suite.write_text(suite.read_text().replace("precisions: [fp32]", "precisions: [fp32, bf16]"))
     res = run_cli("layers", str(suite), "--cell", cell, "-o", str(tmp_path / "o"), "--cache-dir", str(cache_dir),
                   "--runs", "3", "--no-progress")
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
