@@ -545,7 +545,7 @@ Boxes show the quartiles, whiskers 1.5 IQR, points the outliers.</p>{latency}</s
 <p class="muted">Offline scenario where measured. Line style tells the runner apart.</p>{tput}</section>
 {_projections(rows)}
 {layers.section(layer_profiles or [])}
-{layers.precision_section(precision_views or [])}
+{layers.precision_section(precision_views or [], figs)}
 <section id="work"><h2>Work breakdown</h2><p class="muted">Multiply-accumulates by op type, from the FLOPs
 counter.</p><div class="work-grid">{work}</div></section>
 {_failures(rows)}

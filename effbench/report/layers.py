@@ -70,16 +70,88 @@ def load_precision_views(out_dir: Path) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def precision_section(views: list[dict[str, Any]]) -> str:
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def sensitivity_figure(sens: dict[str, Any]) -> dict[str, Any] | None:
+    """Each layer: its share of FP32 time (x) against the quality it loses alone in int8 (y). Top left is
+    where FP32 is cheap to keep and worth it."""
+    from effbench.report.figures import esc
+    pts = [r for r in (sens.get("rows") or []) if isinstance(r, dict) and _is_num(r.get("time_share"))
+           and _is_num((r.get("only_this") or {}).get("metric_drop"))]
+    if not pts:
+        return None
+    return {"data": [{"type": "scatter", "mode": "markers", "name": "layers",
+                      "x": [r["time_share"] * 100 for r in pts], "y": [r["only_this"]["metric_drop"] for r in pts],
+                      "text": [esc(f"{r.get('layer')} ({r.get('op_type')}), SQNR "
+                                   f"{_num((r.get('only_this') or {}).get('sqnr_db'), '.1f')} dB") for r in pts],
+                      "hoverinfo": "text+x+y", "marker": {"size": 9}}],
+            "layout": {"height": 340, "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+                       "xaxis": {"title": {"text": "share of FP32 time (%)"}},
+                       "yaxis": {"title": {"text": esc(f"{sens.get('metric', 'metric')} lost, this layer alone int8")}},
+                       "title": {"text": "int8 sensitivity against time share", "font": {"size": 13}}}}
+
+
+def candidates_figure(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """The advisor's candidates: paired speedup vs FP32 (x, with its CI) against quality kept (y); the
+    uniform variants and the plan marked, the floor as a line, the Pareto front joined."""
+    from effbench.report.figures import esc
+    cands = {n: c for n, c in (plan.get("candidates") or {}).items() if isinstance(c, dict)
+             and _is_num((c.get("speedup_vs_fp32") or {}).get("value")) and _is_num(c.get("relative_quality"))}
+    if not cands:
+        return None
+    data = []
+    for label, pick, symbol in (("mixed (k most fragile layers kept FP32)", lambda c: not c.get("uniform"), "circle"),
+                                ("uniform", lambda c: c.get("uniform"), "square")):
+        names = [n for n, c in cands.items() if pick(c)]
+        if not names:
+            continue
+        sp = [cands[n]["speedup_vs_fp32"] for n in names]
+        data.append({"type": "scatter", "mode": "markers", "name": esc(label), "x": [s["value"] for s in sp],
+                     "y": [cands[n]["relative_quality"] for n in names], "text": [esc(n) for n in names],
+                     "hoverinfo": "text+x+y", "marker": {"size": 10, "symbol": symbol},
+                     "error_x": {"type": "data", "symmetric": False,
+                                 "array": [(s.get("ci") or [0, s["value"]])[1] - s["value"] for s in sp],
+                                 "arrayminus": [s["value"] - (s.get("ci") or [s["value"], 0])[0] for s in sp]}})
+    front = sorted((cands[n]["speedup_vs_fp32"]["value"], cands[n]["relative_quality"]) for n in plan.get("pareto") or []
+                   if n in cands)
+    if len(front) > 1:
+        data.append({"type": "scatter", "mode": "lines", "name": "Pareto front", "x": [p[0] for p in front],
+                     "y": [p[1] for p in front], "line": {"dash": "dash", "width": 1}, "hoverinfo": "skip"})
+    chosen = plan.get("chosen")
+    if chosen in cands:
+        c = cands[chosen]
+        data.append({"type": "scatter", "mode": "markers", "name": esc(f"plan: {chosen}"),
+                     "x": [c["speedup_vs_fp32"]["value"]], "y": [c["relative_quality"]], "hoverinfo": "name",
+                     "marker": {"size": 18, "symbol": "circle-open", "line": {"width": 2}}})
+    layout: dict[str, Any] = {"height": 340, "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+                              "xaxis": {"title": {"text": "speedup vs FP32 (paired, 95% CI)"}},
+                              "yaxis": {"title": {"text": "quality kept vs FP32"}},
+                              "title": {"text": "advisor candidates, measured", "font": {"size": 13}}}
+    if _is_num(plan.get("floor")):
+        layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": plan["floor"], "y1": plan["floor"],
+                             "line": {"dash": "dot", "width": 1, "color": "#b00"}}]
+    return {"data": data, "layout": layout}
+
+
+def precision_section(views: list[dict[str, Any]], figs: dict[str, Any] | None = None) -> str:
     """"Where to spend precision": each layer's int8 sensitivity against its share of FP32 time, and the
-    advisor's measured candidates (quality against paired speedup) with the uniform variants among them."""
+    advisor's measured candidates (quality against paired speedup) with the uniform variants among them;
+    as charts (registered in `figs`) and tables."""
     if not views:
         return ""
     e = lambda x: html.escape(str(x), quote=True)  # noqa: E731
     parts = []
-    for v in views:
+    for i, v in enumerate(views):
         sens, plan = v.get("sensitivity") or {}, v.get("plan") or {}
         parts.append(f"<h3>{e(v['model'])}</h3>")
+        if figs is not None:
+            for kind, fig in (("sens", sensitivity_figure(sens)), ("cands", candidates_figure(plan))):
+                if fig is not None:
+                    fid = f"fig-precision-{kind}-{i}"
+                    figs[fid] = fig
+                    parts.append(f'<div class="chart" id="{fid}"></div>')
         rows = []
         for r in (sens.get("rows") or [])[:TOP]:
             if not isinstance(r, dict):

@@ -116,6 +116,9 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
 
     meeting = {n: c for n, c in candidates.items() if c["meets_floor"] and cost(c) is not None}
     best_name = min(meeting, key=lambda n: cost(meeting[n])) if meeting else None
+    tied = _tied(meeting, best_name) if objective == "latency" and best_name else []
+    if len(tied) > 1:  # speedups the CIs cannot tell apart: the smallest graph (fewest FP32 layers) wins
+        best_name = min(tied, key=lambda n: (meeting[n]["size_bytes"], -(meeting[n]["relative_quality"] or 0)))
     uniform_ok = {n: c for n, c in candidates.items() if c["uniform"] and c["meets_floor"] and cost(c) is not None}
     best_uniform = min(uniform_ok, key=lambda n: cost(uniform_ok[n])) if uniform_ok else None
     big = float("inf")
@@ -151,6 +154,8 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
     notes = []
     if best_uniform and best_name != best_uniform and cost(best) >= cost(candidates[best_uniform]):
         notes.append(f"no mixed plan beats the uniform {best_uniform}")
+    if len(tied) > 1:
+        notes.append(f"{len(tied)} candidates are as fast within their CIs ({', '.join(tied)}): the smallest is chosen")
     if objective == "latency" and (best["speedup_vs_fp32"] is None or best["speedup_vs_fp32"]["ci"][0] <= 1.0):
         notes.append("no candidate is clearly faster than FP32 here (the chosen one's CI reaches 1): FP32 is as good")
     if objective == "energy" and (best.get("energy") or {}).get("reason"):
@@ -232,3 +237,11 @@ def _search_kept(keep, floor: float, n_layers: int, tried: int,
             lo = mid
     return (f"kept 0..{tried} most fragile layers FP32, none met the floor; searched on quality alone "
             f"(kept {', '.join(map(str, tested))}): the fewest that meet it, {hi}, timed with the rest"), hi
+
+
+def _tied(meeting: dict[str, dict], best: str) -> list[str]:
+    """The candidates whose paired speedup's CI reaches the fastest one's: speedups one round cannot tell apart."""
+    lo = (meeting[best].get("speedup_vs_fp32") or {}).get("ci", [None])[0]
+    if lo is None:
+        return [best]
+    return [n for n, c in meeting.items() if c.get("speedup_vs_fp32") and c["speedup_vs_fp32"]["ci"][1] >= lo]
