@@ -166,6 +166,7 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
                          "batch_size": batch, "budget": _budget(suite, quick=False), "op_types": prep["op_types"],
                          "samples": samples, "objective": objective,
                          "layer_macs": {r["layer"]: r["macs"] for r in result["rows"]},
+                         "layer_ops": {r["layer"]: r["op_type"] for r in result["rows"]},
                          "energy_model": _energy_model(cache_dir)},
                         timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"advise-{model_id}.log")
     if res.kind == "user_error":
@@ -245,5 +246,7 @@ def advise_text(plan: dict) -> str:
     if plan.get("best_uniform"):
         b = plan["best_uniform"]
         lines.append(f"best uniform variant meeting the floor: {b['precision']} ({sp(b)})")
-    lines.append(f"Pareto front: {', '.join(plan['pareto'])}. {plan['timing']}")
+    lines.append(f"Pareto front: {'; '.join(plan['pareto'])}. {plan['timing']}")
+    for name, why in (plan.get("not_built") or {}).items():
+        lines.append(f"{name}: not a candidate ({why})")
     return "\n".join(lines)

@@ -52,7 +52,8 @@ def _quality(path: str, inputs: dict[str, np.ndarray], labels, ref: np.ndarray, 
 def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, calibration, ranking: list[str],
            layers: list[str], out_dir: str, *, floor: float, batch_size: int, budget: dict, threads: int = 1,
            op_types: list[str] | None = None, samples: int = 256, seed: int = 0, objective: str = "latency",
-           layer_macs: dict[str, float] | None = None, energy_model: dict[str, Any] | None = None) -> dict[str, Any]:
+           layer_macs: dict[str, float] | None = None, energy_model: dict[str, Any] | None = None,
+           layer_ops: dict[str, str] | None = None) -> dict[str, Any]:
     """Build, score and time the candidates; return the plan (see module docstring)."""
     from effbench.measure.latency import Budget, block_ratios, loop_overhead_ns, measure_interleaved
     from effbench.measure.stats import with_floor, within_one_round
@@ -93,6 +94,12 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
     onnx.save(_fp16_graph(src, True), str(fp16))
     candidates["fp16"] = {"path": str(fp16), "layers": dict.fromkeys(layers, "fp16"), "uniform": True,
                           **_quality(str(fp16), inputs, labels, ref, ref_metric)}
+    not_built: dict[str, str] = {}
+    int4 = _int4_candidate(src, out, layers, layer_ops or {})
+    if isinstance(int4, str):
+        not_built["int4"] = int4
+    else:
+        candidates["int4"] = {**int4, **_quality(int4["path"], inputs, labels, ref, ref_metric)}
     for c in candidates.values():
         c["size_bytes"] = Path(c["path"]).stat().st_size
 
@@ -133,7 +140,7 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
         "timing": "each candidate against FP32 in alternating blocks in one worker (one round: the CI covers "
                   "one moment of the machine)",
         "candidates": {n: {k: v for k, v in c.items() if k != "path"} for n, c in candidates.items()},
-        "search": search,
+        "search": search, "not_built": not_built,
         "pareto": pareto,
         "best_uniform": ({"precision": best_uniform, "relative_quality": uniform_ok[best_uniform]["relative_quality"],
                           "speedup_vs_fp32": uniform_ok[best_uniform]["speedup_vs_fp32"],
@@ -155,7 +162,7 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
     if best_uniform and best_name != best_uniform and cost(best) >= cost(candidates[best_uniform]):
         notes.append(f"no mixed plan beats the uniform {best_uniform}")
     if len(tied) > 1:
-        notes.append(f"{len(tied)} candidates are as fast within their CIs ({', '.join(tied)}): the smallest is chosen")
+        notes.append(f"{len(tied)} candidates are as fast within their CIs ({'; '.join(tied)}): the smallest is chosen")
     if objective == "latency" and (best["speedup_vs_fp32"] is None or best["speedup_vs_fp32"]["ci"][0] <= 1.0):
         notes.append("no candidate is clearly faster than FP32 here (the chosen one's CI reaches 1): FP32 is as good")
     if objective == "energy" and (best.get("energy") or {}).get("reason"):
@@ -245,3 +252,21 @@ def _tied(meeting: dict[str, dict], best: str) -> list[str]:
     if lo is None:
         return [best]
     return [n for n, c in meeting.items() if c.get("speedup_vs_fp32") and c["speedup_vs_fp32"]["ci"][1] >= lo]
+
+
+def _int4_candidate(src: str, out: Path, layers: list[str], layer_ops: dict[str, str]) -> dict[str, Any] | str:
+    """Uniform int4 weight-only (the int4 precision's own ONNX build, MatMulNBits, with its default
+    options): the MatMul/Gemm layers in int4, convolutions left FP32. The reason where it cannot be built."""
+    from types import SimpleNamespace
+
+    from effbench.variants import validate_options
+    from effbench.variants.integer import _onnx_int4
+    name = "int4"
+    folder = out / "int4"
+    folder.mkdir(exist_ok=True)
+    try:
+        built = _onnx_int4(SimpleNamespace(onnx_path=src), validate_options(name, {}), folder)
+    except Exception as e:  # noqa: BLE001 - any failure of the quantizer is the candidate's reason
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return {"path": built["path"], "uniform": True,
+            "layers": {n: (name if layer_ops.get(n) in ("MatMul", "Gemm") else "fp32") for n in layers}}

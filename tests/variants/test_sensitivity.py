@@ -85,7 +85,9 @@ def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
     plan = json.loads((out / "advise" / "cnn" / "plan.json").read_text())
     cands = plan["candidates"]
     assert set(cands) == {"int8", "int8, 1 layer kept FP32", "int8, 2 layers kept FP32", "int8, 3 layers kept FP32",
-                          "int8, 4 layers kept FP32", "fp16"}
+                          "int8, 4 layers kept FP32", "fp16", "int4"}
+    assert cands["int4"]["layers"] == {"node_conv2d": "fp32", "node_conv2d_1": "fp32", "node_linear": "int4",
+                                       "node_linear_1": "int4"}  # weight-only int4 on the matrix products
     for c in cands.values():  # every candidate measured: quality on the dataset, speedup paired with FP32
         assert 0 < c["relative_quality"] <= 1.05 and c["speedup_vs_fp32"]["ci"][0] <= c["speedup_vs_fp32"]["value"]
         assert set(c["layers"]) == {"node_conv2d", "node_conv2d_1", "node_linear", "node_linear_1"}
