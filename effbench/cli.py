@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     for c in (se, ad):
         c.add_argument("--model", required=True, help="the suite's model id")
         c.add_argument("--samples", type=int, default=256, help="inputs scored (default 256)")
+    se.add_argument("--runner", help="a runner of modules (torch): each nn.Linear quantized with torch's per-module "
+                    "dynamic int8 instead of ONNX Runtime's quantizer on the graph")
     ad.add_argument("--floor", type=float, default=0.99, help="quality kept, relative to FP32 (default 0.99)")
     ad.add_argument("--batch", type=int, help="batch size to time (default: the suite's smallest)")
     ad.add_argument("--objective", default="latency", help="what the plan minimises under the floor: latency "
@@ -359,7 +361,7 @@ def _cmd_layers(a: argparse.Namespace) -> int:
 def _cmd_sensitivity(a: argparse.Namespace) -> int:
     from effbench.layer_profile import sensitivity, sensitivity_text
     result, folder = sensitivity(a.suite, a.model, out_dir=a.out, cache_dir=a.cache_dir, samples=a.samples,
-                                 progress=not a.no_progress)
+                                 progress=not a.no_progress, runner=a.runner)
     print(sensitivity_text(result))
     print(f"written: {folder / 'sensitivity.csv'}, {folder / 'sensitivity.json'}")
     return 0

@@ -64,15 +64,19 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
 
 
 def sensitivity(suite: Suite | str | Path, model_id: str, *, out_dir: str | Path | None = None,
-                cache_dir: str | Path | None = None, samples: int = 256, progress: bool = True) -> tuple[dict, Path]:
+                cache_dir: str | Path | None = None, samples: int = 256, progress: bool = True,
+                runner: str | None = None) -> tuple[dict, Path]:
     """`effbench sensitivity SUITE --model ID`: each quantizable layer of the model's graph quantized to int8
     alone, and kept alone in FP32 with the rest quantized, scored on the model's dataset (or generated
-    inputs, against the FP32 outputs); writes sensitivity.csv and sensitivity.json."""
-    result, folder, _ = _sensitivity(suite, model_id, out_dir, cache_dir, samples, progress)
+    inputs, against the FP32 outputs); writes sensitivity.csv and sensitivity.json. `runner`: a runner of
+    modules (torch) analyses each nn.Linear with torch's per-module quantization instead, into
+    sensitivity/<model>-<runner>/."""
+    result, folder, _ = _sensitivity(suite, model_id, out_dir, cache_dir, samples, progress, runner)
     return result, folder
 
 
-def _sensitivity(suite, model_id: str, out_dir, cache_dir, samples: int, progress: bool) -> tuple[dict, Path, dict]:
+def _sensitivity(suite, model_id: str, out_dir, cache_dir, samples: int, progress: bool,
+                 runner: str | None = None) -> tuple[dict, Path, dict]:
     """`sensitivity`, and the prepared model it ran on (`_prepared`), which the advisor reuses."""
     import csv
     import json
@@ -87,17 +91,24 @@ def _sensitivity(suite, model_id: str, out_dir, cache_dir, samples: int, progres
                         file=suite.path, field="--model", fix="name one of the suite's model ids")
     if samples < 1:
         raise UserError(f"--samples must be at least 1, got {samples}", field="--samples", fix="use --samples 256")
+    modules = _runs_modules(runner)
     out = Path(out_dir) if out_dir else Path("reports") / suite.name
     bar = Progress(1, progress)
     try:
         prep = _prepared(suite, model_id, out, cache_dir, samples, bar)
         inputs, labels, method, data = prep["inputs"], prep["labels"], prep["method"], prep["data"]
-        bar.start(f"sensitivity of {model_id}: every layer quantized alone and kept alone ({method} int8)")
-        res = run_in_worker("effbench.variants.sensitivity:analyse",
-                            {"onnx_path": prep["onnx_path"], "inputs": inputs, "labels": labels, "method": method,
-                             "calibration": inputs if method == "static" else None, "samples": samples,
-                             "op_types": prep["op_types"]},
-                            timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"sensitivity-{model_id}.log")
+        bar.start(f"sensitivity of {model_id}: every layer quantized alone and kept alone "
+                  + (f"({runner} per-module int8)" if modules else f"({method} int8)"))
+        if modules:
+            res = run_in_worker("effbench.variants.torch_sensitivity:analyse",
+                                {"artifact": prep["artifact"], "inputs": inputs, "labels": labels},
+                                timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"sensitivity-{model_id}-{runner}.log")
+        else:
+            res = run_in_worker("effbench.variants.sensitivity:analyse",
+                                {"onnx_path": prep["onnx_path"], "inputs": inputs, "labels": labels, "method": method,
+                                 "calibration": inputs if method == "static" else None, "samples": samples,
+                                 "op_types": prep["op_types"]},
+                                timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"sensitivity-{model_id}.log")
         if res.kind == "user_error":
             raise res.value
         if res.kind != "ok":
@@ -107,7 +118,9 @@ def _sensitivity(suite, model_id: str, out_dir, cache_dir, samples: int, progres
         bar.close()
     result = {"model": model_id, "inputs": "the model's dataset" if data is not None else
               "generated from the input spec (no dataset): scored against the FP32 outputs", **res.value}
-    folder = out / "sensitivity" / model_id
+    if modules:
+        result["runner"] = runner
+    folder = out / "sensitivity" / (f"{model_id}-{runner}" if modules else model_id)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sensitivity.json").write_text(json.dumps(result, indent=1))
     rows = [LayerSensitivity(**{**r, "only_this": Score(**r["only_this"]), "all_but_this": Score(**r["all_but_this"])})
@@ -135,6 +148,8 @@ def sensitivity_text(result: dict, top: int = 20) -> str:
                      f"{num(b['metric_drop'], '>+15.4f')} {num(b['sqnr_db'], '>8.1f')}")
     lines.append("alone: only this layer int8 (how fragile it is); kept FP32: every other layer int8 (what "
                  "keeping it recovers). Most fragile first.")
+    if result.get("not_quantized"):
+        lines.append(f"not analysed: {result['not_quantized']}")
     return "\n".join(lines)
 
 
@@ -179,6 +194,20 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     return plan, out
 
 
+def _runs_modules(runner: str | None) -> bool:
+    """Whether `runner` runs modules (its per-module sensitivity path) rather than graphs; a one-line error
+    for a runner nobody registered."""
+    if runner is None:
+        return False
+    from effbench.runners import RUNNERS, _load_shipped
+    from effbench.variants import runner_side
+    _load_shipped()
+    if runner not in RUNNERS:
+        raise UserError(f"--runner '{runner}' is not a registered runner ({', '.join(RUNNERS)})", field="--runner",
+                        fix=f"use one of {', '.join(RUNNERS)}")
+    return runner_side(runner) != "onnx"
+
+
 def _energy_model(cache_dir) -> dict:
     """This machine's stated energy model (the local profile's), as the advisor's worker takes it."""
     from effbench.devices.detect import local_profile
@@ -215,6 +244,7 @@ def _prepared(suite: Suite, model_id: str, out: Path, cache_dir, samples: int, b
     inputs = data.inputs if data is not None else art.feeds(min(samples, 256), None, seed=20261128)
     kind = graph_kind(art.onnx_path)
     return {"inputs": {k: v[:samples] for k, v in inputs.items()}, "data": data, "onnx_path": art.onnx_path,
+            "artifact": art.to_json(),
             "labels": data.labels[:samples] if data is not None and data.labels is not None else None,
             # static QDQ where there is data or a CNN (int8's own choice), MatMul/Gemm only in a transformer
             "method": "static" if data is not None or kind == "cnn" else "dynamic",

@@ -195,3 +195,22 @@ def test_advisor_searches_past_six_kept_layers_by_quality():
     assert found is None and "none meets the floor" in text
     text, found = _search_kept(keep, 0.5, 20, 6, misses)  # k = 5 already meets it: no search
     assert found is None and built == [] and "at least one meets" in text
+
+
+def test_torch_sensitivity_quantizes_each_linear_module(tmp_path, cache_dir):
+    """--runner torch: torch's per-module dynamic int8 on each nn.Linear, scored on the dataset; the
+    convolutions it cannot quantize per module are named, not silently dropped."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: sens\nmodels:\n  - id: cnn\n    source: {builtin: digits-cnn}\n    dataset: {builtin: digits}\n"
+                     "precisions: [fp32, int8]\nrunners: [{name: torch, threads: 1}]\nbatch_sizes: [1]\n")
+    out = tmp_path / "out"
+    res = run_cli("sensitivity", str(suite), "--model", "cnn", "--runner", "torch", "-o", str(out), "--cache-dir",
+                  str(cache_dir), "--samples", "64", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((out / "sensitivity" / "cnn-torch" / "sensitivity.json").read_text())
+    assert data["runner"] == "torch" and data["layers_in_graph"] == 2
+    assert sorted(r["layer"] for r in data["rows"]) == ["head.1", "head.3"]
+    assert all(r["macs"] > 0 and r["time_share"] > 0 and isinstance(r["only_this"]["sqnr_db"], float) for r in data["rows"])
+    assert "Conv2d" in data["not_quantized"] and "not analysed: Conv2d" in res.stdout
+    bad = run_cli("sensitivity", str(suite), "--model", "cnn", "--runner", "tensorrt", "-o", str(out))
+    assert bad.returncode == 2 and "--runner 'tensorrt' is not a registered runner" in bad.stderr
