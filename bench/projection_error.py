@@ -2,7 +2,7 @@
 
     python bench/projection_error.py [--out DIR] [--json FILE] [--stores HO_BEFORE QS HO_AFTER]
 
-Runs bench/reproducibility.yaml (held-out cnn28 and mlp2, ORT fp32/fp16/int8, batch 1/16) with a fresh
+Runs bench/projection_heldout.yaml (held-out cnn28, mlp2, resnet-tiny; ORT fp32/fp16/int8, batch 1/16) with a fresh
 cache (the local profile uncalibrated), then the quickstart, `effbench profiles calibrate` on it, and the
 held-out suite again; prints, per store, the factor between projected and measured latency (median,
 max, how many within 25%, how many over 2x) and the worst cells. `--stores` reads three existing stores
@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
         eb = [sys.executable, "-m", "effbench"]
         stores = [out / "heldout-uncalibrated", out / "quickstart", out / "heldout-calibrated"]
-        for cmd in ([*eb, "run", "bench/reproducibility.yaml", "-o", str(stores[0]), "--no-progress", "--no-report"],
+        for cmd in ([*eb, "run", "bench/projection_heldout.yaml", "-o", str(stores[0]), "--no-progress", "--no-report"],
                     [*eb, "run", "suites/quickstart.yaml", "-o", str(stores[1]), "--no-progress", "--no-report"],
                     [*eb, "profiles", "calibrate", "--results", str(stores[1])],
-                    [*eb, "run", "bench/reproducibility.yaml", "-o", str(stores[2]), "--no-progress", "--no-report"]):
+                    [*eb, "run", "bench/projection_heldout.yaml", "-o", str(stores[2]), "--no-progress", "--no-report"]):
             subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     result = {"uncalibrated": errors(stores[0]), "quickstart": errors(stores[1]), "calibrated": errors(stores[2])}
     for name, e in result.items():
