@@ -181,7 +181,6 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
                          "batch_size": batch, "budget": _budget(suite, quick=False), "op_types": prep["op_types"],
                          "samples": samples, "objective": objective,
                          "layer_macs": {r["layer"]: r["macs"] for r in result["rows"]},
-                         "layer_ops": {r["layer"]: r["op_type"] for r in result["rows"]},
                          "energy_model": _energy_model(cache_dir)},
                         timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"advise-{model_id}.log")
     if res.kind == "user_error":

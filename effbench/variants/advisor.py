@@ -52,8 +52,7 @@ def _quality(path: str, inputs: dict[str, np.ndarray], labels, ref: np.ndarray, 
 def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, calibration, ranking: list[str],
            layers: list[str], out_dir: str, *, floor: float, batch_size: int, budget: dict, threads: int = 1,
            op_types: list[str] | None = None, samples: int = 256, seed: int = 0, objective: str = "latency",
-           layer_macs: dict[str, float] | None = None, energy_model: dict[str, Any] | None = None,
-           layer_ops: dict[str, str] | None = None) -> dict[str, Any]:
+           layer_macs: dict[str, float] | None = None, energy_model: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build, score and time the candidates; return the plan (see module docstring)."""
     from effbench.measure.latency import Budget, block_ratios, loop_overhead_ns, measure_interleaved
     from effbench.measure.stats import with_floor, within_one_round
@@ -95,7 +94,7 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
     candidates["fp16"] = {"path": str(fp16), "layers": dict.fromkeys(layers, "fp16"), "uniform": True,
                           **_quality(str(fp16), inputs, labels, ref, ref_metric)}
     not_built: dict[str, str] = {}
-    int4 = _int4_candidate(src, out, layers, layer_ops or {})
+    int4 = _int4_candidate(src, out, layers)
     if isinstance(int4, str):
         not_built["int4"] = int4
     else:
@@ -254,9 +253,10 @@ def _tied(meeting: dict[str, dict], best: str) -> list[str]:
     return [n for n, c in meeting.items() if c.get("speedup_vs_fp32") and c["speedup_vs_fp32"]["ci"][1] >= lo]
 
 
-def _int4_candidate(src: str, out: Path, layers: list[str], layer_ops: dict[str, str]) -> dict[str, Any] | str:
+def _int4_candidate(src: str, out: Path, layers: list[str]) -> dict[str, Any] | str:
     """Uniform int4 weight-only (the int4 precision's own ONNX build, MatMulNBits, with its default
-    options): the MatMul/Gemm layers in int4, convolutions left FP32. The reason where it cannot be built."""
+    options): the layers the quantizer turned into MatMulNBits in int4, the rest (convolutions, matrix
+    products smaller than a block) FP32. The reason where it cannot be built."""
     from types import SimpleNamespace
 
     from effbench.variants import validate_options
@@ -268,5 +268,11 @@ def _int4_candidate(src: str, out: Path, layers: list[str], layer_ops: dict[str,
         built = _onnx_int4(SimpleNamespace(onnx_path=src), validate_options(name, {}), folder)
     except Exception as e:  # noqa: BLE001 - any failure of the quantizer is the candidate's reason
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    import onnx
+    quantized = set()
+    for node in onnx.load(built["path"], load_external_data=False).graph.node:
+        if node.op_type == "MatMulNBits":  # named <layer>_Q4, or <layer>_matmul_Q4 for a Gemm rewritten as MatMul
+            base = node.name.removesuffix("_Q4")
+            quantized |= {base, base.removesuffix("_matmul")}
     return {"path": built["path"], "uniform": True,
-            "layers": {n: (name if layer_ops.get(n) in ("MatMul", "Gemm") else "fp32") for n in layers}}
+            "layers": {n: (name if n in quantized else "fp32") for n in layers}}

@@ -214,3 +214,21 @@ def test_torch_sensitivity_quantizes_each_linear_module(tmp_path, cache_dir):
     assert "Conv2d" in data["not_quantized"] and "not analysed: Conv2d" in res.stdout
     bad = run_cli("sensitivity", str(suite), "--model", "cnn", "--runner", "tensorrt", "-o", str(out))
     assert bad.returncode == 2 and "--runner 'tensorrt' is not a registered runner" in bad.stderr
+
+
+def test_a_fragile_layer_stays_in_higher_precision_in_the_plan(tmp_path):
+    """The advisor on a model whose fc0 is fragile (outlier input channel): uniform int8 misses the floor,
+    every int8 candidate that meets it keeps fc0 in FP32, and the plan never runs fc0 in int8."""
+    from effbench.variants.advisor import advise
+    x = _inputs(outlier=True)
+    model = _mlp(tmp_path / "m.onnx", fragile=True)
+    ranking = [r["layer"] for r in analyse(model, {"x": x}, None, "static", {"x": x}, samples=128, profile_runs=3)["rows"]]
+    budget = {"warmup_s": 0.02, "min_time_s": 0.1, "max_time_s": 0.3, "min_warmup_calls": 3, "min_n": 16}
+    plan = advise(model, {"x": x}, None, "static", {"x": x}, ranking, ["fc0", "fc1", "fc2"], str(tmp_path / "o"),
+                  floor=0.999, batch_size=8, budget=budget, samples=128)
+    cands = plan["candidates"]
+    assert not cands["int8"]["meets_floor"] and cands["int8, 1 layer kept FP32"]["meets_floor"]
+    assert all(c["layers"]["fc0"] == "fp32" for n, c in cands.items() if n.startswith("int8") and c["meets_floor"])
+    assert plan["meets_floor"] and plan["layers"]["fc0"] != "int8" and plan["relative_quality"] >= 0.999
+    # int4 weight-only quantizes the Gemm layers the block size allows (16 and 32 inputs: fc1, fc2 have 32)
+    assert "int4" in cands or "int4" in plan["not_built"]
