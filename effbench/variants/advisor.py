@@ -246,11 +246,17 @@ def _search_kept(keep, floor: float, n_layers: int, tried: int,
 
 
 def _tied(meeting: dict[str, dict], best: str) -> list[str]:
-    """The candidates whose paired speedup's CI reaches the fastest one's: speedups one round cannot tell apart."""
-    lo = (meeting[best].get("speedup_vs_fp32") or {}).get("ci", [None])[0]
-    if lo is None:
+    """The candidates as fast as the fastest one within both CIs: each one's speedup inside the other's CI
+    (one CI made wide by a noisy moment does not tie a slower candidate)."""
+    top = meeting[best].get("speedup_vs_fp32") or {}
+    if not top.get("ci"):
         return [best]
-    return [n for n, c in meeting.items() if c.get("speedup_vs_fp32") and c["speedup_vs_fp32"]["ci"][1] >= lo]
+    out = []
+    for n, c in meeting.items():
+        s = c.get("speedup_vs_fp32")
+        if s and s.get("ci") and s["value"] >= top["ci"][0] and top["value"] <= s["ci"][1]:
+            out.append(n)
+    return out
 
 
 def _int4_candidate(src: str, out: Path, layers: list[str]) -> dict[str, Any] | str:
