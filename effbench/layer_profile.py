@@ -257,7 +257,8 @@ def advise_text(plan: dict) -> str:
     def en(c):
         e = c.get("energy") or {}
         j = e.get("system_j") if e.get("system_j") is not None else e.get("dynamic_j")
-        return "-" if j is None else f"{j * 1e6:.3g} uJ" + ("" if e.get("system_j") is not None else "*")
+        from effbench.units import fmt_si
+        return "-" if j is None else fmt_si(j, "J") + ("" if e.get("system_j") is not None else "*")
     lines = [f"objective: {plan.get('objective', 'latency')}",
              f"{'candidate':<34} {'quality vs FP32':>15} {'speedup (paired)':>22} {'size':>10} {'energy':>11}  floor"]
     for name, c in plan["candidates"].items():
