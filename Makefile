@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: an open range would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	# fleet: the Ray cluster tests (tests/test_fleet.py) start a local cluster and fail without it
+	$(BIN)/pip install --quiet -e '.[test,fleet]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -45,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="gate rule, e.g. latency.median:5%% (repeatable; with --baseline or --ab)")
     r.add_argument("--ab", metavar="BASE_SUITE",
                    help="A/B mode: measure BASE_SUITE's cells interleaved with this suite's and gate on per-round ratios")
+    r.add_argument("--ray", metavar="ADDRESS", help="measure each of the suite's devices that a live node of this Ray "
+                   "cluster advertises on such a node (effbench node; docs/fleet.md); needs effbench[fleet]")
+
+    nd = sub.add_parser("node", help="start a Ray node that measures for one device profile (wraps `ray start`)")
+    nd.add_argument("--device", help="the device profile id this machine is (resource device:<id>, one task at a time)")
+    nd.add_argument("--head", action="store_true", help="start a new cluster here (its address is printed)")
+    nd.add_argument("--address", help="join the cluster whose head is at HOST:PORT")
+    nd.add_argument("--port", type=int, help="the head's port (default Ray's, 6379)")
+    nd.add_argument("--cache-dir", default=os.environ.get("EFFBENCH_CACHE_DIR"),
+                    help="where this node builds and caches models and variants (default ~/.cache/effbench)")
+    nd.add_argument("--dry-run", action="store_true", help="print the ray start command, run nothing")
+    nd.add_argument("ray_args", nargs=argparse.REMAINDER, metavar="-- RAY_START_ARGS",
+                    help="more arguments for ray start, after --")
 
     v = sub.add_parser("validate", help="check a suite without running it")
     v.add_argument("suite")
@@ -125,11 +138,14 @@ def _cmd_run(a: argparse.Namespace) -> int:
         return _cmd_ab(a)
     if a.rounds is not None and a.rounds < 1:
         raise UserError("--rounds must be at least 1", field="--rounds", fix="use --rounds 3 for example")
+    if a.ray:
+        from effbench.node import import_ray
+        import_ray()  # before anything runs: without the extra, --ray is a one-line error
     suite = load_suite(a.suite)
     out = Path(a.output) if a.output else Path("reports") / suite.name
     try:
         results = run(suite, out_dir=out, only=a.only, resume=a.resume, rounds=a.rounds, quick=a.quick,
-                      cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout)
+                      cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout, ray=a.ray)
     except UserError as e:
         raise suite.locate(e) from None
     for w in results.warnings:
@@ -203,6 +219,8 @@ def summary_table(results) -> str:
 def _cmd_ab(a: argparse.Namespace) -> int:
     """`run SUITE --ab BASE_SUITE`: interleaved measurement, gate on per-round ratios."""
     from effbench.execute import run_ab
+    if a.ray:
+        raise UserError("--ab runs on this machine only", field="--ray", fix="drop --ray or --ab")
     from effbench.gate import compare_ab, resolve_rules
     from effbench.suite import load_suite
     suite = load_suite(a.suite)
@@ -348,6 +366,13 @@ def _cmd_profiles(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_node(a: argparse.Namespace) -> int:
+    from effbench.node import start_node
+    extra = a.ray_args[1:] if a.ray_args[:1] == ["--"] else a.ray_args
+    return start_node(device=a.device, head=a.head, address=a.address, port=a.port, cache_dir=a.cache_dir,
+                      extra=extra, dry_run=a.dry_run)
+
+
 def _cmd_layers(a: argparse.Namespace) -> int:
     from effbench.layer_profile import profile_cell
     from effbench.measure.layers import text
@@ -398,7 +423,7 @@ def check_models(suite) -> list[str]:
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "report": _cmd_report, "compare": _cmd_compare,
             "flops": _cmd_flops, "profiles": _cmd_profiles, "layers": _cmd_layers,
-            "sensitivity": _cmd_sensitivity, "advise": _cmd_advise}
+            "sensitivity": _cmd_sensitivity, "advise": _cmd_advise, "node": _cmd_node}
 
 
 def main(argv: list[str] | None = None) -> int:

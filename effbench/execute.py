@@ -20,6 +20,7 @@ from effbench.measure.stats import SCOPE_ONE_MOMENT
 from effbench.progress import OutputLock, Progress, record_line
 from effbench.record import Comparison, Energy, Latency, Memory, ModelStats, Quality, Record, VariantInfo
 from effbench.results import Results, Store, load, provenance
+from effbench.scenarios import SERVER, SINGLE_STREAM, load_plan, sections
 from effbench.suite import Cell, Suite, load_suite
 from effbench.variant_figures import VariantFigures
 from effbench.variants import Variant, bits
@@ -52,11 +53,14 @@ def _budget(suite: Suite, quick: bool) -> dict:
 
 def run(suite: Suite | str | Path, *, out_dir: str | Path | None = None, only: str | list[str] | None = None,
         resume: bool = False, rounds: int | None = None, quick: bool = False, cache_dir: str | Path | None = None,
-        progress: bool = True, timeout_s: float | None = None, hooks: list[Callable] | None = None) -> Results:
+        progress: bool = True, timeout_s: float | None = None, hooks: list[Callable] | None = None,
+        ray: str | None = None) -> Results:
     """Run a suite and return the merged results of this output folder's store.
 
     `hooks`: called as `hook(record, variant=, artifact=, suite=, cache_dir=)` on each finished record
-    before it is stored; a hook returns a replacement record (`record.replace(...)`) or None."""
+    before it is stored; a hook returns a replacement record (`record.replace(...)`) or None.
+    `ray`: a Ray cluster's address: the suite's devices that a live node advertises are measured on
+    such nodes (`effbench.fleet`; docs/fleet.md)."""
     from effbench.models.sources import default_cache_dir
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
@@ -65,6 +69,9 @@ def run(suite: Suite | str | Path, *, out_dir: str | Path | None = None, only: s
                       only=[only] if isinstance(only, str) else only, resume=resume, rounds=rounds, quick=quick,
                       progress=progress, timeout_s=timeout_s)
     with OutputLock(out):
+        if ray:
+            from effbench.fleet import FleetRun
+            return FleetRun(suite, opts, hooks or [], address=ray).run()
         return SuiteRun(suite, opts, hooks or []).run()
 
 
@@ -112,9 +119,13 @@ class SuiteRun:
             groups.setdefault((rnd, group_key(cell)), []).append(cell)
         return [(rnd, cells) for (rnd, _), cells in groups.items()]
 
+    def cells(self) -> list[Cell]:
+        """The cells this run measures (a fleet run adds each device's: `effbench.fleet`)."""
+        return self.suite.cells(self.opts.only)
+
     def plan(self) -> list[tuple[int, Cell]]:
         """(round, cell) pairs still to measure, round-robin: A B C, A B C, ..."""
-        cells = self.suite.cells(self.opts.only)
+        cells = self.cells()
         if not cells:
             raise UserError(f"--only {' '.join(self.opts.only or [])} matches no cell of this suite",
                             file=self.suite.path, field="--only",
@@ -214,6 +225,8 @@ class SuiteRun:
 
         `paired`: A/B mode's paired pass for this cell and round (`pair_pass`), kept as `paired_ratios`.
         `comparison`: why this cell has no paired speedup vs FP32, when it is not FP32."""
+        if cell.scenario != SINGLE_STREAM:  # offline and server have their own worker, alone or not
+            return self.do_group(rnd, [cell], progress, alone=True)[0]
         art = self.artifacts[cell.model]
         if isinstance(art, Outcome):
             return self._finish(self._record(rnd, cell, reason=f"model could not be prepared: {art.reason}"), progress)
@@ -251,10 +264,12 @@ class SuiteRun:
                                   reason=out.reason, **fig)
         return self._finish(self._hooked(record, variant, art), progress)
 
-    def do_group(self, rnd: int, cells: list[Cell], progress: Progress) -> list[Record]:
+    def do_group(self, rnd: int, cells: list[Cell], progress: Progress, alone: bool = False) -> list[Record]:
         """One round of one group: build what is missing, the variants' own workers once per run
         (memory, energy counters, quality), then one worker timing every variant and batch size of the
-        group interleaved; one record per cell, each non-FP32 one with its paired speedup vs FP32."""
+        group interleaved; one record per cell, each non-FP32 one with its paired speedup vs FP32.
+        Offline and server groups run their scenario's worker (`effbench.scenarios.load_plan`); `alone`: a
+        cell of one measured by itself after its group's worker failed, so a failure is its record."""
         first = cells[0]
         art = self.artifacts[first.model]
         records = []
@@ -294,19 +309,24 @@ class SuiteRun:
                         if member_key(FP32, b) not in have and twin(b) not in self.broken]
         for label in sorted(variants, key=lambda x: x != FP32):  # FP32's quality pass writes the reference
             self.figures.measure(first, label, variants[label], art, progress)
-        feeds = {str(b): art.feeds(b, self.datasets.get(first.model)) for b in batches}
+        plan = load_plan(self.suite.scenario(first.scenario), self.budget, self.timeout_s, self.opts.quick)
+        sizes = sorted({k for b in batches for k in plan.sizes(first.scenario, b)})
+        feeds = {str(b): art.feeds(b, self.datasets.get(first.model)) for b in sizes}
         what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
         progress.start(f"{what}: {len(members)} cells interleaved" +
                        (f" (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else ""))
-        out = run_in_worker("effbench.measuring:measure_group",
+        out = run_in_worker(plan.target,
                             {"group": first, "members": members, "variants": variants, "artifact": art.to_json(),
-                             "feeds": feeds, "budget": self.budget, "overhead_ns": self.overhead,
-                             "seed": group_seed(self.run_id, rnd, what), "load_reversed": rnd % 2 == 1},
-                            timeout_s=self.timeout_s * len(members),
+                             "feeds": feeds, "budget": self.budget, "seed": group_seed(self.run_id, rnd, what),
+                             "load_reversed": rnd % 2 == 1, **plan.payload(self.overhead)},
+                            timeout_s=plan.timeout_s_per_member * len(members),
                             log_path=self.logs / f"{first.model}_{first.runner_label}_{first.scenario}.log",
                             memory_limit_mb=self.memory_limit_mb)
         if out.kind == "user_error":
             raise out.value
+        if out.kind != "ok" and (alone or (first.scenario != SINGLE_STREAM and len(ready) == 1)):
+            return [self._finish(self._record(rnd, c, status="unsupported" if out.kind == "unsupported" else "failed",
+                                              reason=out.reason), progress) for c, _ in ready]
         if out.kind != "ok":  # a crash of one variant must not cost the others: measure each alone
             why = f"the group's interleaved worker {out.kind}: {out.reason}; measured alone, so not paired"
             progress.warn(f"warning: {what} round {rnd + 1}: {why}")
@@ -336,8 +356,10 @@ class SuiteRun:
                     # merging rounds widens the CI to one over rounds
                     latency_ms=Latency.from_json({**m["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}),
                     samples_ms=tuple(m["samples_ms"]), throughput_ips=m["throughput_ips"], drift=drift,
-                    comparison=paired_comparison(cell, variant, m, fp32) if cell.variant != FP32 else None,
-                    memory=Memory.from_json(memory) if memory else None, quality=_quality((prof or {}).get("quality")))
+                    comparison=(None if cell.variant == FP32 else unpaired_comparison(cell, m["unpaired"])
+                                if m.get("unpaired") else paired_comparison(cell, variant, m, fp32)),
+                    memory=Memory.from_json(memory) if memory else None, quality=_quality((prof or {}).get("quality")),
+                    **sections(m))
                 record = self._with_energy_and_projections(record, measured, why)
             records.append(self._finish(self._hooked(record, variant, art), progress))
         return records
@@ -347,6 +369,9 @@ class SuiteRun:
                       status=status, cell=cell, round=rnd, rounds=self.rounds, provenance=self.provenance, **fields)
 
     def _with_energy_and_projections(self, record: Record, measured: dict | None, why: str | None) -> Record:
+        if record.cell.scenario == SERVER:  # its latencies include queueing: no per-inference time to project
+            return record.replace(energy=Energy(reason="not given for the server scenario: its latencies include "
+                                                       "queueing (see the single-stream and offline cells)"))
         if measured:
             # the model is checked where a counter exists: its figure stored beside the measured one
             modeled = self._modeled_energy(record, None)
@@ -419,19 +444,19 @@ class SuiteRun:
         """
         from effbench.measure.flops import count_work
         graph = variant.own_graph(cell.runner)
-        path = graph or art.onnx_path
-        key = (path, cell.batch_size, variant.binary_nodes)
+        path = graph or variant.base_graph or art.onnx_path  # base_graph: the pruned FP32 graph
+        key = (path, cell.batch_size, variant.binary_nodes, tuple(sorted(variant.node_bits.items())))
         if key not in self._work_cache:
             try:
                 wc = count_work(path, batch_size=cell.batch_size, dims=art.dims,
-                                binary_nodes=set(variant.binary_nodes) or None)
+                                binary_nodes=set(variant.binary_nodes) or None, node_bits=variant.node_bits)
                 self._work_cache[key] = wc.to_json()
             except UserError as e:
                 self._work_cache[key] = {"error": e.one_line()}
             except Exception as e:  # a counting bug must not cost the measurement
                 self._work_cache[key] = {"error": f"work count failed: {type(e).__name__}: {e}"}
         stats = dict(self._work_cache[key])
-        stats["counted_on"] = "variant graph" if graph else f"{FP32} graph"
+        stats["counted_on"] = "variant graph" if graph else f"pruned {FP32} graph" if variant.base_graph else f"{FP32} graph"
         side = variant.side_stats(cell.runner)
         if not graph and "macs" in stats:
             # the module runs the FP32 graph's operators at the variant's bit widths (the registry's,
@@ -519,7 +544,8 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
             for r, c in shared:
                 bc = base_by[(r, c.cell_id)]
                 b_rec = base_r.do_cell(r, bc, bar)
-                paired = new_r.pair_pass(r, c, base_r, bc, bar) if b_rec.ok else None
+                # offline and server cells run their own scenario's worker, alone: no paired single-call pass
+                paired = new_r.pair_pass(r, c, base_r, bc, bar) if b_rec.ok and c.scenario == SINGLE_STREAM else None
                 new_r.do_cell(r, c, bar, paired=paired)
         finally:
             bar.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import sys
 from pathlib import Path
@@ -112,5 +113,11 @@ def record_line(r: Record) -> str:
         sp = r.comparison.speedup if r.comparison else None
         vs = f", {sp:.3g}x vs FP32 (paired)" if sp else ""
         ci = f" [{lat.ci[0]:.4g}, {lat.ci[1]:.4g}]" if lat.ci else ""
+        if r.server:  # its latencies are from scheduled arrival at the peak rate
+            s = r.server
+            peak = f"max {s.max_qps:.4g} queries/s within {s.latency_bound_ms:g} ms" if s.max_qps else s.reason
+            return f"{r.cell_id}{where}: ok {peak} (p{s.percentile:g} {s.percentile_ms or math.nan:.4g} ms){flag}"
+        if r.offline and r.offline.samples_per_s:
+            vs += f", {r.offline.samples_per_s:.4g} samples/s offline"
         return f"{r.cell_id}{where}: ok {lat.median:.4g} ms{ci} n={lat.n}{vs}{flag}"
     return f"{r.cell_id}{where}: {r.status}: {r.reason}"

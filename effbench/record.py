@@ -148,15 +148,21 @@ class Cell(Section):
     batch_size: int
     scenario: str = "single-stream"
     device: str = "cpu"
+    # the device profile whose fleet node measured it (`effbench run --ray`, effbench.fleet); None: where
+    # the run's parent is. Part of the cell's identity: its id ends in "@<device>".
+    measured_on: str | None = None
 
     @property
     def cell_id(self) -> str:
-        return f"{self.model}/{self.variant}/{self.runner_label}/b{self.batch_size}/{self.scenario}"
+        at = f"@{self.measured_on}" if self.measured_on else ""
+        return f"{self.model}/{self.variant}/{self.runner_label}/b{self.batch_size}/{self.scenario}{at}"
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
         if self.device == "cpu":
             out.pop("device")  # stores from before GPU cells have no device: cpu is the default
+        if self.measured_on is None:
+            out.pop("measured_on")  # nor a fleet node: the config hashes of local cells stay as they were
         return out
 
 
@@ -176,6 +182,11 @@ class VariantInfo(Section):
     weight_bits: float | None = None
     compression_vs_fp32: float | None = None
     emulated: bool = False
+    # pruned variants (variants.prune): the zeros per layer and overall, their sparse storage size and
+    # `sparse_kernels: false` (the dense kernels ran) ...
+    sparsity: dict[str, Any] | None = None
+    # ... and what pruning did: method, amount, layers cut (channels before and after), what it left whole and why
+    pruning: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -192,6 +203,7 @@ class ModelStats(Section):
     activation_bytes: int | None = None
     batch_size: int | None = None
     macs: int | None = None
+    effective_macs: int | None = None     # MACs on non-zero weights (fewer than macs in a pruned graph)
     flops: int | None = None
     bops: int | None = None
     bytes_moved: int | None = None
@@ -221,6 +233,9 @@ class Latency(Section):
     p99: float | None = None
     p90_reliable: bool = False
     p99_reliable: bool = False
+    # MLPerf LoadGen's early-stopping estimates (None below 64 / 662 per-call samples)
+    p90_early_stopping: float | None = None
+    p99_early_stopping: float | None = None
     iqr: float | None = None
     iqr_ratio: float | None = None
     n: int | None = None
@@ -359,6 +374,64 @@ class Comparison(Section):
 
 
 @section
+class Offline(Section):
+    """The offline scenario: a pool of `queries`, all available at once, worked through at the cell's batch
+    size by `streams` sessions; samples per second over whole passes, with a CI over rounds once merged."""
+
+    NAME: ClassVar[str] = "offline"
+    samples_per_s: float | None = None
+    ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    queries: int | None = None
+    batch_size: int | None = None
+    streams: int = 1
+    passes: int | None = None
+    elapsed_s: float | None = None
+    round_samples_per_s: tuple[float, ...] = ()
+    unstable: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Server(Section):
+    """The server scenario: Poisson arrivals, latency from each query's scheduled arrival, and the highest
+    offered rate (`max_qps`) whose latency at `percentile` stayed within `latency_bound_ms`.
+
+    - percentile_ms / p99_ms / p50_ms: measured at max_qps; curve: (offered qps, latency at the
+      percentile) of every probe of the search; probes: each probe's figures
+    - early_stopping: LoadGen's check of the max_qps probe (overlatency queries, the queries needed)
+    - max_qps_ci: over rounds once merged (each round a fresh worker and its own arrival schedule)
+    """
+
+    NAME: ClassVar[str] = "server"
+    max_qps: float | None = None
+    max_qps_ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    round_max_qps: tuple[float, ...] = ()
+    latency_bound_ms: float
+    percentile: float = 99.0
+    percentile_ms: float | None = None
+    p99_ms: float | None = None
+    p50_ms: float | None = None
+    achieved_qps: float | None = None
+    queries: int | None = None
+    max_batch: int = 1
+    max_wait_ms: float = 0.0
+    service_ms: float | None = None       # one query alone, measured before the search
+    early_stopping: dict[str, Any] | None = None
+    curve: tuple[tuple[float, float], ...] = ()
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    search: str | None = None             # how the search ended
+    reason: str | None = None             # why there is no max_qps
+    unstable: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
 class Drift(Section):
     """The sentinel workload timed before and after the cell's worker, per round."""
 
@@ -384,6 +457,8 @@ class Provenance(Section):
     speed_index: dict[str, Any] | float | None = None
     run_id: str | None = None
     started: str | None = None
+    # the fleet node that measured the record (effbench.fleet): device, Ray node id, address, attempt
+    node: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -420,6 +495,8 @@ class Record(Section):
     comparison: Comparison | None = None
     drift: Drift | None = None
     throughput_ips: float | None = None
+    offline: Offline | None = None
+    server: Server | None = None
     memory: Memory | None = None
     energy: Energy | None = None
     quality: Quality | None = None
@@ -475,3 +552,8 @@ class Record(Section):
     @property
     def device(self) -> str:
         return self.cell.device
+
+    @property
+    def measured_on(self) -> str | None:
+        """The device profile whose fleet node measured this record; None: measured where the run was."""
+        return self.cell.measured_on

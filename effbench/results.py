@@ -153,6 +153,7 @@ def merge_rounds(records: Iterable[Record]) -> list[Record]:
 
 
 def _merged(group: list[Record], ok: list[Record]) -> Record:
+    from effbench.scenarios import merged_sections  # offline samples/s and server max_qps over rounds
     last = ok[-1]
     round_medians = tuple(r.latency_ms.median for r in ok if r.latency_ms)
     paired = [r.paired_ratios for r in ok]
@@ -183,7 +184,7 @@ def _merged(group: list[Record], ok: list[Record]) -> Record:
         comparison=_comparison_over_rounds([r.comparison for r in ok]),
         drift=_drift_over_rounds(drifts) if drifts else None,
         throughput_ips=tps[len(tps) // 2] if tps else None,
-        memory=measured[-1] if measured else last.memory,
+        memory=measured[-1] if measured else last.memory, **merged_sections(ok),
         reason=f"{len(failed)} of {len(group)} rounds did not finish: {failed[0].reason}" if failed else last.reason)
 
 
@@ -255,7 +256,7 @@ class Results:
             row: dict[str, Any] = {"cell_id": r.cell_id, "status": r.status, "reason": r.reason,
                                    "rounds": r.rounds, "throughput_ips": r.throughput_ips}
             for section in ("cell", "variant", "model_stats", "latency_ms", "comparison", "memory", "energy",
-                            "quality", "drift"):
+                            "quality", "drift", "offline", "server"):
                 value = getattr(r, section)
                 for k, v in _flatten(value.to_json() if value else {}).items():
                     row[f"{section}.{k}"] = v

@@ -18,12 +18,13 @@ from effbench.errors import UserError, did_you_mean
 from effbench.models.standard_names import STANDARD_NAMES
 from effbench.record import Cell
 from effbench.runners import runner_names
-from effbench.variants.specs import precision_labels, precision_spec, reference_precision
+from effbench.scenarios import SCENARIOS, ScenarioChoice, ScenarioError, parse_scenario
+from effbench.variants.specs import check_prune, precision_labels, precision_spec, prune_suffix, reference_precision
 from effbench.yamlsource import LineMap, dotted, load_yaml
 
 # Precisions and runners come from their registries (effbench.variants.specs, effbench.runners): a
 # precision label is a precision, optionally with one of its methods ("int8-static", "int8-dynamic").
-SCENARIOS = ("single-stream", "offline")
+# Scenarios: effbench.scenarios (names, options, defaults).
 # the zoo (effbench.models.zoo; torch is not imported to validate a suite): a test keeps them equal
 BUILTIN_MODELS = ("mlp", "digits-cnn", "tiny-transformer", *STANDARD_NAMES)
 BUILTIN_DATASETS = ("digits",)
@@ -184,7 +185,8 @@ class SuiteSpec(_Strict):
     precisions: list[PrecisionEntry] = Field(default_factory=lambda: [reference_precision()], min_length=1)
     runners: list[RunnerSpec] = Field(default_factory=lambda: [RunnerSpec(name=runner_names()[0])], min_length=1)
     batch_sizes: list[Annotated[int, Field(gt=0, le=1_000_000)]] = Field(default_factory=lambda: [1], min_length=1)
-    scenarios: list[Literal[SCENARIOS]] = Field(default_factory=lambda: ["single-stream"], min_length=1)  # type: ignore[valid-type]
+    # a name, or a one-key mapping with its options: {server: {latency_bound_ms: 20}} (effbench.scenarios)
+    scenarios: list[Any] = Field(default_factory=lambda: [SCENARIOS[0]], min_length=1)
     devices: list[str] = Field(default_factory=lambda: ["local"])
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     quality: QualitySpec = Field(default_factory=QualitySpec)
@@ -224,6 +226,8 @@ def parse_precision(entry: PrecisionEntry) -> PrecisionChoice:
             raise ValueError(f"'{label}' already names method '{method}'")
         method = m
         label = f"{precision}-{method}"
+    if options.get("prune") is not None:  # a pruned variant is its own label: "int8+channel30"
+        label += prune_suffix(check_prune(precision, options["prune"]))
     return PrecisionChoice(label=label, precision=precision, method=method or None, options=options)
 
 
@@ -236,6 +240,7 @@ class Suite:
     sha256: str
     lines: LineMap
     precision_choices: list[PrecisionChoice]
+    scenario_choices: list[ScenarioChoice] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -272,7 +277,7 @@ class Suite:
             for c in self.precision_choices:
                 for r in self.spec.runners:
                     for b in self.spec.batch_sizes:
-                        for s in self.spec.scenarios:
+                        for s in (sc.name for sc in self.scenario_choices):
                             out.append(Cell(model=m.id, variant=c.label, precision=c.precision, method=c.method,
                                             runner=r.name, runner_label=r.label, threads=r.threads,
                                             compile=r.compile, batch_size=b, scenario=s, device=r.device))
@@ -281,6 +286,9 @@ class Suite:
             out = [c for c in out if any(fnmatch.fnmatchcase(c.cell_id, g) for g in globs)]
         return out
 
+    def scenario(self, name: str) -> ScenarioChoice:
+        return next(c for c in self.scenario_choices if c.name == name)
+
     def config_hash(self, cell: Cell) -> str:
         """Identity of a cell's configuration: what would make a stored measurement stale."""
         m = self.model(cell.model)
@@ -288,6 +296,9 @@ class Suite:
                    "options": self.choice(cell.variant).options,
                    "measure": self.spec.measure.model_dump(mode="json", exclude={"rounds"}),
                    "quality": self.spec.quality.model_dump(mode="json")}
+        scenario = self.scenario(cell.scenario).options
+        if scenario:  # only where given: the hashes of stores from before scenario options stay valid
+            payload["scenario"] = scenario
         src = m.source
         if src.kind == "onnx":
             p = (self.base_dir / src.onnx)
@@ -399,8 +410,15 @@ def load_suite(path: str | Path) -> Suite:
         except ValueError as e:
             raise UserError(str(e), file=p, line=lines.line(("precisions", i)), field=f"precisions[{i}]",
                             fix=None) from None
+    scenarios = []
+    for i, entry in enumerate(spec.scenarios):
+        try:
+            scenarios.append(parse_scenario(entry))
+        except ScenarioError as e:
+            raise UserError(str(e), file=p, line=lines.line(("scenarios", i, *e.path)) or lines.line(("scenarios", i)),
+                            field=dotted(("scenarios", i, *e.path)), fix=e.fix) from None
     suite = Suite(spec=spec, path=p, sha256=hashlib.sha256(p.read_bytes()).hexdigest(), lines=lines,
-                  precision_choices=choices)
+                  precision_choices=choices, scenario_choices=scenarios)
     _check_unique(suite)
     _check_paths(suite)
     return suite
@@ -410,7 +428,7 @@ def _check_unique(suite: Suite) -> None:
     s = suite.spec
     for what, values in (("models", [m.id for m in s.models]), ("precisions", [c.label for c in suite.precision_choices]),
                          ("runners", [r.label for r in s.runners]), ("batch_sizes", s.batch_sizes),
-                         ("scenarios", s.scenarios), ("devices", s.devices)):
+                         ("scenarios", [c.name for c in suite.scenario_choices]), ("devices", s.devices)):
         seen: set = set()
         for i, v in enumerate(values):
             if v in seen:

@@ -54,6 +54,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("latency.p90", "timing", False, _get("latency_ms", "p90"), speed=1, quantile=0.90, unit="ms"),
     Metric("latency.p99", "timing", False, _get("latency_ms", "p99"), speed=1, quantile=0.99, unit="ms"),
     Metric("throughput", "noisy", True, _throughput, speed=-1, unit="items/s"),
+    # the load scenarios (effbench.scenarios): one value per round each
+    Metric("server.max_qps", "noisy", True, _get("server", "max_qps"), speed=-1, unit="queries/s"),
+    Metric("offline.throughput", "noisy", True, _get("offline", "samples_per_s"), speed=-1, unit="samples/s"),
     Metric("energy", "noisy", False, _get("energy", "j_per_inference"), unit="J/inference"),
     Metric("memory.peak", "stable", False, _get("memory", "peak_rss_bytes"), unit="bytes"),
     Metric("size", "deterministic", False, _size, unit="bytes"),
@@ -64,7 +67,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            units=("absolute_pp", "relative"), scale=100.0, unit="pp"),
 )}
 ALIASES = {"latency": "latency.median", "memory": "memory.peak", "memory.peak_rss": "memory.peak",
-           "quality": "quality.relative", "flops": "macs", "size_bytes": "size"}
+           "quality": "quality.relative", "flops": "macs", "size_bytes": "size", "max_qps": "server.max_qps"}
 
 
 def metric_name(name: str, source: str) -> str:

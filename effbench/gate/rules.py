@@ -59,17 +59,21 @@ def parse_rule(text: str, *, source: str = "--rule") -> Rule:
 
 # On by default: the timing most users care about plus everything that cannot be noisy.
 # Opt-in (noisy or machine-dependent; add with --rule or a suite's gate: block):
-# latency.p90/p99 (tails need n >= 662 per store), throughput (one value per round), energy.
+# latency.p90/p99 (tails need n >= 662 per store), throughput and offline.throughput (one value per round),
+# energy.
 DEFAULT_RULES: list[Rule] = [
     Rule("latency.median", 0.05),
     Rule("memory.peak", 0.10),
     Rule("size", 0.0),
     Rule("macs", 0.0),
     Rule("quality.relative", 0.5, "absolute_pp"),
+    # the peak rate under a latency bound: its search stops within 5%, so 10% is the smallest drop it can see
+    Rule("server.max_qps", 0.10),
 ]
 OPT_IN_RULES: list[Rule] = [
     Rule("latency.p99", 0.10),
     Rule("throughput", 0.05),
+    Rule("offline.throughput", 0.05),
     Rule("energy", 0.05),
 ]
 

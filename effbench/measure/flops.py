@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -34,6 +35,10 @@ CONVENTIONS = {
                  "other inputs and outputs (what a node-by-node roofline moves); equal nodes grouped with a count",
     "params": "elements of weight initializers; scales, zero points and int64 shape constants excluded; "
               "MatMulNBits counts N x K",
+    "effective_macs": "MACs whose constant weight is not zero: each node's MACs x the non-zero fraction of its "
+                      "weight (through DequantizeLinear: the stored integers against their zero point); MACs "
+                      "on activations and packed MatMulNBits weights count in full. The dense kernels that "
+                      "ran still did every MAC",
 }
 
 BATCH_NAMES = frozenset({"batch", "batch_size", "batchsize", "bs"})
@@ -108,6 +113,7 @@ class WorkCount:
     batch_size: int = 1
     # [[class, macs, weight bytes, activation bytes, count], ...]: the node-by-node roofline's input
     node_work: list[list] = field(default_factory=list)
+    effective_macs: int | None = None    # MACs on non-zero weights (pruned graphs: fewer than macs)
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -120,7 +126,7 @@ class WorkCount:
             "params": self.params, "weight_bytes": self.weight_bytes, "activation_bytes": self.activation_bytes,
             "bytes_moved": self.bytes_moved, "nodes": self.nodes, "weight_bits": self.weight_bits,
             "batch_size": self.batch_size, "by_op": self.by_op, "uncounted_ops": self.uncounted_ops,
-            "node_work": self.node_work, "conventions": CONVENTIONS,
+            "node_work": self.node_work, "conventions": CONVENTIONS, "effective_macs": self.effective_macs,
         }
 
 
@@ -445,12 +451,15 @@ def _einsum_macs(equation: str, shapes: list[list[int]]) -> tuple[int, int]:
 
 class _Counter:
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, list[int] | None]],
-                 binary_nodes: set[str]) -> None:
+                 binary_nodes: set[str], node_bits: dict[str, int] | None = None) -> None:
         self.model = model
         self.shapes = shapes
         self.binary = binary_nodes
+        self.node_bits = dict(node_bits or {})
         g = model.graph
         self.consts = {t.name for t in g.initializer}
+        self.inits = {t.name: t for t in g.initializer}
+        self._nonzero: dict[str, float] = {}
         self.producer: dict[str, onnx.NodeProto] = {}
         for n in g.node:
             for o in n.output:
@@ -606,7 +615,43 @@ class _Counter:
             return {"reason": "op not known to the counter"}
         if node.name and node.name in self.binary and row["macs"]:
             row["weight_bits"], row["act_bits"] = 1, 1
+        elif node.name and node.name in self.node_bits and row["macs"]:
+            row["weight_bits"] = self.node_bits[node.name]
         return row
+
+    def nonzero_fraction(self, node: onnx.NodeProto) -> float:
+        """The fraction of a MAC node's constant weight that is not zero (1.0 when the weight is an
+        activation, packed, or not found)."""
+        wi = {"QLinearConv": 3, "QGemm": 3, "QLinearMatMul": 3}.get(node.op_type, 1)
+        if node.op_type == "MatMulNBits" or len(node.input) <= wi:
+            return 1.0
+        name, seen, zero_point = node.input[wi], 0, None
+        while name not in self.inits and seen < 8:
+            p = self.producer.get(name)
+            if p is None or p.op_type not in _PASS_THROUGH | {"DequantizeLinear", "Cast"}:
+                return 1.0
+            if p.op_type == "DequantizeLinear":
+                zero_point = (p.input[2] if len(p.input) > 2 and p.input[2] else None,
+                              next((a.i for a in p.attribute if a.name == "axis"), 1))
+            name, seen = p.input[0], seen + 1
+        if name not in self.inits or self.inits[name].data_location == TensorProto.EXTERNAL:
+            return 1.0  # external data is never loaded to count: its MACs count in full
+        key = f"{name}|{zero_point}"
+        if key not in self._nonzero:
+            from onnx import numpy_helper
+            try:
+                w = numpy_helper.to_array(self.inits[name])
+                zp = 0
+                if zero_point and zero_point[0] in self.inits:
+                    zp = numpy_helper.to_array(self.inits[zero_point[0]])
+                    if zp.ndim == 1 and w.ndim > 1 and zp.size == w.shape[zero_point[1]]:
+                        shape = [1] * w.ndim
+                        shape[zero_point[1]] = -1
+                        zp = zp.reshape(shape)
+                self._nonzero[key] = float(np.count_nonzero(w != zp)) / w.size if w.size else 1.0
+            except Exception:  # a type numpy cannot hold (packed int4), unreadable data: counted in full
+                self._nonzero[key] = 1.0
+        return self._nonzero[key]
 
     def _attention(self, node: onnx.NodeProto, attrs: dict, row: dict) -> dict | None:
         ins = list(node.input)
@@ -687,18 +732,21 @@ def _params_and_bytes(model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def count_work(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, dims: dict[str, int] | None = None,
-               binary_nodes: set[str] | None = None) -> WorkCount:
-    """Count the work of one inference of `model` at `batch_size` (see CONVENTIONS)."""
+               binary_nodes: set[str] | None = None, node_bits: dict[str, int] | None = None) -> WorkCount:
+    """Count the work of one inference of `model` at `batch_size` (see CONVENTIONS). `binary_nodes`: nodes
+    whose weights are 1-bit (XNOR: 1 x 1-bit BOPs); `node_bits`: nodes whose weights are stored at that many
+    bits though the graph holds them dequantized (an emulated variant)."""
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}", field="batch_size")
     proto = _load(model)
     bound = _bind_dims(proto, batch_size, dict(dims or {}))
     shapes = _infer(proto, bound)
-    counter = _Counter(proto, shapes, set(binary_nodes or ()))
+    counter = _Counter(proto, shapes, set(binary_nodes or ()), node_bits)
     by_node: list[dict] = []
     by_op: dict[str, dict] = {}
     uncounted: Counter[str] = Counter()
     macs = elementwise = bops = 0
+    effective = 0.0
     wbits_num = wbits_den = 0.0
     any_bits_num = any_bits_den = 0.0
     for node in proto.graph.node:
@@ -713,6 +761,8 @@ def count_work(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, dims
         m, e = int(row["macs"]), int(row["elementwise"])
         macs += m
         elementwise += e
+        if m:
+            effective += m * (counter.nonzero_fraction(node) if row["weight_const"] else 1.0)
         if m:
             wb, ab = row["weight_bits"] or 32, row["act_bits"] or 32
             bops += m * wb * ab
@@ -759,7 +809,8 @@ def count_work(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, dims
                      weight_bytes=weight_bytes, activation_bytes=act_bytes, bytes_moved=weight_bytes + act_bytes,
                      nodes=len(proto.graph.node), weight_bits=round(weight_bits, 4),
                      by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1]["macs"])), by_node=by_node,
-                     uncounted_ops=dict(uncounted), batch_size=batch_size, node_work=node_work)
+                     uncounted_ops=dict(uncounted), batch_size=batch_size, node_work=node_work,
+                     effective_macs=int(round(effective)))
 
 
 CONV_OPS = frozenset({"Conv", "ConvInteger", "QLinearConv", "ConvTranspose"})

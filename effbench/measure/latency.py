@@ -105,6 +105,8 @@ class LatencyStats:
             "p99": self.percentile_ns(99) * ms if self.n else None,
             "p90_reliable": self.tail_measurable and self.n >= MIN_N_P90,
             "p99_reliable": self.tail_measurable and self.n >= MIN_N_P99,
+            "p90_early_stopping": self.early_stopping_ms(90),
+            "p99_early_stopping": self.early_stopping_ms(99),
             "iqr": self.iqr_ns * ms if self.n else None,
             "iqr_ratio": _finite(self.iqr_ratio),
             "outliers": self.outliers,
@@ -114,6 +116,15 @@ class LatencyStats:
             "block_size": self.block_size,
             "elapsed_s": self.elapsed_s,
         }
+
+    def early_stopping_ms(self, percentile: float) -> float | None:
+        """MLPerf LoadGen's early-stopping estimate of a percentile of single calls (None for timed blocks,
+        which cannot show single calls' tail, and below LoadGen's minimum count)."""
+        from effbench.measure.scenarios import early_stopping_estimate
+        if not self.tail_measurable:
+            return None
+        est = early_stopping_estimate(self._sorted, percentile)
+        return est * 1e-6 if est is not None else None
 
     def stored_samples_ms(self, limit: int = STORED_SAMPLES_MAX) -> list[float]:
         """Raw samples in time order for the gate; evenly thinned past `limit` (the record says so)."""

@@ -63,7 +63,7 @@ def quality_pass(cell: Cell, variant: Variant, artifact: dict, inputs: dict[str,
     n = len(out)
     metric = metric or ("top1" if labels is not None else "cosine")
     from effbench.variants.specs import reference_precision
-    is_fp32 = v.precision == reference_precision()
+    is_fp32 = v.label == reference_precision()  # the reference itself, not a pruned FP32 variant
     ref_file = Path(reference_path)
     if is_fp32:
         ref_file.parent.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,9 @@ def hover_text(row: Row) -> str:
         comp = f" ({row.compression:.2g}× smaller than FP32)" if row.compression else ""
         lines.append(f"size: {fmt_bytes(row.size_bytes)}{comp}")
         lines.append(f"MACs: {fmt_si(row.macs)}, FLOPs: {fmt_si(row.flops)}, BOPs: {fmt_si(row.bops)}")
+        pruned = pruning_text(row)
+        if pruned:
+            lines.append(esc(pruned))
         lines.append(f"peak RSS: {fmt_bytes(row.peak_rss_bytes)}")
         if row.energy_j is not None:
             lines.append(f"energy / inference: {fmt_si(row.energy_j, 'J')} ({esc(row.energy_source)})")
@@ -355,3 +358,73 @@ def macs_figure(row: Row) -> dict[str, Any] | None:
     layout["xaxis"] = {"title": {"text": "multiply-accumulates (MACs)"}}
     layout["yaxis"] = {"automargin": True}
     return {"data": [trace], "layout": layout}
+
+
+# ---------------------------------------------------------------------------------------- pruning
+def pruning_level(row: Row) -> tuple[str, float] | None:
+    """(method, level) of a pruned variant: the amount asked for (2:4: its measured sparsity, a half)."""
+    v = row.record.variant
+    sec = (v.pruning or v.sparsity) if v is not None else None
+    if not sec or not sec.get("method"):
+        return None
+    level = sec.get("amount", sec.get("overall"))
+    return (str(sec["method"]), float(level)) if isinstance(level, (int, float)) else None
+
+
+def pruning_text(row: Row) -> str | None:
+    """One line on what pruning did, for the hover text."""
+    v = row.record.variant
+    if v is None or not (v.pruning or v.sparsity):
+        return None
+    if v.pruning:
+        p = v.pruning
+        return (f"pruning: {p.get('method')} {fmt_pct(p.get('amount'))} of the channels of {len(p.get('layers') or {})} "
+                f"layers, params {fmt_pct(p.get('params_removed'))} fewer; not fine-tuned")
+    sp = v.sparsity
+    eff = row.record.model_stats.effective_macs if row.record.model_stats else None
+    kern = "dense kernels" if sp.get("sparse_kernels") is False else "sparse kernels"
+    return (f"pruning: {sp.get('method')}, {fmt_pct(sp.get('overall'))} of the weights zero ({kern}); "
+            f"effective MACs {fmt_si(eff)}; not fine-tuned")
+
+
+def pruning_figure(rows: Sequence[Row], multi_host: bool) -> dict[str, Any] | None:
+    """Quality and median latency against the pruning level, one line per method, precision and runner
+    (from the unpruned variant of the same precision at 0), one batch size / scenario at a time."""
+    ok = [r for r in rows if r.record.ok and r.quality is not None and r.median_ms]
+    pruned = [(r, pruning_level(r)) for r in ok]
+    if not any(lv for _, lv in pruned):
+        return None
+    groups: dict[str, list[tuple[Row, tuple[str, float] | None]]] = {}
+    for r, lv in pruned:
+        groups.setdefault(_group_label(r, multi_host, with_runner=False), []).append((r, lv))
+    traces, counts = [], []
+    for gi, (label, members) in enumerate(groups.items()):
+        n0 = len(traces)
+        lines: dict[tuple[str, str, str], list[tuple[float, Row]]] = {}
+        for r, lv in members:
+            if lv:
+                lines.setdefault((lv[0], r.variant.split("+")[0], r.runner), []).append((lv[1], r))
+        for (method, base, runner), pts in sorted(lines.items()):
+            pts += [(0.0, r) for r, lv in members if lv is None and r.variant == base and r.runner == runner]
+            pts.sort(key=lambda p: p[0])
+            name = esc(f"{method} · {base} · {runner}")
+            colour = PALETTE[len(traces) % len(PALETTE)]
+            for yi, (axis, gety) in enumerate((("y", lambda r: r.quality), ("y2", lambda r: r.median_ms))):
+                traces.append({"type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": name,
+                               "x": [_sig(x) for x, _ in pts], "y": [_sig(gety(r), 5) for _, r in pts],
+                               "yaxis": axis, "showlegend": yi == 0, "visible": gi == 0,
+                               "line": {"color": colour, "dash": DASHES[yi]}, "marker": {"size": 8},
+                               "hovertext": [hover_text(r) for _, r in pts], "hoverinfo": "text"})
+        counts.append(len(traces) - n0)
+    metric = esc(ok[0].quality_metric)
+    layout = _base_layout(420)
+    layout["legend"] = {"title": {"text": "method · precision · runner"}, "orientation": "h", "y": -0.25, "x": 0}
+    layout["margin"]["b"] = 110
+    layout["xaxis"] = {"title": {"text": "pruning level (fraction of channels removed, or of weights zeroed)"},
+                       "tickformat": ".0%", "domain": [0, 1]}
+    layout["yaxis"] = {"title": {"text": f"{metric} (solid)"}, "domain": [0, 1]}
+    layout["yaxis2"] = {"title": {"text": "median latency, ms (dashed)"}, "overlaying": "y", "side": "right"}
+    layout["updatemenus"] = _dropdown(list(groups), counts, "group")
+    if layout["updatemenus"]:
+        layout["margin"]["t"] = 72
+    return {"data": traces, "layout": layout}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from effbench.report import figures, layers
+from effbench.report import figures, fleet, layers, load
 from effbench.report.overview import Overview
 from effbench.report.table import FP32, Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
 from effbench.units import fmt_bytes, fmt_si
@@ -157,7 +157,8 @@ def _decision_row(r: Row) -> str:
     method = " · ".join(x for x in (r.precision, r.cell.method) if x)
     if method:
         variant += f'<div class="ci">{e(method)}</div>'
-    cells = [_td(e(r.model)), _td(variant), _td(e(r.runner)), _td(e(r.batch_size or "—"), r.batch_size),
+    on = f'<div class="ci">on {e(r.record.measured_on)}</div>' if r.record.measured_on else ""  # a fleet node's
+    cells = [_td(e(r.model)), _td(variant), _td(e(r.runner) + on), _td(e(r.batch_size or "—"), r.batch_size),
              _td(e(r.scenario))]
     status = e(r.status)
     if r.unstable:
@@ -301,6 +302,10 @@ def _charts(rows: Sequence[Row], figs: dict[str, Any]) -> tuple[str, str, str, s
             fid = f"fig-{kind}-{mi}"
             figs[fid] = fig
             out.append(f'<h3>{e(model)}</h3><div class="chart" id="{fid}"></div>')
+            pfig = figures.pruning_figure(mrows, multi_host) if kind == "pareto" else None
+            if pfig is not None:  # pruned variants: quality and latency against the pruning level, by method
+                figs[f"fig-pruning-{mi}"] = pfig
+                out.append(f'<div class="chart" id="fig-pruning-{mi}"></div>')
         src = _work_source(mrows)
         fig = figures.macs_figure(src) if src else None
         if fig is None:
@@ -327,7 +332,7 @@ def _work_source(rows: Sequence[Row]) -> Row | None:
     have = [r for r in rows if r.record.model_stats and r.record.model_stats.by_op]
     if not have:
         return None
-    fp32 = [r for r in have if r.variant == FP32 or r.precision == FP32]
+    fp32 = [r for r in have if r.variant == FP32] or [r for r in have if r.precision == FP32]
     return (fp32 or have)[0]
 
 
@@ -526,6 +531,10 @@ def render_html(rows: Sequence[Row], overview: Overview, *, verdict_rows: list[d
         nav.insert(5, ("layers", "Layers"))
     if precision_views:
         nav.insert(5, ("precision", "Precision"))
+    if load.has_load(rows):
+        nav.insert(4, ("load", "Under load"))
+    if fleet.has_fleet(rows):
+        nav.insert(nav.index(("projections", "Devices")), ("fleet", "Fleet"))
     if verdict_rows is not None or verdict_note:
         nav.append(("regression", "Regression"))
     nav_html = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in nav)
@@ -543,6 +552,8 @@ marks quality below the floor. Pick the runner, batch size and scenario in the m
 Boxes show the quartiles, whiskers 1.5 IQR, points the outliers.</p>{latency}</section>
 <section id="throughput"><h2>Throughput against batch size</h2>
 <p class="muted">Offline scenario where measured. Line style tells the runner apart.</p>{tput}</section>
+{load.section(rows, figs)}
+{fleet.section(rows)}
 {_projections(rows)}
 {layers.section(layer_profiles or [])}
 {layers.precision_section(precision_views or [], figs)}

@@ -5,6 +5,8 @@ import html
 import re
 from collections.abc import Sequence
 
+from effbench.report import fleet
+from effbench.report.load import load_notes
 from effbench.report.overview import Overview
 from effbench.report.table import Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
 from effbench.units import fmt_bytes, fmt_si
@@ -23,7 +25,8 @@ def md_cell(text: object) -> str:
 
 def row_cells(row: Row) -> list[str]:
     """One decision-table row as display strings (also used by the HTML table's plain-text export)."""
-    base = [row.model, row.variant, row.runner, str(row.batch_size or "—"), row.scenario]
+    runner = row.runner + (f" @{row.record.measured_on}" if row.record.measured_on else "")  # a fleet node's
+    base = [row.model, row.variant, runner, str(row.batch_size or "—"), row.scenario]
     if not row.record.ok:
         note = f"{row.status.upper()}: {row.record.reason or 'no reason recorded'}"
         return base + ["—"] * 9 + [note]
@@ -44,7 +47,7 @@ def row_cells(row: Row) -> list[str]:
     q = fmt_quality(row.quality)
     if row.relative_quality is not None:
         q += f" ({fmt_pct(row.relative_quality)})"
-    notes = list(row.flags)
+    notes = list(row.flags) + load_notes(row)
     if row.speedup_note and not row.emulated:  # "emulated" is already a flag
         notes.append(row.speedup_note)
     if row.record.reason:
@@ -80,6 +83,8 @@ def render_markdown(rows: Sequence[Row], overview: Overview, *, verdict_rows: li
         out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
         for r in sub:
             out.append("| " + " | ".join(md_cell(x) for x in row_cells(r)) + " |")
+    if fleet.has_fleet(rows):
+        out += ["", fleet.markdown(rows)]
     if verdict_rows is not None or verdict_note:
         out += ["", "## Regression check against the baseline", ""]
         if verdict_note:

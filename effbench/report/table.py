@@ -264,7 +264,8 @@ def build_rows(results: Results) -> list[Row]:
         row = Row(record=r)
         if r.ok:
             _set_speedup(row)
-            local = r.projections.get("local")
+            # the local profile's error on this machine; a fleet node's cell has its own (report.fleet)
+            local = r.projections.get("local") if r.measured_on is None else None
             measured = row.median_ms
             if local is not None and measured:
                 proj = _num(local.latency_ms)
@@ -272,6 +273,8 @@ def build_rows(results: Results) -> list[Row]:
                     row.calibration_error = proj / measured - 1
         if row.emulated:
             row.flags.append("emulated")
+        if r.variant is not None and r.variant.sparsity and r.variant.sparsity.get("sparse_kernels") is False:
+            row.flags.append("zeros run on dense kernels")  # pruned weights: its speed is not a sparse runtime's
         if row.unstable:
             row.flags.append("unstable")
         if row.drift_flagged:

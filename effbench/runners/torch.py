@@ -40,7 +40,8 @@ class TorchRunner:
         import torch
         from effbench.models.sources import ModelArtifact
         torch.set_num_threads(threads)
-        artifact = ModelArtifact.from_json(options["artifact"])
+        # a pruned variant carries the pruned model's artifact (its factory rebuilds the pruned module)
+        artifact = ModelArtifact.from_json(variant.torch.get("artifact") or options["artifact"])
         module, how = apply_transform(artifact, variant)
         info = {"runtime": "torch", "version": str(torch.__version__), "threads": torch.get_num_threads(),
                 "mode": "eager", "inference_mode": True, "built": how}
@@ -50,6 +51,8 @@ class TorchRunner:
             info.update({"device": "cuda", "gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda})
         elif device != "cpu":
             raise Unsupported(f"torch runs on cpu or cuda here, not '{device}'")
+        if variant.torch.get("semi_structured") is not None:
+            info["semi_structured"] = _semi_structured(module, variant, device)
         if options.get("compile"):
             # Measured here: torch.compile (inductor) of the zoo MLP took ~40 s cold, ~2 s per new batch
             # shape; it works, so it is offered; the compile lands in first_call_ms, never in the samples.
@@ -76,6 +79,18 @@ def _to_cuda(torch, module, variant):
     except Exception as e:
         raise Unsupported(f"torch could not move the {variant.label} module to the GPU: "
                           f"{type(e).__name__}: {_first_line(e)}") from None
+
+
+def _semi_structured(module, variant, device: str) -> dict[str, Any]:
+    """2:4 pruned Linear weights as torch's semi-structured sparse tensors: CUDA kernels only."""
+    if device != "cuda":
+        raise Unsupported(variant.torch.get("cpu_reason") or "torch runs 2:4 semi-structured sparsity on CUDA only")
+    from effbench.variants.prune import semi_structured
+    done, dense = semi_structured(module, variant.torch["semi_structured"])
+    if not done:
+        raise Unsupported("torch's semi-structured kernels took none of the 2:4 layers: "
+                          + "; ".join(f"{k}: {v}" for k, v in list(dense.items())[:3]))
+    return {"layers": len(done), "left_dense": dense}
 
 
 def _first_line(e: BaseException) -> str:

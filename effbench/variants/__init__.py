@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from effbench.models.sources import ModelArtifact
-from effbench.variants.specs import (PRECISIONS, PrecisionSpec, bits, label_order, precision_labels,  # noqa: F401
-                                     precision_names, precision_spec, reference_precision, register_precision)
+from effbench.variants.specs import (PRECISIONS, PrecisionSpec, bits, check_prune, label_order,  # noqa: F401
+                                     precision_labels, precision_names, precision_spec, prune_suffix,
+                                     reference_precision, register_precision)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Variant:
     stats: dict[str, Any] = field(default_factory=dict)   # size_bytes, weight_bits, compression_vs_fp32, params
     emulated: bool = False          # no native kernel: runs dequantized; timings are not speedups
     binary_nodes: tuple[str, ...] = ()  # ONNX nodes whose weights are 1-bit (for BOPs)
+    node_bits: dict[str, int] = field(default_factory=dict)  # ONNX nodes whose weights are stored at fewer bits
+    #                                                       than the emulating graph shows (ternary: 2)
+    base_graph: str | None = None   # the FP32 graph this variant was built from when it is not the model's own
+    #                                 (a pruned graph): the torch side's work is counted on it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,12 +97,15 @@ def validate_options(precision: str, options: dict[str, Any] | None) -> dict[str
         raise ValueError(f"unknown precision '{precision}'{did_you_mean(precision, names)}; "
                          f"expected one of {', '.join(names)}")
     known = spec.options
-    given = {k: v for k, v in (options or {}).items() if k != "method"}
+    given = {k: v for k, v in (options or {}).items() if k not in ("method", "prune")}
     out: dict[str, Any] = {}
+    if (options or {}).get("prune") is not None:
+        out["prune"] = check_prune(precision, options["prune"])  # a transform any prunable precision takes
     for key, value in given.items():
         if key not in known:
-            expected = ", ".join(known) if known else "none (it takes no options)"
-            raise ValueError(f"unknown option '{key}' for {precision}{did_you_mean(str(key), known)}; "
+            names = [*known, "prune"] if spec.prunable else list(known)
+            expected = ", ".join(names) if names else "none (it takes no options)"
+            raise ValueError(f"unknown option '{key}' for {precision}{did_you_mean(str(key), names)}; "
                              f"expected one of {expected}")
         typ, _ = known[key]
         ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
@@ -106,7 +114,7 @@ def validate_options(precision: str, options: dict[str, Any] | None) -> dict[str
         out[key] = value
     filled = {k: (list(d) if isinstance(d, list) else d) for k, (_, d) in known.items()} | out
     if spec.check is not None:
-        spec.check(filled)
+        spec.check({k: v for k, v in filled.items() if k != "prune"})
     return filled
 
 
@@ -163,7 +171,7 @@ def _load_builders() -> None:
     except ImportError:
         pass
     try:
-        from effbench.variants import binary  # noqa: F401
+        from effbench.variants import binary, ternary  # noqa: F401
     except ImportError:
         pass
 
@@ -296,7 +304,13 @@ def build_variant(artifact: ModelArtifact, label: str, precision: str, method: s
         except ValueError as e:
             from effbench.errors import UserError
             raise UserError(str(e), field="precisions", fix="see the options each precision takes") from None
-        variant = fn(artifact, label=label, method=method, options=opts, folder=folder, calibration=calibration)
+        prune = opts.pop("prune", None)
+        if prune:  # pruning runs on the FP32 model first; the precision builds from the pruned model
+            from effbench.variants.prune import build_pruned
+            variant = build_pruned(fn, artifact, label=label, precision=precision, method=method, options=opts,
+                                   prune=prune, folder=folder, calibration=calibration)
+        else:
+            variant = fn(artifact, label=label, method=method, options=opts, folder=folder, calibration=calibration)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = meta.with_suffix(".tmp")
     tmp.write_text(json.dumps(variant.to_json()))

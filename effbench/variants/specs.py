@@ -38,6 +38,8 @@ class PrecisionSpec:
     onnx_conv: Callable[[], tuple[bytes, dict[str, Any], str]] | None = None
     # options that name a file: the suite resolves them against its own folder and checks they exist
     path_options: tuple[str, ...] = ()
+    # takes the `prune:` option (pruning runs on the FP32 model before this precision's own build)
+    prunable: bool = True
 
     def labels(self) -> tuple[str, ...]:
         return (self.name,) + tuple(f"{self.name}-{m}" for m in self.methods)
@@ -69,16 +71,103 @@ def reference_precision() -> str:
 
 
 def label_order(label: str) -> tuple[int, int, str]:
-    """Sort key of a variant label: its precision's order, then the bare precision before its methods."""
-    precision, _, method = label.partition("-")
+    """Sort key of a variant label: its precision's order, then the bare precision before its methods and
+    its pruned forms ("fp32+channel30")."""
+    base, _, pruned = label.partition("+")
+    precision, _, method = base.partition("-")
     spec = PRECISIONS.get(precision)
-    return (spec.order if spec else 10_000, 1 if method else 0, label)
+    return (spec.order if spec else 10_000, (1 if method else 0) + (2 if pruned else 0), label)
 
 
 def bits(precision: str) -> tuple[int, int] | None:
     """(weight bits, activation bits), or None for a precision nobody registered."""
     spec = PRECISIONS.get(precision)
     return (spec.weight_bits, spec.activation_bits) if spec else None
+
+
+# ---------------------------------------------------------------------- pruning: a transform of any variant
+# `prune:` is an option of every prunable precision ({int8: {prune: {method: channel, amount: 0.3}}}): the
+# FP32 model is pruned first, then the precision builds from the pruned model (variants.prune).
+# method -> its keys: (type, default, allowed values); an amount has no default (2:4 takes none: it is half).
+PRUNE_METHODS: dict[str, dict[str, tuple[type, Any, tuple[str, ...]]]] = {
+    "magnitude": {"amount": (float, None, ()), "scope": (str, "layer", ("layer", "global"))},
+    # round_to: kept channels rounded up to a multiple (kernels blocked by 8 or 16 channels run odd counts slower)
+    "channel": {"amount": (float, None, ()), "norm": (str, "l1", ("l1", "l2")), "round_to": (int, 1, ())},
+    "2:4": {},
+}
+PRUNE_EXAMPLE = "{method: magnitude, amount: 0.5}"
+
+
+def check_prune(precision: str, value: Any) -> dict[str, Any]:
+    """The `prune:` option with its defaults filled in; ValueError (one line: the field and the fix)."""
+    from effbench.errors import did_you_mean
+    spec = PRECISIONS.get(precision)
+    if spec is not None and not spec.prunable:
+        raise ValueError(f"option 'prune' is not available for {precision}; prune an fp32 or int8 variant instead")
+    if not isinstance(value, dict):
+        raise ValueError(f"option 'prune' for {precision} must be a mapping, got {value!r}; write prune: {PRUNE_EXAMPLE}")
+    method = value.get("method")
+    if method == 124:  # YAML 1.1 reads an unquoted 2:4 as a base-60 number
+        raise ValueError("option 'prune.method' is 124 because YAML reads an unquoted 2:4 as a number; "
+                         "write method: '2:4' in quotes")
+    if method not in PRUNE_METHODS:
+        names = ", ".join(PRUNE_METHODS)
+        hint = did_you_mean(str(method), list(PRUNE_METHODS)) if method is not None else ""
+        raise ValueError(f"option 'prune.method' for {precision} must be one of {names}, got {method!r}{hint}; "
+                         f"write prune: {PRUNE_EXAMPLE}")
+    keys = PRUNE_METHODS[method]
+    out: dict[str, Any] = {"method": method}
+    for key, given in value.items():
+        if key == "method":
+            continue
+        if key not in keys:
+            takes = ", ".join(["method", *keys])
+            raise ValueError(f"option 'prune.{key}' is not a {method} pruning option{did_you_mean(str(key), list(keys))}; "
+                             f"{method} takes {takes}")
+        typ, _, allowed = keys[key]
+        if typ is float:
+            if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 < given < 1:
+                raise ValueError(f"option 'prune.{key}' for {precision} must be a fraction between 0 and 1 "
+                                 f"(exclusive), got {given!r}; write {key}: 0.5 for half")
+            given = float(given)
+        elif typ is int:
+            if isinstance(given, bool) or not isinstance(given, int) or not 1 <= given <= 1024:
+                raise ValueError(f"option 'prune.{key}' for {precision} must be a whole number from 1 to 1024, "
+                                 f"got {given!r}; write {key}: 8 to keep multiples of 8 channels")
+        elif given not in allowed:
+            raise ValueError(f"option 'prune.{key}' for {precision} must be one of {', '.join(allowed)}, got {given!r}")
+        out[key] = given
+    for key, (_, default, _) in keys.items():
+        if key not in out:
+            if default is None:
+                raise ValueError(f"option 'prune' for {precision} needs {key} with method {method}; write "
+                                 f"prune: {{method: {method}, {key}: 0.5}}")
+            out[key] = default
+    return out
+
+
+def prune_suffix(prune: dict[str, Any] | None) -> str:
+    """The label suffix of a pruned variant: "+magnitude50", "+magnitude50-global", "+channel30", "+2:4"."""
+    if not prune:
+        return ""
+    method = prune["method"]
+    if "amount" not in prune:
+        return f"+{method}"
+    out = f"+{method}{round(100 * prune['amount'], 1):g}"
+    if prune.get("scope", "layer") != "layer":
+        out += f"-{prune['scope']}"
+    if prune.get("norm", "l1") != "l1":
+        out += f"-{prune['norm']}"
+    if prune.get("round_to", 1) != 1:
+        out += f"-x{prune['round_to']}"
+    return out
+
+
+def split_label(label: str) -> tuple[str, str | None, str | None]:
+    """(precision, method, pruning suffix without '+') of a variant label: "int8-static+channel30"."""
+    base, plus, pruned = label.partition("+")
+    precision, _, method = base.partition("-")
+    return precision, method or None, (pruned if plus else None)
 
 
 # ----------------------------------------------------------------------------- the shipped precisions
@@ -96,10 +185,12 @@ def _check_int4(opts: dict[str, Any]) -> None:
         raise ValueError("option 'accuracy_level' for int4 must be 0..4 (MatMulNBits)")
 
 
-def _check_binary(opts: dict[str, Any]) -> None:
-    bad = [x for x in opts.get("keep_fp32", []) if not isinstance(x, str)]
-    if bad:
-        raise ValueError(f"option 'keep_fp32' for binary lists layer names or first/last, got {bad[0]!r}")
+def _check_keep(precision: str) -> Callable[[dict[str, Any]], None]:
+    def check(opts: dict[str, Any]) -> None:
+        bad = [x for x in opts.get("keep_fp32", []) if not isinstance(x, str)]
+        if bad:
+            raise ValueError(f"option 'keep_fp32' for {precision} lists layer names or first/last, got {bad[0]!r}")
+    return check
 
 
 # Energy per MAC, M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014,
@@ -148,7 +239,7 @@ for _spec in (
     # a per-layer plan from `effbench advise`: int8 except the layers it keeps in FP32
     PrecisionSpec("mixed", 8, 8, options={"plan": (str, ""), "calibration_samples": (int, 256)}, check=_check_mixed,
                   pj_per_mac_45nm=0.23, energy_note=_HOROWITZ + "; taken as int8 (the plan's FP32 layers cost more)",
-                  order=7, path_options=("plan",),
+                  order=7, path_options=("plan",), prunable=False,
                   local_peak_from=("int8", "a plan is int8 except the layers it keeps in FP32")),
     # weight-only int4: the MACs consume fp32 activations
     PrecisionSpec("int4", 4, 32, options={"block_size": (int, 32), "symmetric": (bool, True),
@@ -158,8 +249,12 @@ for _spec in (
                                            "(accuracy_level 4) unpacks int4 weights and computes in int8"),
                   order=4),
     # binary weights, fp32 activations (XNOR-popcount would need binary activations too)
-    PrecisionSpec("binary", 1, 32, options={"keep_fp32": (list, ["first", "last"])}, check=_check_binary,
+    PrecisionSpec("binary", 1, 32, options={"keep_fp32": (list, ["first", "last"])}, check=_check_keep("binary"),
                   pj_per_mac_45nm=0.006875,
                   energy_note=_HOROWITZ + "; binary derived as XNOR + popcount by bit-width scaling", order=5),
+    # ternary weights {-a, 0, +a} (TWN), fp32 activations: 0.2 x (2/8)^2 + 0.03 x 2/8 = 0.02 pJ
+    PrecisionSpec("ternary", 2, 32, options={"keep_fp32": (list, ["first", "last"])}, check=_check_keep("ternary"),
+                  pj_per_mac_45nm=0.02,
+                  energy_note=_HOROWITZ + "; ternary derived from int8 by bit-width scaling to 2 bits", order=6),
 ):
     register_precision(_spec)

@@ -14,8 +14,10 @@ def test_unknown_option_names_the_close_one_and_the_list():
     with pytest.raises(ValueError, match=r"unknown option 'blocksize' for int4 \(did you mean 'block_size'\?\); "
                                          r"expected one of block_size, symmetric, accuracy_level"):
         validate_options("int4", {"blocksize": 32})
-    with pytest.raises(ValueError, match="expected one of none"):
+    with pytest.raises(ValueError, match="expected one of prune$"):  # the one option every precision takes
         validate_options("fp32", {"anything": 1})
+    with pytest.raises(ValueError, match="expected one of plan, calibration_samples$"):  # a plan is not pruned
+        validate_options("mixed", {"anything": 1})
 
 
 @pytest.mark.parametrize("precision,options,msg", [
@@ -36,7 +38,7 @@ def test_bad_values(precision, options, msg):
 def test_options_table_is_pure_python():
     import subprocess
     import sys
-    assert set(PRECISIONS) == {"fp32", "fp16", "bf16", "int8", "int4", "binary", "mixed"}
+    assert set(PRECISIONS) == {"fp32", "fp16", "bf16", "int8", "int4", "binary", "ternary", "mixed"}
     # importing the table and validating must not import a runtime (suite.py calls it at load time)
     code = "import sys, effbench.variants as v; v.validate_options('int8', {}); print('onnxruntime' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -1,0 +1,198 @@
+"""The dashboard's load section: the server scenario's latency against offered load per variant (with the
+bound and each variant's peak), and the offline scenario's samples per second as bars with their CIs.
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from effbench.report.figures import DASHES, PALETTE, _base_layout, _sig, colour_map, esc, variant_sort_key
+from effbench.report.table import Row
+from effbench.units import fmt_si
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _key(r: Row) -> tuple:
+    return (variant_sort_key(r.variant), r.runner, r.batch_size)
+
+
+def _label(r: Row, runners: int, batches: int) -> str:
+    parts = [r.variant] + ([r.runner] if runners > 1 else []) + ([f"b{r.batch_size}"] if batches > 1 else [])
+    return " · ".join(parts)
+
+
+def _rounds_of(s) -> list[list[dict[str, Any]]]:
+    """The probes of each round (a merged record keeps them all, with their round), by offered rate;
+    a store without probes gives its curve as one round."""
+    probes = [p for p in s.probes if isinstance(p.get("offered_qps"), (int, float))
+              and isinstance(p.get("percentile_ms"), (int, float))]
+    if not probes:
+        probes = [{"offered_qps": q, "percentile_ms": v} for q, v in s.curve]
+    rounds: dict[Any, list[dict[str, Any]]] = {}
+    for p in probes:
+        rounds.setdefault(p.get("round", 0), []).append(p)
+    return [sorted(v, key=lambda p: p["offered_qps"]) for _, v in sorted(rounds.items(), key=lambda kv: str(kv[0]))]
+
+
+def _probe_text(name: str, pct: float, p: dict[str, Any]) -> str:
+    state = ("met the bound" if p.get("passed") else
+             "stopped early once the percentile was over the bound: at least this" if p.get("stopped_early") else
+             "missed the bound" if "passed" in p else "")
+    return esc(f"{name}: {p['offered_qps']:.4g} queries/s offered, p{pct:g} {p['percentile_ms']:.4g} ms"
+               + (f" ({state})" if state else "") + (f", {p['queries']} queries" if p.get("queries") else ""))
+
+
+def server_figure(rows: Sequence[Row], colours: dict[str, str]) -> dict[str, Any] | None:
+    """Latency at the bound's percentile against the offered rate: one line per cell and round (every
+    probe; an open triangle is a probe stopped early, whose latency is a lower bound), a star at the
+    cell's max_qps, the bound as a dashed line."""
+    cells = sorted((r for r in rows if r.record.ok and r.record.server and r.record.server.curve), key=_key)
+    if not cells:
+        return None
+    runners = sorted({r.runner for r in cells})
+    n_batches = len({r.batch_size for r in cells})
+    traces: list[dict[str, Any]] = []
+    ys: list[float] = []
+    bounds = sorted({r.record.server.latency_bound_ms for r in cells})
+    for r in cells:
+        s = r.record.server
+        name = _label(r, len(runners), n_batches)
+        colour = colours.get(r.variant, PALETTE[0])
+        dash = DASHES[runners.index(r.runner) % len(DASHES)]
+        for i, probes in enumerate(_rounds_of(s)):
+            y = [_sig(p["percentile_ms"]) for p in probes]
+            ys += y
+            traces.append({"type": "scatter", "mode": "lines+markers", "name": esc(name), "legendgroup": esc(name),
+                           "showlegend": i == 0, "x": [_sig(p["offered_qps"]) for p in probes], "y": y,
+                           "line": {"color": colour, "dash": dash, "width": 1.5},
+                           "marker": {"size": 7, "symbol": ["triangle-up-open" if p.get("stopped_early") else
+                                                            "circle" for p in probes]},
+                           "hovertext": [_probe_text(name, s.percentile, p) for p in probes], "hoverinfo": "text"})
+        if s.max_qps and s.percentile_ms is not None:
+            ci = f" (95% CI {s.max_qps_ci[0]:.4g}–{s.max_qps_ci[1]:.4g})" if s.max_qps_ci else ""
+            traces.append({"type": "scatter", "mode": "markers", "name": esc(f"{name}: max"), "legendgroup": esc(name),
+                           "showlegend": False, "x": [_sig(s.max_qps)], "y": [_sig(s.percentile_ms)],
+                           "marker": {"symbol": "star", "size": 14, "color": colour, "line": {"width": 1}},
+                           "hovertext": esc(f"{name}: max {s.max_qps:.4g} queries/s{ci}, p{s.percentile:g} "
+                                            f"{s.percentile_ms:.4g} ms within {s.latency_bound_ms:g} ms"),
+                           "hoverinfo": "text"})
+    layout = _base_layout(420)
+    layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": b, "y1": b,
+                         "line": {"color": "#e15759", "dash": "dash", "width": 1.5}} for b in bounds]
+    layout["annotations"] = [{"xref": "paper", "x": 1, "xanchor": "right", "yref": "y", "y": b, "yanchor": "bottom",
+                              "text": esc(f"bound {b:g} ms"), "showarrow": False, "font": {"color": "#e15759"}}
+                             for b in bounds]
+    layout["legend"] = {"title": {"text": "variant"}}
+    layout["xaxis"] = {"title": {"text": "offered load (queries/s, Poisson arrivals)"}, "rangemode": "tozero"}
+    top = max([*ys, *bounds])
+    layout["yaxis"] = {"title": {"text": "latency at the percentile (ms, from scheduled arrival)"},
+                       "type": "log" if ys and min(ys) > 0 and top / min(ys) > 20 else "linear"}
+    return {"data": traces, "layout": layout}
+
+
+def _offline_hover(r: Row, value: float, ci: tuple[float, float] | None) -> str:
+    o = r.record.offline
+    where = f" (95% CI {fmt_si(ci[0])}–{fmt_si(ci[1])}, {o.ci_scope})" if ci else ""
+    return f"{r.cell_id}: {fmt_si(value, 'samples/s')}{where}; pool of {o.queries} queries at batch {r.batch_size}"
+
+
+def offline_figure(rows: Sequence[Row], colours: dict[str, str]) -> dict[str, Any] | None:
+    """Samples per second of each offline cell, bars grouped by runner, with the CI over rounds."""
+    cells = sorted((r for r in rows if r.record.ok and r.record.offline and r.record.offline.samples_per_s), key=_key)
+    if not cells:
+        return None
+    runners = sorted({r.runner for r in cells})
+    n_batches = len({r.batch_size for r in cells})
+    traces = []
+    for rn in runners:
+        mine = [r for r in cells if r.runner == rn]
+        xs = [esc(_label(r, 1, n_batches)) for r in mine]
+        vals = [r.record.offline.samples_per_s for r in mine]
+        cis = [r.record.offline.ci for r in mine]
+        traces.append({"type": "bar", "name": esc(rn), "x": xs, "y": [_sig(v) for v in vals],
+                       "offsetgroup": esc(rn), "marker": {"color": [colours.get(r.variant, PALETTE[0]) for r in mine],
+                                                        "line": {"width": 1}},
+                       "error_y": {"type": "data", "symmetric": False,
+                                   "array": [_sig(c[1] - v) if c else 0 for c, v in zip(cis, vals)],
+                                   "arrayminus": [_sig(v - c[0]) if c else 0 for c, v in zip(cis, vals)]},
+                       "hovertext": [esc(_offline_hover(r, v, c)) for r, v, c in zip(mine, vals, cis)],
+                       "hoverinfo": "text"})
+    layout = _base_layout(380)
+    layout["barmode"] = "group"
+    layout["legend"] = {"title": {"text": "runner"}}
+    layout["xaxis"] = {"title": {"text": "variant"}, "type": "category"}
+    layout["yaxis"] = {"title": {"text": "samples per second (offline, whole passes)"}, "rangemode": "tozero"}
+    return {"data": traces, "layout": layout}
+
+
+def _table(rows: Sequence[Row]) -> str:
+    cells = sorted((r for r in rows if r.record.ok and r.record.server), key=lambda r: (r.model, *_key(r)))
+    if not cells:
+        return ""
+    out = []
+    for r in cells:
+        s = r.record.server
+        ci = f" [{s.max_qps_ci[0]:.4g}, {s.max_qps_ci[1]:.4g}]" if s.max_qps_ci else ""
+        es = s.early_stopping or {}
+        es_text = ("—" if not es else "bounded" if es.get("passed") else
+                   f"needs {es.get('min_queries')} queries (has {es.get('queries')})")
+        peak = f"{s.max_qps:.4g}{ci}" if s.max_qps else f"none ({s.reason or s.search or ''})"
+        at = f"{s.percentile_ms:.4g}" if s.percentile_ms is not None else "—"
+        out.append(f"<tr><td>{_e(r.cell_id)}</td><td class=\"num\">{_e(peak)}</td><td class=\"num\">{_e(at)}</td>"
+                   f"<td class=\"num\">{s.latency_bound_ms:g} (p{s.percentile:g})</td><td>{_e(es_text)}</td>"
+                   f"<td>{_e(s.search or '')}</td></tr>")
+    return ('<table class="small"><thead><tr><th>cell</th><th>max queries/s [95% CI over rounds]</th>'
+            '<th>latency at the percentile (ms)</th><th>bound (ms)</th><th title="MLPerf LoadGen early stopping '
+            'at 99% confidence">early stopping</th><th>search</th></tr></thead><tbody>' + "".join(out) +
+            "</tbody></table>")
+
+
+def load_notes(r: Row) -> list[str]:
+    """A decision-table note with the cell's offline or server figure (Markdown summary)."""
+    rec = r.record
+    if not rec.ok:
+        return []
+    out = []
+    if rec.server:
+        s = rec.server
+        ci = f" [{fmt_si(s.max_qps_ci[0])}, {fmt_si(s.max_qps_ci[1])}]" if s.max_qps_ci else ""
+        out.append(f"server: max {fmt_si(s.max_qps)}{ci} queries/s with p{s.percentile:g} within "
+                   f"{s.latency_bound_ms:g} ms" if s.max_qps else f"server: {s.reason or 'no rate met the bound'}")
+    if rec.offline and rec.offline.samples_per_s:
+        o = rec.offline
+        ci = f" [{fmt_si(o.ci[0])}, {fmt_si(o.ci[1])}]" if o.ci else ""
+        out.append(f"offline: {fmt_si(o.samples_per_s)}{ci} samples/s over a pool of {o.queries}")
+    return out
+
+
+def section(rows: Sequence[Row], figs: dict[str, Any]) -> str:
+    """The 'Load' section (empty when no cell ran offline or server)."""
+    if not any(r.record.server or r.record.offline for r in rows if r.record.ok):
+        return ""
+    colours = colour_map(rows)
+    parts = []
+    for mi, model in enumerate(sorted({r.model for r in rows})):
+        mrows = [r for r in rows if r.model == model]
+        for kind, build in (("server", server_figure), ("offline", offline_figure)):
+            fig = build(mrows, colours)
+            if fig is not None:
+                fid = f"fig-load-{kind}-{mi}"
+                figs[fid] = fig
+                what = "server: latency against load" if kind == "server" else "offline: throughput"
+                parts.append(f'<h3>{_e(model)} — {_e(what)}</h3><div class="chart" id="{fid}"></div>')
+    return f"""<section id="load"><h2>Under load</h2>
+<p class="muted">Server: queries arrive as a Poisson process at each offered rate; latency runs from each query's
+scheduled arrival, so a backlog counts. The search brackets then bisects for the highest rate whose latency at
+the percentile stays within the bound (MLPerf LoadGen's FindPeakPerformance); a star marks it. Offline: a pool
+of queries, all available at once, worked through at the cell's batch size; samples per second over whole
+passes, with the 95% CI over rounds.</p>
+{"".join(parts)}{_table(rows)}</section>"""
+
+
+def has_load(rows: Sequence[Row]) -> bool:
+    return any(r.record.ok and (r.record.server or r.record.offline) for r in rows)
+
