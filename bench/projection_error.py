@@ -43,7 +43,7 @@ def refit(quickstart: Path, heldout: list[Path], cache: Path | None) -> dict:
     base = local_profile(cache_dir=cache, calibrated=False)
     rep = calibrate(load(quickstart).records, cache_dir=cache, write=False, profile=base)
     from effbench.devices.calibrate import apply_figures
-    after = apply_figures(base, {**rep.to_json(), "compute_by": rep.compute_by}, "refit")
+    after = apply_figures(base, rep.to_json(), "refit")
     out = {"loo_mdape_pct": rep.mdape_loo}
     for name, prof in (("uncalibrated", base), ("calibrated", after)):
         rows = []

@@ -179,8 +179,6 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
     -> arrays. A variant this runtime cannot load or run is reported for its members alone; the others
     are still timed. Memory and energy are not measured here: a variant's memory needs its own process.
     """
-    import gc
-
     import numpy as np
 
     from effbench.measure.latency import Budget, aligned, measure_interleaved, sentinel_us
@@ -216,12 +214,7 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
     timed = (measure_interleaved(calls, Budget(**budget), overhead_ns=overhead_ns, references=references, seed=seed)
              if calls else None)
     infos = {label: sess.info for label, sess in sessions.items()}
-    # The sentinel runs in the same conditions as before: no session loaded (a loaded session's thread
-    # pool slowed it by a steady 10-15% here, which is not drift).
-    calls.clear()
-    sessions.clear()
-    gc.collect()
-    after_us = sentinel_us()
+    after_us = _sentinel_unloaded(calls, sessions)
     out: dict[str, dict] = {}
     for m in members:
         key = m["key"]
@@ -316,6 +309,18 @@ def layer_profile(cell: Cell, variant: Variant, artifact: dict, feeds: dict, run
     return {"rows": [r.to_json() for r in rows], "graph": None, "runs": runs}
 
 
+def _sentinel_unloaded(*holders: dict) -> float:
+    """The sentinel after a group, in the same conditions as before it: every session released first (a
+    loaded session's thread pool slowed it by a steady 10-15% here, which is not drift)."""
+    import gc
+
+    from effbench.measure.latency import sentinel_us
+    for h in holders:
+        h.clear()
+    gc.collect()
+    return sentinel_us()
+
+
 def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant], artifact: dict, feeds: dict,
                  budget: dict, options: dict, seed: int, load_reversed: bool = False) -> dict:
     """The measuring worker of one round of an offline or server group (`effbench.scenarios`): the group's
@@ -326,8 +331,6 @@ def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant],
     an order drawn from `seed` (`find_peak`); its latencies run from the scheduled arrivals.
     `feeds`: str(batch shape) -> arrays, every shape the members' batch sizes need.
     """
-    import gc
-
     import numpy as np
 
     from effbench.measure.latency import aligned, sentinel_us
@@ -373,10 +376,7 @@ def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant],
         figures = {keys[i]: _server_figures(calls[keys[i]][0], budget, options, seed + int(i))
                    for i in np.random.default_rng(seed).permutation(len(keys))}
     infos = {label: ss[0].info for label, ss in sessions.items()}
-    calls.clear()
-    sessions.clear()
-    gc.collect()
-    after_us = sentinel_us()
+    after_us = _sentinel_unloaded(calls, sessions)
     out: dict[str, dict] = {}
     for m in members:
         key = m["key"]
