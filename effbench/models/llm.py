@@ -90,11 +90,13 @@ class LlmShape:
 
         rope = cfg.get("rope_parameters") or {}
         theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
-        heads = int(need("num_attention_heads"))
-        return cls(layers=int(need("num_hidden_layers")), hidden=int(need("hidden_size")), heads=heads,
+        heads, hidden = int(need("num_attention_heads")), int(need("hidden_size"))
+        head_dim = cfg.get("head_dim")
+        head_dim = None if head_dim in (None, hidden // heads) else int(head_dim)   # one spelling per shape
+        return cls(layers=int(need("num_hidden_layers")), hidden=hidden, heads=heads,
                    kv_heads=int(cfg.get("num_key_value_heads") or heads), ffn=int(need("intermediate_size")),
                    vocab=int(need("vocab_size")), tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                   head_dim=cfg.get("head_dim"), rope_theta=float(theta),
+                   head_dim=head_dim, rope_theta=float(theta),
                    max_positions=int(cfg.get("max_position_embeddings", 2048)),
                    rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)))
 

@@ -387,7 +387,7 @@ class OrtGenAISession(GenerationSession):
             raise Unsupported(f"onnxruntime-genai cannot load the {self.precision} model on CPU: "
                               f"{_ort_message(e)}") from None
         graph = _matmulnbits_attrs(built / "model.onnx")
-        gcfg = json.loads((built / "genai_config.json").read_text())
+        gcfg = json.loads((view / "genai_config.json").read_text())
         kv = _ort_kv_dtype(built / "model.onnx")
         kv_bpe = {"float32": 4, "float16": 2, "bfloat16": 2}.get(kv, 4)
         if self.precision in ("int4", "int8"):
