@@ -8,7 +8,8 @@ TTFT and TPOT, the speedup vs FP32 as a median of per-round ratios, and decode's
 against a STREAM-like copy measured in the same process.
 
     .venv/bin/python bench/llm_decode.py [--model llama-1b-shape] [--threads 2] [--rounds 3]
-        [--prompt 32] [--new 32] [--runtimes llamacpp,onnxruntime-genai,torch] [--out bench/llm_decode.json]
+        [--prompt 32] [--new 32] [--runtimes llamacpp,onnxruntime-genai,torch] [--set torch=fp32,int4]
+        [--out bench/llm_decode.json]
 """
 from __future__ import annotations
 
@@ -110,6 +111,9 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--runtimes", default="llamacpp,onnxruntime-genai,torch")
     ap.add_argument("--precisions", default=None, help="with --worker: comma-separated precisions")
+    ap.add_argument("--set", action="append", default=[], metavar="RUNTIME=P1,P2",
+                    help="precisions of one runtime (default: " +
+                         "; ".join(f"{k}={','.join(v)}" for k, v in DEFAULT_PRECISIONS.items()) + ")")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -118,9 +122,11 @@ def main() -> None:
         print("RESULT " + json.dumps(worker(a)), flush=True)
         return
 
+    precisions = {k: ",".join(v) for k, v in DEFAULT_PRECISIONS.items()}
+    precisions.update(dict(x.split("=", 1) for x in a.set))
     results = []
     for rt in a.runtimes.split(","):
-        cmd = [sys.executable, __file__, "--worker", rt, "--precisions", ",".join(DEFAULT_PRECISIONS[rt]),
+        cmd = [sys.executable, __file__, "--worker", rt, "--precisions", precisions[rt],
                "--model", a.model, "--threads", str(a.threads), "--rounds", str(a.rounds),
                "--prompt", str(a.prompt), "--new", str(a.new)]
         if a.cache_dir:

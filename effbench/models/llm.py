@@ -249,6 +249,7 @@ def _build_atomically(folder: Path, build) -> None:
     """Build into a temporary sibling, then rename: a concurrent worker sees a whole folder or none."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    os.chmod(tmp, 0o755)    # mkdtemp makes it private; the cache is not
     try:
         build(tmp)
         try:
