@@ -116,7 +116,7 @@ def generation_figures(requests: Sequence[RequestTiming]) -> dict:
 def kv_cache_bytes(*, layers: int, kv_heads: int, head_dim: int, context: int, bytes_per_element: float,
                    batch: int = 1) -> int:
     """Analytic KV cache size: 2 (K and V) x layers x batch x KV heads x head dim x context x bytes."""
-    return int(round(2 * layers * batch * kv_heads * head_dim * context * bytes_per_element))
+    return round(2 * layers * batch * kv_heads * head_dim * context * bytes_per_element)
 
 
 def decode_bytes_per_token(weight_bytes: int, kv_bytes_read: int) -> int:

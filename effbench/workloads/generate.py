@@ -438,7 +438,7 @@ class OrtGenAISession(GenerationSession):
         cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", self.model.hf_dir, "-o", str(tmp),
                "-p", prec, "-e", "cpu", "-c", str(work), "--extra_options", *(f"{k}={v}" for k, v in extra.items())]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": str(self.threads)}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
         shutil.rmtree(work, ignore_errors=True)
         if proc.returncode != 0 or not (tmp / "genai_config.json").exists():
             shutil.rmtree(tmp, ignore_errors=True)

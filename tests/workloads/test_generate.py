@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from effbench.measure.generation import generation_figures, kv_cache_bytes, kl_mean, next_token_agreement
+from effbench.measure.generation import generation_figures, kl_mean, kv_cache_bytes, next_token_agreement
 from effbench.models.llm import resolve_llm
 from effbench.workloads.generate import (Unsupported, _torch_int4_weight_only, evaluate_quality, open_session,
                                          prompt_ids, quality_text_ids)
