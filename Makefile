@@ -1,11 +1,12 @@
 # make demo: create .venv, install, run the quickstart suite (report in reports/quickstart/)
-# make test: create .venv if needed, install, run the whole test suite
+# make test: create .venv if needed, install, check the import contracts, run the whole test suite
+# make test-fast: the tests that start no process and are not end-to-end (under 2 minutes)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-all install chromium clean
+.PHONY: demo test test-fast bench bench-all install chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +29,12 @@ chromium:
 	  || echo "note: chromium could not be installed; the report rendering tests will fail"; }
 
 test: $(STAMP) chromium
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow and not spawns"
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py

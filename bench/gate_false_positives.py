@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from effbench.execute import run, run_ab  # noqa: E402
+from effbench.execution.ab import run_ab  # noqa: E402
+from effbench.execution.run import run  # noqa: E402
 from effbench.gate import compare, compare_ab  # noqa: E402
-from effbench.results import Results, load  # noqa: E402
+from effbench.results.store import Results, load  # noqa: E402
 
 SLOW_MODEL = "digits-cnn"
 SLOW = 1.10

@@ -16,7 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from effbench.record import Comparison, Energy, Memory, Provenance
+from effbench.results.record import Comparison, Energy, Memory, Provenance
 
 
 def _num(v):
@@ -24,7 +24,7 @@ def _num(v):
 
 
 def rows(store: str, profile: str) -> tuple[list[dict], Provenance | None]:
-    from effbench.results import load
+    from effbench.results.store import load
     res = load(store)
     out = []
     for r in res.records:

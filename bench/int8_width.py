@@ -46,7 +46,7 @@ def main() -> None:
     a = ap.parse_args()
     import yaml
 
-    from effbench.execute import run
+    from effbench.execution.run import run
     rows = []
     with tempfile.TemporaryDirectory() as td:
         d = Path(td)

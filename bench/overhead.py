@@ -1,7 +1,7 @@
 """effbench's measured median vs a bare `session.run` loop, on a tiny and a mid-size ONNX model.
 
 Interleaved rounds (effbench, bare, effbench, bare, ...), each side in a fresh process, because this
-machine drifts by tens of percent between moments (FIELD-NOTES). Reports the median of per-round
+machine drifts by tens of percent between moments (docs/runtime-notes.md). Reports the median of per-round
 ratios with its range, the timing mode effbench chose, and the overhead in microseconds. Both sides time a
 64-byte-aligned input (an unaligned one made the tiny model's bare loop 30-40% slower here).
 Run: .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 2]
@@ -68,18 +68,18 @@ def mlp(path: Path, width: int, layers: int) -> None:
 
 
 def effbench_round(path: Path, threads: int, batch: int, seconds: float, cache: Path) -> dict:
+    from effbench.config.suite import ModelSpec
+    from effbench.execution.workers import run_in_worker
     from effbench.models.sources import prepare
-    from effbench.record import Cell
-    from effbench.suite import ModelSpec
+    from effbench.results.record import Cell
     from effbench.variants import build_variant
-    from effbench.workers import run_in_worker
     spec = ModelSpec.model_validate({"id": path.stem, "source": {"onnx": str(path)}})
     art = prepare(spec, 0, base_dir=path.parent, suite_file="bench", cache_dir=cache)
     var = build_variant(art, "fp32", "fp32", None, {}, cache)
     cell = Cell(model=path.stem, variant="fp32", precision="fp32", method=None, runner="onnxruntime",
                 runner_label="onnxruntime", threads=threads, compile=False, batch_size=batch, scenario="single-stream")
     budget = {"warmup_s": 0.5, "min_time_s": seconds, "max_time_s": seconds, "target_rel_ci": 1e-9}
-    out = run_in_worker("effbench.measuring:measure_cell", {"cell": cell, "variant": var,
+    out = run_in_worker("effbench.execution.tasks:measure_cell", {"cell": cell, "variant": var,
                         "artifact": art.to_json(), "feeds": art.feeds(batch), "budget": budget,
                         "runner_options": {}}, timeout_s=600)
     assert out.kind == "ok", out.reason

@@ -36,10 +36,10 @@ def main() -> None:
     ap.add_argument("--cell", action="append", default=None)
     ap.add_argument("--cache-dir", default=None)
     a = ap.parse_args()
-    from effbench.execute import RunOptions, SuiteRun
+    from effbench.config.suite import load_suite
+    from effbench.execution.progress import Progress
+    from effbench.execution.run import RunOptions, SuiteRun
     from effbench.models.sources import default_cache_dir
-    from effbench.progress import Progress
-    from effbench.suite import load_suite
     wanted = a.cell or DEFAULT_CELLS
     suite = load_suite(a.suite)
     fp32_ids = sorted({fp32_of(c) for c in wanted})

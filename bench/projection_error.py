@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def errors(store: Path) -> dict:
-    from effbench.results import load
+    from effbench.results.store import load
     rows = []
     for r in load(store).records:
         p = r.projections.get("local")
@@ -39,10 +39,10 @@ def refit(quickstart: Path, heldout: list[Path], cache: Path | None) -> dict:
     from effbench.devices.calibrate import calibrate
     from effbench.devices.detect import local_profile
     from effbench.devices.project import project_one
-    from effbench.results import load
+    from effbench.results.store import load
     base = local_profile(cache_dir=cache, calibrated=False)
     rep = calibrate(load(quickstart).records, cache_dir=cache, write=False, profile=base)
-    from effbench.devices.calibrate import apply_figures
+    from effbench.devices.profile import apply_figures
     after = apply_figures(base, rep.to_json(), "refit")
     out = {"loo_mdape_pct": rep.mdape_loo}
     for name, prof in (("uncalibrated", base), ("calibrated", after)):

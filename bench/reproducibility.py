@@ -34,14 +34,14 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None, help="default: a fresh temporary cache (as a new clone)")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     a = ap.parse_args()
-    from effbench.results import load
+    from effbench.results.store import load
     with tempfile.TemporaryDirectory() as td:
         cache = a.cache_dir or str(Path(td) / "cache")
         walls, runs = [], []
         for i in range(a.runs):
             out = Path(td) / f"run{i + 1}"
             t0 = time.monotonic()
-            proc = subprocess.run([sys.executable, "-m", "effbench.cli", "run", a.suite, "-o", str(out),
+            proc = subprocess.run([sys.executable, "-m", "effbench.cli.app", "run", a.suite, "-o", str(out),
                                    "--cache-dir", cache, "--no-progress", "--no-report"],
                                   capture_output=True, text=True, cwd=ROOT)
             walls.append(time.monotonic() - t0)

@@ -3,7 +3,7 @@
 For each model and runtime, one worker process per variant loads it with effbench's own runner and
 waits; the parent then runs interleaved rounds (fp32, v1, v2, ..., fp32, v1, ...), one worker active
 at a time, and reports the median over rounds of the per-round ratio fp32/variant with its range
-(FIELD-NOTES: this machine is noisy and bimodal; only per-round ratios were stable).
+(docs/runtime-notes.md: this machine is noisy and bimodal; only per-round ratios were stable).
 
     .venv/bin/python bench/variants.py [--rounds 5] [--models digits-cnn,minilm] [--out bench/variants.json]
 """
@@ -44,7 +44,7 @@ def _worker(conn, runner_name: str, variant: dict, artifact: dict, threads: int)
         if msg[0] == "stop":
             return
         if msg[0] == "quality":
-            from effbench.measure.quality import quality_pass
+            from effbench.execution.tasks import quality_pass
             try:
                 conn.send(("ok", quality_pass(**msg[1])))
             except Exception as e:
@@ -65,9 +65,9 @@ def _worker(conn, runner_name: str, variant: dict, artifact: dict, threads: int)
 
 
 def prepare(model: str, cache: Path):
+    from effbench.config.suite import load_suite
     from effbench.models.datasets import load_dataset
     from effbench.models.sources import prepare as prep
-    from effbench.suite import load_suite
     suite = load_suite(ROOT / "suites" / ("minilm.yaml" if model == "minilm" else "quickstart.yaml"))
     idx = next(i for i, m in enumerate(suite.spec.models) if m.id == model)
     spec = suite.spec.models[idx]
@@ -90,8 +90,8 @@ def main() -> None:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "effbench-bench-cache"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "variants.json"))
     a = ap.parse_args()
-    from effbench.record import Cell
-    from effbench.suite import parse_precision
+    from effbench.config.suite import parse_precision
+    from effbench.results.record import Cell
     from effbench.variants import build_variant, validate_options
     cache = Path(a.cache)
     ctx = mp.get_context("spawn")

@@ -4,12 +4,16 @@ The Python API mirrors the CLI: `run(suite) -> Results`, `report(results, out)`,
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from effbench.version import __version__  # noqa: F401
 
 
-def run(suite, **kwargs):
-    """Run a suite (a path or a loaded Suite); returns the merged `Results`. See `effbench.execute.run`."""
-    from effbench.execute import run as _run
+def run(suite, *, ray: str | None = None, **kwargs):
+    """Run a suite (a path or a loaded Suite); returns the merged `Results`. See `effbench.execution.run.run`;
+    `ray`: a Ray cluster's address, to measure on a fleet of device nodes (`effbench.fleet.run.run`)."""
+    if ray:
+        from effbench.fleet.run import run as _fleet_run
+        return _fleet_run(suite, ray=ray, **kwargs)
+    from effbench.execution.run import run as _run
     return _run(suite, **kwargs)
 
 
@@ -20,7 +24,7 @@ def report(results, out_dir, **kwargs):
 
 
 def load(*paths):
-    from effbench.results import load as _load
+    from effbench.results.store import load as _load
     return _load(*paths)
 
 

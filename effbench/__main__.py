@@ -1,6 +1,6 @@
 import sys
 
-from effbench.cli import main
+from effbench.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

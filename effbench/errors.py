@@ -40,5 +40,28 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """MemoryError, ENOMEM, or a library that could not map/allocate under RLIMIT_AS (an import of a
+    shared object fails with "failed to map segment", ORT's arena with "Failed to allocate memory")."""
+    import errno
+    text = str(e)
+    return (isinstance(e, MemoryError) or getattr(e, "errno", None) == errno.ENOMEM
+            or any(s in text for s in ("failed to map segment", "Cannot allocate memory", "bad_alloc",
+                                       "Failed to allocate memory")))
+
+
+def gist(e: BaseException) -> str:
+    """One line for a record's reason: the exception's type and first line, and for an out-of-memory
+    the worker's address-space limit (`limit_address_space`), for a whole worker or one variant in it."""
+    import resource
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    line = f"{type(e).__name__}: {first}".rstrip(": ")
+    if not out_of_memory(e):
+        return line
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    oom = f"out of memory (worker limit {limit // 2**20} MB)" if limit != resource.RLIM_INFINITY else "out of memory"
+    return oom if isinstance(e, MemoryError) and not first else f"{oom}: {line}"
+
+
 def _rebuild(message, file, line, field, fix) -> UserError:
     return UserError(message, file=file, line=line, field=field, fix=fix)

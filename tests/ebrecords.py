@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from effbench.record import SCHEMA, Record
+from effbench.results.record import SCHEMA, Record
 
 
 def cell_from_id(cell_id: str, **over: Any) -> dict[str, Any]:

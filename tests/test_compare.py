@@ -8,11 +8,28 @@ import numpy as np
 import pytest
 
 from effbench.errors import UserError
-from effbench.gate import DEFAULT_RULES, TESTS, Rule, compare, compare_ab, compare_paths, parse_rule, resolve_rules
+from effbench.gate import (
+    DEFAULT_RULES,
+    TESTS,
+    Rule,
+    compare,
+    compare_ab,
+    compare_paths,
+    parse_rule,
+    resolve_rules,
+)
 from effbench.measure.latency import LatencyStats
 from effbench.measure.stats import holm, noise_floor, quantile_ci
-from effbench.record import Cell, Energy, Latency, Memory, ModelStats, Provenance, Quality
-from effbench.results import Record, Store, load
+from effbench.results.record import (
+    Cell,
+    Energy,
+    Latency,
+    Memory,
+    ModelStats,
+    Provenance,
+    Quality,
+)
+from effbench.results.store import Record, Store, load
 
 HOST = {"cpu": "AMD EPYC", "cores": 2}
 PACKAGES = {"onnxruntime": "1.31.1", "torch": "2.13.0+cpu"}
@@ -231,7 +248,7 @@ def test_size_growth_fails_size_zero_rule(tmp_path):
 
 def test_noisy_rounds_are_unstable_not_regressed(tmp_path):
     cell = list(CELLS)[0]
-    # the bimodal machine of FIELD-NOTES: rounds land at ~17.5 or ~27 ms
+    # the bimodal machine of docs/runtime-notes.md: rounds land at ~17.5 or ~27 ms
     base = rounds_store(tmp_path, "base", {cell: [17.5, 27.0, 17.6, 26.8, 17.4]}, seed=1)
     new = rounds_store(tmp_path, "new", {cell: [27.2, 17.8, 27.1, 26.9, 17.7]}, seed=2)
     v = compare(base, new)

@@ -10,12 +10,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from ebtest import DATA, HELPERS, ROOT, run_cli
+
 from effbench.errors import UserError
-from effbench.progress import OutputLock
-from effbench.results import load
-from effbench.workers import run_in_worker
+from effbench.execution.progress import OutputLock
+from effbench.execution.workers import run_in_worker
+from effbench.results.store import load
 
 QUICK = "measure: {warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.05}\n"
 
@@ -25,16 +25,19 @@ def helpers_on_path(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(HELPERS) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+@pytest.mark.spawns
 def test_worker_returns_value(helpers_on_path):
     out = run_in_worker("faultmodels:echo", {"value": {"a": [1, 2]}}, timeout_s=60)
     assert out.kind == "ok" and out.value == {"a": [1, 2]}
 
 
+@pytest.mark.spawns
 def test_worker_crash_is_a_failure_with_the_signal(helpers_on_path):
     out = run_in_worker("faultmodels:abort", {}, timeout_s=60)
     assert out.kind == "failed" and "SIGABRT" in out.reason
 
 
+@pytest.mark.spawns
 def test_worker_timeout_is_a_failure(helpers_on_path):
     t0 = time.monotonic()
     out = run_in_worker("faultmodels:hang", {}, timeout_s=3)
@@ -42,11 +45,13 @@ def test_worker_timeout_is_a_failure(helpers_on_path):
     assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.spawns
 def test_worker_memory_limit_is_a_failure(helpers_on_path):
     out = run_in_worker("faultmodels:allocate", {"mb": 4000}, timeout_s=60, memory_limit_mb=1500)
     assert out.kind == "failed" and "out of memory" in out.reason
 
 
+@pytest.mark.spawns
 def test_worker_user_error_comes_back_whole(helpers_on_path):
     out = run_in_worker("faultmodels:user_error", {}, timeout_s=60)
     assert out.kind == "user_error" and isinstance(out.value, UserError)
@@ -68,6 +73,7 @@ devices: [generic-x86-server-core]
     return p
 
 
+@pytest.mark.spawns
 def test_run_end_to_end_writes_complete_records(tmp_path, cache_dir):
     out = tmp_path / "out"
     res = run_cli("run", str(tiny_suite(tmp_path)), "-o", str(out), "--cache-dir", str(cache_dir), "--no-report")
@@ -87,7 +93,7 @@ def test_run_end_to_end_writes_complete_records(tmp_path, cache_dir):
     assert p.suite_sha256 and p.speed_index["gflops"] > 0 and p.packages["onnxruntime"]
     assert p.host["cores_logical"] >= 1
     # default measure settings: several rounds, each a fresh worker; the headline CI is over them
-    from effbench.suite import MeasureSpec
+    from effbench.config.suite import MeasureSpec
     n = MeasureSpec().rounds
     assert n >= 3 and r.rounds == n and len(r.round_medians_ms) == n and r.latency_ms.ci_scope == "between rounds"
     assert min(r.round_medians_ms) <= r.latency_ms.median <= max(r.round_medians_ms)
@@ -104,6 +110,7 @@ def test_run_end_to_end_writes_complete_records(tmp_path, cache_dir):
     assert sum(x.memory is not None for x in raw) == 1                  # measured once, in its own worker
 
 
+@pytest.mark.spawns
 def test_rounds_interleave_and_merge(tmp_path, cache_dir):
     out = tmp_path / "out"
     res = run_cli("run", str(tiny_suite(tmp_path)), "-o", str(out), "--cache-dir", str(cache_dir), "--rounds", "3",
@@ -116,6 +123,7 @@ def test_rounds_interleave_and_merge(tmp_path, cache_dir):
     assert all(len(r.round_medians_ms) == 3 for r in merged)
 
 
+@pytest.mark.spawns
 def test_resume_skips_finished_cells(tmp_path, cache_dir):
     out = tmp_path / "out"
     suite = tiny_suite(tmp_path)
@@ -128,6 +136,7 @@ def test_resume_skips_finished_cells(tmp_path, cache_dir):
     assert sorted(ids) == ["tiny/fp32/onnxruntime/b1/single-stream"] * 5 + ["tiny/fp32/onnxruntime/b2/single-stream"] * 5
 
 
+@pytest.mark.spawns
 def test_rerun_without_resume_keeps_the_old_store(tmp_path, cache_dir):
     out = tmp_path / "out"
     suite = tiny_suite(tmp_path, batch_sizes="[1]")
@@ -136,6 +145,7 @@ def test_rerun_without_resume_keeps_the_old_store(tmp_path, cache_dir):
     assert len(list(out.glob("results.*.jsonl"))) == 1  # the first run's store, renamed, not lost
 
 
+@pytest.mark.spawns
 def test_second_run_into_same_folder_refuses(tmp_path, cache_dir):
     out = tmp_path / "out"
     out.mkdir()
@@ -158,6 +168,7 @@ def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
         assert (out / ".effbench.lock").read_text().strip() == str(os.getpid())
 
 
+@pytest.mark.spawns
 def test_sigkill_then_resume_loses_nothing(tmp_path, cache_dir):
     out = tmp_path / "out"
     suite = tiny_suite(tmp_path, batch_sizes="[1, 2, 3, 4]")
@@ -212,6 +223,7 @@ devices: []
     assert all(r.ok for r in load(out).raw if r.cell_id == "faulty/fp32/torch/b1/single-stream")
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("factory,message", [("faultmodels:raises", "factory exploded"),
                                              ("faultmodels:not_a_module", "not a torch.nn.Module"),
                                              ("faultmodels:missing", "has no callable 'missing'"),
@@ -227,6 +239,7 @@ def test_bad_torch_factory_is_one_line_exit_2(tmp_path, cache_dir, factory, mess
     assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "s.yaml:4: models[0].source" in res.stderr
 
 
+@pytest.mark.spawns
 def test_torch_source_runs_on_both_runtimes(tmp_path, cache_dir):
     (tmp_path / "faultmodels.py").write_text((HELPERS / "faultmodels.py").read_text())
     suite = tmp_path / "s.yaml"
@@ -243,6 +256,7 @@ def test_torch_source_runs_on_both_runtimes(tmp_path, cache_dir):
     assert ort.model_stats.macs == pt.model_stats.macs == 16 * 32 + 32 * 4
 
 
+@pytest.mark.spawns
 def test_static_int8_without_dataset_is_one_line_exit_2(tmp_path, cache_dir):
     suite = tmp_path / "s.yaml"
     suite.write_text(f"name: s\nmodels:\n  - id: tiny\n    source: {{onnx: {DATA / 'models' / 'tiny.onnx'}}}\n"
@@ -254,6 +268,7 @@ def test_static_int8_without_dataset_is_one_line_exit_2(tmp_path, cache_dir):
     assert line.startswith("error: ") and "precisions" in line and "dataset" in line and "Traceback" not in res.stderr
 
 
+@pytest.mark.spawns
 def test_every_variant_is_paired_with_its_fp32_twin_even_when_only_it_runs(tmp_path, cache_dir):
     """--only fp16: the FP32 twin is still timed beside it in the same worker (not recorded), and the
     fp16 record carries the paired speedup with a CI over its rounds."""
@@ -277,8 +292,8 @@ def test_every_variant_is_paired_with_its_fp32_twin_even_when_only_it_runs(tmp_p
 
 
 def test_paired_comparison_says_why_when_it_has_no_number():
-    from effbench.comparisons import paired_comparison
-    from effbench.suite import Cell
+    from effbench.config.suite import Cell
+    from effbench.execution.pairing import paired_comparison
     cell = Cell(model="m", variant="int8", precision="int8", method=None, runner="onnxruntime",
                 runner_label="onnxruntime", threads=1, compile=False, batch_size=4, scenario="single-stream")
     blocks = {"status": "ok", "block_ms": [2.0, 2.0, 2.2, float("nan"), 2.0, 2.0, 2.0]}
@@ -295,6 +310,7 @@ def test_paired_comparison_says_why_when_it_has_no_number():
     assert paired_comparison(cell, native, member, None).reason == "no FP32 variant to compare with"
 
 
+@pytest.mark.spawns
 def test_int8_of_a_cnn_without_a_dataset_is_static_on_generated_inputs(tmp_path, cache_dir):
     """Issue 14: a CNN with no dataset got dynamic int8 (ConvInteger, 7x slower than FP32 on a held-out
     CNN). The run now calibrates static QDQ on inputs generated from the input spec, and says so."""
@@ -318,7 +334,7 @@ def test_a_measured_energy_keeps_the_models_figure_beside_it():
     from ebrecords import make
 
     from effbench.devices.profile import validate_profile
-    from effbench.execute import SuiteRun
+    from effbench.execution.run import SuiteRun
     local = validate_profile({
         "id": "local", "name": "this machine", "kind": "cpu",
         "peak_ops": {"fp32": {"dense": {"value": 1e11, "source": "test"}}},

@@ -20,7 +20,6 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-
 from ebtest import DATA, HELPERS, ROOT, run_cli
 
 A, B = "raspberry-pi-5", "generic-x86-server-core"   # two shipped profiles this machine pretends to be
@@ -28,7 +27,7 @@ FAST = "measure: {warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_
 
 WAIT_FOR_NODES = """
 import json, sys, time, ray
-from effbench.fleet import live_devices
+from effbench.fleet.run import live_devices
 ray.init(address=sys.argv[1], log_to_driver=False)
 want = json.loads(sys.argv[2])
 for _ in range(240):
@@ -200,7 +199,7 @@ def _task_on(device: str, driver: subprocess.Popen, deadline: float) -> psutil.P
             cmd = " ".join(x for x in p.info["cmdline"] or [] if x).strip()  # Ray's title is padded with NULs
             if cmd.startswith("ray::effbench") and cmd.endswith(f"@{device}"):
                 try:
-                    if any("effbench.workers" in " ".join(c.cmdline()) for c in p.children()):
+                    if any("effbench.execution.workers" in " ".join(c.cmdline()) for c in p.children()):
                         return p
                 except psutil.Error:
                     continue
@@ -237,6 +236,7 @@ def test_a_ray_worker_killed_mid_cell_is_retried_on_another_node_and_the_rest_fi
     assert "retried once on node" in stderr
 
 
+@pytest.mark.spawns
 def test_without_ray_the_flag_is_one_line_naming_the_extra(tmp_path):
     fake = tmp_path / "noray" / "ray"
     fake.mkdir(parents=True)
@@ -248,6 +248,7 @@ def test_without_ray_the_flag_is_one_line_naming_the_extra(tmp_path):
     assert "effbench[fleet]" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.spawns
 def test_an_address_where_no_cluster_answers_is_one_line(tmp_path):
     (port,) = _free_ports(1)
     res = run_cli("run", str(fleet_suite(tmp_path / "s")), "--ray", f"127.0.0.1:{port}", "-o", str(tmp_path / "out"),
@@ -260,7 +261,7 @@ def test_an_address_where_no_cluster_answers_is_one_line(tmp_path):
 
 def test_a_node_advertises_its_device_and_takes_no_other_work():
     from effbench.errors import UserError
-    from effbench.node import start_command
+    from effbench.fleet.node import start_command
     cmd = start_command(device=A, head=False, address="10.0.0.5:6379", port=None, extra=["--block"])
     assert cmd[1:4] == ["-m", "ray.scripts.scripts", "start"] and cmd[-1] == "--block"
     assert "--address=10.0.0.5:6379" in cmd and "--num-cpus=0" in cmd and "--num-gpus=0" in cmd
@@ -275,7 +276,7 @@ def test_a_node_advertises_its_device_and_takes_no_other_work():
 
 
 def test_a_fleet_cell_has_its_own_id_and_hash_and_local_cells_keep_theirs(tmp_path):
-    from effbench.suite import load_suite
+    from effbench.config.suite import load_suite
     suite = load_suite(fleet_suite(tmp_path))
     (cell,) = suite.cells()
     assert "measured_on" not in cell.to_json()  # local cells: config hashes of older stores stay valid
@@ -285,8 +286,8 @@ def test_a_fleet_cell_has_its_own_id_and_hash_and_local_cells_keep_theirs(tmp_pa
 
 
 def test_the_bundle_carries_the_suite_its_files_and_plugins(tmp_path):
-    from effbench.node import make_bundle, unpack
-    from effbench.suite import load_suite
+    from effbench.config.suite import load_suite
+    from effbench.fleet.node import make_bundle, unpack
     folder = tmp_path / "proj" / "suites"
     suite_path = fleet_suite(folder)
     shutil.move(folder / "good.npz", tmp_path / "proj" / "good.npz")  # a path that leaves the suite's folder
@@ -312,27 +313,28 @@ class _FakeRay:
 
 
 def _fleet_run(tmp_path, nodes):
-    from effbench.execute import RunOptions
-    from effbench.fleet import FleetRun
-    from effbench.record import Provenance
-    from effbench.suite import load_suite
+    from effbench.config.suite import load_suite
+    from effbench.execution.run import RunOptions
+    from effbench.fleet.run import FleetRun
+    from effbench.results.record import Provenance
     suite = load_suite(fleet_suite(tmp_path / "s", batch_sizes="[1, 2]"))
     run = FleetRun(suite, RunOptions(out_dir=tmp_path / "out", cache_dir=tmp_path / "c", progress=False), [],
                    address="unused")
-    run._ray, run.provenance, run.hashes = _FakeRay(nodes), Provenance(run_id=run.run_id), {}
+    run._ray = _FakeRay(nodes)
+    run.here.provenance, run.here.hashes = Provenance(run_id=run.here.run_id), {}
     return run
 
 
 def test_a_job_lost_with_no_other_node_of_its_device_is_recorded_failed(tmp_path):
-    from effbench.fleet import Job
-    from effbench.progress import Progress
-    from effbench.results import Store
+    from effbench.execution.progress import Progress
+    from effbench.fleet.run import Job
+    from effbench.results.store import Store
     run = _fleet_run(tmp_path, [("n1", A), ("n2", B)])
     cells = [c.replace(measured_on=A) for c in run.suite.cells()]
     job = Job(device=A, todo=[(0, c) for c in cells], node={"device": A, "ray_node_id": "n1", "hostname": "host-n1"})
     job.remaining.discard((0, cells[0].cell_id))  # its first record had come back
     run._lost(job, "WorkerCrashedError: The worker died unexpectedly", {}, Progress(2, False), retry=True)
-    (rec,), _ = Store(run.store.path).records()
+    (rec,), _ = Store(run.here.store.path).records()
     assert rec.cell_id == cells[1].cell_id and rec.status == "failed"
     assert "on node n1 (host-n1) ended: WorkerCrashedError" in rec.reason
     assert f"no other live node of {A} to retry on" in rec.reason
@@ -340,8 +342,8 @@ def test_a_job_lost_with_no_other_node_of_its_device_is_recorded_failed(tmp_path
 
 
 def test_a_lost_job_is_retried_once_on_another_node_of_its_device(tmp_path):
-    from effbench.fleet import Job
-    from effbench.progress import Progress
+    from effbench.execution.progress import Progress
+    from effbench.fleet.run import Job
     run = _fleet_run(tmp_path, [("n1", A), ("n3", A), ("n2", B)])
     submitted = []
     run._submit = lambda job: submitted.append(job) or len(submitted)
@@ -353,7 +355,7 @@ def test_a_lost_job_is_retried_once_on_another_node_of_its_device(tmp_path):
     assert again.pinned == "n3" and again.attempt == 2 and again.remaining == job.remaining
     assert "NodeDiedError" in again.history[0] and running == {1: again}
     run._lost(again, "NodeDiedError: gone too", running, Progress(2, False), retry=True)  # no third attempt
-    recs, _ = run.store.records()
+    recs, _ = run.here.store.records()
     assert len(submitted) == 1 and [r.status for r in recs] == ["failed", "failed"]
     assert "gone too" in recs[0].reason and "(a retry after: the Ray task measuring it on node n1" in recs[0].reason
     assert recs[0].provenance.node["attempt"] == 2
@@ -361,9 +363,10 @@ def test_a_lost_job_is_retried_once_on_another_node_of_its_device(tmp_path):
 
 def test_a_node_measurement_sits_beside_its_own_device_projection(tmp_path):
     from ebrecords import make
+
     from effbench.devices import load_profiles
     run = _fleet_run(tmp_path, [])
-    run.profiles = load_profiles([A, B])
+    run.here.profiles = load_profiles([A, B])
     rec = make(f"m/fp32/onnxruntime/b1/single-stream@{A}", cell={"measured_on": A}, latency_ms={"median": 2.0},
                model_stats={"macs": 10**6, "bytes_moved": 10**5, "weight_bytes": 4000, "activation_bytes": 1000,
                             "nodes": 3, "batch_size": 1},

@@ -1,7 +1,7 @@
 """The gate end to end, as CI uses it: real models, real workers, the `effbench` command and its exit codes.
 
 The planted slowdown is the same network with extra heavy ops (6 -> 8 MatMul layers: +33% work), measured
-in A/B mode, whose paired blocks cancel this machine's speed flips (FIELD-NOTES).
+in A/B mode, whose paired blocks cancel this machine's speed flips (docs/runtime-notes.md).
 """
 import json
 from pathlib import Path
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from ebtest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from ebtest import run_cli
-from effbench.results import load
+from effbench.results.store import load
 
 WIDTH = 512
 ROUNDS = "9"   # the signed-rank test's smallest p with 9 rounds is 2/512 < 0.01 for one cell
@@ -70,6 +70,7 @@ def stores(tmp_path_factory):
     return tmp, ab, aa
 
 
+@pytest.mark.slow
 def test_ab_mode_flags_a_planted_slowdown_from_extra_ops(stores):
     tmp, ab, _ = stores
     assert ab.returncode == 1, ab.stdout[-2000:] + ab.stderr[-2000:]
@@ -82,6 +83,7 @@ def test_ab_mode_flags_a_planted_slowdown_from_extra_ops(stores):
     assert 1.15 < float(np.median(rec.paired_ratios)) < 1.6   # 8/6 of the work, give or take overheads
 
 
+@pytest.mark.slow
 def test_ab_mode_same_model_on_both_sides_passes(stores):
     tmp, _, aa = stores
     assert aa.returncode == 0, aa.stdout[-2000:] + aa.stderr[-2000:]
@@ -90,6 +92,8 @@ def test_ab_mode_same_model_on_both_sides_passes(stores):
     assert len(rec.paired_ratios) == int(ROUNDS)
 
 
+@pytest.mark.spawns
+@pytest.mark.slow
 def test_compare_command_exit_codes(stores):
     tmp = stores[0]
     base, new = tmp / "ab" / "base", tmp / "ab"
@@ -107,6 +111,8 @@ def test_compare_command_exit_codes(stores):
     assert bad_rule.returncode == 2 and "--rule" in bad_rule.stderr and "Traceback" not in bad_rule.stderr
 
 
+@pytest.mark.spawns
+@pytest.mark.slow
 def test_run_with_baseline_gates_in_one_step(stores):
     tmp = stores[0]
     res = run_cli("run", str(tmp / "slow.yaml"), "--baseline", str(tmp / "ab" / "base"), "-o", str(tmp / "again"),

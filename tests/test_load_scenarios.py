@@ -7,14 +7,15 @@ import json
 import plotly.graph_objects as go
 import pytest
 from ebrecords import make
-
 from ebtest import DATA, run_cli
+
+from effbench.config.suite import load_suite
 from effbench.errors import UserError
 from effbench.gate import compare
-from effbench.record import Offline, Record, Server
-from effbench.results import Store, load, merge_rounds
-from effbench.scenarios import OFFLINE, SERVER, parse_scenario
-from effbench.suite import load_suite
+from effbench.results.merge import merge_rounds
+from effbench.results.record import Offline, Record, Server
+from effbench.results.store import Store, load
+from effbench.scenarios.plan import OFFLINE, SERVER, parse_scenario
 
 HEAD = "name: s\nmodels: [{id: m, source: {builtin: mlp}}]\n"
 
@@ -68,6 +69,7 @@ def test_bad_scenarios_are_one_line_errors_with_field_and_fix(tmp_path, scenario
     assert e.value.field == field and needle in line and e.value.line == 3 and e.value.fix, line
 
 
+@pytest.mark.spawns
 def test_a_bad_scenario_exits_2_with_one_line(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text(HEAD + "scenarios: [{server: {latency_bound_ms: -5}}]\n")
@@ -129,6 +131,15 @@ def test_a_round_without_a_peak_is_said():
     assert s.max_qps == pytest.approx(105.0) and "1 of 3 rounds found no rate" in s.reason
 
 
+def test_a_round_without_a_peak_is_said_when_only_one_round_found_one():
+    """The note used to be dropped when one round alone found a peak (no CI over one value)."""
+    recs = [server_round(0, 100.0),
+            make(SERVER_ID, round=1, rounds=2, server={"max_qps": None, "latency_bound_ms": 10.0,
+                                                       "reason": "no rate met the bound"})]
+    s = merge_rounds(recs)[0].server
+    assert s.max_qps == 100.0 and s.reason and "1 of 2 rounds found no rate within the bound" in s.reason
+
+
 # ------------------------------------------------------------------------------ the gate
 def test_a_drop_in_max_qps_regresses_and_noise_does_not(tmp_path):
     def store(name, factor, seed):
@@ -148,10 +159,11 @@ def test_a_drop_in_max_qps_regresses_and_noise_does_not(tmp_path):
 
 # ------------------------------------------------------------------------------ the report
 def test_the_report_draws_latency_against_load_and_offline_bars(tmp_path):
+    import re
+
     from effbench.report import load as load_section
     from effbench.report import write_report
     from effbench.report.html import unpack_figures
-    import re
     recs = [server_round(i, q) for i, q in enumerate([100.0, 104.0, 96.0])]
     recs += [server_round(i, q, cell_id="m/int8/onnxruntime/b1/server") for i, q in enumerate([180.0, 190.0, 185.0])]
     recs += [make(OFFLINE_ID, round=i, rounds=2, offline={"samples_per_s": v, "queries": 256}) for i, v in
@@ -180,6 +192,7 @@ def test_the_report_draws_latency_against_load_and_offline_bars(tmp_path):
 
 
 # ------------------------------------------------------------------------------ end to end
+@pytest.mark.spawns
 def test_effbench_run_measures_server_and_offline_cells(tmp_path, cache_dir):
     """A tiny suite through `effbench run`: offline and server cells in their own workers, their sections
     in the merged records, the report's load section."""

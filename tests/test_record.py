@@ -6,10 +6,10 @@ import json
 
 import pytest
 from ebrecords import make
-
 from ebtest import DATA
-from effbench.record import Cell, Comparison, Latency, Projection, Record
-from effbench.results import Store, load
+
+from effbench.results.record import Cell, Comparison, Latency, Projection, Record
+from effbench.results.store import Store, load
 
 OLD_STORE = DATA / "stores" / "v1-before-typed-records.jsonl"
 

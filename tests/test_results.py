@@ -1,11 +1,11 @@
 import json
 
 import pytest
+from ebrecords import make
 
 from effbench.errors import UserError
-from ebrecords import make
-from effbench.record import Record
-from effbench.results import Store, load
+from effbench.results.record import Record
+from effbench.results.store import Store, load
 
 
 def rec(cell_id="m/fp32/onnxruntime/b1/single-stream", rnd=0, rounds=1, samples=(1.0, 1.1, 0.9), status="ok"):

@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
-
 from ebtest import DATA, ROOT, run_cli
+
+from effbench.config.suite import load_suite
 from effbench.errors import UserError
-from effbench.suite import load_suite
 
 BAD = sorted((DATA / "bad").glob("*.yaml"))
 
@@ -53,7 +53,7 @@ def test_config_hash_tracks_what_matters(tmp_path):
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_bad_suite_is_one_line_exit_2(path, capsys, monkeypatch):
-    from effbench.cli import main
+    from effbench.cli.app import main
     head = _header(path)
     monkeypatch.chdir(ROOT)
     code = main(["validate", str(path.relative_to(ROOT))])
@@ -72,6 +72,7 @@ def test_bad_suite_is_one_line_exit_2(path, capsys, monkeypatch):
                 "the error names the line"
 
 
+@pytest.mark.spawns
 def test_run_refuses_bad_suite_before_measuring(tmp_path):
     out = tmp_path / "out"
     res = run_cli("run", str(DATA / "bad" / "shape_mismatch.yaml"), "-o", str(out), "--quick")
@@ -80,6 +81,7 @@ def test_run_refuses_bad_suite_before_measuring(tmp_path):
     assert not (out / "results.jsonl").exists()
 
 
+@pytest.mark.spawns
 def test_usage_error_exit_2():
     res = run_cli("run")
     assert res.returncode == 2 and "error:" in res.stderr

@@ -1,6 +1,6 @@
 """One formatter per kind of figure (issue 13): the report, the profiles and the gate agree on units."""
-from effbench.devices.profile import _bytes, _si
-from effbench.gate.render import _fmt_value
+from effbench.devices.catalog import _bytes, _si
+from effbench.gate.verdict import _fmt_value
 from effbench.units import fmt_bytes, fmt_si
 
 

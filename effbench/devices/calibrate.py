@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 
 from effbench.devices.detect import CALIBRATION_FILE, default_cache_dir, detect, fingerprint, local_profile
-from effbench.devices.profile import OPS_PER_MAC, Derate, ErrorBand, Figure, Profile
+from effbench.devices.profile import OPS_PER_MAC, Derate, Profile, apply_figures
 from effbench.devices.project import project_one, work_per_call
 from effbench.errors import UserError
-from effbench.results import Record
-
+from effbench.results.store import Record
 
 
 @dataclass
@@ -286,24 +285,6 @@ def _calibrated(base: Profile, params: list[_Param], theta: np.ndarray, src: str
     return apply_figures(base, figures, src), figures
 
 
-def apply_figures(profile: Profile, figures: dict[str, Any], src: str) -> Profile:
-    """A profile with calibrated figures (`calibrate`'s, or a cached calibration's)."""
-    fig = lambda v: Figure(value=max(float(v), 0.0), source=src, derived=True)  # noqa: E731
-    eff = figures.get("compute_by") or {}
-    derate = Derate(compute=fig(figures.get("compute") or (statistics.geometric_mean(eff.values()) if eff else 1.0)),
-                    memory=fig(figures.get("memory") or 1.0),
-                    compute_by={k: fig(v) for k, v in eff.items() if v > 0},
-                    memory_by={k: fig(v) for k, v in (figures.get("memory_by") or {}).items() if v > 0})
-    out = profile.with_derate(derate, fig(figures["per_op_overhead_s"]) if figures.get("per_op_overhead_s") is not None
-                              else None)
-    band = figures.get("error_band")
-    return out.model_copy(update={
-        "error_band": ErrorBand(low=band["low"], high=band["high"], source=f"{src}: {band['source']}") if band else None,
-        "call_overhead_by_runner": {r: fig(v) for r, v in (figures.get("call_overhead_by_runner") or {}).items()},
-        "node_overhead_by_runner": {r: {k: fig(v) for k, v in d.items()}
-                                    for r, d in (figures.get("node_overhead_by_runner") or {}).items()}})
-
-
 def calibrate(records: list[Record], *, cache_dir: Path | None = None, write: bool = True,
               profile: Profile | None = None, quick: bool = False, leave_one_out: bool = True) -> CalibrationReport:
     """Fit the local profile's per-call and per-node overheads (per runner and class of op), its
@@ -356,6 +337,7 @@ def calibrate(records: list[Record], *, cache_dir: Path | None = None, write: bo
 
 def _write(cache_dir: Path | None, report: CalibrationReport, n: int) -> Path:
     import json
+
     from effbench.devices.detect import CACHE_VERSION
     path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / CALIBRATION_FILE
     data = {"version": CACHE_VERSION, "fingerprint": fingerprint(detect()),

@@ -329,6 +329,6 @@ def local_profile(cache_dir: Path | None = None, quick: bool = False, *, refresh
 
 
 def apply_calibration(profile: Profile, cal: dict[str, Any]) -> Profile:
-    from effbench.devices.calibrate import apply_figures
+    from effbench.devices.profile import apply_figures
     src = f"calibrated {cal.get('calibrated_at', '')} on {cal.get('cells', '?')} measured cells (least squares on relative error)"
     return apply_figures(profile, cal, src)

@@ -17,7 +17,7 @@ from typing import Any
 
 from effbench.devices.profile import OPS_PER_MAC, Profile
 from effbench.errors import UserError
-from effbench.record import Projection, Record
+from effbench.results.record import Projection, Record
 
 # ONNX operator types by class of op (model_stats.by_op counts them): a runtime's convolution kernels
 # reach another rate than its matrix products; everything else is per-node cost and data movement.

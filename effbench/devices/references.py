@@ -129,9 +129,9 @@ class CheckReport:
 
 def reference_work(model: str, batch: int, precision: str, cache_dir: Path) -> dict[str, float | None]:
     """Work of one call of zoo `model` at `batch`, bytes at `precision`'s registered bit widths."""
+    from effbench.config.suite import ModelSpec
     from effbench.measure.flops import count_work
     from effbench.models.sources import prepare
-    from effbench.suite import ModelSpec
     from effbench.variants.specs import bits
     art = prepare(ModelSpec.model_validate({"id": model, "source": {"builtin": model}}), 0, base_dir=Path.cwd(),
                   suite_file="<profiles check>", cache_dir=cache_dir)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from effbench.gate.ab import compare_ab
 from effbench.gate.metrics import ALIASES, METRICS, Metric
 from effbench.gate.provenance import environment_warnings, speed_ratio
-from effbench.gate.render import render_verdict
 from effbench.gate.rules import DEFAULT_RULES, OPT_IN_RULES, Rule, parse_rule, resolve_rules
 from effbench.gate.stores import compare, compare_paths
-from effbench.gate.verdict import TESTS, VERDICTS, Verdict
+from effbench.gate.verdict import TESTS, VERDICTS, Verdict, render_verdict
 
 __all__ = ["compare", "compare_paths", "compare_ab", "Verdict", "VERDICTS", "TESTS", "Rule", "parse_rule",
            "resolve_rules", "DEFAULT_RULES", "OPT_IN_RULES", "Metric", "METRICS", "ALIASES", "speed_ratio",

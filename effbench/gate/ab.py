@@ -12,7 +12,7 @@ from effbench.gate.plan import RowPlan, both_ok, direction, plan_metric
 from effbench.gate.rules import DEFAULT_RULES, Rule
 from effbench.gate.verdict import Verdict
 from effbench.measure.stats import noise_floor
-from effbench.results import Record
+from effbench.results.store import Record
 
 
 def compare_ab(pairs: list[tuple[Record, Record]], *, rules: list[Rule] | None = None, alpha: float = 0.01,

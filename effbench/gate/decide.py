@@ -1,7 +1,7 @@
 """From planned rows to a verdict: significance per row (Holm-corrected per metric across cells), the
 decision rule per row, and the summary and exit code of the whole comparison.
 
-Decision rule (DESIGN.md "The gate", docs/ci.md): a noisy metric regresses only when its change is
+Decision rule (docs/measurement.md "The gate", docs/ci.md): a noisy metric regresses only when its change is
 beyond the rule's threshold *and* significant *and* clears the cell's own noise floor.
 """
 from __future__ import annotations
@@ -16,8 +16,16 @@ from effbench.gate.metrics import METRICS
 from effbench.gate.plan import RowPlan
 from effbench.gate.rules import Rule
 from effbench.gate.verdict import VERDICTS, Verdict
-from effbench.measure.stats import (DECISION_LEVEL, holm, mann_whitney_p, median_ci_coverage, mwu_min_p,
-                                    quantile_ci, signed_rank_p, wilcoxon_min_p)
+from effbench.measure.stats import (
+    DECISION_LEVEL,
+    holm,
+    mann_whitney_p,
+    median_ci_coverage,
+    mwu_min_p,
+    quantile_ci,
+    signed_rank_p,
+    wilcoxon_min_p,
+)
 
 CI_LEVEL = DECISION_LEVEL
 

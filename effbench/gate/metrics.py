@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from effbench.errors import UserError, did_you_mean
-from effbench.results import Record
+from effbench.results.store import Record
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("latency.p90", "timing", False, _get("latency_ms", "p90"), speed=1, quantile=0.90, unit="ms"),
     Metric("latency.p99", "timing", False, _get("latency_ms", "p99"), speed=1, quantile=0.99, unit="ms"),
     Metric("throughput", "noisy", True, _throughput, speed=-1, unit="items/s"),
-    # the load scenarios (effbench.scenarios): one value per round each
+    # the load scenarios (effbench.scenarios.plan): one value per round each
     Metric("server.max_qps", "noisy", True, _get("server", "max_qps"), speed=-1, unit="queries/s"),
     Metric("offline.throughput", "noisy", True, _get("offline", "samples_per_s"), speed=-1, unit="samples/s"),
     Metric("energy", "noisy", False, _get("energy", "j_per_inference"), unit="J/inference"),

@@ -12,7 +12,7 @@ import numpy as np
 from effbench.gate.metrics import METRICS
 from effbench.gate.rules import Rule
 from effbench.measure.stats import combined_floor, noise_floor
-from effbench.results import Record, Results
+from effbench.results.store import Record, Results
 
 
 @dataclass

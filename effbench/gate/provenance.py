@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from effbench.record import Provenance
-from effbench.results import Results
+from effbench.results.record import Provenance
+from effbench.results.store import Results
 
 # Two stores whose machine-speed indexes differ by more than this are not comparable without care.
 SPEED_INDEX_TOLERANCE = 0.10

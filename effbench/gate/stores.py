@@ -12,7 +12,7 @@ from effbench.gate.plan import RowPlan, StoreIndex, both_ok, plan_metric
 from effbench.gate.provenance import environment_warnings, speed_ratio
 from effbench.gate.rules import DEFAULT_RULES, Rule
 from effbench.gate.verdict import Verdict
-from effbench.results import Results, load
+from effbench.results.store import Results, load
 
 
 def compare(base: Results | str | Path, new: Results | str | Path, *, rules: list[Rule] | None = None,

@@ -23,25 +23,6 @@ class EnergyModel:
     load_w: float | None = None      # power at full load (a board's measured load power, else its TDP)
 
 
-# M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V
-# (the table reproduced in Sze et al., Proc. IEEE 2017, Fig. 5 / Han et al., ISCA 2016): each precision's
-# energy per MAC is in its registry entry (effbench.variants.specs, with what was derived and how);
-#   32-bit SRAM (8 KB cache) read 5 pJ -> 1.25 pJ/byte; 32-bit DRAM read 640 pJ -> 160 pJ/byte.
-#   static_w = 0: the paper gives dynamic energy only; static power is a device property its profile supplies.
-def horowitz_45nm() -> EnergyModel:
-    """The Horowitz 45 nm model over every registered precision that states an energy per MAC."""
-    from effbench.variants.specs import PRECISIONS
-    derived = [s.name for s in PRECISIONS.values() if "derived" in s.energy_note or "taken as" in s.energy_note]
-    return EnergyModel(
-        pj_per_mac={s.name: s.pj_per_mac_45nm for s in PRECISIONS.values() if s.pj_per_mac_45nm is not None},
-        pj_per_dram_byte=160.0,
-        pj_per_sram_byte=1.25,
-        static_w=0.0,
-        source=(f"Horowitz ISSCC 2014 (45 nm); {'/'.join(derived)} derived by bit-width scaling; "
-                "static power not modeled"),
-    )
-
-
 def _per_inference(j: float, seconds_per_inference: float) -> dict:
     """The derived figures shared by modeled and measured results.
 

@@ -4,6 +4,7 @@ Also the torch-side count (FlopCounterMode with CPU attention registered) and th
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ ScatterElements Scatter DepthToSpace SpaceToDepth Trilu EyeLike OneHot NonZero C
 SequenceConstruct SequenceAt ConcatFromSequence Optional OptionalGetElement OptionalHasElement ReverseSequence
 QLinearConcat""".split())
 _PASS_THROUGH = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+_MAC_OPS = frozenset({"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "Gemm", "QGemm", "MatMul", "MatMulInteger",
+                      "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "FusedMatMul", "MatMulNBits",
+                      "Einsum"})
 _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
 # (op_type) -> input indices that are quantization parameters (scales, zero points), not weights.
 _QPARAM_INPUTS: dict[str, tuple[int, ...]] = {
@@ -391,7 +395,7 @@ def _infer(model: onnx.ModelProto, bound: dict[str, list[int]]) -> dict[str, tup
         out.name = vi.name
         out.type.tensor_type.elem_type = vi.type.tensor_type.elem_type
     # onnx data propagation stops at ops it has no rule for (Mod, Where, Range, ...), which legacy
-    # exports use to build Reshape targets (FIELD-NOTES: all 48 MiniLM MatMul shapes unknown). Fold
+    # exports use to build Reshape targets (docs/runtime-notes.md: all 48 MiniLM MatMul shapes unknown). Fold
     # those small integer subgraphs to constants with the reference evaluator and infer again.
     values: dict[str, Any] = {}
     for attempt in range(_MAX_FOLD_PASSES):
@@ -498,26 +502,47 @@ class _Counter:
 
     def count(self, node: onnx.NodeProto) -> dict:
         """{macs, elementwise, weight_bits, act_bits, weight_const} or {'reason': ...} when uncountable."""
-        op, ins = node.op_type, list(node.input)
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        op = node.op_type
         row: dict[str, Any] = {"macs": 0, "elementwise": 0, "weight_bits": None, "act_bits": None,
                                "weight_const": False}
-
-        def need(*names: str) -> list[list[int]] | None:
-            got = [self.shape(n) for n in names]
-            return None if any(s is None for s in got) else got
-
-        def mac_operands(a: str, w: str, w_bits: int | None = None) -> None:
-            row["act_bits"] = self.effective_bits(a)
-            row["weight_bits"] = w_bits if w_bits is not None else self.effective_bits(w)
-            row["weight_const"] = self.is_const(w)
-
-        def bias_elems(out: str, bias_index: int) -> int:
-            return math.prod(self.shape(out) or [0]) if len(ins) > bias_index and ins[bias_index] else 0
-
         if op in _SUBGRAPH_OPS or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                       for a in node.attribute):
             return {"reason": "subgraphs are not counted"}
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if op in _MAC_OPS or (op in ("Attention", "MultiHeadAttention")
+                              and node.domain in ("", "ai.onnx", "com.microsoft")):
+            why = self._count_macs(node, attrs, row)
+        elif op in ELEMENTWISE_COST or op == "Sum" or op in _REDUCE_INPUT or op in _WINDOW_POOLS:
+            why = self._count_elementwise(node, attrs, row)
+        elif op in MOVEMENT_OPS:
+            why = None
+        else:
+            why = {"reason": "op not known to the counter"}
+        if why is not None:
+            return why
+        if node.name and node.name in self.binary and row["macs"]:
+            row["weight_bits"], row["act_bits"] = 1, 1
+        elif node.name and node.name in self.node_bits and row["macs"]:
+            row["weight_bits"] = self.node_bits[node.name]
+        return row
+
+    def _shapes(self, *names: str) -> list[list[int]] | None:
+        got = [self.shape(n) for n in names]
+        return None if any(s is None for s in got) else got
+
+    def _operands(self, row: dict[str, Any], a: str, w: str, w_bits: int | None = None) -> None:
+        row["act_bits"] = self.effective_bits(a)
+        row["weight_bits"] = w_bits if w_bits is not None else self.effective_bits(w)
+        row["weight_const"] = self.is_const(w)
+
+    def _bias_elems(self, ins: list[str], out: str, bias_index: int) -> int:
+        return math.prod(self.shape(out) or [0]) if len(ins) > bias_index and ins[bias_index] else 0
+
+    def _count_macs(self, node: onnx.NodeProto, attrs: dict, row: dict[str, Any]) -> dict | None:
+        """A node with MACs (convolutions, matrix products, attention) into `row`; {'reason'} if it cannot."""
+        op, ins = node.op_type, list(node.input)
+        need, mac_operands = self._shapes, functools.partial(self._operands, row)
+        bias_elems = functools.partial(self._bias_elems, ins)
         if op in ("Conv", "ConvInteger", "QLinearConv"):
             xi, wi = (0, 3) if op == "QLinearConv" else (0, 1)
             got = need(ins[wi], node.output[0])
@@ -584,11 +609,14 @@ class _Counter:
                 return {"reason": "einsum equation not understood"}
             if len(ins) == 2:
                 mac_operands(ins[0], ins[1])
-        elif op in ("Attention", "MultiHeadAttention") and node.domain in ("", "ai.onnx", "com.microsoft"):
-            got = self._attention(node, attrs, row)
-            if got is not None:
-                return got
-        elif op in ELEMENTWISE_COST:
+        else:  # Attention, MultiHeadAttention
+            return self._attention(node, attrs, row)
+        return None
+
+    def _count_elementwise(self, node: onnx.NodeProto, attrs: dict, row: dict[str, Any]) -> dict | None:
+        """An element-wise, reduction or pooling node into `row`; {'reason'} if its shape is unknown."""
+        op, ins = node.op_type, list(node.input)
+        if op in ELEMENTWISE_COST:
             y = self.shape(node.output[0])
             if y is None:
                 return {"reason": "shape unknown"}
@@ -604,20 +632,12 @@ class _Counter:
             if x is None:
                 return {"reason": "shape unknown"}
             row["elementwise"] = int(_REDUCE_INPUT[op] * math.prod(x))
-        elif op in _WINDOW_POOLS:
+        else:  # a windowed pool
             y = self.shape(node.output[0])
             if y is None:
                 return {"reason": "shape unknown"}
             row["elementwise"] = math.prod(y) * math.prod(attrs.get("kernel_shape", [1]))
-        elif op in MOVEMENT_OPS:
-            pass
-        else:
-            return {"reason": "op not known to the counter"}
-        if node.name and node.name in self.binary and row["macs"]:
-            row["weight_bits"], row["act_bits"] = 1, 1
-        elif node.name and node.name in self.node_bits and row["macs"]:
-            row["weight_bits"] = self.node_bits[node.name]
-        return row
+        return None
 
     def nonzero_fraction(self, node: onnx.NodeProto) -> float:
         """The fraction of a MAC node's constant weight that is not zero (1.0 when the weight is an
@@ -892,7 +912,7 @@ def format_work(work: WorkCount, by: str = "op") -> str:
 
 def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     # aten._scaled_dot_product_flash_attention_for_cpu has no formula in torch: without this a
-    # transformer's attention is silently missing from FlopCounterMode (FIELD-NOTES "Counting").
+    # transformer's attention is silently missing from FlopCounterMode (docs/runtime-notes.md "Counting and memory").
     from torch.utils.flop_counter import sdpa_flop_count
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 

@@ -1,6 +1,6 @@
 """Latency: the timing loop with its stopping rule, and the statistics of its samples.
 
-Follows DESIGN.md "Measurement rules": first call apart, warmup, per-call timing or timed blocks,
+Follows docs/measurement.md "Measurement rules": first call apart, warmup, per-call timing or timed blocks,
 stop on min time + minimum n + CI target, or at max time flagged `unstable`.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ class LatencyStats:
     def early_stopping_ms(self, percentile: float) -> float | None:
         """MLPerf LoadGen's early-stopping estimate of a percentile of single calls (None for timed blocks,
         which cannot show single calls' tail, and below LoadGen's minimum count)."""
-        from effbench.measure.scenarios import early_stopping_estimate
+        from effbench.measure.early_stopping import early_stopping_estimate
         if not self.tail_measurable:
             return None
         est = early_stopping_estimate(self._sorted, percentile)
@@ -144,12 +144,15 @@ def _finite(x: float) -> float | None:
 
 @dataclass(frozen=True)
 class Budget:
-    """How long to measure; the suite's `measure:` block."""
+    """How long to measure per cell and round: the suite's `measure:` block, whose defaults are these (the one
+    place they are set; `config.suite.MeasureSpec` reads them). Several short rounds in fresh workers, not one
+    long one: a CI over rounds covers the machine's changes of state, a CI over one worker's samples covers one
+    moment; a speedup's spread between processes (a few % here) dominates its within-round error."""
 
-    warmup_s: float = 1.0
-    min_time_s: float = 2.0
-    max_time_s: float = 20.0
-    target_rel_ci: float = 0.01
+    warmup_s: float = 0.1
+    min_time_s: float = 0.3
+    max_time_s: float = 3.0
+    target_rel_ci: float = 0.02
     min_warmup_calls: int = 10
     min_n: int = MIN_N_P90
 
@@ -230,7 +233,7 @@ def _calls_per_sample(est_call_ns: float, overhead_ns: float) -> int:
 
 def measure_latency(call: Callable[[], object], budget: Budget,
                     overhead_ns: float | None = None) -> LatencyStats:
-    """Time `call` (which must synchronize any device work before it returns) by DESIGN.md's rules."""
+    """Time `call` (which must synchronize any device work before it returns) by the rules of docs/measurement.md."""
     pc = time.perf_counter_ns
     overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
 
@@ -276,7 +279,7 @@ def paired_ratio(call_a: Callable[[], object], call_b: Callable[[], object], *, 
                  min_pairs: int = 6) -> dict:
     """B's latency relative to A's, timed in alternating blocks in one process (A/B mode).
 
-    FIELD-NOTES: this machine flips between two speeds within seconds, so two cells timed one after the
+    docs/runtime-notes.md: this machine flips between two speeds within seconds, so two cells timed one after the
     other can land in different states (per-round ratios of back-to-back workers spread +-25% here).
     Blocks of at least `min_block_s` and `min_block_calls` calls alternate A B, B A, A B ... (the order
     flips each pair so neither side always runs first); each pair gives median(B) / median(A), and the
@@ -342,10 +345,10 @@ def measure_interleaved(calls: dict[str, Callable[[], object]], budget: Budget, 
                         min_block_samples: int = 3, min_cycles: int = 6,
                         clock: Callable[[], int] = time.perf_counter_ns) -> Interleaved:
     """Time several calls (variants x batch sizes of one model) in one process, in randomly ordered
-    cycles of short blocks, by DESIGN.md's rules for each: first call apart, warmup, per-call timing or
+    cycles of short blocks, by the rules of docs/measurement.md for each: first call apart, warmup, per-call timing or
     timed blocks, and the stopping rule applied to every member.
 
-    Why: this machine flips between two speeds for seconds at a time (FIELD-NOTES), so two cells timed
+    Why: this machine flips between two speeds for seconds at a time (docs/runtime-notes.md), so two cells timed
     in turn can land in different states and their ratio moved 2-3x between identical runs. A cycle
     lasts a fraction of a second, so a ratio of two members' blocks of one cycle compares like with
     like; the median over cycles discards the cycles a flip cut through.
@@ -453,3 +456,14 @@ def sentinel_us(seconds: float = 0.03, clock: Callable[[], int] = time.perf_coun
         np.matmul(a, a, out=out)
         times.append(clock() - t0)
     return float(np.median(times)) / 1e3
+
+
+def sentinel_released(*holders: dict) -> float:
+    """The sentinel after a group, in the same conditions as before it: every session released first (a
+    loaded session's thread pool slowed it by a steady 10-15% here, which is not drift)."""
+    import gc
+
+    for h in holders:
+        h.clear()
+    gc.collect()
+    return sentinel_us()

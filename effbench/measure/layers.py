@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class LayerRow:
     layer: str               # the graph node the kernel came from, or the kernel's name

@@ -4,14 +4,12 @@ classifiers, embedding cosine vs FP32 otherwise) and fidelity to the FP32 output
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from effbench.record import Cell
-    from effbench.variants import Variant
+    pass
 
 
 def fidelity(out: np.ndarray, ref: np.ndarray, *, logits: bool) -> dict:
@@ -48,52 +46,3 @@ def run_outputs(session, inputs: dict[str, np.ndarray], batch_size: int) -> np.n
         feeds = {k: np.ascontiguousarray(v[i:i + batch_size]) for k, v in inputs.items()}
         outs.append(np.asarray(session.run(feeds)[0], dtype=np.float32))
     return np.concatenate(outs, axis=0)
-
-
-def quality_pass(cell: Cell, variant: Variant, artifact: dict, inputs: dict[str, np.ndarray],
-                 labels: np.ndarray | None, metric: str | None, reference_path: str,
-                 min_relative: float, fp32_value: float | None = None, batch_size: int = 64) -> dict:
-    """The record's `quality` section for one variant on one runner. Runs in a worker; the FP32 pass of
-    the same model and runner must run first: it writes `reference_path` for the others."""
-    from effbench.measuring import open_session
-    opened = open_session(cell, variant, artifact)
-    session, v = opened.session, opened.variant
-    arrays = {k: np.asarray(a) for k, a in inputs.items()}
-    out = run_outputs(session, arrays, batch_size)
-    n = len(out)
-    metric = metric or ("top1" if labels is not None else "cosine")
-    from effbench.variants.specs import reference_precision
-    is_fp32 = v.label == reference_precision()  # the reference itself, not a pruned FP32 variant
-    ref_file = Path(reference_path)
-    if is_fp32:
-        ref_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ref_file.with_name(ref_file.stem + ".tmp.npz")
-        np.savez(tmp, outputs=out)
-        tmp.replace(ref_file)
-    ref, fid, fid_reason = None, None, None
-    if ref_file.is_file():
-        with np.load(ref_file, allow_pickle=False) as z:
-            ref = z["outputs"]
-        if ref.shape != out.shape:
-            fid_reason = f"the FP32 reference has shape {list(ref.shape)}, this variant {list(out.shape)}"
-            ref = None
-    else:
-        fid_reason = "no FP32 reference outputs (the FP32 quality pass did not run or failed)"
-    if ref is not None:
-        fid = fidelity(out, ref, logits=metric == "top1")
-    if metric == "top1":
-        if labels is None:
-            raise ValueError("metric top1 needs labels in the dataset")
-        value: float | None = top1(out, labels[:n])
-    else:  # embedding models: the task metric is the mean cosine to the FP32 embeddings
-        value = fid["cosine"] if fid else None
-    base = value if is_fp32 else fp32_value
-    relative = (value / base) if (value is not None and base) else None
-    section = {"metric": metric, "value": value, "fp32_value": base, "relative": relative,
-               "below_floor": (relative < min_relative) if relative is not None else None,
-               "min_relative": min_relative, "fidelity": fid, "samples": n}
-    if fid is None:
-        section["fidelity_reason"] = fid_reason
-    if value is None:
-        section["reason"] = fid_reason
-    return section

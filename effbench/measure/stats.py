@@ -1,7 +1,7 @@
 """Pure statistics: the estimates a record reports over rounds (a cell's latency, its speedup vs FP32) and
 the tests, CIs and noise floors the gate decides with. Values in, numbers out: no record knowledge here.
 
-Samples inside one worker are not independent of the machine's state (FIELD-NOTES: it flips by up to
+Samples inside one worker are not independent of the machine's state (docs/runtime-notes.md: it flips by up to
 2x for seconds at a time), so a CI over them covers one moment only. A round is a fresh worker at
 another moment; the estimates a record reports are taken over rounds.
 """

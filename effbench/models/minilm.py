@@ -2,7 +2,7 @@
 offline: mean pooling over the attention mask + L2 normalisation, which equals the package's encode().
 
 `build` is the suite's factory ("effbench.models.minilm:build"); `tokenize` writes the dataset npz
-OUTSIDE the measuring worker (transformers' import alone costs ~230 MB RSS, FIELD-NOTES).
+OUTSIDE the measuring worker (transformers' import alone costs ~230 MB RSS, docs/runtime-notes.md).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def build():
     from transformers import AutoModel
 
     # eager attention: MatMul + Softmax in the graph, so exporters, quantizers and FLOP counters see every
-    # product (FlopCounterMode has no formula for the CPU flash-attention op, FIELD-NOTES).
+    # product (FlopCounterMode has no formula for the CPU flash-attention op, docs/runtime-notes.md).
     bert = AutoModel.from_pretrained(_model_dir(), attn_implementation="eager", local_files_only=True)
 
     class MiniLM(nn.Module):

@@ -14,7 +14,7 @@ from effbench.report.html import render_html
 from effbench.report.markdown import render_markdown
 from effbench.report.overview import Overview, build_overview
 from effbench.report.table import Row, build_rows
-from effbench.results import Results
+from effbench.results.store import Results
 
 __all__ = ["write_report", "build_rows", "build_overview", "render_html", "render_markdown", "write_csv",
            "Row", "Overview"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from effbench.results import Results
+from effbench.results.store import Results
 
 
 def write_csv(results: Results, path: Path) -> Path:

@@ -40,7 +40,7 @@ def colour_map(rows: Sequence[Row]) -> dict[str, str]:
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
 
 
-def _sig(x: float, digits: int = 4) -> float:
+def sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
@@ -55,7 +55,7 @@ def summarise_samples(samples: Sequence[float], limit: int = MAX_POINTS) -> list
         return []
     if a.size > limit:
         a = np.quantile(a, np.linspace(0.0, 1.0, limit))
-    return [_sig(float(x)) for x in a]
+    return [sig(float(x)) for x in a]
 
 
 def hover_text(row: Row) -> str:
@@ -162,7 +162,7 @@ def _scale(values: list[float]) -> dict[str, Any]:
     lo, hi = math.floor(math.log10(min(pos))), math.ceil(math.log10(max(pos)))
     ticks = [m * 10.0**k for k in range(lo, hi + 1) for m in (1, 2, 5)]
     ticks = [t for t in ticks if min(pos) / 2.5 <= t <= max(pos) * 2.5]
-    return {"type": "log", "tickmode": "array", "tickvals": [_sig(t) for t in ticks],
+    return {"type": "log", "tickmode": "array", "tickvals": [sig(t) for t in ticks],
             "ticktext": [f"{t:g}" for t in ticks], "autorange": True}
 
 
@@ -175,7 +175,7 @@ def _relayout(axis_key: str, values: list[float]) -> dict[str, Any]:
     return out
 
 
-def _base_layout(height: int = 420) -> dict[str, Any]:
+def base_layout(height: int = 420) -> dict[str, Any]:
     return {"height": height, "margin": {"l": 64, "r": 24, "t": 56, "b": 56},
             "hoverlabel": {"align": "left"}, "legend": {"title": {"text": "variant"}},
             "font": {"size": 12}}
@@ -221,7 +221,7 @@ def pareto_figure(rows: Sequence[Row], colours: dict[str, str], multi_host: bool
                     marker["symbol"] = symbol
                 if r.below_floor:
                     marker["line"] = {"width": 2.5, "color": "#d62728"}
-                trace = {"mode": "markers", "x": [_sig(x)], "y": [_sig(r.quality, 5)], "name": esc(r.variant),
+                trace = {"mode": "markers", "x": [sig(x)], "y": [sig(r.quality, 5)], "name": esc(r.variant),
                          "legendgroup": esc(r.variant), "marker": marker, "hovertext": hover_text(r),
                          "hoverinfo": "text"}
                 if pi:
@@ -233,8 +233,8 @@ def pareto_figure(rows: Sequence[Row], colours: dict[str, str], multi_host: bool
             front = pareto_front(pts)
             if len(front) > 1:
                 traces.append({
-                    "type": "scatter", "mode": "lines", "x": [_sig(p[0]) for p in front],
-                    "y": [_sig(p[1], 5) for p in front], "line": {"shape": "hv", "dash": "dash", "color": FRONT_COLOR},
+                    "type": "scatter", "mode": "lines", "x": [sig(p[0]) for p in front],
+                    "y": [sig(p[1], 5) for p in front], "line": {"shape": "hv", "dash": "dash", "color": FRONT_COLOR},
                     "name": "Pareto front", "legendgroup": "front", "showlegend": pi == 0,
                     "visible": gi == 0, "xaxis": xa, "hoverinfo": "skip"})
         counts.append(len(traces) - n0)
@@ -243,7 +243,7 @@ def pareto_figure(rows: Sequence[Row], colours: dict[str, str], multi_host: bool
         if gi == 0:
             first_values = axis_values
     metric = esc(ok[0].quality_metric)
-    layout = _base_layout(440)
+    layout = base_layout(440)
     layout["legend"] = {"title": {"text": "variant"}, "orientation": "h", "y": -0.22, "x": 0}
     layout["margin"]["b"] = 110
     for i, (xa, title, _g) in enumerate(panels):
@@ -286,7 +286,7 @@ def latency_figure(rows: Sequence[Row], colours: dict[str, str], multi_host: boo
         counts.append(len(traces) - n0)
         relayouts.append(_relayout("yaxis", values))
         group_values.append(values)
-    layout = _base_layout(420)
+    layout = base_layout(420)
     layout["boxmode"] = "group"
     layout["legend"] = {"title": {"text": "runner"}}
     xcats = sorted({r.variant for r in ok}, key=variant_sort_key)
@@ -320,11 +320,11 @@ def throughput_figure(rows: Sequence[Row], colours: dict[str, str], multi_host: 
             name += " (emulated)"
         traces.append({
             "type": "scatter", "mode": "lines+markers", "name": esc(name), "legendgroup": esc(variant),
-            "x": [r.batch_size for r in members], "y": [_sig(r.throughput_ips) for r in members],
+            "x": [r.batch_size for r in members], "y": [sig(r.throughput_ips) for r in members],
             "line": {"color": colours[variant], "dash": DASHES[runners.index(runner) % len(DASHES)]},
             "marker": {"size": 8}, "hovertext": [hover_text(r) for r in members], "hoverinfo": "text"})
     batches = sorted({r.batch_size for r in ok})
-    layout = _base_layout(360 + 22 * math.ceil(len(traces) / 4))
+    layout = base_layout(360 + 22 * math.ceil(len(traces) / 4))
     layout["legend"] = {"title": {"text": "variant · runner"}, "orientation": "h", "x": 0, "y": -0.2,
                         "yanchor": "top"}
     layout["xaxis"] = {"title": {"text": "batch size"}, "type": "log" if len(batches) > 1 else "linear",
@@ -352,7 +352,7 @@ def macs_figure(row: Row) -> dict[str, Any] | None:
         "marker": {"color": PALETTE[0]},
         "hovertext": [f"{esc(op)}: {fmt_si(v.get('macs'))} MACs in {v.get('count', '?')} nodes"
                       for op, v in items], "hoverinfo": "text", "name": "MACs"}
-    layout = _base_layout(max(180, 60 + 28 * len(items)))
+    layout = base_layout(max(180, 60 + 28 * len(items)))
     layout["margin"] = {"l": 140, "r": 24, "t": 36, "b": 48}
     layout["showlegend"] = False
     layout["xaxis"] = {"title": {"text": "multiply-accumulates (MACs)"}}
@@ -411,13 +411,13 @@ def pruning_figure(rows: Sequence[Row], multi_host: bool) -> dict[str, Any] | No
             colour = PALETTE[len(traces) % len(PALETTE)]
             for yi, (axis, gety) in enumerate((("y", lambda r: r.quality), ("y2", lambda r: r.median_ms))):
                 traces.append({"type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": name,
-                               "x": [_sig(x) for x, _ in pts], "y": [_sig(gety(r), 5) for _, r in pts],
+                               "x": [sig(x) for x, _ in pts], "y": [sig(gety(r), 5) for _, r in pts],
                                "yaxis": axis, "showlegend": yi == 0, "visible": gi == 0,
                                "line": {"color": colour, "dash": DASHES[yi]}, "marker": {"size": 8},
                                "hovertext": [hover_text(r) for _, r in pts], "hoverinfo": "text"})
         counts.append(len(traces) - n0)
     metric = esc(ok[0].quality_metric)
-    layout = _base_layout(420)
+    layout = base_layout(420)
     layout["legend"] = {"title": {"text": "method · precision · runner"}, "orientation": "h", "y": -0.25, "x": 0}
     layout["margin"]["b"] = 110
     layout["xaxis"] = {"title": {"text": "pruning level (fraction of channels removed, or of weights zeroed)"},

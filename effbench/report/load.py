@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from effbench.report.figures import DASHES, PALETTE, _base_layout, _sig, colour_map, esc, variant_sort_key
+from effbench.report.figures import DASHES, PALETTE, base_layout, sig, colour_map, esc, variant_sort_key
 from effbench.report.table import Row
 from effbench.units import fmt_si
 
@@ -64,10 +64,10 @@ def server_figure(rows: Sequence[Row], colours: dict[str, str]) -> dict[str, Any
         colour = colours.get(r.variant, PALETTE[0])
         dash = DASHES[runners.index(r.runner) % len(DASHES)]
         for i, probes in enumerate(_rounds_of(s)):
-            y = [_sig(p["percentile_ms"]) for p in probes]
+            y = [sig(p["percentile_ms"]) for p in probes]
             ys += y
             traces.append({"type": "scatter", "mode": "lines+markers", "name": esc(name), "legendgroup": esc(name),
-                           "showlegend": i == 0, "x": [_sig(p["offered_qps"]) for p in probes], "y": y,
+                           "showlegend": i == 0, "x": [sig(p["offered_qps"]) for p in probes], "y": y,
                            "line": {"color": colour, "dash": dash, "width": 1.5},
                            "marker": {"size": 7, "symbol": ["triangle-up-open" if p.get("stopped_early") else
                                                             "circle" for p in probes]},
@@ -75,12 +75,12 @@ def server_figure(rows: Sequence[Row], colours: dict[str, str]) -> dict[str, Any
         if s.max_qps and s.percentile_ms is not None:
             ci = f" (95% CI {s.max_qps_ci[0]:.4g}–{s.max_qps_ci[1]:.4g})" if s.max_qps_ci else ""
             traces.append({"type": "scatter", "mode": "markers", "name": esc(f"{name}: max"), "legendgroup": esc(name),
-                           "showlegend": False, "x": [_sig(s.max_qps)], "y": [_sig(s.percentile_ms)],
+                           "showlegend": False, "x": [sig(s.max_qps)], "y": [sig(s.percentile_ms)],
                            "marker": {"symbol": "star", "size": 14, "color": colour, "line": {"width": 1}},
                            "hovertext": esc(f"{name}: max {s.max_qps:.4g} queries/s{ci}, p{s.percentile:g} "
                                             f"{s.percentile_ms:.4g} ms within {s.latency_bound_ms:g} ms"),
                            "hoverinfo": "text"})
-    layout = _base_layout(420)
+    layout = base_layout(420)
     layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": b, "y1": b,
                          "line": {"color": "#e15759", "dash": "dash", "width": 1.5}} for b in bounds]
     layout["annotations"] = [{"xref": "paper", "x": 1, "xanchor": "right", "yref": "y", "y": b, "yanchor": "bottom",
@@ -113,15 +113,15 @@ def offline_figure(rows: Sequence[Row], colours: dict[str, str]) -> dict[str, An
         xs = [esc(_label(r, 1, n_batches)) for r in mine]
         vals = [r.record.offline.samples_per_s for r in mine]
         cis = [r.record.offline.ci for r in mine]
-        traces.append({"type": "bar", "name": esc(rn), "x": xs, "y": [_sig(v) for v in vals],
+        traces.append({"type": "bar", "name": esc(rn), "x": xs, "y": [sig(v) for v in vals],
                        "offsetgroup": esc(rn), "marker": {"color": [colours.get(r.variant, PALETTE[0]) for r in mine],
                                                         "line": {"width": 1}},
                        "error_y": {"type": "data", "symmetric": False,
-                                   "array": [_sig(c[1] - v) if c else 0 for c, v in zip(cis, vals)],
-                                   "arrayminus": [_sig(v - c[0]) if c else 0 for c, v in zip(cis, vals)]},
+                                   "array": [sig(c[1] - v) if c else 0 for c, v in zip(cis, vals)],
+                                   "arrayminus": [sig(v - c[0]) if c else 0 for c, v in zip(cis, vals)]},
                        "hovertext": [esc(_offline_hover(r, v, c)) for r, v, c in zip(mine, vals, cis)],
                        "hoverinfo": "text"})
-    layout = _base_layout(380)
+    layout = base_layout(380)
     layout["barmode"] = "group"
     layout["legend"] = {"title": {"text": "runner"}}
     layout["xaxis"] = {"title": {"text": "variant"}, "type": "category"}

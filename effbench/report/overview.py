@@ -5,9 +5,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from effbench.record import Provenance
 from effbench.report.table import Row, host_name
-from effbench.results import Results
+from effbench.results.record import Provenance
+from effbench.results.store import Results
 
 
 @dataclass

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from effbench.measure.stats import SCOPE_ONE_MOMENT
-from effbench.record import Cell, Comparison, Latency
-from effbench.results import Record, Results
+from effbench.results.record import Cell, Comparison, Latency
+from effbench.results.store import Record, Results
 from effbench.variants.specs import reference_precision
 
 FP32 = reference_precision()  # the precision every speedup and quality is against (the registry's)

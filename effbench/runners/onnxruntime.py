@@ -6,11 +6,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 
-from effbench.runners import Support, Unsupported, register
+from pydantic import Field
+
+from effbench.runners.base import RunnerOptions, Support, Unsupported, register
+
+
+class OnnxRuntimeOptions(RunnerOptions):
+    """`options:` of the onnxruntime runner (its SessionOptions)."""
+
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    # parallel runs independent branches of the graph on an inter-op pool; sequential is ORT's default
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    inter_op_threads: Annotated[int, Field(ge=1, le=1024)] = 1   # the inter-op pool, for execution_mode: parallel
 
 
 @register
@@ -18,8 +29,9 @@ class OnnxRuntimeRunner:
     name: ClassVar[str] = "onnxruntime"
     artifact: ClassVar[str] = "onnx"
     runtime_module: ClassVar[str] = "onnxruntime"
-    excludes: ClassVar[tuple[str, ...]] = ("torch",)   # torch's import alone is ~200 MB of RSS (FIELD-NOTES)
+    excludes: ClassVar[tuple[str, ...]] = ("torch",)   # torch's import alone is ~200 MB of RSS (docs/runtime-notes.md)
     packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnxruntime-gpu")
+    Options: ClassVar[type[RunnerOptions]] = OnnxRuntimeOptions
 
     @staticmethod
     def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:
@@ -40,7 +52,8 @@ class OnnxRuntimeRunner:
     def load(self, variant, threads: int, options: dict[str, Any]) -> OrtSession:
         import onnxruntime as ort
         so = _session_options(threads, options)
-        shared, level = bool(options.get("shared_thread_pool")), options.get("graph_optimization_level", "all")
+        ro: OnnxRuntimeOptions = options.get("runner_options") or OnnxRuntimeOptions()
+        shared = bool(options.get("shared_thread_pool"))
         device = options.get("device", "cpu")
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
@@ -62,7 +75,9 @@ class OnnxRuntimeRunner:
                               f"fell back to {', '.join(sess.get_providers())}; see the worker log for the "
                               "library it could not load)")
         info = {"runtime": "onnxruntime", "version": ort.__version__, "providers": sess.get_providers(),
-                "graph_optimization_level": level, "intra_op_num_threads": threads, "inter_op_num_threads": 1,
+                "graph_optimization_level": ro.graph_optimization_level, "execution_mode": ro.execution_mode,
+                "intra_op_num_threads": threads,
+                "inter_op_num_threads": ro.inter_op_threads if ro.execution_mode == "parallel" else 1,
                 "thread_pool": "shared by the worker's sessions" if shared else "per session"}
         if device == "cuda":
             info["device"] = "cuda"
@@ -71,9 +86,11 @@ class OnnxRuntimeRunner:
 
 
 def _session_options(threads: int, options: dict[str, Any]):
-    """The SessionOptions a runner's options ask for: threads (or the worker's shared pool), sequential
-    execution, the graph optimisation level."""
+    """The SessionOptions a runner's options ask for: threads (or the worker's shared pool), the execution
+    mode and the graph optimisation level (`OnnxRuntimeOptions`)."""
     import onnxruntime as ort
+    ro: OnnxRuntimeOptions = options.get("runner_options") or OnnxRuntimeOptions()
+    parallel = ro.execution_mode == "parallel"
     so = ort.SessionOptions()
     if options.get("shared_thread_pool"):
         # Several sessions timed in turn in one worker (measuring.measure_group): each with its own
@@ -83,12 +100,12 @@ def _session_options(threads: int, options: dict[str, Any]):
         so.use_per_session_threads = False
     else:
         so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.inter_op_num_threads = ro.inter_op_threads if parallel else 1
+    so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[options.get("graph_optimization_level", "all")]
+    }[ro.graph_optimization_level]
     return so
 
 

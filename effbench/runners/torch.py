@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from effbench.runners import Support, Unsupported, register
+from effbench.runners.base import RunnerOptions, Support, Unsupported, register
+
+
+class TorchOptions(RunnerOptions):
+    """`options:` of the torch runner. `compile: true` here is the runner's own `compile:` switch."""
+
+    # NHWC weights and 4-D inputs: the layout oneDNN's convolutions prefer on CPUs
+    channels_last: bool = False
+    # torch.compile's mode, when the runner compiles (`compile: true`)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
 
 
 @register
@@ -21,6 +30,7 @@ class TorchRunner:
     runtime_module: ClassVar[str] = "torch"
     excludes: ClassVar[tuple[str, ...]] = ()
     packages: ClassVar[tuple[str, ...]] = ("torch", "torchao")
+    Options: ClassVar[type[RunnerOptions]] = TorchOptions
 
     @staticmethod
     def profile_kernels(variant, threads: int, feeds: dict[str, Any], runs: int,
@@ -38,6 +48,7 @@ class TorchRunner:
 
     def load(self, variant, threads: int, options: dict[str, Any]) -> TorchSession:
         import torch
+
         from effbench.models.sources import ModelArtifact
         torch.set_num_threads(threads)
         # a pruned variant carries the pruned model's artifact (its factory rebuilds the pruned module)
@@ -53,15 +64,20 @@ class TorchRunner:
             raise Unsupported(f"torch runs on cpu or cuda here, not '{device}'")
         if variant.torch.get("semi_structured") is not None:
             info["semi_structured"] = _semi_structured(module, variant, device)
+        ro: TorchOptions = options.get("runner_options") or TorchOptions()
+        if ro.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+            info["memory_format"] = "channels_last (4-D weights and inputs)"
         if options.get("compile"):
             # Measured here: torch.compile (inductor) of the zoo MLP took ~40 s cold, ~2 s per new batch
             # shape; it works, so it is offered; the compile lands in first_call_ms, never in the samples.
             try:
-                module = torch.compile(module)
+                module = torch.compile(module, mode=None if ro.compile_mode == "default" else ro.compile_mode)
             except Exception as e:
                 raise Unsupported(f"torch.compile failed: {type(e).__name__}: {_first_line(e)}") from None
-            info["mode"] = "compiled (inductor)"
-        return TorchSession(module, info, input_dtype=variant.torch.get("input_dtype"), device=device)
+            info["mode"] = f"compiled (inductor, mode {ro.compile_mode})"
+        return TorchSession(module, info, input_dtype=variant.torch.get("input_dtype"), device=device,
+                            channels_last=ro.channels_last)
 
 
 def _to_cuda(torch, module, variant):
@@ -85,7 +101,7 @@ def _semi_structured(module, variant, device: str) -> dict[str, Any]:
     """2:4 pruned Linear weights as torch's semi-structured sparse tensors: CUDA kernels only."""
     if device != "cuda":
         raise Unsupported(variant.torch.get("cpu_reason") or "torch runs 2:4 semi-structured sparsity on CUDA only")
-    from effbench.variants.prune import semi_structured
+    from effbench.variants.pruned import semi_structured
     done, dense = semi_structured(module, variant.torch["semi_structured"])
     if not done:
         raise Unsupported("torch's semi-structured kernels took none of the 2:4 layers: "
@@ -100,12 +116,14 @@ def _first_line(e: BaseException) -> str:
 
 def _skeleton(artifact):
     """The module's structure without its FP32 weights (meta device) when the factory allows it, so that
-    peak memory reflects the variant's own saved weights (FIELD-NOTES: variants built from FP32
+    peak memory reflects the variant's own saved weights (docs/runtime-notes.md: variants built from FP32
     in-process look bigger than FP32)."""
+    import warnings
+
     import torch
+
     from effbench.errors import UserError
     from effbench.models.sources import build_torch_module
-    import warnings
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "copying from a non-meta parameter ... is a no-op": intended
@@ -133,6 +151,7 @@ def _layer(old, kind: str):
 def apply_transform(artifact, variant):
     """(module, how) for the variant's torch side: the FP32 module, or saved weights in a skeleton."""
     import torch
+
     from effbench.models.sources import build_torch_module
     from effbench.variants import FACTORY, torch_state_loader
     spec = variant.torch
@@ -159,9 +178,11 @@ def apply_transform(artifact, variant):
 
 
 class TorchSession:
-    def __init__(self, module, info: dict[str, Any], input_dtype: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, module, info: dict[str, Any], input_dtype: str | None = None, device: str = "cpu",
+                 channels_last: bool = False) -> None:
         import torch
         self.module, self.info, self.torch, self.device = module, info, torch, device
+        self.channels_last = channels_last
         self.input_dtype = getattr(torch, input_dtype) if input_dtype else None
 
     def memory_figures(self) -> dict[str, int]:
@@ -179,6 +200,8 @@ class TorchSession:
         ts = [self.torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
         if self.input_dtype is not None:
             ts = [t.to(self.input_dtype) if t.is_floating_point() else t for t in ts]
+        if self.channels_last:
+            ts = [t.contiguous(memory_format=self.torch.channels_last) if t.dim() == 4 else t for t in ts]
         if self.device != "cpu":
             ts = [t.to(self.device) for t in ts]
         return ts

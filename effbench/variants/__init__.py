@@ -7,16 +7,29 @@ absent with the reason; the runners turn an absent side into an `unsupported` re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
 from effbench.models.sources import ModelArtifact
-from effbench.variants.specs import (PRECISIONS, PrecisionSpec, bits, check_prune, label_order,  # noqa: F401
-                                     precision_labels, precision_names, precision_spec, prune_suffix,
-                                     reference_precision, register_precision)
+from effbench.variants.specs import (  # noqa: F401
+    PRECISIONS,
+    PrecisionSpec,
+    bits,
+    check_prune,
+    label_order,
+    precision_labels,
+    precision_names,
+    precision_spec,
+    prune_suffix,
+    reference_precision,
+    register_precision,
+)
 
 
 @dataclass(frozen=True)
@@ -47,44 +60,43 @@ class Variant:
         d["binary_nodes"] = tuple(d.get("binary_nodes") or ())
         return cls(**d)
 
-    def side(self, runner: str) -> str:
-        return runner_side(runner)
+    # A runner runs one side of a variant: "onnx" (the graph) or "torch" (the module), as the runner
+    # registers it (`artifact`; `effbench.runners.runner_side(name)`).
+    def side_stats(self, side: str) -> dict[str, Any]:
+        """The size/bits figures of one side."""
+        return self.stats.get(side) or {}
 
-    def side_stats(self, runner: str) -> dict[str, Any]:
-        """The size/bits figures of the side this runner runs."""
-        return self.stats.get(runner_side(runner)) or {}
+    def own_graph(self, side: str) -> str | None:
+        """The variant's own ONNX graph for a runner of graphs; None for a runner of modules (its work is
+        then counted on the FP32 graph at the variant's bit widths)."""
+        return self.onnx_path if side == "onnx" else None
 
-    def own_graph(self, runner: str) -> str | None:
-        """The variant's own ONNX graph when this runner runs graphs; None when it runs the module (its
-        work is then counted on the FP32 graph at the variant's bit widths)."""
-        return self.onnx_path if runner_side(runner) == "onnx" else None
-
-    def model_bytes(self, runner: str) -> int | None:
+    def model_bytes(self, side: str) -> int | None:
         """Bytes of the model as it would ship: for emulated (binary) variants the bit-packed file, not
         the dequantized graph the runtime happens to execute."""
         import os
-        if self.emulated and self.side_stats(runner).get("size_bytes"):
-            return self.side_stats(runner)["size_bytes"]
-        path = self.onnx_path if runner_side(runner) == "onnx" else (self.torch or {}).get("artifact_path")
+        if self.emulated and self.side_stats(side).get("size_bytes"):
+            return self.side_stats(side)["size_bytes"]
+        path = self.onnx_path if side == "onnx" else (self.torch or {}).get("artifact_path")
         if path and os.path.isfile(path):
             return os.path.getsize(path)
-        return self.side_stats(runner).get("size_bytes")
+        return self.side_stats(side).get("size_bytes")
 
-    def record_section(self, runner: str):
-        """The record's `variant` section (`effbench.record.VariantInfo`), for the side this runner uses."""
-        from effbench.record import VariantInfo
-        side = runner_side(runner)
+    def record_section(self, side: str):
+        """The record's `variant` section (`effbench.results.record.VariantInfo`) for one side."""
+        from effbench.results.record import VariantInfo
         method = (self.build.get(side) or {}).get("method", self.method)
         return VariantInfo.from_json({"label": self.label, "precision": self.precision, "method": method,
                                       "build": self.build.get(side, self.build),
                                       **self.stats.get(side, self.stats.get("onnx", {})), "emulated": self.emulated})
 
 
-def runner_side(runner: str) -> str:
-    """Which side of a variant a runner runs: "onnx" (the graph) or "torch" (the module), as the runner
-    registers it (`artifact`)."""
-    from effbench.runners import runner_class
-    return runner_class(runner).artifact
+@functools.cache
+def _options_model(precision: str) -> type[BaseModel]:
+    """A precision's options as a strict pydantic model, from its registry entry (`PrecisionSpec.options`:
+    name -> (type, default)); its `check` runs on the filled-in values."""
+    fields = {k: (typ, list(d) if isinstance(d, list) else d) for k, (typ, d) in precision_spec(precision).options.items()}
+    return create_model(f"{precision}_options", __config__=ConfigDict(extra="forbid", strict=True), **fields)
 
 
 def validate_options(precision: str, options: dict[str, Any] | None) -> dict[str, Any]:
@@ -101,17 +113,18 @@ def validate_options(precision: str, options: dict[str, Any] | None) -> dict[str
     out: dict[str, Any] = {}
     if (options or {}).get("prune") is not None:
         out["prune"] = check_prune(precision, options["prune"])  # a transform any prunable precision takes
-    for key, value in given.items():
-        if key not in known:
+    try:
+        out.update(_options_model(precision).model_validate(given).model_dump(exclude_unset=True))
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        if err["type"] == "extra_forbidden":
             names = [*known, "prune"] if spec.prunable else list(known)
             expected = ", ".join(names) if names else "none (it takes no options)"
-            raise ValueError(f"unknown option '{key}' for {precision}{did_you_mean(str(key), names)}; "
-                             f"expected one of {expected}")
-        typ, _ = known[key]
-        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
-        if not ok:
-            raise ValueError(f"option '{key}' for {precision} must be a {typ.__name__}, got {value!r}")
-        out[key] = value
+            raise ValueError(f"unknown option '{key}' for {precision}{did_you_mean(key, names)}; "
+                             f"expected one of {expected}") from None
+        raise ValueError(f"option '{key}' for {precision} must be a {known[key][0].__name__}, "
+                         f"got {err.get('input')!r}") from None
     filled = {k: (list(d) if isinstance(d, list) else d) for k, (_, d) in known.items()} | out
     if spec.check is not None:
         spec.check({k: v for k, v in filled.items() if k != "prune"})

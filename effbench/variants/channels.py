@@ -143,6 +143,7 @@ def _flatten_block(gr: _Graph, node, t: str, layout: tuple, ch: Chain) -> tuple[
     return None, f"Reshape node '{node.name}' reshapes to {[a, b]}, not [N, C x H x W]"
 
 
+# Over 80 lines on purpose: one walk down the graph whose cases share the walk's state.
 def _trace(gr: _Graph, node, wname: str, out_axis: int) -> Chain:
     w = gr.array(wname)
     ch = Chain(producer=node.name, weight=wname, out_axis=out_axis, channels=int(w.shape[out_axis]))
@@ -423,34 +424,10 @@ def apply_torch(module, chains: list[Chain]) -> dict[str, dict]:
         else:
             n = sd[f"{o}.running_mean"].shape[0] if w is None else w.shape[0]
             resized[o] = {"kind": "bn", "features": int(n)}
+    from effbench.variants.pruned import resize_modules
     resize_modules(module, resized)
     module.load_state_dict(sd, strict=True)
     return resized
-
-
-def resize_modules(module, resized: dict[str, dict]) -> None:
-    """Replace each listed layer by one of its own type with the new sizes (on the layer's device: the
-    torch runner's skeleton is built on the meta device)."""
-    from torch import nn
-    for name, spec in resized.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        old = getattr(parent, child)
-        p = next(iter(old.parameters()), None)
-        p = next(iter(old.buffers()), None) if p is None else p
-        kw = {"device": p.device, "dtype": p.dtype} if p is not None else {}
-        if spec["kind"] == "linear":
-            new = nn.Linear(spec["in"], spec["out"], bias=old.bias is not None, **kw)
-        elif spec["kind"] == "conv":
-            new = type(old)(spec["in"], spec["out"], old.kernel_size, stride=old.stride, padding=old.padding,
-                            dilation=old.dilation, groups=spec["groups"], bias=old.bias is not None,
-                            padding_mode=old.padding_mode, **kw)
-        else:
-            kw.pop("dtype", None)
-            new = type(old)(spec["features"], eps=old.eps, momentum=old.momentum, affine=old.affine,
-                            track_running_stats=old.track_running_stats, **kw)
-        new.train(old.training)
-        setattr(parent, child, new)
 
 
 # ------------------------------------------------------------------------------------------ the variant
@@ -493,7 +470,7 @@ def prune_channels(artifact, prune: dict, folder):
 
     from effbench.models.sources import sha256_file
     from effbench.variants import first_line, torch_module
-    from effbench.variants.prune import NO_TORCH, Pruned, torch_artifact
+    from effbench.variants.pruned import NO_TORCH, Pruned, torch_artifact
     model = onnx.load(artifact.onnx_path)
     params_fp32 = _params(model)
     chains, gr = plan(model)

@@ -4,8 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from effbench.models.sources import ModelArtifact
-from effbench.variants import (FACTORY, Variant, builder, first_line, onnx_stats, save_torch_state, torch_module,
-                               torch_stats)
+from effbench.variants import (
+    FACTORY,
+    Variant,
+    builder,
+    first_line,
+    onnx_stats,
+    save_torch_state,
+    torch_module,
+    torch_stats,
+)
 
 
 def onnx_weight_stats(path: str) -> dict:
@@ -28,10 +36,10 @@ def build_fp32(artifact: ModelArtifact, *, label: str, method, options, folder: 
                    stats=stats)
 
 
-def _fp16_graph(src: str, keep_io_types: bool):
+def fp16_graph(src: str, keep_io_types: bool):
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
-    # FIELD-NOTES: onnxconverter_common's converter produced a MiniLM graph that failed to load;
+    # docs/runtime-notes.md: onnxconverter_common's converter produced a MiniLM graph that failed to load;
     # onnxruntime's own copy works.
     return convert_float_to_float16(onnx.load(src), keep_io_types=keep_io_types, disable_shape_infer=False)
 
@@ -88,7 +96,7 @@ def _floating(artifact: ModelArtifact, label: str, precision: str, options: dict
     stats, build = {}, {}
     onnx_path, onnx_reason = None, None
     try:
-        model = _fp16_graph(artifact.onnx_path, keep_io)
+        model = fp16_graph(artifact.onnx_path, keep_io)
         if precision == "bf16":
             _to_bf16(model)
         out = folder / f"model-{precision}.onnx"

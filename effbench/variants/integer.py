@@ -10,11 +10,19 @@ import numpy as np
 
 from effbench.errors import UserError
 from effbench.models.sources import ModelArtifact, quiet_tools
-from effbench.variants import (TORCH_LAYERS, Variant, builder, first_line, onnx_stats, save_torch_state, torch_module,
-                               torch_stats)
+from effbench.variants import (
+    TORCH_LAYERS,
+    Variant,
+    builder,
+    first_line,
+    onnx_stats,
+    save_torch_state,
+    torch_module,
+    torch_stats,
+)
 
 # ORT's guidance (docs "Quantize ONNX models", "Method selection"): dynamic quantization for
-# transformer/RNN models, static for CNNs. FIELD-NOTES: dynamic int8 on Conv is 3-8x slower here.
+# transformer/RNN models, static for CNNs. docs/runtime-notes.md: dynamic int8 on Conv is 3-8x slower here.
 ATTENTION_HINTS = ("Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization")
 
 
@@ -30,7 +38,7 @@ def graph_kind(path: str) -> str:
     return "cnn" if "Conv" in ops else "mlp"
 
 
-def _clean_copy(src: str, dst: Path) -> str:
+def clean_copy(src: str, dst: Path) -> str:
     """A copy without value_info for initializers (onnxruntime#25890: 'Inferred shape and existing shape differ')."""
     import onnx
     m = onnx.load(src)
@@ -65,8 +73,14 @@ def quantize_onnx_int8(src: str, out: str, method: str, *, per_channel: bool, ca
     """ONNX Runtime's int8 quantization of `src` into `out` ("dynamic", or "static" QDQ calibrated on
     `calibration`), optionally of some nodes only or all but some (the sensitivity analysis); returns
     what was done, for the build record."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     nodes = {"nodes_to_quantize": nodes_to_quantize or [], "nodes_to_exclude": nodes_to_exclude or []}
     with _quiet():
         if method == "dynamic":
@@ -93,10 +107,10 @@ def quantize_onnx_int8(src: str, out: str, method: str, *, per_channel: bool, ca
 
 def _onnx_int8(artifact: ModelArtifact, method: str, options: dict, folder: Path, calibration) -> dict:
     import onnxruntime as ort
-    src = _clean_copy(artifact.onnx_path, folder / "fp32-clean.onnx")
+    src = clean_copy(artifact.onnx_path, folder / "fp32-clean.onnx")
     out = folder / f"model-int8-{method}.onnx"
     kind = graph_kind(src)
-    # Static QDQ over a whole transformer collapsed MiniLM to cosine 0.37 (FIELD-NOTES): softmax and
+    # Static QDQ over a whole transformer collapsed MiniLM to cosine 0.37 (docs/runtime-notes.md): softmax and
     # normalisation stay in float there; only the MatMul/Gemm weights and their inputs are quantized.
     op_types = ["MatMul", "Gemm"] if kind == "transformer" and method != "dynamic" else None
     build = quantize_onnx_int8(src, str(out), method, per_channel=bool(options["per_channel"]), calibration=calibration,
@@ -188,7 +202,7 @@ def build_int8(artifact: ModelArtifact, *, label: str, method, options, folder: 
 # ----------------------------------------------------------------------------------------- int4
 def gemm_to_matmul(model) -> int:
     """Rewrite Gemm(A, B const, C) as MatMul + Add, in place: MatMulNBits quantizes MatMul only
-    (FIELD-NOTES). Returns how many were rewritten."""
+    (docs/runtime-notes.md). Returns how many were rewritten."""
     from onnx import helper, numpy_helper
     g = model.graph
     inits = {t.name: t for t in g.initializer}
@@ -238,11 +252,11 @@ def matmul_weight_bytes(path: str) -> tuple[int, int]:
     return total, count
 
 
-def _onnx_int4(artifact: ModelArtifact, options: dict, folder: Path) -> dict:
+def onnx_int4(artifact: ModelArtifact, options: dict, folder: Path) -> dict:
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-    src = _clean_copy(artifact.onnx_path, folder / "fp32-clean.onnx")
+    src = clean_copy(artifact.onnx_path, folder / "fp32-clean.onnx")
     model = onnx.load(src)
     rewritten = gemm_to_matmul(model)
     mm_path = folder / "fp32-matmul.onnx"
@@ -360,7 +374,7 @@ def build_int4(artifact: ModelArtifact, *, label: str, method, options, folder: 
     stats, build = {}, {}
     onnx_path = onnx_reason = None
     try:
-        res = _onnx_int4(artifact, options, folder)
+        res = onnx_int4(artifact, options, folder)
         onnx_path = res["path"]
         build["onnx"] = {**res["build"], "options": options, "method": "weight-only-blockwise"}
         stats["onnx"] = {**onnx_stats(onnx_path, artifact.onnx_path), "matmul_weight_bytes": res["matmul_weight_bytes"]}

@@ -12,7 +12,7 @@ from effbench.variants import Variant, builder, first_line, onnx_stats
 
 @builder("mixed")
 def build_mixed(artifact: ModelArtifact, *, label: str, method, options, folder: Path, calibration=None) -> Variant:
-    from effbench.variants.integer import _clean_copy, graph_kind, quantize_onnx_int8
+    from effbench.variants.integer import clean_copy, graph_kind, quantize_onnx_int8
     path = Path(options["plan"])
     try:
         plan = json.loads(path.read_text())
@@ -25,7 +25,7 @@ def build_mixed(artifact: ModelArtifact, *, label: str, method, options, folder:
         raise UserError(f"the plan is for model '{plan.get('model')}', not '{artifact.model_id}'", file=path,
                         field="model", fix="use the plan effbench advise wrote for this model")
     kept = sorted(n for n, p in layers.items() if p == "fp32")
-    src = _clean_copy(artifact.onnx_path, folder / "fp32-clean.onnx")
+    src = clean_copy(artifact.onnx_path, folder / "fp32-clean.onnx")
     out = folder / "model-mixed.onnx"
     onnx_path = onnx_reason = None
     build, stats = {}, {}

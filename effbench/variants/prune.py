@@ -10,31 +10,19 @@ nothing is fine-tuned after pruning.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from effbench.models.sources import ModelArtifact, sha256_file
-from effbench.variants import Variant, first_line, precision_spec, save_torch_state, torch_module
+from effbench.variants import Variant, first_line, precision_spec, torch_module
 
-PRUNED_FACTORY = "effbench.variants.prune:pruned_module"
+# pruned_module: the torch factory path `effbench.variants.prune:pruned_module` of variants cached before the
+# move to variants.pruned
+from effbench.variants.pruned import NO_TORCH, Pruned, pruned_module, torch_artifact  # noqa: F401
+
 DENSE_KERNELS = ("the dense kernels ran: no CPU runtime here skips zero weights, so a speedup needs a sparse "
                  "runtime (latency is measured as it is)")
-NO_TORCH = "an onnx: model has no torch module to run"
-
-
-@dataclass
-class Pruned:
-    """The pruned FP32 model and what pruning did on each side (None: that side could not be pruned)."""
-
-    artifact: ModelArtifact
-    onnx: dict[str, Any] | None
-    onnx_reason: str | None
-    torch: dict[str, Any] | None
-    torch_reason: str | None
-    semi_structured: list[str] | None = None   # 2:4: the torch Linear layers the sparse kernels would take
 
 
 class Nothing(Exception):
@@ -167,34 +155,6 @@ def _torch_zeros(module, prune: dict) -> tuple[dict, list[str]]:
     return sparsity_section(prune, stats, params, DENSE_KERNELS), semi
 
 
-def pruned_module(factory: str, args: list, state_path: str, resized: dict):
-    """The torch factory of a pruned model: the original module, its layers resized as pruning left them,
-    and the pruned weights (skipped on the meta device: the runner's skeleton loads a variant's own)."""
-    import torch
-
-    from effbench.models.sources import import_factory
-    from effbench.variants import TORCH_STATE_LOADERS
-    from effbench.variants.channels import resize_modules
-    module = import_factory(factory, None)(*args)
-    resize_modules(module, resized)
-    if any(t.is_meta for t in list(module.parameters()) + list(module.buffers())):
-        return module.eval()
-    saved = TORCH_STATE_LOADERS["load"](state_path)
-    module.load_state_dict(saved["state"], strict=True)
-    for name, value in saved.get("extra_buffers", {}).items():
-        owner, _, leaf = name.rpartition(".")
-        (module.get_submodule(owner) if owner else module)._buffers[leaf] = value
-    return module.eval() if isinstance(module, torch.nn.Module) else module
-
-
-def torch_artifact(artifact: ModelArtifact, module, folder: Path, resized: dict, prune: dict) -> ModelArtifact:
-    """The artifact whose torch factory rebuilds `module` (pruned) from the original factory."""
-    path = save_torch_state(module, folder / "pruned-fp32.pt", {"prune": prune, "resized": resized})
-    return dataclasses.replace(artifact, torch_factory=PRUNED_FACTORY,
-                               torch_factory_args=(artifact.torch_factory, list(artifact.torch_factory_args),
-                                                   str(path), resized))
-
-
 def prune_model(artifact: ModelArtifact, prune: dict, folder: Path) -> Pruned:
     if prune["method"] == "channel":
         from effbench.variants.channels import prune_channels
@@ -236,32 +196,4 @@ def build_pruned(build, artifact: ModelArtifact, *, label: str, precision: str, 
     from effbench.variants.sparsity import finish
     return finish(variant, artifact, pruned, prune, precision_spec(precision).weight_bits >= 16)
 
-
-def semi_structured(module, names: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Swap the listed Linear layers' weights for torch's 2:4 sparse tensors (CUDA only): (layers swapped,
-    layers left dense with torch's reason)."""
-    import torch
-    from torch.sparse import to_sparse_semi_structured
-    done, dense = [], {}
-    for name in names:
-        lin = module.get_submodule(name)
-        try:
-            lin.weight = torch.nn.Parameter(to_sparse_semi_structured(lin.weight.detach()), requires_grad=False)
-            done.append(name)
-        except Exception as e:  # shape or dtype outside the kernels' constraints
-            dense[name] = first_line(e)
-    return done, dense
-
-
-def semi_structured_cpu_reason() -> str:
-    """torch's own words for 2:4 sparse weights on the CPU."""
-    import torch
-    try:
-        from torch.sparse import to_sparse_semi_structured
-        w = torch.zeros(64, 64)
-        w[:, ::2] = 1.0
-        to_sparse_semi_structured(w)
-    except Exception as e:
-        return f"torch {torch.__version__} runs 2:4 semi-structured sparsity on CUDA only: {first_line(e)}"
-    return f"torch {torch.__version__} converted a CPU tensor to 2:4 but effbench runs its kernels on cuda only"
 

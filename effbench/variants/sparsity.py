@@ -119,7 +119,7 @@ def finish(variant: Variant, original: ModelArtifact, pruned, prune: dict, float
         build["torch"] = {**build.get("torch", {}), "prune": {**how, "tool": TOOLS[method]["torch"]}}
         if method == "2:4":
             if floating:
-                from effbench.variants.prune import semi_structured_cpu_reason
+                from effbench.variants.pruned import semi_structured_cpu_reason
                 torch_side.update({"semi_structured": list(pruned.semi_structured or []),
                                    "cpu_reason": semi_structured_cpu_reason()})
             else:

@@ -5,7 +5,7 @@ import pytest
 from ebrecords import make
 
 from effbench.devices.profile import Profile, validate_profile
-from effbench.results import Record
+from effbench.results.store import Record
 
 
 def fig(v, src="hand-made test figure"):

@@ -6,7 +6,13 @@ import json
 import pytest
 
 from effbench.devices import load_profiles, local_profile
-from effbench.devices.detect import CACHE_VERSION, CALIBRATION_FILE, PROFILE_FILE, detect, fingerprint
+from effbench.devices.detect import (
+    CACHE_VERSION,
+    CALIBRATION_FILE,
+    PROFILE_FILE,
+    detect,
+    fingerprint,
+)
 
 
 def test_detect_reads_this_machine():
@@ -43,8 +49,9 @@ def test_local_profile_quick_is_measured_cached_and_calibrated(tmp_path):
 def test_local_profile_has_each_runners_own_peaks_and_projection_uses_them(tmp_path):
     """ONNX Runtime's int8 kernels are not torch._int_mm: the local profile measures each runner's own,
     and a cell is projected with the peak of the runtime that ran it."""
-    from effbench.devices.project import project_record
     from ebrecords import make
+
+    from effbench.devices.project import project_record
     prof = local_profile(cache_dir=tmp_path, quick=True)
     ort = prof.peak_ops_by_runner["onnxruntime"]
     assert ort["fp32"].dense.value > 1e8 and "MatMul (float)" in ort["fp32"].dense.source

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from effbench.devices import load_profiles, profile_show_text, profiles_dir, profiles_list_text, shipped_ids
+from effbench.devices import (
+    load_profiles,
+    profile_show_text,
+    profiles_dir,
+    profiles_list_text,
+    shipped_ids,
+)
 from effbench.devices.profile import Fact, Figure, Peak
 from effbench.errors import UserError
 
@@ -40,7 +46,7 @@ def test_every_number_cites_a_source(pid):
         if path.startswith(".derate"):
             continue  # defaults, labelled uncalibrated
         # a public URL, the paper, or a measurement kept in this repository (docs/, reports/)
-        assert re.search(r"https?://|FIELD-NOTES|ISSCC|docs/\S+\.md|reports/", f.source), f"{pid}{path}: no URL or citation"
+        assert re.search(r"https?://|docs/runtime-notes.md|ISSCC|docs/\S+\.md|reports/", f.source), f"{pid}{path}: no URL or citation"
         if f.derived:  # derived figures show their arithmetic or basis
             assert re.search(r"[x/=]|assum|same as|the int8", f.source), f"{pid}{path}: derivation not shown"
     for path, peak in _walk(prof):
@@ -136,10 +142,12 @@ def test_bad_profile_yaml_syntax_and_not_a_mapping(tmp_path):
 
 
 def test_shipped_id_must_match_file(tmp_path, monkeypatch):
+    import effbench.devices.catalog as catalog
     import effbench.devices.profile as prof_mod
     d = tmp_path / "profiles"
     d.mkdir()
     (d / "other.yaml").write_text((profiles_dir() / "apple-m2.yaml").read_text())
     monkeypatch.setattr(prof_mod, "profiles_dir", lambda: d)
+    monkeypatch.setattr(catalog, "profiles_dir", lambda: d)
     with pytest.raises(UserError, match="does not match the file name"):
         load_profiles(["other"])

@@ -6,8 +6,8 @@ import math
 import pytest
 
 from effbench.devices.project import project_record
-from effbench.measure.energy import horowitz_45nm
-from effbench.record import Provenance
+from effbench.results.record import Provenance
+from effbench.variants.specs import horowitz_45nm
 
 
 def test_compute_bound_latency_and_energy(toy, make_record):
@@ -117,7 +117,7 @@ def test_work_that_is_not_a_count_is_refused_when_the_record_is_read(make_record
 def test_failed_record_and_empty_stats_never_raise(toy, make_record):
     from ebrecords import cell_from_id
 
-    from effbench.record import SCHEMA, Record
+    from effbench.results.record import SCHEMA, Record
     failed = make_record(status="failed").replace(reason="timeout")
     assert project_record(failed, [toy])["toy"].status == "no-data"
     bare = Record.from_json({"schema": SCHEMA, "cell_id": "c", "config_hash": "h", "status": "ok",
@@ -166,7 +166,7 @@ def test_projection_is_compared_only_with_a_measurement_of_its_own_device(make_p
 
 
 def test_the_shipped_h100_profile_names_the_card_it_was_checked_on():
-    from effbench.devices.profile import load_shipped
+    from effbench.devices.catalog import load_shipped
     h100 = load_shipped("nvidia-h100")
     assert "NVIDIA H100 80GB HBM3" in h100.gpu_names
 

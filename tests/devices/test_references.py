@@ -5,8 +5,8 @@ import json
 import math
 
 import pytest
-
 from ebtest import run_cli
+
 from effbench.devices.profile import validate_profile
 from effbench.errors import UserError
 
@@ -26,6 +26,7 @@ TOY = {
 }
 
 
+@pytest.mark.spawns
 def test_check_projects_each_reference_and_leaves_one_out(tmp_path, cache_dir):
     import yaml
     path = tmp_path / "toy.yaml"

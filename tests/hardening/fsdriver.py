@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,10 +27,12 @@ def fill(folder: Path) -> None:
 
 def main() -> int:
     mode, out, suite, cache, report = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4], Path(sys.argv[5])
-    from effbench import cli, execute
+    from effbench.cli import app as cli
+    from effbench.execution import run as execute
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the record helper
     from ebrecords import make
-    from effbench.results import Store
+
+    from effbench.results.store import Store
     if mode == "store":
         store = Store(out / "results.jsonl")
         store.append(make("a"))
@@ -48,7 +49,7 @@ def main() -> int:
                                       "after": len(after)}))
         return 0
     appended = []
-    real_finish = execute.SuiteRun._finish
+    real_finish = execute.SuiteRun.finish
 
     def finish(self, record, progress):
         if len(appended) == 2:
@@ -56,7 +57,7 @@ def main() -> int:
         real_finish(self, record, progress)
         appended.append(record.cell_id)
 
-    execute.SuiteRun._finish = finish
+    execute.SuiteRun.finish = finish
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         rc = cli.main(["run", suite, "-o", str(out / "run"), "--cache-dir", cache, "--no-progress", "--no-report"])

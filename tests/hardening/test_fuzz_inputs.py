@@ -11,17 +11,29 @@ from datetime import timedelta
 import numpy as np
 import pytest
 import yaml
+from hardening_util import (
+    GOOD_NPZ,
+    TINY_ONNX,
+    Tally,
+    deep_nest,
+    dump,
+    get,
+    one_error_line,
+    paths_of,
+    report,
+    scalars,
+    values,
+    watchdog,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from effbench import cli
+from effbench.cli import app as cli
+from effbench.config.suite import DatasetSpec
 from effbench.devices import load_profile_file, load_profiles, profiles_dir
 from effbench.errors import UserError
 from effbench.models.datasets import Dataset, load_dataset
-from effbench.suite import DatasetSpec
-from hardening_util import (GOOD_NPZ, TINY_ONNX, Tally, deep_nest, dump, get, one_error_line, paths_of, report,
-                            scalars, values, watchdog)
 
 SCALE = float(os.environ.get("HARDENING_FUZZ_SCALE", "1"))
 SETTINGS = settings(max_examples=int(60 * SCALE), deadline=timedelta(seconds=5), database=None,

@@ -9,12 +9,26 @@ from datetime import timedelta
 
 import pytest
 import yaml
+from hardening_util import (
+    GOOD_NPZ,
+    ROOT,
+    TINY_ONNX,
+    Tally,
+    alias_bomb,
+    deep_nest,
+    dump,
+    get,
+    one_error_line,
+    paths_of,
+    report,
+    scalars,
+    values,
+    watchdog,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from effbench import cli
-from hardening_util import (GOOD_NPZ, ROOT, TINY_ONNX, Tally, alias_bomb, deep_nest, dump, get, one_error_line,
-                            paths_of, report, scalars, values, watchdog)
+from effbench.cli import app as cli
 
 QUICKSTART = (ROOT / "suites" / "quickstart.yaml").read_text()
 TINY = (f"name: tiny\nmodels:\n  - id: tiny\n    source: {{onnx: {TINY_ONNX}}}\n"

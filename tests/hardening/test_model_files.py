@@ -6,9 +6,9 @@ import json
 
 import onnx
 import pytest
-
-from effbench import cli
 from hardening_util import TINY_ONNX, one_error_line
+
+from effbench.cli import app as cli
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ IDS = ["truncated", "text", "zero-bytes", "no-nodes", "input-name", "rank", "dim
 RUN_TOO = {"truncated", "text", "input-name"}  # `run` spawns a worker per case: a few are enough
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("case", IDS)
 def test_bad_model_is_one_line_in_validate_and_run(tmp_path, capsys, cache, case):
     make, inputs, expect = CASES[IDS.index(case)]
@@ -110,8 +111,9 @@ def test_opset_the_runtime_lacks_is_recorded_and_the_run_finishes(tmp_path, caps
 def test_opset_reason_names_the_opset(tmp_path):
     """The record's reason must carry the runtime's own sentence ('Opset 99 is under development'),
     not the C++ function signature that precedes it."""
-    from effbench.runners.onnxruntime import _first_line
     import onnxruntime as ort
+
+    from effbench.runners.onnxruntime import _first_line
     _opset99(tmp_path)
     with pytest.raises(Exception) as e:
         ort.InferenceSession(str(tmp_path / "m.onnx"))

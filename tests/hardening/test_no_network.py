@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import pytest
-
-from effbench.results import load
 from hardening_util import ROOT, run_cli, tiny_suite
+
+from effbench.results.store import load
 
 PROBE = ("import socket, sys\n"
          "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(2)\n"

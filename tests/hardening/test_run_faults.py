@@ -16,10 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 from ebrecords import make
+from hardening_util import HELPERS, ROOT, note, one_error_line, run_cli, tiny_suite
 
 from effbench.errors import UserError
-from effbench.results import Record, Store, load
-from hardening_util import HELPERS, ROOT, note, one_error_line, run_cli, tiny_suite
+from effbench.results.store import Record, Store, load
 
 HERE = Path(__file__).resolve().parent
 
@@ -167,9 +167,10 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, cache):
     note(f"[faults] SIGKILL+resume seed {seed}: (when, delay s, records, rc) {history}")
 
 
+@pytest.mark.spawns
 def test_worker_dies_with_its_parent(tmp_path):
     """kill -9 of `effbench run` (not its group) must not leave a hung worker burning a core forever."""
-    code = ("import sys; from effbench.workers import run_in_worker; "
+    code = ("import sys; from effbench.execution.workers import run_in_worker; "
             "run_in_worker('faultmodels:hang', {}, timeout_s=3600)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HELPERS)]))
     parent = subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -219,6 +220,7 @@ def test_disk_fills_mid_run(tmp_path, cache):
     assert all(ln.endswith("\n") and json.loads(ln)["cell_id"] == c for ln, c in zip(lines, rep["appended"]))
 
 
+@pytest.mark.spawns
 @needs_mount
 def test_full_disk_never_leaves_a_partial_line(tmp_path):
     """A disk that fills mid-line: the kernel writes part of it; Store takes the part back."""
@@ -231,6 +233,7 @@ def test_full_disk_never_leaves_a_partial_line(tmp_path):
     assert rep["unchanged"], rep
 
 
+@pytest.mark.spawns
 @needs_mount
 def test_read_only_output_folder_is_one_line_and_loses_nothing(tmp_path, cache):
     """Existing results in a folder that is now read-only: `run` and `run --resume` refuse with one line
@@ -244,7 +247,7 @@ def test_read_only_output_folder_is_one_line_and_loses_nothing(tmp_path, cache):
         script = (f'cp "{seed}" "$0/results.jsonl" && mount -o remount,ro "$0" && exec "$@"')
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                f'mount -t tmpfs -o size=1m tmpfs "$0" && {script}', str(out), sys.executable, "-c",
-               "import sys, hashlib, pathlib; from effbench import cli; p = pathlib.Path(sys.argv[1]) / 'results.jsonl'; "
+               "import sys, hashlib, pathlib; from effbench.cli import app as cli; p = pathlib.Path(sys.argv[1]) / 'results.jsonl'; "
                "h = p.read_bytes(); rc = cli.main(sys.argv[2:]); "
                "print('UNCHANGED' if p.read_bytes() == h else 'CHANGED'); sys.exit(rc)",
                str(out), "run", str(suite), "-o", str(out), "--cache-dir", str(cache), "--no-progress", *extra]
@@ -276,6 +279,7 @@ def test_store_that_is_a_device_is_refused_not_read_forever(tmp_path, device):
         Store(path).records()
 
 
+@pytest.mark.spawns
 def test_resume_on_a_store_with_a_torn_tail(tmp_path, cache):
     """A store whose last line was cut (power cut on another file system) resumes with a warning and
     the next record starts on its own line."""

@@ -12,20 +12,19 @@ from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
+from hardening_util import ROOT, one_error_line, values
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from effbench import cli
-from hardening_util import ROOT, one_error_line, values
+from effbench.cli import app as cli
 
 sys.path.insert(0, str(ROOT / "tests" / "report"))
-from report_fixtures import MODELS, make_records, write_store  # noqa: E402
+from report_fixtures import MODELS, make_records  # noqa: E402
 
 PACKAGE = ROOT / "effbench"
 # The worker protocol pickles between effbench and its own child process over a private pipe
-# (workers.run_in_worker / _worker_main); no user file is ever unpickled.
-PICKLE_ALLOWED = {("effbench/workers.py", "_worker_main"), ("effbench/workers.py", "run_in_worker")}
+# (workers.run_in_worker / worker_main); no user file is ever unpickled.
+PICKLE_ALLOWED = {("effbench/execution/workers.py", "worker_main"), ("effbench/execution/workers.py", "run_in_worker")}
 
 
 def _calls(tree: ast.AST):

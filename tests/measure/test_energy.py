@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from effbench.measure.energy import EnergyModel, detect_meter, horowitz_45nm, modeled_energy
+from effbench.measure.energy import EnergyModel, detect_meter, modeled_energy
+from effbench.variants.specs import horowitz_45nm
 
 RANGE_UJ = 262_143_328_850  # a real max_energy_range_uj value
 
@@ -226,7 +227,7 @@ def test_net_power_well_above_the_idle_drift_is_measured_with_its_uncertainty():
 
 
 def test_energy_per_batch_brackets_each_window_with_idle_and_warms_up_outside_it():
-    from effbench.measuring import energy_per_batch
+    from effbench.execution.tasks import energy_per_batch
     nv = FakeNvml(mw=(100_000.0,))     # idle 100 W; each call adds 1 ms at +150 W
     meter = detect_meter("/nonexistent", nvml=nv, clock=nv.clock, sleep=nv.sleep)
     calls_made = []

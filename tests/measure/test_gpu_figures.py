@@ -3,7 +3,7 @@ import sys
 import types
 
 from effbench.measure import memory
-from effbench.results import gpu_info
+from effbench.results.provenance import gpu_info
 
 
 class FakeNvml:
@@ -91,7 +91,8 @@ def test_the_runtimes_own_figures_join_nvmls(monkeypatch):
 def test_effbench_version_is_known_from_a_source_tree(monkeypatch):
     from importlib import metadata
 
-    from effbench.results import package_versions
+    from effbench.results.provenance import package_versions
+    from effbench.runners import runner_packages
     real = metadata.version
 
     def version(name):
@@ -99,4 +100,4 @@ def test_effbench_version_is_known_from_a_source_tree(monkeypatch):
             raise metadata.PackageNotFoundError(name)
         return real(name)
     monkeypatch.setattr(metadata, "version", version)
-    assert package_versions()["effbench"].endswith("(source tree, not installed)")
+    assert package_versions(runner_packages())["effbench"].endswith("(source tree, not installed)")

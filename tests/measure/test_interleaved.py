@@ -8,12 +8,17 @@ import numpy as np
 import pytest
 
 from effbench.measure.latency import Budget, block_ratios, measure_interleaved
-from effbench.measure.stats import SCOPE_ONE_MOMENT, SCOPE_ROUNDS, over_rounds, within_one_round
+from effbench.measure.stats import (
+    SCOPE_ONE_MOMENT,
+    SCOPE_ROUNDS,
+    over_rounds,
+    within_one_round,
+)
 
 
 class FlippingMachine:
     """A clock that advances only when a model runs: each call costs its base time x the machine's
-    current slowdown, which flips between 1x and 2x every `period_s` of fake time (as FIELD-NOTES
+    current slowdown, which flips between 1x and 2x every `period_s` of fake time (as docs/runtime-notes.md
     describes these VMs), plus a little seeded jitter."""
 
     def __init__(self, period_s: float = 1.5, seed: int = 0) -> None:

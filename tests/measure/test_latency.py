@@ -6,8 +6,13 @@ import pytest
 from scipy.stats import quantile_test
 
 from effbench.measure import latency
-from effbench.measure.latency import (MIN_N_P99, Budget, LatencyStats, measure_latency, median_ci_ranks,
-                                     paired_ratio)
+from effbench.measure.latency import (
+    Budget,
+    LatencyStats,
+    measure_latency,
+    median_ci_ranks,
+    paired_ratio,
+)
 
 
 @pytest.mark.parametrize("n", [10, 64, 101, 1000])

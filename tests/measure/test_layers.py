@@ -5,8 +5,8 @@ import csv
 import json
 
 import pytest
-
 from ebtest import run_cli
+
 from effbench.measure.layers import fold, kernel_times, summary
 
 
@@ -41,6 +41,7 @@ def _suite(tmp_path, runners="[{name: onnxruntime, threads: 1}]"):
     return p
 
 
+@pytest.mark.spawns
 def test_layers_command_profiles_one_cell_and_the_report_shows_it(tmp_path, cache_dir):
     out = tmp_path / "out"
     res = run_cli("layers", str(_suite(tmp_path)), "--cell", "cnn/fp32/onnxruntime/b4/*", "-o", str(out),
@@ -65,6 +66,7 @@ def test_layers_command_profiles_one_cell_and_the_report_shows_it(tmp_path, cach
     assert "Where time goes" in (out / "index.html").read_text()
 
 
+@pytest.mark.spawns
 def test_a_torch_cell_is_profiled_module_by_module(tmp_path, cache_dir):
     """torch's profiler, leaf module by leaf module, with each module's MACs; what runs outside the leaf
     modules is its own row, so the shares add up to the whole call."""
@@ -87,6 +89,7 @@ def test_a_torch_cell_is_profiled_module_by_module(tmp_path, cache_dir):
     assert onnx.returncode == 0 and sum(r["macs"] for r in mac_rows) == sum(r["macs"] or 0 for r in graph["rows"])
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("cell,message", [("nope/*", "matches 0 cells"),
                                           ("cnn/bf16/onnxruntime/*", "bf16")])
 def test_a_cell_that_cannot_be_profiled_is_one_line(tmp_path, cache_dir, cell, message):

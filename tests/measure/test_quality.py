@@ -5,8 +5,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from effbench.measure.quality import fidelity, quality_pass, top1
-from effbench.record import Cell
+from effbench.execution.tasks import quality_pass
+from effbench.measure.quality import fidelity, top1
+from effbench.results.record import Cell
 
 
 def test_sqnr_of_a_known_noise_is_exact():

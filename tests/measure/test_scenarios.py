@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from effbench.measure import scenarios as sc
 from effbench.measure.latency import Budget, LatencyStats, measure_latency
+from effbench.scenarios import load as sc
 
 
 def sleeper(seconds: float):

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from effbench.config.suite import BUILTIN_MODELS
 from effbench.models import zoo
 from effbench.models.standard import STANDARD
-from effbench.suite import BUILTIN_MODELS
 
 # (parameters, multiply-accumulates) at batch 1, from the papers / MLPerf Tiny
 PUBLISHED = {"resnet50": (25.56e6, 4.09e9), "mobilenet-v2": (3.50e6, 0.30e9), "mobilenet-v1": (4.23e6, 0.569e9),

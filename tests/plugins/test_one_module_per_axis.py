@@ -18,27 +18,71 @@ def clean_registries(monkeypatch):
     """The plugin registers into this process's registries too: give them back as they were."""
     import sys
 
-    from effbench import plugins, runners, variants
+    from effbench import runners, variants
+    from effbench.config import plugins
     from effbench.variants import specs
     # the built-in runners and builders register on first use: load them before the copy, or a test run
     # that starts here would give the registries back without them
     runners.runner_names()
     variants._load_builders()
-    for mod, name in ((specs, "PRECISIONS"), (variants, "BUILDERS"), (runners, "RUNNERS"), (plugins, "_LOADED")):
-        monkeypatch.setattr(mod, name, dict(getattr(mod, name)))
+    # restored in place: the registries are shared dicts (runners.base.RUNNERS is runners.RUNNERS)
+    registries = [specs.PRECISIONS, variants.BUILDERS, runners.RUNNERS, plugins._LOADED]
+    saved = [dict(r) for r in registries]
     monkeypatch.setattr(sys, "path", list(sys.path))
     yield
-    sys.modules.pop("toyaxes", None)
+    for registry, before in zip(registries, saved):
+        registry.clear()
+        registry.update(before)
+    sys.modules.pop("toyrunner", None)
+    sys.modules.pop("toyprecision", None)
 
 
-def test_a_toy_precision_and_runner_run_end_to_end(tmp_path, monkeypatch, clean_registries):
-    from effbench.cli import main
-    shutil.copy(HERE / "toyaxes.py", tmp_path / "toyaxes.py")
+def _toy_suite(tmp_path, plugins: str, precisions: str, runners: str, rounds: int = 2) -> Path:
+    for name in ("toyrunner.py", "toyprecision.py"):
+        shutil.copy(HERE / name, tmp_path / name)
     suite = tmp_path / "toy.yaml"
-    suite.write_text("name: toy\nplugins: [toyaxes]\nmodels:\n  - id: mlp\n    source: {builtin: mlp}\n"
-                     "    dataset: {builtin: digits}\nprecisions: [fp32, toy8]\nrunners: [{name: onnx-reference}]\n"
+    suite.write_text(f"name: toy\nplugins: {plugins}\nmodels:\n  - id: mlp\n    source: {{builtin: mlp}}\n"
+                     f"    dataset: {{builtin: digits}}\nprecisions: {precisions}\nrunners: {runners}\n"
                      "batch_sizes: [1]\ndevices: [local]\n"
-                     "measure: {warmup_s: 0.05, min_time_s: 0.1, max_time_s: 0.3, rounds: 2}\n")
+                     f"measure: {{warmup_s: 0.05, min_time_s: 0.1, max_time_s: 0.3, rounds: {rounds}}}\n")
+    return suite
+
+
+def _records(out: Path) -> dict[str, list[dict]]:
+    recs: dict[str, list[dict]] = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        recs.setdefault(r["cell_id"], []).append(r)
+    return recs
+
+
+@pytest.mark.slow
+def test_a_runtime_from_one_file_runs_end_to_end_with_its_typed_options(tmp_path, monkeypatch, capsys,
+                                                                         clean_registries):
+    from effbench.cli.app import main
+    suite = _toy_suite(tmp_path, "[toyrunner]", "[fp32, int8]",
+                       "[{name: onnx-reference}, {name: onnx-reference, options: {check_shapes: true}}]", rounds=1)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "-o", str(out), "--no-progress"]) == 0
+    recs = _records(out)
+    plain, checked = recs["mlp/int8/onnx-reference/b1/single-stream"][-1], \
+        recs["mlp/int8/onnx-reference-check_shapes=true/b1/single-stream"][-1]
+    assert plain["status"] == "ok" and checked["status"] == "ok", (plain["reason"], checked["reason"])
+    assert plain["variant"]["runtime"]["check_shapes"] is False and checked["variant"]["runtime"]["check_shapes"] is True
+    assert checked["cell"]["runner_options"] == {"check_shapes": True} and "runner_options" not in plain["cell"]
+    assert plain["comparison"]["method"] == "paired"
+    suite.write_text(suite.read_text().replace("check_shapes: true", "check_shape: true"))
+    assert main(["run", str(suite), "-o", str(tmp_path / "out2"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runners[1].options.check_shape: unknown option 'check_shape' of the onnx-reference " \
+        "runner (did you mean 'check_shapes'?)" in err[0] and "toy.yaml:" in err[0]
+
+
+@pytest.mark.spawns
+def test_a_toy_precision_and_runner_run_end_to_end(tmp_path, monkeypatch, clean_registries):
+    from effbench.cli.app import main
+    suite = _toy_suite(tmp_path, "[toyprecision, toyrunner]", "[fp32, toy8]", "[{name: onnx-reference}]")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "out"
     assert main(["run", str(suite), "-o", str(out), "--no-progress"]) == 0
@@ -77,7 +121,10 @@ def _string_literals(path: Path):
 # Strings that coincide with a precision's name but are not one.
 NOT_PRECISIONS = {("devices/detect.py", "bf16"): "an ARM CPU feature flag",
                   ("models/sources.py", "int8"): "an ONNX tensor element type",
-                  ("suite.py", "int8"): "an input dtype"}
+                  ("config/suite.py", "int8"): "an input dtype"}
+# The advisor chooses among precisions by name: its candidates (uniform int8, fp16, int4 against fp32) are
+# precisions of the registry, and its plan lists them so.
+NAMES_PRECISIONS = ("variants/", "analysis/advisor.py")
 
 
 def test_precisions_and_runtimes_are_named_only_where_they_are_defined():
@@ -88,7 +135,7 @@ def test_precisions_and_runtimes_are_named_only_where_they_are_defined():
     for path in sorted(ROOT.rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         for line, text in _string_literals(path):
-            if text in precisions and not rel.startswith("variants/") and (rel, text) not in NOT_PRECISIONS:
+            if text in precisions and not rel.startswith(NAMES_PRECISIONS) and (rel, text) not in NOT_PRECISIONS:
                 found.append(f"{rel}:{line} precision {text!r}")
             if text in runtimes and not rel.startswith(("variants/", "runners/")):
                 found.append(f"{rel}:{line} runtime {text!r}")

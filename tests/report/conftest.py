@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from effbench.results import load
 from report_fixtures import make_records, write_store
+
+from effbench.results.store import load
 
 
 @pytest.fixture

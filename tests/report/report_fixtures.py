@@ -22,9 +22,20 @@ import numpy as np
 
 from effbench.measure.latency import LatencyStats
 from effbench.measure.stats import within_one_round
-from effbench.record import (Cell, Comparison, Drift, Energy, Latency, Memory, ModelStats, Projection, Provenance,
-                             Quality, VariantInfo)
-from effbench.results import Record
+from effbench.results.record import (
+    Cell,
+    Comparison,
+    Drift,
+    Energy,
+    Latency,
+    Memory,
+    ModelStats,
+    Projection,
+    Provenance,
+    Quality,
+    VariantInfo,
+)
+from effbench.results.store import Record
 
 VARIANTS = {  # label: (precision, method, weight_bits, latency factor vs fp32, relative quality, emulated)
     "fp32": ("fp32", None, 32, 1.0, 1.0, False),

@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from report_fixtures import MODELS, make_records, write_store
+
 from effbench.report import write_report
-from effbench.results import load
+from effbench.results.store import load
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 NO_CHROMIUM = "chromium is not on PATH: install it with `apt-get install -y chromium`"
@@ -49,6 +49,7 @@ def run_page(url: str, tmp_path: Path) -> tuple[str, list[str], list[str]]:
     return proc.stdout, console, requests
 
 
+@pytest.mark.spawns
 def test_harness_sees_console_errors_and_requests(tmp_path):
     """The checks below must be able to fail: a page that errs and fetches is caught."""
     page = tmp_path / "bad.html"
@@ -60,6 +61,7 @@ def test_harness_sees_console_errors_and_requests(tmp_path):
     assert any(u.startswith("http://example.com/") for u in requests)
 
 
+@pytest.mark.spawns
 def test_report_loads_offline_without_errors(tmp_path):
     recs = make_records(models={"digits-cnn": MODELS["digits-cnn"], EVIL: MODELS["mlp"]})
     res = load(write_store(tmp_path / "r.jsonl", recs))

@@ -1,10 +1,10 @@
 """Issue 16: the report draws pruned variants' quality and latency against their pruning level, by method."""
 import plotly.graph_objects as go
-
 from ebrecords import make
+
 from effbench.report import figures
 from effbench.report.table import build_rows
-from effbench.results import Results
+from effbench.results.store import Results
 
 
 def _rec(variant: str, quality: float, median: float, **sections):

@@ -8,14 +8,14 @@ import sys
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-
 from report_fixtures import CRASHED_GROUP, MODELS, make_records, write_store
+
 from effbench.report import build_overview, build_rows, write_report
 from effbench.report.figures import MAX_POINTS, pareto_front, summarise_samples
 from effbench.report.html import script_json, unpack_figures
 from effbench.report.markdown import COLUMNS, md_cell
 from effbench.report.table import fmt_speedup
-from effbench.results import load
+from effbench.results.store import load
 
 EVIL = "<script>alert(1)</script>"
 

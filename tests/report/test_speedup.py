@@ -11,9 +11,9 @@ import pytest
 from effbench.report import build_overview, build_rows, render_html, render_markdown
 from effbench.report.figures import hover_text
 from effbench.report.markdown import COLUMNS, md_cell
-from effbench.record import Cell, Comparison, Drift, Latency, VariantInfo
 from effbench.report.table import EMULATED, NOT_PAIRED, Speedup, fmt_speedup
-from effbench.results import Record, Results
+from effbench.results.record import Cell, Comparison, Drift, Latency, VariantInfo
+from effbench.results.store import Record, Results
 
 FP32_ID = "m/fp32/ort/b1/single-stream"
 ONE_ROUND = "one moment (1 round)"

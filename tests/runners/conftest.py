@@ -5,8 +5,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_mlp(tmp_path_factory):
+    from effbench.config.suite import ModelSpec
     from effbench.models.sources import prepare
-    from effbench.suite import ModelSpec
     spec = ModelSpec.model_validate({"id": "tiny-mlp", "source": {"torch": "tinynets:mlp"},
                                      "inputs": {"x": {"shape": ["batch", 64], "dtype": "float32"}}})
     cache = tmp_path_factory.mktemp("runner-cache")

@@ -9,7 +9,7 @@ from effbench.variants import build_variant
 
 
 def _suite(tmp_path, runners: str):
-    from effbench.suite import load_suite
+    from effbench.config.suite import load_suite
     p = tmp_path / "s.yaml"
     p.write_text("name: s\nmodels:\n  - id: m\n    source: {builtin: mlp}\nprecisions: [fp32]\n"
                  f"runners: {runners}\nbatch_sizes: [1]\n")
@@ -26,7 +26,7 @@ def test_cuda_runners_get_their_own_labels_and_cells(tmp_path):
 
 
 def test_unknown_device_message_names_file_field_and_choices(tmp_path, capsys):
-    from effbench.cli import main
+    from effbench.cli.app import main
     p = tmp_path / "s.yaml"
     p.write_text("name: s\nmodels:\n  - id: m\n    source: {builtin: mlp}\nprecisions: [fp32]\n"
                  "runners: [{name: torch, device: gpu}]\nbatch_sizes: [1]\n")

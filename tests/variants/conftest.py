@@ -7,8 +7,8 @@ HERE = Path(__file__).parent
 
 
 def _prepare(name: str, shape: list, cache: Path):
+    from effbench.config.suite import ModelSpec
     from effbench.models.sources import prepare
-    from effbench.suite import ModelSpec
     spec = ModelSpec.model_validate({"id": f"tiny-{name}", "source": {"torch": f"tinynets:{name}"},
                                      "inputs": {"x": {"shape": shape, "dtype": "float32"}}})
     return prepare(spec, 0, base_dir=HERE, suite_file="tiny.yaml", cache_dir=cache)

@@ -44,7 +44,7 @@ def test_every_precision_builds_or_says_why(mlp_variants, mlp_artifact, calib_ml
                 err = float(np.abs(out - ref[runner]).max())
                 assert err < tol[label] * float(np.abs(ref[runner]).max()), (label, runner, err)
                 assert err > 0, (label, runner)  # really a different precision
-    # what this machine can and cannot do (FIELD-NOTES), with the runtime's own words
+    # what this machine can and cannot do (docs/runtime-notes.md), with the runtime's own words
     # bf16: the graph is kept for providers that run it (CUDA); this CPU provider says at load why it cannot
     bf16 = mlp_variants["bf16"]
     assert bf16.onnx_path is not None and bf16.onnx_reason is None
@@ -140,7 +140,7 @@ def test_cache_returns_the_same_variant(mlp_artifact, cache, mlp_variants):
 
 def test_record_section_per_side(mlp_variants):
     v = mlp_variants["int8-static"]
-    sec = v.record_section("onnxruntime")
+    sec = v.record_section("onnx")
     assert sec.method == "static-qdq" and sec.weight_bits == v.stats["onnx"]["weight_bits"]
     sec = mlp_variants["int8"].record_section("torch")
     assert sec.method == "dynamic" and sec.size_bytes == mlp_variants["int8"].stats["torch"]["size_bytes"]
@@ -152,8 +152,8 @@ def test_cached_fp32_of_a_moved_onnx_file_points_at_where_it_is_now(tmp_path):
     (NO_SUCHFILE)."""
     import shutil
 
+    from effbench.config.suite import ModelSpec
     from effbench.models.sources import prepare
-    from effbench.suite import ModelSpec
     from effbench.variants import build_variant
     cache = tmp_path / "cache"
     src = Path(__file__).resolve().parents[1] / "data" / "models" / "tiny.onnx"

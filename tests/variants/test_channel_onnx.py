@@ -34,7 +34,7 @@ def _graph(path, w: dict[str, np.ndarray]) -> None:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
                               [numpy_helper.from_array(a, k) for k, a in w.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # FIELD-NOTES: ORT 1.31 rejects make_model's default IR
+    model.ir_version = 8  # docs/runtime-notes.md: ORT 1.31 rejects make_model's default IR
     path.write_bytes(model.SerializeToString())
 
 
@@ -64,8 +64,8 @@ def _torch_reference(w: dict[str, np.ndarray]) -> nn.Module:
 
 
 def _onnx_source(tmp_path, name: str, write):
+    from effbench.config.suite import ModelSpec
     from effbench.models.sources import prepare
-    from effbench.suite import ModelSpec
     write(tmp_path / f"{name}.onnx")
     spec = ModelSpec.model_validate({"id": name, "source": {"onnx": f"{name}.onnx"}})
     return prepare(spec, 0, base_dir=tmp_path, suite_file="s.yaml", cache_dir=tmp_path / "cache")

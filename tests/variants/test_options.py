@@ -35,6 +35,7 @@ def test_bad_values(precision, options, msg):
         validate_options(precision, options)
 
 
+@pytest.mark.spawns
 def test_options_table_is_pure_python():
     import subprocess
     import sys

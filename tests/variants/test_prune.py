@@ -51,8 +51,8 @@ def test_prune_defaults_labels_and_where_it_applies():
 
 
 def test_suite_labels_pruned_variants_and_refuses_bad_ones(tmp_path):
+    from effbench.config.suite import load_suite
     from effbench.errors import UserError
-    from effbench.suite import load_suite
     p = tmp_path / "s.yaml"
     p.write_text("name: s\nmodels: [{id: m, source: {builtin: mlp}}]\n"
                  "precisions: [fp32, ternary, {fp32: {prune: {method: magnitude, amount: 0.5}}},\n"
@@ -167,7 +167,7 @@ def test_ternary_variant_is_emulated_packed_and_counts_two_bit_bops(mlp_artifact
     assert v.emulated and v.method == "twn-threshold" and len(v.node_bits) == 1
     layers = v.stats["onnx"]["ternarized_layers"]  # the middle Linear(128 -> 64): 8192 weights at 2 bits
     assert layers["packed_bytes"] == 8192 // 4 + 4 * 64 and layers["fp32_bytes"] == 4 * 8192
-    assert v.model_bytes("onnxruntime") == v.stats["onnx"]["size_bytes"]  # the packed file, not the graph run
+    assert v.model_bytes("onnx") == v.stats["onnx"]["size_bytes"]  # the packed file, not the graph run
     assert v.stats["onnx"]["compression_vs_fp32"] > 1.5  # first and last layers kept FP32
     plain = count_work(v.onnx_path, batch_size=1)
     two_bit = count_work(v.onnx_path, batch_size=1, node_bits=v.node_bits)
@@ -213,7 +213,7 @@ def test_round_to_keeps_kernel_friendly_channel_counts(cnn_artifact, cache):
 def test_the_shipped_pruning_suites_validate(name):
     from pathlib import Path
 
-    from effbench.suite import load_suite
+    from effbench.config.suite import load_suite
     suite = load_suite(Path(__file__).resolve().parents[2] / "suites" / name)
     labels = [c.label for c in suite.precision_choices]
     assert {"fp32", "ternary", "fp32+magnitude50", "fp32+channel30", "fp32+channel50"} <= set(labels)

@@ -10,7 +10,7 @@ def test_a_suite_with_pruned_variants_runs_end_to_end(tmp_path, monkeypatch):
     import shutil
     from pathlib import Path
 
-    from effbench.cli import main
+    from effbench.cli.app import main
     shutil.copy(Path(__file__).parent / "tinynets.py", tmp_path / "tinynets.py")
     suite = tmp_path / "prune.yaml"
     suite.write_text("name: prune\nmodels:\n  - id: mlp\n    source: {torch: 'tinynets:mlp'}\n"

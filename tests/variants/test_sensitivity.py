@@ -1,14 +1,16 @@
 """Per-layer quantization sensitivity (issue 15, part 2): a layer made fragile ranks first."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import numpy as np
 import onnx
+from ebtest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from ebtest import run_cli
-from effbench.variants.sensitivity import analyse
+from effbench.analysis.sensitivity import analyse
 
 
 def _mlp(path, fragile: bool):
@@ -54,6 +56,7 @@ def test_a_fragile_layer_ranks_first_and_keeping_it_recovers(tmp_path):
     assert min(r["only_this"]["sqnr_db"] for r in sturdy["rows"]) > fragile["only_this"]["sqnr_db"] + 10
 
 
+@pytest.mark.spawns
 def test_sensitivity_command_on_a_suite_model(tmp_path, cache_dir):
     suite = tmp_path / "s.yaml"
     suite.write_text("name: sens\nmodels:\n  - id: cnn\n    source: {builtin: digits-cnn}\n    dataset: {builtin: digits}\n"
@@ -72,6 +75,7 @@ def test_sensitivity_command_on_a_suite_model(tmp_path, cache_dir):
     assert bad.returncode == 2 and "no model 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.spawns
 def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
     import onnxruntime as ort
     suite = tmp_path / "s.yaml"
@@ -108,6 +112,7 @@ def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
     assert "Where to spend precision" in page and "node_conv2d_1" in page and "(plan)" in page
     assert 'id="fig-precision-sens-0"' in page and 'id="fig-precision-cands-0"' in page
     import plotly.graph_objects as go
+
     from effbench.report.layers import candidates_figure, sensitivity_figure
     sens = json.loads((out / "sensitivity" / "cnn" / "sensitivity.json").read_text())
     for fig in (candidates_figure(plan), sensitivity_figure(sens)):
@@ -120,10 +125,11 @@ def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
     assert bad.returncode == 2 and "--objective must be one of" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.spawns
 def test_a_plan_is_a_precision_of_the_suite(tmp_path, cache_dir):
     """`{mixed: {plan: plan.json}}` builds the plan (int8 except the layers it keeps in FP32) and measures
     it like any variant; a missing plan file is one line naming the field."""
-    from effbench.results import load
+    from effbench.results.store import load
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"model": "cnn", "method": "static",
                                 "layers": {"node_conv2d": "fp32", "node_conv2d_1": "int8", "node_linear": "int8",
@@ -149,7 +155,7 @@ def test_advisor_objectives_size_and_energy(tmp_path):
     """--objective size picks the smallest candidate that meets the floor; energy is modeled per candidate
     from its layers' precisions (system energy where an idle power is stated, else the dynamic part,
     labelled), with a CI from the paired speedup."""
-    from effbench.variants.advisor import advise, energy_per_inference
+    from effbench.analysis.advisor import advise, energy_per_inference
     x = _inputs(outlier=False)
     model = _mlp(tmp_path / "m.onnx", fragile=False)
     layers = ["fc0", "fc1", "fc2"]
@@ -182,7 +188,7 @@ def test_advisor_objectives_size_and_energy(tmp_path):
 def test_advisor_searches_past_six_kept_layers_by_quality():
     """When keeping the 0..6 most fragile layers in FP32 all miss the floor, the advisor keeps more, by
     quality alone (doubling, then bisection), and finds the fewest that meet it."""
-    from effbench.variants.advisor import _search_kept
+    from effbench.analysis.advisor import _search_kept
     built = []
 
     def keep(k):
@@ -198,6 +204,7 @@ def test_advisor_searches_past_six_kept_layers_by_quality():
     assert found is None and built == [] and "at least one meets" in text
 
 
+@pytest.mark.spawns
 def test_torch_sensitivity_quantizes_each_linear_module(tmp_path, cache_dir):
     """--runner torch: torch's per-module dynamic int8 on each nn.Linear, scored on the dataset; the
     convolutions it cannot quantize per module are named, not silently dropped."""
@@ -220,7 +227,7 @@ def test_torch_sensitivity_quantizes_each_linear_module(tmp_path, cache_dir):
 def test_a_fragile_layer_stays_in_higher_precision_in_the_plan(tmp_path):
     """The advisor on a model whose fc0 is fragile (outlier input channel): uniform int8 misses the floor,
     every int8 candidate that meets it keeps fc0 in FP32, and the plan never runs fc0 in int8."""
-    from effbench.variants.advisor import advise
+    from effbench.analysis.advisor import advise
     x = _inputs(outlier=True)
     model = _mlp(tmp_path / "m.onnx", fragile=True)
     ranking = [r["layer"] for r in analyse(model, {"x": x}, None, "static", {"x": x}, samples=128, profile_runs=3)["rows"]]
@@ -237,7 +244,7 @@ def test_a_fragile_layer_stays_in_higher_precision_in_the_plan(tmp_path):
 
 def test_only_candidates_inside_each_others_cis_tie():
     """A slower candidate whose CI a noisy moment made wide does not tie with the fastest one."""
-    from effbench.variants.advisor import _tied
+    from effbench.analysis.advisor import _tied
     sp = lambda v, lo, hi: {"speedup_vs_fp32": {"value": v, "ci": [lo, hi]}}  # noqa: E731
     meeting = {"int8, 6 kept": sp(1.41, 0.79, 1.49), "fp16": sp(0.87, 0.25, 1.03), "int8, 5 kept": sp(1.38, 1.2, 1.5)}
     assert _tied(meeting, "int8, 6 kept") == ["int8, 6 kept", "int8, 5 kept"]

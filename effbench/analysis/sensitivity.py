@@ -43,7 +43,7 @@ class LayerSensitivity:
         return out
 
 
-def _outputs(path: str, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+def graph_outputs(path: str, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
     from effbench.runners.onnxruntime import cpu_session
     sess = cpu_session(path, 1)
     n = len(next(iter(inputs.values())))
@@ -52,7 +52,7 @@ def _outputs(path: str, inputs: dict[str, np.ndarray], batch: int = 64) -> np.nd
                            for i in range(0, n, batch)])
 
 
-def _score(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None, ref_metric: float) -> Score:
+def score(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None, ref_metric: float) -> Score:
     from effbench.measure.quality import fidelity, top1
     fid = fidelity(out, ref, logits=labels is not None)
     metric = top1(out, labels) if labels is not None else fid["cosine"]
@@ -66,12 +66,12 @@ def analyse(onnx_path: str, inputs: dict[str, np.ndarray], labels: np.ndarray | 
     from effbench.measure.flops import count_work
     from effbench.measure.layers import fold, kernel_times, links
     from effbench.runners.onnxruntime import profile_graph
-    from effbench.variants.integer import _clean_copy, quantize_onnx_int8
+    from effbench.variants.integer import clean_copy, quantize_onnx_int8
     folder = Path(tempfile.mkdtemp(prefix="effbench-sensitivity-"))
-    src = _clean_copy(onnx_path, folder / "fp32.onnx")
+    src = clean_copy(onnx_path, folder / "fp32.onnx")
     inputs = {k: np.asarray(v) for k, v in inputs.items()}
-    ref = _outputs(src, inputs)
-    ref_metric = _score(ref, ref, labels, 0.0).metric
+    ref = graph_outputs(src, inputs)
+    ref_metric = score(ref, ref, labels, 0.0).metric
     work = count_work(src, batch_size=1)
     allowed = tuple(op_types or QUANTIZABLE)
     layers = [n for n in work.by_node if n.get("op_type") in allowed and n.get("macs")]
@@ -85,17 +85,17 @@ def analyse(onnx_path: str, inputs: dict[str, np.ndarray], labels: np.ndarray | 
         quantize_onnx_int8(src, str(out), method, per_channel=per_channel, calibration=calib, samples=samples,
                            op_types=op_types, **nodes)
         try:
-            return _outputs(str(out), inputs)
+            return graph_outputs(str(out), inputs)
         finally:
             out.unlink(missing_ok=True)
 
-    uniform = _score(quantized("all"), ref, labels, ref_metric)
+    uniform = score(quantized("all"), ref, labels, ref_metric)
     rows = []
     for i, n in enumerate(layers):
         rows.append(LayerSensitivity(
             n["name"], n["op_type"], int(n["macs"]), share.get(n["name"]),
-            only_this=_score(quantized(f"only{i}", nodes_to_quantize=[n["name"]]), ref, labels, ref_metric),
-            all_but_this=_score(quantized(f"but{i}", nodes_to_exclude=[n["name"]]), ref, labels, ref_metric)))
+            only_this=score(quantized(f"only{i}", nodes_to_quantize=[n["name"]]), ref, labels, ref_metric),
+            all_but_this=score(quantized(f"but{i}", nodes_to_exclude=[n["name"]]), ref, labels, ref_metric)))
     rows.sort(key=lambda r: (-(r.only_this.metric_drop or 0.0), r.only_this.sqnr_db if r.only_this.sqnr_db is not None
                              else float("inf")))
     return {"rows": [r.to_json() for r in rows], "fp32_metric": ref_metric, "uniform_int8": asdict(uniform),

@@ -37,11 +37,11 @@ def analyse(artifact: dict, inputs: dict[str, np.ndarray], labels: np.ndarray | 
     import torch
     from torch import nn
 
+    from effbench.analysis.sensitivity import LayerSensitivity, score
     from effbench.models.sources import ModelArtifact
     from effbench.runners import Unsupported
     from effbench.runners.torch_layers import profile_modules
     from effbench.variants import torch_module
-    from effbench.variants.sensitivity import LayerSensitivity, _score
     art = ModelArtifact.from_json(artifact)
     if not art.torch_factory:
         raise Unsupported("the model has no torch module (an onnx: source): run the sensitivity on onnxruntime")
@@ -49,7 +49,7 @@ def analyse(artifact: dict, inputs: dict[str, np.ndarray], labels: np.ndarray | 
     fp32 = torch_module(art).eval()
     inputs = {k: np.asarray(v) for k, v in inputs.items()}
     ref = _outputs(fp32, inputs)
-    ref_metric = _score(ref, ref, labels, 0.0).metric
+    ref_metric = score(ref, ref, labels, 0.0).metric
     linears = [n for n, m in fp32.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise Unsupported("the module has no nn.Linear: torch's per-module dynamic quantization has nothing to quantize")
@@ -68,13 +68,13 @@ def analyse(artifact: dict, inputs: dict[str, np.ndarray], labels: np.ndarray | 
             q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), names, dtype=torch.qint8)
         return _outputs(q, inputs)
 
-    uniform = _score(quantized(set(linears)), ref, labels, ref_metric)
+    uniform = score(quantized(set(linears)), ref, labels, ref_metric)
     rows = []
     for name in linears:
         rows.append(LayerSensitivity(
             name, "Linear", int(macs.get(name, 0)), share.get(name),
-            only_this=_score(quantized({name}), ref, labels, ref_metric),
-            all_but_this=_score(quantized(set(linears) - {name}), ref, labels, ref_metric)))
+            only_this=score(quantized({name}), ref, labels, ref_metric),
+            all_but_this=score(quantized(set(linears) - {name}), ref, labels, ref_metric)))
     rows.sort(key=lambda r: (-(r.only_this.metric_drop or 0.0), r.only_this.sqnr_db if r.only_this.sqnr_db is not None
                              else float("inf")))
     return {"rows": [r.to_json() for r in rows], "fp32_metric": ref_metric, "uniform_int8": asdict(uniform),

@@ -3,7 +3,7 @@ variant's paired speedup vs its FP32 twin (or why it has none), and the drift se
 """
 from __future__ import annotations
 
-from effbench.record import Cell, Comparison, Drift
+from effbench.results.record import Cell, Comparison, Drift
 from effbench.variants import Variant, reference_precision
 
 FP32 = reference_precision()  # the precision every variant is compared against

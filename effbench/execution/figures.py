@@ -1,24 +1,39 @@
 """Each variant's figures from a worker of its own, once per run: peak memory at each batch size,
-energy counters and quality, kept for the records of every round (`measuring.profile_variant`).
+energy counters and quality, kept for the records of every round (`execution.tasks.profile_variant`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from effbench.comparisons import FP32, fp32_twin, group_key
-from effbench.progress import Progress
-from effbench.suite import Cell
+from effbench.config.suite import Cell
+from effbench.execution.pairing import FP32, fp32_twin, group_key
+from effbench.execution.progress import Progress
+from effbench.execution.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
+from effbench.runners import runner_side
 from effbench.variants import Variant
-from effbench.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
 
-if TYPE_CHECKING:
-    from effbench.execute import SuiteRun
+
+class RunState(Protocol):
+    """What the variants' own workers read of the run they serve (`execution.run.SuiteRun`)."""
+
+    suite: Any                       # the `Suite`
+    opts: Any                        # its `RunOptions`
+    todo: list[tuple[int, Cell]]
+    datasets: dict[str, Any]
+    logs: Path
+    budget: dict
+    timeout_s: float
+    memory_limit_mb: int | None
+    run_id: str
+
+    def built_variant(self, art: Any, model: str, label: str, progress: Progress) -> Outcome: ...
 
 
 class VariantFigures:
-    """The variants' own workers of one `SuiteRun` and what they measured."""
+    """The variants' own workers of one run and what they measured."""
 
-    def __init__(self, run: SuiteRun) -> None:
+    def __init__(self, run: RunState) -> None:
         self.run = run
         self.measured: dict[tuple, dict] = {}           # (model, variant, runner label) -> its own worker's figures
         self.fp32_quality: dict[tuple, float | None] = {}
@@ -75,7 +90,7 @@ class VariantFigures:
     def _worker(self, cell: Cell, variant: Variant, art, feeds: dict, quality: dict | None,
                         log_suffix: str = "") -> Outcome:
         """`profile_variant` in a worker: a cell's time per batch size, and one more for quality."""
-        return run_in_worker("effbench.measuring:profile_variant",
+        return run_in_worker("effbench.execution.tasks:profile_variant",
                              {"cell": cell, "variant": variant, "artifact": art.to_json(), "feeds": feeds,
                               "budget": self.run.budget, "quality": quality},
                              timeout_s=self.run.timeout_s * (len(feeds) + (quality is not None)),
@@ -115,7 +130,7 @@ class VariantFigures:
         if cell.cell_id not in self.memory_given:
             self.memory_given.add(cell.cell_id)
             memory = {**prof["memory"].get(b, {"reason": "memory not measured at this batch size"}),
-                      "model_bytes": variant.model_bytes(cell.runner)}
+                      "model_bytes": variant.model_bytes(runner_side(cell.runner))}
         return memory, energy_b.get("measured"), energy_b.get("reason")
 
     def quality(self, cell: Cell, art, variant: Variant, progress: Progress) -> dict | None:
@@ -132,7 +147,7 @@ class VariantFigures:
         progress.start(f"quality {cell.model}/{cell.variant}/{cell.runner_label}")
         payload = {"cell": cell, "variant": variant, "artifact": art.to_json(),
                    **self._quality_payload(cell, art)}
-        out = run_in_worker("effbench.measure.quality:quality_pass", payload, timeout_s=BUILD_TIMEOUT_S,
+        out = run_in_worker("effbench.execution.tasks:quality_pass", payload, timeout_s=BUILD_TIMEOUT_S,
                             log_path=self.run.logs / f"quality-{cell.model}-{cell.variant}-{cell.runner_label}.log",
                             memory_limit_mb=self.run.memory_limit_mb)
         if out.kind == "ok":

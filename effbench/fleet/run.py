@@ -1,7 +1,7 @@
 """A run over a fleet of device nodes through Ray (`effbench run --ray ADDRESS`, docs/fleet.md).
 
 Each of the suite's devices that a live node advertises (`effbench node --device ID`) gets its own copy of
-the cells, `cell@device`, measured on such a node (`effbench.node.measure_on_node`); `local` is measured
+the cells, `cell@device`, measured on such a node (`effbench.fleet.node.measure_on_node`); `local` is measured
 here as always; every record streams back into this run's one store as its round ends, and is projected
 here onto every profile (the measuring device's projection beside its measurement, with the error). A
 node or Ray worker lost mid-cell: its cells are retried once on another node of the device, or recorded
@@ -14,17 +14,17 @@ import logging
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from effbench.comparisons import group_key
-from effbench.errors import UserError
-from effbench.execute import RunOptions, SuiteRun
-from effbench.node import import_ray, make_bundle, measure_on_node, resource
-from effbench.progress import Progress
-from effbench.record import Energy, Record
-from effbench.results import Results, load
-from effbench.suite import Cell, Suite
-from effbench.workers import gist
+from effbench.config.suite import Cell, Suite
+from effbench.errors import UserError, gist
+from effbench.execution.pairing import group_key
+from effbench.execution.progress import OutputLock, Progress
+from effbench.execution.run import RunOptions, SuiteRun, run_options
+from effbench.fleet.node import import_ray, make_bundle, measure_on_node, resource
+from effbench.results.record import Energy, Record
+from effbench.results.store import Results, load
 
 LOCAL = "local"
 POLL_S = 2.0  # how often a quiet fleet is checked for nodes that went away (ray.wait blocks meanwhile)
@@ -93,16 +93,25 @@ class Job:
         return f"{c.model}/*/{c.runner_label}/{c.scenario}@{self.device}"
 
 
-class FleetRun(SuiteRun):
-    """A SuiteRun whose plan holds each fleet device's cells too, measured by a dispatcher thread on the
-    nodes while this process measures the local ones."""
+def run(suite: Suite | str | Path, *, ray: str, hooks: list[Callable] | None = None, **options: Any) -> Results:
+    """`effbench run --ray ADDRESS`: the suite's devices that a live node of the cluster advertises are
+    measured on such nodes, the rest here or projected. `options`: as `effbench.execution.run.run`."""
+    suite, opts = run_options(suite, **options)
+    with OutputLock(opts.out_dir):
+        return FleetRun(suite, opts, hooks or [], address=ray).run()
+
+
+class FleetRun:
+    """A run whose plan holds each fleet device's cells too: a `SuiteRun` measures the local ones in this
+    process while a dispatcher thread has the nodes measure the others; both write through the
+    SuiteRun's `finish` (one store, one display, one lock)."""
 
     def __init__(self, suite: Suite, opts: RunOptions, hooks: list[Callable], *, address: str) -> None:
-        super().__init__(suite, opts, hooks)
+        self.here = SuiteRun(suite, opts, hooks)
+        self.suite, self.opts = suite, opts
         self.address = address
         self.devices: list[str] = []        # the suite's devices that live nodes advertise
         self.local = True
-        self._lock = threading.Lock()       # one writer at a time: the store and the display
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._ray: Any = None
@@ -134,22 +143,20 @@ class FleetRun(SuiteRun):
             live = live_devices(ray)
             self.choose_devices(live)
             self._say_where(live)
-            todo = self.plan()
-            progress = Progress(len(todo), self.opts.progress)
-            if self.skipped:
-                progress.log(f"resume: {self.skipped} finished cell-rounds already in {self.store.path}, "
-                             f"{len(todo)} to go")
+            cells = self.cells()
+            if not cells:
+                raise UserError(f"--only {' '.join(self.opts.only or [])} matches no cell of this fleet run",
+                                file=self.suite.path, field="--only",
+                                fix="use a glob over cell ids such as 'digits-cnn/*/onnxruntime/*@raspberry-pi-5'")
+            todo = self.here.plan(cells)
+            progress = self.here.progress(len(todo))
             local = [(r, c) for r, c in todo if c.measured_on is None]
             remote = [(r, c) for r, c in todo if c.measured_on is not None]
-            self.todo = local  # what this process measures (its variants' own workers read the batch sizes)
             thread = threading.Thread(target=self._dispatch, args=(remote, progress), name="effbench-fleet",
                                       daemon=True)
             thread.start()
             try:
-                if local:
-                    self.setup(local, progress)
-                    for rnd, cells in self.schedule(local):
-                        self.do_group(rnd, cells, progress)
+                self.here.measure(local, progress)
                 while thread.is_alive():
                     thread.join(0.5)  # in slices, so Ctrl-C reaches this thread
             finally:
@@ -160,7 +167,7 @@ class FleetRun(SuiteRun):
         finally:
             if owned:
                 ray.shutdown()  # the tasks this driver owns end with it
-        return load(self.store.path)
+        return load(self.here.store.path)
 
     def _say_where(self, live: dict[str, list[dict[str, Any]]]) -> None:
         listed = [d for d in self.suite.spec.devices if d != LOCAL]
@@ -176,10 +183,6 @@ class FleetRun(SuiteRun):
         projected = [d for d in listed if d not in self.devices]
         print(f"effbench: measuring {'; '.join(parts)}" + (f"; projected only: {', '.join(projected)}" if projected
                                                            else ""), file=sys.stderr)
-
-    def _finish(self, record: Record, progress: Progress) -> Record:
-        with self._lock:
-            return super()._finish(record, progress)
 
     # -- the dispatcher (its own thread)
     def _dispatch(self, todo: list[tuple[int, Cell]], progress: Progress) -> None:
@@ -208,9 +211,9 @@ class FleetRun(SuiteRun):
         if job.pinned:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=job.pinned, soft=False)
-        payload = {"device": job.device, "run_id": self.run_id, "rounds": self.rounds, "quick": self.opts.quick,
+        payload = {"device": job.device, "run_id": self.here.run_id, "rounds": self.here.rounds, "quick": self.opts.quick,
                    "timeout_s": self.opts.timeout_s,
-                   "hashes": {c.cell_id: self.hashes[c.cell_id] for _, c in job.todo},
+                   "hashes": {c.cell_id: self.here.hashes[c.cell_id] for _, c in job.todo},
                    "todo": [[r, c.to_json()] for r, c in job.todo]}
         return self._remote.options(**options).remote(self._bundle, payload)
 
@@ -243,7 +246,7 @@ class FleetRun(SuiteRun):
                 continue
             if msg.get("kind") == "hello":
                 job.node = msg["node"]
-                from effbench import __version__
+                from effbench.version import __version__
                 if job.node.get("effbench") != __version__:
                     progress.warn(f"warning: {where(job.node)} runs effbench {job.node.get('effbench')}, this run "
                                   f"{__version__}")
@@ -290,8 +293,8 @@ class FleetRun(SuiteRun):
         progress.warn(f"warning: {job.what}: {reason}")
         node = {**(job.node or {"device": job.device}), "attempt": job.attempt}
         for rnd, cell in todo:
-            rec = self._record(rnd, cell, reason=reason)
-            self._finish(rec.replace(provenance=rec.provenance.replace(node=node)), progress)
+            rec = self.here.record(rnd, cell, reason=reason)
+            self.here.finish(rec.replace(provenance=rec.provenance.replace(node=node)), progress)
 
     def _adopt(self, record: Record, job: Job, progress: Progress) -> None:
         """A record from a node: the attempt it came from, its energy and projections made here, stored."""
@@ -305,17 +308,17 @@ class FleetRun(SuiteRun):
         record = record.replace(provenance=record.provenance.replace(node=node))
         if record.ok:
             record = self.on_device(record)
-        self._finish(record, progress)
+        self.here.finish(record, progress)
 
     def on_device(self, record: Record) -> Record:
         """Energy (when the node has no counter: its device profile's model at the measured latency) and
         the projections onto every profile; the measuring device's carries the measurement and the error."""
         from effbench.devices import project_record
         device = record.measured_on
-        profile = next((p for p in self.profiles if p.id == device), None)
+        profile = next((p for p in self.here.profiles if p.id == device), None)
         if profile is not None and not (record.energy and record.energy.measured):
             record = record.replace(energy=self._device_energy(record, profile))
-        projections = project_record(record, self.profiles) if self.profiles else {}
+        projections = project_record(record, self.here.profiles) if self.here.profiles else {}
         measured = record.latency_ms.median if record.latency_ms else None
         for pid, p in projections.items():
             if pid == device and p.status == "ok" and p.latency_ms is not None and measured:
@@ -327,7 +330,7 @@ class FleetRun(SuiteRun):
 
     def _device_energy(self, record: Record, profile) -> Energy:
         from effbench.measure.energy import modeled_energy
-        from effbench.scenarios import SERVER
+        from effbench.scenarios.plan import SERVER
         if record.cell.scenario == SERVER:
             return record.energy or Energy(reason="not given for the server scenario")
         ms, b = record.model_stats, record.cell.batch_size

@@ -1,9 +1,9 @@
 """One node of a fleet (docs/fleet.md): `effbench node` (Ray's `ray start` advertising one device), the
 suite bundle that travels to it through Ray's object store, and the task that measures a group there.
 
-The task measures exactly as a local run does (`effbench.execute.SuiteRun`: fresh workers, rounds, the
+The task measures exactly as a local run does (`effbench.execution.run.SuiteRun`: fresh workers, rounds, the
 sentinel), from the node's own cache and with the node's own provenance; the run's parent
-(`effbench.fleet`) projects and stores what it yields.
+(`effbench.fleet.run`) projects and stores what it yields.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from effbench.errors import UserError
-from effbench.execute import RunOptions, SuiteRun
+from effbench.execution.run import RunOptions, SuiteRun
 
 # A node advertises the device profile it is as this Ray custom resource, with a capacity of one: a
 # measuring task asks for the whole of it, so one measurement at a time runs on a node.
@@ -190,7 +190,7 @@ def _node_env() -> None:
 def node_info(device: str) -> dict[str, Any]:
     import ray
 
-    from effbench import __version__
+    from effbench.version import __version__
     ctx = ray.get_runtime_context()
     return {"device": device, "ray_node_id": ctx.get_node_id(), "address": ray.util.get_node_ip_address(),
             "hostname": platform.node(), "pid": os.getpid(), "ray": ray.__version__, "effbench": __version__}
@@ -205,16 +205,16 @@ def cache_dir() -> Path:
 def measure_on_node(bundle: dict[str, Any], job: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The Ray task (a generator, so records stream back as each round of the group ends): first where it
     runs ({"kind": "hello"}), then each round's records ({"kind": "records"}) as JSON."""
-    from effbench.progress import Progress
-    from effbench.record import Cell
-    from effbench.suite import load_suite
+    from effbench.config.suite import load_suite
+    from effbench.execution.progress import Progress
+    from effbench.results.record import Cell
     _node_env()
     info = node_info(job["device"])
     yield {"kind": "hello", "node": info}
     cache = cache_dir()
     suite = load_suite(unpack(bundle, cache) / bundle["suite"])
     todo = [(int(r), Cell.from_json(c)) for r, c in job["todo"]]
-    run = NodeRun(suite, job, info, cache)
+    run = node_run(suite, job, info, cache)
     run.todo = todo
     progress = Progress(len(todo), False)
     run.setup(todo, progress)
@@ -238,23 +238,21 @@ class _Collected:
         return out
 
 
-class NodeRun(SuiteRun):
-    """A SuiteRun on a node: the parent's plan (rounds, run id, config hashes), the node's cache, logs
-    and provenance; no projections (the parent projects onto every profile it loaded)."""
-
-    def __init__(self, suite, job: dict[str, Any], info: dict[str, Any], cache: Path) -> None:
-        from effbench.results import provenance
-        from effbench.workers import run_in_worker
-        out = cache / "fleet-runs" / job["run_id"]
-        opts = RunOptions(out_dir=out, cache_dir=cache, quick=job["quick"], rounds=job["rounds"],
-                          progress=False, timeout_s=job.get("timeout_s"))
-        super().__init__(suite, opts, [])
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.store = _Collected()  # type: ignore[assignment]
-        self.run_id, self.rounds, self.hashes = job["run_id"], job["rounds"], dict(job["hashes"])
-        self.profiles = []
-        # the speed index in a fresh worker: this Ray worker's numpy was loaded under Ray's settings
-        speed = run_in_worker("effbench.measure.speed:speed_index", {}, timeout_s=600,
-                              log_path=self.logs / "speed-index.log")
-        self.provenance = provenance(suite_sha256=suite.sha256, run_id=self.run_id, suite=suite.name,
-                                     speed=speed.value if speed.kind == "ok" else None).replace(node=info)
+def node_run(suite, job: dict[str, Any], info: dict[str, Any], cache: Path) -> SuiteRun:
+    """A SuiteRun on a node, following the parent's plan (rounds, run id, config hashes) with the node's
+    cache, logs and provenance; its records wait in a `_Collected` until the task yields them."""
+    from effbench.execution.workers import run_in_worker
+    from effbench.results.provenance import provenance
+    from effbench.runners import runner_packages
+    out = cache / "fleet-runs" / job["run_id"]
+    opts = RunOptions(out_dir=out, cache_dir=cache, quick=job["quick"], rounds=job["rounds"],
+                      progress=False, timeout_s=job.get("timeout_s"))
+    run = SuiteRun(suite, opts, [], store=_Collected())
+    run.logs.mkdir(parents=True, exist_ok=True)
+    # the speed index in a fresh worker: this Ray worker's numpy was loaded under Ray's settings
+    speed = run_in_worker("effbench.measure.speed:speed_index", {}, timeout_s=600,
+                          log_path=run.logs / "speed-index.log")
+    prov = provenance(suite_sha256=suite.sha256, run_id=job["run_id"], suite=suite.name,
+                      runner_packages=runner_packages(), speed=speed.value if speed.kind == "ok" else None)
+    run.follow(run_id=job["run_id"], rounds=job["rounds"], hashes=job["hashes"], provenance=prov.replace(node=info))
+    return run

@@ -145,10 +145,13 @@ class Cell(Section):
     runner_label: str
     threads: int | None = None
     compile: bool = False
+    # the runner's typed suite options that differ from its defaults (`runners.runner_options`); part of the
+    # cell's identity through `runner_label`
+    runner_options: dict[str, Any] = field(default_factory=dict, hash=False)
     batch_size: int
     scenario: str = "single-stream"
     device: str = "cpu"
-    # the device profile whose fleet node measured it (`effbench run --ray`, effbench.fleet); None: where
+    # the device profile whose fleet node measured it (`effbench run --ray`, effbench.fleet.run); None: where
     # the run's parent is. Part of the cell's identity: its id ends in "@<device>".
     measured_on: str | None = None
 
@@ -163,6 +166,8 @@ class Cell(Section):
             out.pop("device")  # stores from before GPU cells have no device: cpu is the default
         if self.measured_on is None:
             out.pop("measured_on")  # nor a fleet node: the config hashes of local cells stay as they were
+        if not self.runner_options:
+            out.pop("runner_options")  # nor runner options: the same
         return out
 
 
@@ -192,7 +197,7 @@ class VariantInfo(Section):
 
 @section
 class ModelStats(Section):
-    """The work and the size of one inference at the cell's batch (FLOPs counter, DESIGN.md)."""
+    """The work and the size of one inference at the cell's batch (FLOPs counter, docs/measurement.md)."""
 
     NAME: ClassVar[str] = "model_stats"
     params: int | None = None
@@ -457,7 +462,7 @@ class Provenance(Section):
     speed_index: dict[str, Any] | float | None = None
     run_id: str | None = None
     started: str | None = None
-    # the fleet node that measured the record (effbench.fleet): device, Ray node id, address, attempt
+    # the fleet node that measured the record (effbench.fleet.run): device, Ray node id, address, attempt
     node: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -469,7 +474,7 @@ class Provenance(Section):
 @section
 class Record(Section):
     """One measured cell (or one round of it). A store holds one line per cell and round;
-    `effbench.results.merge_rounds` combines the rounds. Absent sections are None.
+    `effbench.results.store.merge_rounds` combines the rounds. Absent sections are None.
 
     - paired_ratios: A/B mode only (candidate side): per round, the median over alternating blocks of
       candidate / baseline latency timed in one worker; the gate's per-round ratios when present

@@ -1,7 +1,7 @@
 """The worker protocol: `module:function(**payload)` run in a fresh interpreter with a timeout, its
 result or its crash sent back as one `Outcome`.
 
-The parent never busy-waits: it blocks on the worker's pipe with a timeout (FIELD-NOTES: a spinning
+The parent never busy-waits: it blocks on the worker's pipe with a timeout (docs/runtime-notes.md: a spinning
 parent takes one of two cores and doubled the latency a known harness reported here).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from effbench.errors import UserError
+from effbench.errors import UserError, gist
 
 # The timeout of a worker that prepares a model, builds a variant or scores quality (a measuring
 # worker's comes from the run: --timeout, the suite's measure.timeout_s or its budget).
@@ -30,14 +30,14 @@ class Outcome:
     reason: str | None = None
 
 
-def _worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
+def worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
     """Runs in the fresh interpreter: read (target, payload) from stdin, send one Outcome back."""
     import importlib
     import pickle
 
+    from effbench.config import plugins
     from effbench.measure.memory import limit_address_space
     from effbench.runners import Unsupported
-    from effbench import plugins
     _die_with_parent()
     target, payload = pickle.load(sys.stdin.buffer)
     try:
@@ -61,16 +61,6 @@ def _worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
         f.write(data)
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    """MemoryError, ENOMEM, or a library that could not map/allocate under RLIMIT_AS (an import of a
-    shared object fails with "failed to map segment", ORT's arena with "Failed to allocate memory")."""
-    import errno
-    text = str(e)
-    return (isinstance(e, MemoryError) or getattr(e, "errno", None) == errno.ENOMEM
-            or any(s in text for s in ("failed to map segment", "Cannot allocate memory", "bad_alloc",
-                                       "Failed to allocate memory")))
-
-
 def _die_with_parent() -> None:
     """Linux: SIGKILL this worker when the effbench process that started it dies (kill -9 of a run must
     not leave a hung worker burning a core; start_new_session keeps it out of the run's process group)."""
@@ -88,7 +78,7 @@ def run_in_worker(target: str, payload: dict, *, timeout_s: float, log_path: Pat
                   memory_limit_mb: int | None = None) -> Outcome:
     """Run `module:function(**payload)` in a fresh interpreter; a crash or timeout is an Outcome.
 
-    A fresh `python -m effbench.workers` rather than multiprocessing's spawn: spawn re-runs the
+    A fresh `python -m effbench.execution.workers` rather than multiprocessing's spawn: spawn re-runs the
     caller's __main__ module, which breaks any user script without a main guard.
     """
     import pickle
@@ -96,11 +86,11 @@ def run_in_worker(target: str, payload: dict, *, timeout_s: float, log_path: Pat
     import subprocess
     read_fd, write_fd = os.pipe()
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    from effbench import plugins
+    from effbench.config import plugins
     env = plugins.worker_env(dict(os.environ))
     pkg_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "effbench.workers", "--worker", str(write_fd), str(memory_limit_mb or 0)]
+    cmd = [sys.executable, "-m", "effbench.execution.workers", "--worker", str(write_fd), str(memory_limit_mb or 0)]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                 pass_fds=(write_fd,), env=env, start_new_session=True)
@@ -174,20 +164,7 @@ def _log_tail(log_path: Path | None, lines: int = 2) -> str:
     return f" [log: {' | '.join(t[:160] for t in tail)}]" if tail else ""
 
 
-def gist(e: BaseException) -> str:
-    """One line for a record's reason: the exception's type and first line, and for an out-of-memory
-    the worker's address-space limit (`limit_address_space`), for a whole worker or one variant in it."""
-    import resource
-    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-    line = f"{type(e).__name__}: {first}".rstrip(": ")
-    if not _out_of_memory(e):
-        return line
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    oom = f"out of memory (worker limit {limit // 2**20} MB)" if limit != resource.RLIM_INFINITY else "out of memory"
-    return oom if isinstance(e, MemoryError) and not first else f"{oom}: {line}"
-
-
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
-    # Re-import under the package name so pickled Outcomes name `effbench.workers`, not `__main__`.
-    from effbench.workers import _worker_main as _main
+    # Re-import under the package name so pickled Outcomes name `effbench.execution.workers`, not `__main__`.
+    from effbench.execution.workers import worker_main as _main
     _main(int(sys.argv[2]), int(sys.argv[3]) or None)

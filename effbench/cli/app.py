@@ -19,8 +19,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}; see '{self.prog} --help'\n")
 
 
+# Over 80 lines on purpose: argparse declarations, one subcommand after another: nothing to factor.
 def _parser() -> argparse.ArgumentParser:
-    from effbench import __version__
+    from effbench.version import __version__
     p = _Parser(prog="effbench", description="Efficiency benchmarks of model variants: latency, memory, work, "
                                              "energy and quality, measured and projected onto devices.")
     p.add_argument("--version", action="version", version=f"effbench {__version__}")
@@ -132,20 +133,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from effbench.execute import run
-    from effbench.suite import load_suite
+    from effbench.config.suite import load_suite
+    from effbench.execution.run import run
     if a.ab:
         return _cmd_ab(a)
     if a.rounds is not None and a.rounds < 1:
         raise UserError("--rounds must be at least 1", field="--rounds", fix="use --rounds 3 for example")
+    fleet = {}
     if a.ray:
-        from effbench.node import import_ray
+        from effbench.fleet.node import import_ray
+        from effbench.fleet.run import run
         import_ray()  # before anything runs: without the extra, --ray is a one-line error
+        fleet = {"ray": a.ray}
     suite = load_suite(a.suite)
     out = Path(a.output) if a.output else Path("reports") / suite.name
     try:
         results = run(suite, out_dir=out, only=a.only, resume=a.resume, rounds=a.rounds, quick=a.quick,
-                      cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout, ray=a.ray)
+                      cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout, **fleet)
     except UserError as e:
         raise suite.locate(e) from None
     for w in results.warnings:
@@ -155,7 +159,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     verdict = None
     if a.baseline:
         from effbench.gate import compare, resolve_rules
-        from effbench.results import load
+        from effbench.results.store import load
         base = load(a.baseline)
         verdict = compare(base, results, rules=resolve_rules(a.rule, suite_gate=suite.spec.gate.rules),
                           alpha=suite.spec.gate.alpha)
@@ -218,11 +222,11 @@ def summary_table(results) -> str:
 
 def _cmd_ab(a: argparse.Namespace) -> int:
     """`run SUITE --ab BASE_SUITE`: interleaved measurement, gate on per-round ratios."""
-    from effbench.execute import run_ab
+    from effbench.execution.ab import run_ab
     if a.ray:
         raise UserError("--ab runs on this machine only", field="--ray", fix="drop --ray or --ab")
+    from effbench.config.suite import load_suite
     from effbench.gate import compare_ab, resolve_rules
-    from effbench.suite import load_suite
     suite = load_suite(a.suite)
     base_suite = load_suite(a.ab)
     out = Path(a.output) if a.output else Path("reports") / f"{suite.name}-ab"
@@ -250,7 +254,7 @@ def _cmd_ab(a: argparse.Namespace) -> int:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
-    from effbench.suite import load_suite
+    from effbench.config.suite import load_suite
     suite = load_suite(a.suite)
     try:
         deep = check_models(suite)
@@ -266,7 +270,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 def _cmd_report(a: argparse.Namespace) -> int:
     from effbench.report import write_report
-    from effbench.results import load
+    from effbench.results.store import load
     results = load(*a.stores)
     for w in results.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -282,10 +286,10 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 def _cmd_compare(a: argparse.Namespace) -> int:
     from effbench.gate import compare, resolve_rules
-    from effbench.results import load
+    from effbench.results.store import load
     gate_rules, alpha = None, 0.01
     if a.suite:
-        from effbench.suite import load_suite
+        from effbench.config.suite import load_suite
         spec = load_suite(a.suite).spec
         gate_rules, alpha = spec.gate.rules, spec.gate.alpha
     if a.alpha is not None:
@@ -347,11 +351,11 @@ def _cmd_profiles(a: argparse.Namespace) -> int:
         report = devices.check_references(profiles, Path(a.cache_dir) if a.cache_dir else default_cache_dir())
         print(json.dumps(report.to_json(), indent=1) if a.json else report.text())
     else:
-        from effbench.results import load
+        from effbench.results.store import load
         cache = Path(a.cache_dir) if a.cache_dir else None
         if a.suite:
-            from effbench.execute import run
-            from effbench.suite import load_suite
+            from effbench.config.suite import load_suite
+            from effbench.execution.run import run
             suite = load_suite(a.suite)
             out = Path("reports") / f"{suite.name}-calibration"
             results = run(suite, out_dir=out, quick=True, cache_dir=cache)
@@ -367,14 +371,14 @@ def _cmd_profiles(a: argparse.Namespace) -> int:
 
 
 def _cmd_node(a: argparse.Namespace) -> int:
-    from effbench.node import start_node
+    from effbench.fleet.node import start_node
     extra = a.ray_args[1:] if a.ray_args[:1] == ["--"] else a.ray_args
     return start_node(device=a.device, head=a.head, address=a.address, port=a.port, cache_dir=a.cache_dir,
                       extra=extra, dry_run=a.dry_run)
 
 
 def _cmd_layers(a: argparse.Namespace) -> int:
-    from effbench.layer_profile import profile_cell
+    from effbench.analysis.commands import profile_cell
     from effbench.measure.layers import text
     rows, folder = profile_cell(a.suite, a.cell, out_dir=a.out, cache_dir=a.cache_dir, runs=a.runs,
                                 progress=not a.no_progress)
@@ -384,7 +388,7 @@ def _cmd_layers(a: argparse.Namespace) -> int:
 
 
 def _cmd_sensitivity(a: argparse.Namespace) -> int:
-    from effbench.layer_profile import sensitivity, sensitivity_text
+    from effbench.analysis.commands import sensitivity, sensitivity_text
     result, folder = sensitivity(a.suite, a.model, out_dir=a.out, cache_dir=a.cache_dir, samples=a.samples,
                                  progress=not a.no_progress, runner=a.runner)
     print(sensitivity_text(result))
@@ -393,7 +397,7 @@ def _cmd_sensitivity(a: argparse.Namespace) -> int:
 
 
 def _cmd_advise(a: argparse.Namespace) -> int:
-    from effbench.layer_profile import advise, advise_text
+    from effbench.analysis.commands import advise, advise_text
     plan, folder = advise(a.suite, a.model, floor=a.floor, out_dir=a.out, cache_dir=a.cache_dir, samples=a.samples,
                           batch_size=a.batch, progress=not a.no_progress, objective=a.objective)
     print(advise_text(plan))

@@ -1,33 +1,51 @@
 """Execution: plan -> prepare models -> build variants -> measure cells, each in a fresh worker
-(`effbench.workers`) with a timeout; rounds, resume, crash fallbacks and A/B mode.
+(`effbench.execution.workers`) with a timeout; rounds, resume, crash fallbacks and A/B mode.
 
-What runs inside the workers is `effbench.measuring`; the output lock and the display are
-`effbench.progress`; how cells are paired is `effbench.comparisons`.
+What runs inside the workers is `effbench.execution.tasks`; the output lock and the display are
+`effbench.execution.progress`; how cells are paired is `effbench.execution.pairing`.
 """
 from __future__ import annotations
 
 import datetime
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from effbench.comparisons import (FP32, drift_section, fp32_id, group_key, group_seed, member_key, paired_comparison,
-                                  unpaired_comparison)
+from effbench.config.suite import Cell, Suite, load_suite
 from effbench.errors import UserError
+from effbench.execution.figures import VariantFigures
+from effbench.execution.pairing import (
+    FP32,
+    drift_section,
+    fp32_id,
+    group_key,
+    group_seed,
+    member_key,
+    paired_comparison,
+    unpaired_comparison,
+)
+from effbench.execution.progress import OutputLock, Progress, record_line
+from effbench.execution.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
 from effbench.measure.stats import SCOPE_ONE_MOMENT
-from effbench.progress import OutputLock, Progress, record_line
-from effbench.record import Comparison, Energy, Latency, Memory, ModelStats, Quality, Record, VariantInfo
-from effbench.results import Results, Store, load, provenance
-from effbench.scenarios import SERVER, SINGLE_STREAM, load_plan, sections
-from effbench.suite import Cell, Suite, load_suite
-from effbench.variant_figures import VariantFigures
+from effbench.results.provenance import provenance
+from effbench.results.record import (
+    Comparison,
+    Energy,
+    Latency,
+    Memory,
+    ModelStats,
+    Provenance,
+    Quality,
+    Record,
+    VariantInfo,
+)
+from effbench.results.store import Results, Store, load
+from effbench.runners import runner_side
+from effbench.scenarios.plan import SERVER, SINGLE_STREAM, load_plan, sections
 from effbench.variants import Variant, bits
-from effbench.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
-
-# Wilcoxon's smallest two-sided p with n rounds is 2 / 2**n: 12 rounds reach 0.01 / 16 cells (Holm).
-AB_MIN_ROUNDS = 12
 
 
 @dataclass
@@ -42,7 +60,7 @@ class RunOptions:
     timeout_s: float | None = None
 
 
-def _budget(suite: Suite, quick: bool) -> dict:
+def measure_budget(suite: Suite, quick: bool) -> dict:
     from effbench.measure.latency import Budget
     m = suite.spec.measure
     b = Budget(warmup_s=m.warmup_s, min_time_s=m.min_time_s, max_time_s=m.max_time_s, target_rel_ci=m.target_rel_ci)
@@ -51,39 +69,51 @@ def _budget(suite: Suite, quick: bool) -> dict:
     return b.__dict__.copy()
 
 
-def run(suite: Suite | str | Path, *, out_dir: str | Path | None = None, only: str | list[str] | None = None,
-        resume: bool = False, rounds: int | None = None, quick: bool = False, cache_dir: str | Path | None = None,
-        progress: bool = True, timeout_s: float | None = None, hooks: list[Callable] | None = None,
-        ray: str | None = None) -> Results:
-    """Run a suite and return the merged results of this output folder's store.
-
-    `hooks`: called as `hook(record, variant=, artifact=, suite=, cache_dir=)` on each finished record
-    before it is stored; a hook returns a replacement record (`record.replace(...)`) or None.
-    `ray`: a Ray cluster's address: the suite's devices that a live node advertises are measured on
-    such nodes (`effbench.fleet`; docs/fleet.md)."""
+def run_options(suite: Suite | str | Path, *, out_dir: str | Path | None = None, only: str | list[str] | None = None,
+                resume: bool = False, rounds: int | None = None, quick: bool = False,
+                cache_dir: str | Path | None = None, progress: bool = True,
+                timeout_s: float | None = None) -> tuple[Suite, RunOptions]:
+    """The loaded suite and the options of a run of it (`run`, and a fleet run: `effbench.fleet.run`)."""
     from effbench.models.sources import default_cache_dir
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     out = Path(out_dir) if out_dir else Path("reports") / suite.name
-    opts = RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                      only=[only] if isinstance(only, str) else only, resume=resume, rounds=rounds, quick=quick,
-                      progress=progress, timeout_s=timeout_s)
-    with OutputLock(out):
-        if ray:
-            from effbench.fleet import FleetRun
-            return FleetRun(suite, opts, hooks or [], address=ray).run()
+    return suite, RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                             only=[only] if isinstance(only, str) else only, resume=resume, rounds=rounds,
+                             quick=quick, progress=progress, timeout_s=timeout_s)
+
+
+def run(suite: Suite | str | Path, *, hooks: list[Callable] | None = None, **options: Any) -> Results:
+    """Run a suite on this machine and return the merged results of its output folder's store.
+
+    `options`: those of `run_options` (out_dir, only, resume, rounds, quick, cache_dir, progress,
+    timeout_s). `hooks`: called as `hook(record, variant=, artifact=, suite=, cache_dir=)` on each
+    finished record before it is stored; a hook returns a replacement record (`record.replace(...)`) or
+    None. A run over a fleet of device nodes is `effbench.fleet.run.run` (docs/fleet.md)."""
+    suite, opts = run_options(suite, **options)
+    with OutputLock(opts.out_dir):
         return SuiteRun(suite, opts, hooks or []).run()
+
+
+class RecordSink(Protocol):
+    """Where a run's finished records go: the JSONL store, or a fleet node's list that streams them back."""
+
+    path: Path
+
+    def append(self, record: Record) -> None: ...
 
 
 class SuiteRun:
     """One `effbench run` (or one side of an A/B run): owns the plan, the store and the display."""
 
-    def __init__(self, suite: Suite, opts: RunOptions, hooks: list[Callable]) -> None:
+    def __init__(self, suite: Suite, opts: RunOptions, hooks: list[Callable], *,
+                 store: RecordSink | None = None) -> None:
         self.suite, self.opts, self.hooks = suite, opts, hooks
-        self.store = Store(opts.out_dir / "results.jsonl")
+        self.store: RecordSink = store if store is not None else Store(opts.out_dir / "results.jsonl")
+        self.write_lock = threading.Lock()              # one writer at a time (a fleet's dispatcher thread)
         self.logs = opts.out_dir / "logs"
         self.run_id = uuid.uuid4().hex[:12]
-        self.budget = _budget(suite, opts.quick)
+        self.budget = measure_budget(suite, opts.quick)
         # --quick is a smoke run: one round (its records say their CIs cover one moment) unless --rounds
         self.rounds = opts.rounds or (1 if opts.quick else suite.spec.measure.rounds)
         m = suite.spec.measure
@@ -99,33 +129,46 @@ class SuiteRun:
     # -- plan
     def run(self) -> Results:
         todo = self.plan()
-        progress = Progress(len(todo), self.opts.progress)
-        if self.skipped:
-            progress.log(f"resume: {self.skipped} finished cell-rounds already in {self.store.path}, {len(todo)} to go")
+        progress = self.progress(len(todo))
         try:
-            self.setup(todo, progress)
-            for rnd, cells in self.schedule(todo):
-                self.do_group(rnd, cells, progress)
+            self.measure(todo, progress)
         finally:
             progress.close()
         return load(self.store.path)
 
+    def progress(self, total: int) -> Progress:
+        progress = Progress(total, self.opts.progress)
+        if self.skipped:
+            progress.log(f"resume: {self.skipped} finished cell-rounds already in {self.store.path}, {total} to go")
+        return progress
+
+    def measure(self, todo: list[tuple[int, Cell]], progress: Progress) -> None:
+        """Measure the planned (round, cell) pairs: prepare the models, then one worker per group and round."""
+        self.todo = todo
+        if not todo:
+            return
+        self.setup(todo, progress)
+        for rnd, cells in self.schedule(todo):
+            self.do_group(rnd, cells, progress)
+
+    def follow(self, *, run_id: str, rounds: int, hashes: dict[str, str], provenance: Provenance) -> None:
+        """Measure as part of another run's plan (a fleet node): its run id, rounds and config hashes, this
+        machine's provenance; no projections (the run's parent projects onto every profile it loaded)."""
+        self.run_id, self.rounds, self.hashes, self.provenance = run_id, rounds, dict(hashes), provenance
+        self.profiles = []
     def schedule(self, todo: list[tuple[int, Cell]]) -> list[tuple[int, list[Cell]]]:
         """Round by round, one worker per group: the cells of one model, runner and scenario (every
-        variant and batch size), so each variant is timed beside its FP32 twin (DESIGN.md "Comparisons
+        variant and batch size), so each variant is timed beside its FP32 twin (docs/measurement.md "Comparisons
         are paired") and a worker starts once per group and round, not once per cell."""
         groups: dict[tuple[int, tuple], list[Cell]] = {}
         for rnd, cell in todo:
             groups.setdefault((rnd, group_key(cell)), []).append(cell)
         return [(rnd, cells) for (rnd, _), cells in groups.items()]
 
-    def cells(self) -> list[Cell]:
-        """The cells this run measures (a fleet run adds each device's: `effbench.fleet`)."""
-        return self.suite.cells(self.opts.only)
-
-    def plan(self) -> list[tuple[int, Cell]]:
-        """(round, cell) pairs still to measure, round-robin: A B C, A B C, ..."""
-        cells = self.cells()
+    def plan(self, cells: list[Cell] | None = None) -> list[tuple[int, Cell]]:
+        """(round, cell) pairs still to measure, round-robin: A B C, A B C, ... `cells`: the suite's
+        (matching --only) unless given (a fleet run adds each device's copy: `effbench.fleet.run`)."""
+        cells = self.suite.cells(self.opts.only) if cells is None else cells
         if not cells:
             raise UserError(f"--only {' '.join(self.opts.only or [])} matches no cell of this suite",
                             file=self.suite.path, field="--only",
@@ -140,7 +183,9 @@ class SuiteRun:
                                       suite_file=str(self.suite.path), cache_dir=self.opts.cache_dir,
                                       quick=self.opts.quick)
         from effbench.measure.speed import speed_index
+        from effbench.runners import runner_packages
         self.provenance = provenance(suite_sha256=self.suite.sha256, speed=speed_index(), run_id=self.run_id,
+                                     runner_packages=runner_packages(),
                                      suite=self.suite.name)
         self.hashes = {c.cell_id: self.suite.config_hash(c) for c in cells}
         todo = [(r, c) for r in range(self.rounds) for c in cells if (self.hashes[c.cell_id], r) not in done]
@@ -168,7 +213,7 @@ class SuiteRun:
         for mid in model_ids:
             idx = next(i for i, m in enumerate(self.suite.spec.models) if m.id == mid)
             progress.start(f"preparing {mid}")
-            out = run_in_worker("effbench.measuring:prepare_model",
+            out = run_in_worker("effbench.execution.tasks:prepare_model",
                                 {"model": self.suite.spec.models[idx].model_dump(mode="json"), "index": idx,
                                  "base_dir": str(self.suite.base_dir), "suite_file": str(self.suite.path),
                                  "cache_dir": str(self.opts.cache_dir)},
@@ -200,7 +245,7 @@ class SuiteRun:
         elif samples:  # no dataset: inputs generated from the spec, and the variant says so
             from effbench.variants import GeneratedCalibration
             calib = GeneratedCalibration(art.feeds(samples, None, seed=20261127))
-        out = run_in_worker("effbench.measuring:build_variant",
+        out = run_in_worker("effbench.execution.tasks:build_variant",
                             {"artifact": art.to_json(), "label": choice.label, "precision": choice.precision,
                              "method": choice.method, "options": choice.options,
                              "cache_dir": str(self.opts.cache_dir), "calibration": calib},
@@ -229,19 +274,19 @@ class SuiteRun:
             return self.do_group(rnd, [cell], progress, alone=True)[0]
         art = self.artifacts[cell.model]
         if isinstance(art, Outcome):
-            return self._finish(self._record(rnd, cell, reason=f"model could not be prepared: {art.reason}"), progress)
+            return self.finish(self.record(rnd, cell, reason=f"model could not be prepared: {art.reason}"), progress)
         vout = self.built_variant(art, cell.model, cell.variant, progress)
         if vout.kind == "user_error":
             raise vout.value
         if vout.kind != "ok":
-            return self._finish(self._record(rnd, cell, status="unsupported" if vout.kind == "unsupported" else "failed",
+            return self.finish(self.record(rnd, cell, status="unsupported" if vout.kind == "unsupported" else "failed",
                                              reason=f"variant build: {vout.reason}"), progress)
         variant = vout.value
         cell = cell.replace(method=variant.method)
         feeds = art.feeds(cell.batch_size, self.datasets.get(cell.model))
         progress.start(f"{cell.cell_id} (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else cell.cell_id)
         log = self.logs / (cell.cell_id.replace("/", "_") + ".log")
-        out = run_in_worker("effbench.measuring:measure_cell",
+        out = run_in_worker("effbench.execution.tasks:measure_cell",
                             {"cell": cell, "variant": variant, "artifact": art.to_json(), "feeds": feeds,
                              "budget": self.budget, "runner_options": {}, "overhead_ns": self.overhead},
                             timeout_s=self.timeout_s, log_path=log, memory_limit_mb=self.memory_limit_mb)
@@ -251,52 +296,72 @@ class SuiteRun:
         if out.kind == "ok":
             res = out.value
             fig["variant"] = fig["variant"].replace(runtime=res["session"])
-            record = self._record(
+            record = self.record(
                 rnd, cell, status="ok", reason=None, **fig,
                 latency_ms=Latency.from_json({**res["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}),
                 samples_ms=tuple(res["samples_ms"]), throughput_ips=res["throughput_ips"],
-                memory=Memory.from_json({**res["memory"], "model_bytes": variant.model_bytes(cell.runner)}),
+                memory=Memory.from_json({**res["memory"], "model_bytes": variant.model_bytes(runner_side(cell.runner))}),
                 paired_ratios=(paired["ratio"],) if paired and paired.get("ratio") else (), comparison=comparison)
             record = self._with_energy_and_projections(record, res["energy"], res.get("energy_reason"))
             record = record.replace(quality=_quality(self.figures.quality(cell, art, variant, progress)))
         else:
-            record = self._record(rnd, cell, status="unsupported" if out.kind == "unsupported" else "failed",
+            record = self.record(rnd, cell, status="unsupported" if out.kind == "unsupported" else "failed",
                                   reason=out.reason, **fig)
-        return self._finish(self._hooked(record, variant, art), progress)
+        return self.finish(self._hooked(record, variant, art), progress)
 
     def do_group(self, rnd: int, cells: list[Cell], progress: Progress, alone: bool = False) -> list[Record]:
         """One round of one group: build what is missing, the variants' own workers once per run
         (memory, energy counters, quality), then one worker timing every variant and batch size of the
         group interleaved; one record per cell, each non-FP32 one with its paired speedup vs FP32.
-        Offline and server groups run their scenario's worker (`effbench.scenarios.load_plan`); `alone`: a
+        Offline and server groups run their scenario's worker (`effbench.scenarios.plan.load_plan`); `alone`: a
         cell of one measured by itself after its group's worker failed, so a failure is its record."""
         first = cells[0]
         art = self.artifacts[first.model]
-        records = []
         if isinstance(art, Outcome):
-            return [self._finish(self._record(rnd, cell, reason=f"model could not be prepared: {art.reason}"), progress)
+            return [self.finish(self.record(rnd, cell, reason=f"model could not be prepared: {art.reason}"), progress)
                     for cell in cells]
-        ready: list[tuple[Cell, Variant]] = []
+        records, ready = self._ready(rnd, cells, art, progress)
+        if not ready:
+            return records
+        variants, members = self._members(first, ready, art, progress)
+        out, what = self._time_group(rnd, first, members, variants, art, progress)
+        if out.kind == "user_error":
+            raise out.value
+        if out.kind != "ok" and (alone or (first.scenario != SINGLE_STREAM and len(ready) == 1)):
+            return records + [self.finish(self.record(rnd, c, status="unsupported" if out.kind == "unsupported"
+                                                      else "failed", reason=out.reason), progress) for c, _ in ready]
+        if out.kind != "ok":  # a crash of one variant must not cost the others: measure each alone
+            return records + self._each_alone(rnd, ready, f"{what} round {rnd + 1}", out, progress)
+        return records + [self.finish(self._hooked(self._group_record(rnd, cell, variant, art, out.value), variant, art),
+                                      progress) for cell, variant in ready]
+
+    def _ready(self, rnd: int, cells: list[Cell], art, progress: Progress) -> tuple[list[Record], list[tuple[Cell, Variant]]]:
+        """The group's cells with their built variants, and the records of those that cannot be measured
+        (a variant that cannot be built; a cell that broke a worker in an earlier round)."""
+        records, ready = [], []
         for cell in cells:
             if cell.cell_id in self.broken:  # it crashed or hung a worker in an earlier round
                 why = f"{self.broken[cell.cell_id]} (in an earlier round of this run; not run again)"
-                records.append(self._finish(self._record(rnd, cell, reason=why), progress))
+                records.append(self.finish(self.record(rnd, cell, reason=why), progress))
                 continue
             vout = self.built_variant(art, cell.model, cell.variant, progress)
             if vout.kind == "user_error":
                 raise vout.value
             if vout.kind != "ok":
-                records.append(self._finish(self._record(
+                records.append(self.finish(self.record(
                     rnd, cell, status="unsupported" if vout.kind == "unsupported" else "failed",
                     reason=f"variant build: {vout.reason}"), progress))
                 continue
             ready.append((cell, vout.value))
-        if not ready:
-            return records
+        return records, ready
+
+    def _members(self, first: Cell, ready: list[tuple[Cell, Variant]], art,
+                 progress: Progress) -> tuple[dict[str, Variant], list[dict]]:
+        """What the group's worker times: each cell, and the FP32 twin of every batch size even when it is
+        not to be recorded (--only, --resume, or a suite without fp32): a speedup needs both sides in the
+        same worker. The variants' own workers (memory, energy, quality) run here, FP32's first."""
         batches = sorted({c.batch_size for c, _ in ready})
         variants = {c.variant: v for c, v in ready}
-        # The FP32 twin is timed beside the others even when it is not to be recorded (--only, --resume,
-        # or a suite without fp32): a speedup needs both sides in the same worker.
         ref = self.built_variant(art, first.model, FP32, progress)
         if ref.kind == "ok":
             variants.setdefault(FP32, ref.value)
@@ -304,12 +369,17 @@ class SuiteRun:
                     "reference": member_key(FP32, c.batch_size) if c.variant != FP32 else None} for c, _ in ready]
         have = {m["key"] for m in members}
         if ref.kind == "ok":
-            twin = lambda b: fp32_id(first.replace(batch_size=b))  # noqa: E731
             members += [{"key": member_key(FP32, b), "label": FP32, "batch_size": b} for b in batches
-                        if member_key(FP32, b) not in have and twin(b) not in self.broken]
+                        if member_key(FP32, b) not in have and fp32_id(first.replace(batch_size=b)) not in self.broken]
         for label in sorted(variants, key=lambda x: x != FP32):  # FP32's quality pass writes the reference
             self.figures.measure(first, label, variants[label], art, progress)
+        return variants, members
+
+    def _time_group(self, rnd: int, first: Cell, members: list[dict], variants: dict[str, Variant], art,
+                    progress: Progress) -> tuple[Outcome, str]:
+        """The group's one worker for this round (its scenario's: `load_plan`), every member interleaved."""
         plan = load_plan(self.suite.scenario(first.scenario), self.budget, self.timeout_s, self.opts.quick)
+        batches = sorted({m["batch_size"] for m in members})
         sizes = sorted({k for b in batches for k in plan.sizes(first.scenario, b)})
         feeds = {str(b): art.feeds(b, self.datasets.get(first.model)) for b in sizes}
         what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
@@ -322,49 +392,47 @@ class SuiteRun:
                             timeout_s=plan.timeout_s_per_member * len(members),
                             log_path=self.logs / f"{first.model}_{first.runner_label}_{first.scenario}.log",
                             memory_limit_mb=self.memory_limit_mb)
-        if out.kind == "user_error":
-            raise out.value
-        if out.kind != "ok" and (alone or (first.scenario != SINGLE_STREAM and len(ready) == 1)):
-            return [self._finish(self._record(rnd, c, status="unsupported" if out.kind == "unsupported" else "failed",
-                                              reason=out.reason), progress) for c, _ in ready]
-        if out.kind != "ok":  # a crash of one variant must not cost the others: measure each alone
-            why = f"the group's interleaved worker {out.kind}: {out.reason}; measured alone, so not paired"
-            progress.warn(f"warning: {what} round {rnd + 1}: {why}")
-            for cell, _ in ready:
-                rec = self.do_cell(rnd, cell, progress,
-                                   comparison=None if cell.variant == FP32 else unpaired_comparison(cell, why))
-                if rec.status == "failed":  # later rounds leave it out, so the others are paired again
-                    self.broken[cell.cell_id] = rec.reason or "failed"
-                records.append(rec)
-            return records
-        res = out.value
-        drift = drift_section(res["sentinel"])
-        for cell, variant in ready:
-            m = res["members"][member_key(cell.variant, cell.batch_size)]
-            cell = cell.replace(method=variant.method)
-            fig = {"variant": _variant_section(variant, cell.runner), "model_stats": self._work(variant, art, cell)}
-            prof = self.figures.of(cell)
-            if m["status"] != "ok":
-                record = self._record(rnd, cell, status=m["status"], reason=m["reason"], **fig)
-            else:
-                fp32 = res["members"].get(member_key(FP32, cell.batch_size))
-                memory, measured, why = self.figures.for_record(prof, cell, variant)
-                record = self._record(
-                    rnd, cell, status="ok", reason=None,
-                    variant=fig["variant"].replace(runtime=_with_placement(m["session"], prof)),
-                    model_stats=fig["model_stats"],
-                    # merging rounds widens the CI to one over rounds
-                    latency_ms=Latency.from_json({**m["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}),
-                    samples_ms=tuple(m["samples_ms"]), throughput_ips=m["throughput_ips"], drift=drift,
-                    comparison=(None if cell.variant == FP32 else unpaired_comparison(cell, m["unpaired"])
-                                if m.get("unpaired") else paired_comparison(cell, variant, m, fp32)),
-                    memory=Memory.from_json(memory) if memory else None, quality=_quality((prof or {}).get("quality")),
-                    **sections(m))
-                record = self._with_energy_and_projections(record, measured, why)
-            records.append(self._finish(self._hooked(record, variant, art), progress))
+        return out, what
+
+    def _each_alone(self, rnd: int, ready: list[tuple[Cell, Variant]], what: str, out: Outcome,
+                    progress: Progress) -> list[Record]:
+        why = f"the group's interleaved worker {out.kind}: {out.reason}; measured alone, so not paired"
+        progress.warn(f"warning: {what}: {why}")
+        records = []
+        for cell, _ in ready:
+            rec = self.do_cell(rnd, cell, progress,
+                               comparison=None if cell.variant == FP32 else unpaired_comparison(cell, why))
+            if rec.status == "failed":  # later rounds leave it out, so the others are paired again
+                self.broken[cell.cell_id] = rec.reason or "failed"
+            records.append(rec)
         return records
 
-    def _record(self, rnd: int, cell: Cell, *, status: str = "failed", **fields: Any) -> Record:
+    def _group_record(self, rnd: int, cell: Cell, variant: Variant, art, res: dict) -> Record:
+        """One cell's record from its group worker's answer (`res`), with its paired speedup vs FP32."""
+        m = res["members"][member_key(cell.variant, cell.batch_size)]
+        cell = cell.replace(method=variant.method)
+        side = runner_side(cell.runner)
+        fig = {"variant": variant.record_section(side), "model_stats": self._work(variant, art, cell)}
+        if m["status"] != "ok":
+            return self.record(rnd, cell, status=m["status"], reason=m["reason"], **fig)
+        prof = self.figures.of(cell)
+        fp32 = res["members"].get(member_key(FP32, cell.batch_size))
+        memory, measured, why = self.figures.for_record(prof, cell, variant)
+        record = self.record(
+            rnd, cell, status="ok", reason=None,
+            variant=fig["variant"].replace(runtime=_with_placement(m["session"], prof)),
+            model_stats=fig["model_stats"],
+            # merging rounds widens the CI to one over rounds
+            latency_ms=Latency.from_json({**m["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}),
+            samples_ms=tuple(m["samples_ms"]), throughput_ips=m["throughput_ips"], drift=drift_section(res["sentinel"]),
+            comparison=(None if cell.variant == FP32 else unpaired_comparison(cell, m["unpaired"])
+                        if m.get("unpaired") else paired_comparison(cell, variant, m, fp32)),
+            memory=Memory.from_json(memory) if memory else None, quality=_quality((prof or {}).get("quality")),
+            **sections(m))
+        return self._with_energy_and_projections(record, measured, why)
+
+    def record(self, rnd: int, cell: Cell, *, status: str = "failed", **fields: Any) -> Record:
+        """A record of this run for one round of `cell` (failed unless `status` says otherwise)."""
         return Record(cell_id=cell.cell_id, config_hash=self.hashes.get(cell.cell_id) or self.suite.config_hash(cell),
                       status=status, cell=cell, round=rnd, rounds=self.rounds, provenance=self.provenance, **fields)
 
@@ -412,7 +480,7 @@ class SuiteRun:
             sides.append({"variant": vout.value, "artifact": art.to_json(),
                           "feeds": art.feeds(c.batch_size, r.datasets.get(c.model))})
         progress.start(f"{cell.cell_id} paired A/B blocks (round {rnd + 1}/{self.rounds})")
-        out = run_in_worker("effbench.measuring:measure_pair",
+        out = run_in_worker("effbench.execution.tasks:measure_pair",
                             {"cell": cell, "sides": sides, "budget": self.budget,
                              "load_reversed": rnd % 2 == 1},
                             timeout_s=self.timeout_s, log_path=self.logs / (cell.cell_id.replace("/", "_") + "-ab.log"),
@@ -426,7 +494,7 @@ class SuiteRun:
     def built_variant(self, art, model: str, label: str, progress: Progress) -> Outcome:
         """The built variant (cached per run); fp32 is built even when the suite does not list it,
         because every other variant's quality is scored against it."""
-        from effbench.suite import PrecisionChoice
+        from effbench.config.suite import PrecisionChoice
         key = (model, label)
         if key not in self.variants:
             try:
@@ -443,7 +511,7 @@ class SuiteRun:
         so its MACs come from the FP32 graph and its BOPs from the variant's weight and activation bits.
         """
         from effbench.measure.flops import count_work
-        graph = variant.own_graph(cell.runner)
+        graph = variant.own_graph(runner_side(cell.runner))
         path = graph or variant.base_graph or art.onnx_path  # base_graph: the pruned FP32 graph
         key = (path, cell.batch_size, variant.binary_nodes, tuple(sorted(variant.node_bits.items())))
         if key not in self._work_cache:
@@ -457,7 +525,7 @@ class SuiteRun:
                 self._work_cache[key] = {"error": f"work count failed: {type(e).__name__}: {e}"}
         stats = dict(self._work_cache[key])
         stats["counted_on"] = "variant graph" if graph else f"pruned {FP32} graph" if variant.base_graph else f"{FP32} graph"
-        side = variant.side_stats(cell.runner)
+        side = variant.side_stats(runner_side(cell.runner))
         if not graph and "macs" in stats:
             # the module runs the FP32 graph's operators at the variant's bit widths (the registry's,
             # unless the saved weights say otherwise); a precision nobody registered counts as 32-bit
@@ -492,68 +560,17 @@ class SuiteRun:
             out["reason"] = f"energy not measured ({why_not_measured}) and {out['reason']}"
         return Energy.from_json(out)
 
-    def _finish(self, record: Record, progress: Progress) -> Record:
-        self.store.append(record)
-        progress.advance(record_line(record))
+    def finish(self, record: Record, progress: Progress) -> Record:
+        """Store a finished record and show it (from any thread)."""
+        with self.write_lock:
+            self.store.append(record)
+            progress.advance(record_line(record))
         return record
 
 
 
-def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir: str | Path | None = None,
-           only: str | list[str] | None = None, rounds: int | None = None, quick: bool = False,
-           cache_dir: str | Path | None = None, progress: bool = True,
-           timeout_s: float | None = None) -> tuple[Results, Results, list[str]]:
-    """A/B mode: the baseline's and the candidate's cells measured interleaved in one job.
-
-    Round r runs base(c1), new(c1), base(c2), new(c2) ... each in its own fresh worker (every figure of
-    a normal run), and between them a paired pass: both variants of the cell in one worker, timed in
-    alternating blocks, whose median block ratio is the candidate record's `paired_ratios` entry for
-    the round. FIELD-NOTES: this machine flips between two speeds within seconds, so even back-to-back
-    workers' round medians disagreed by +-25% here; alternating blocks see the same state. Stores:
-    DIR/base/ and DIR/. Returns (base results, new results, notes).
-    """
-    from effbench.models.sources import default_cache_dir
-    new_s = suite if isinstance(suite, Suite) else load_suite(suite)
-    base_s = base_suite if isinstance(base_suite, Suite) else load_suite(base_suite)
-    out = Path(out_dir) if out_dir else Path("reports") / f"{new_s.name}-ab"
-    notes = []
-    n_rounds = rounds or max(new_s.spec.measure.rounds, base_s.spec.measure.rounds, AB_MIN_ROUNDS)
-    if n_rounds < AB_MIN_ROUNDS:
-        notes.append(f"{n_rounds} rounds: the signed-rank test needs about {AB_MIN_ROUNDS} to reach alpha 0.01 "
-                     f"after Holm over a few cells; cells it cannot decide are reported unstable")
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    mk = lambda d: RunOptions(out_dir=d, cache_dir=cache, only=[only] if isinstance(only, str) else only,  # noqa: E731
-                                 rounds=n_rounds, quick=quick, progress=progress, timeout_s=timeout_s)
-    with OutputLock(out):
-        new_r = SuiteRun(new_s, mk(out), [])
-        base_r = SuiteRun(base_s, mk(out / "base"), [])
-        new_todo, base_todo = new_r.plan(), base_r.plan()
-        base_ids = {c.cell_id for _, c in base_todo}
-        shared = [(r, c) for r, c in new_todo if c.cell_id in base_ids]
-        missing = sorted({c.cell_id for _, c in new_todo} ^ {c.cell_id for _, c in base_todo})
-        if not shared:
-            raise UserError("the two suites share no cell id", file=base_s.path, field="--ab",
-                            fix="give both suites the same model ids, precisions, runners and batch sizes")
-        if missing:
-            notes.append(f"{len(missing)} cell(s) exist in one suite only and are not measured: {', '.join(missing[:5])}")
-        base_by = {(r, c.cell_id): c for r, c in base_todo}
-        bar = Progress(2 * len(shared), progress)
-        try:
-            new_r.setup(shared, bar)
-            base_r.setup([(r, base_by[(r, c.cell_id)]) for r, c in shared], bar)
-            for r, c in shared:
-                bc = base_by[(r, c.cell_id)]
-                b_rec = base_r.do_cell(r, bc, bar)
-                # offline and server cells run their own scenario's worker, alone: no paired single-call pass
-                paired = new_r.pair_pass(r, c, base_r, bc, bar) if b_rec.ok and c.scenario == SINGLE_STREAM else None
-                new_r.do_cell(r, c, bar, paired=paired)
-        finally:
-            bar.close()
-        return load(base_r.store.path), load(new_r.store.path), notes
-
-
 def _variant_section(variant: Variant, runner: str) -> VariantInfo:
-    return variant.record_section(runner)
+    return variant.record_section(runner_side(runner))
 
 
 def _quality(figures: dict | None) -> Quality | None:

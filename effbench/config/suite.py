@@ -14,17 +14,18 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from effbench.config.yamlsource import LineMap, dotted, load_yaml
 from effbench.errors import UserError, did_you_mean
+from effbench.measure.latency import Budget
 from effbench.models.standard_names import STANDARD_NAMES
-from effbench.record import Cell
-from effbench.runners import runner_names
-from effbench.scenarios import SCENARIOS, ScenarioChoice, ScenarioError, parse_scenario
+from effbench.results.record import Cell
+from effbench.runners import runner_class, runner_names, runner_options
+from effbench.scenarios.plan import SCENARIOS, ScenarioChoice, ScenarioError, parse_scenario
 from effbench.variants.specs import check_prune, precision_labels, precision_spec, prune_suffix, reference_precision
-from effbench.yamlsource import LineMap, dotted, load_yaml
 
 # Precisions and runners come from their registries (effbench.variants.specs, effbench.runners): a
 # precision label is a precision, optionally with one of its methods ("int8-static", "int8-dynamic").
-# Scenarios: effbench.scenarios (names, options, defaults).
+# Scenarios: effbench.scenarios.plan (names, options, defaults).
 # the zoo (effbench.models.zoo; torch is not imported to validate a suite): a test keeps them equal
 BUILTIN_MODELS = ("mlp", "digits-cnn", "tiny-transformer", *STANDARD_NAMES)
 BUILTIN_DATASETS = ("digits",)
@@ -127,6 +128,20 @@ class RunnerSpec(_Strict):
     # (onnxruntime-gpu, torch with CUDA); without them the cells are unsupported, saying which is missing.
     device: Literal["cpu", "cuda"] = "cpu"
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")] | None = None
+    # the runner's own typed options (`OnnxRuntimeOptions`, `TorchOptions` ... beside each runner), checked in
+    # `load_suite` against that class; `options: {compile: true}` is the same switch as `compile: true`
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compile_in_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("options"), dict) and "compile" in data["options"]:
+            options = dict(data["options"])
+            wanted = options.pop("compile")
+            if "compile" in data and data["compile"] != wanted:
+                raise ValueError("compile is set twice, differently (options.compile and compile); keep one")
+            data = {**data, "compile": wanted, "options": options}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -136,22 +151,34 @@ class RunnerSpec(_Strict):
             raise ValueError(f"unknown runner '{v}'{did_you_mean(v, names)}; expected one of {', '.join(names)}")
         return v
 
+    def changed_options(self) -> dict[str, Any]:
+        """The runner options that differ from the runner's defaults (checked by `load_suite` first)."""
+        return runner_options(self.name, self.options).changed() if self.options else {}
+
     @property
     def label(self) -> str:
+        """The runner's part of a cell id: its `id`, else its name with what sets it apart (compile, the
+        device, options away from their defaults), so two option sets are two cells."""
         if self.id:
             return self.id
-        return "-".join([self.name] + (["compile"] if self.compile else []) + ([self.device] if self.device != "cpu" else []))
+        opts = [f"{k}={_option_text(v)}" for k, v in sorted(self.changed_options().items())]
+        return "-".join([self.name] + (["compile"] if self.compile else []) + ([self.device] if self.device != "cpu" else [])
+                        + opts)
+
+
+def _option_text(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+_BUDGET = Budget()
 
 
 class MeasureSpec(_Strict):
-    # Per cell and round. Several short rounds in fresh workers, not one long one: a CI over rounds
-    # covers the machine's changes of state, a CI over one worker's samples covers one moment. Five
-    # rounds of 0.3 s: a speedup's spread between processes (a few % here) dominates its within-round
-    # error, so more, shorter rounds buy more than longer ones.
-    warmup_s: Annotated[float, Field(ge=0, le=3600)] = 0.1
-    min_time_s: Annotated[float, Field(gt=0, le=3600)] = 0.3
-    max_time_s: Annotated[float, Field(gt=0, le=86400)] = 3.0
-    target_rel_ci: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    # Per cell and round; the defaults are `measure.latency.Budget`'s (one place).
+    warmup_s: Annotated[float, Field(ge=0, le=3600)] = _BUDGET.warmup_s
+    min_time_s: Annotated[float, Field(gt=0, le=3600)] = _BUDGET.min_time_s
+    max_time_s: Annotated[float, Field(gt=0, le=86400)] = _BUDGET.max_time_s
+    target_rel_ci: Annotated[float, Field(gt=0, lt=1)] = _BUDGET.target_rel_ci
     rounds: Annotated[int, Field(ge=1, le=1000)] = 5
     timeout_s: Annotated[float, Field(gt=0, le=86400)] | None = None
     memory_limit_mb: Annotated[int, Field(gt=0)] | None = None
@@ -179,13 +206,13 @@ PrecisionEntry = Union[str, dict[str, dict[str, Any]]]
 
 class SuiteSpec(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
-    # modules that register precisions, runners ... (effbench.plugins), importable from the suite's folder
+    # modules that register precisions, runners ... (effbench.config.plugins), importable from the suite's folder
     plugins: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]] = Field(default_factory=list)
     models: list[ModelSpec] = Field(min_length=1)
     precisions: list[PrecisionEntry] = Field(default_factory=lambda: [reference_precision()], min_length=1)
     runners: list[RunnerSpec] = Field(default_factory=lambda: [RunnerSpec(name=runner_names()[0])], min_length=1)
     batch_sizes: list[Annotated[int, Field(gt=0, le=1_000_000)]] = Field(default_factory=lambda: [1], min_length=1)
-    # a name, or a one-key mapping with its options: {server: {latency_bound_ms: 20}} (effbench.scenarios)
+    # a name, or a one-key mapping with its options: {server: {latency_bound_ms: 20}} (effbench.scenarios.plan)
     scenarios: list[Any] = Field(default_factory=lambda: [SCENARIOS[0]], min_length=1)
     devices: list[str] = Field(default_factory=lambda: ["local"])
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
@@ -280,7 +307,8 @@ class Suite:
                         for s in (sc.name for sc in self.scenario_choices):
                             out.append(Cell(model=m.id, variant=c.label, precision=c.precision, method=c.method,
                                             runner=r.name, runner_label=r.label, threads=r.threads,
-                                            compile=r.compile, batch_size=b, scenario=s, device=r.device))
+                                            compile=r.compile, runner_options=r.changed_options(),
+                                            batch_size=b, scenario=s, device=r.device))
         if only:
             globs = [only] if isinstance(only, str) else list(only)
             out = [c for c in out if any(fnmatch.fnmatchcase(c.cell_id, g) for g in globs)]
@@ -361,7 +389,7 @@ def _known_fields(loc: tuple, data: Any) -> list[str]:
 
 def _load_plugins(data: dict, p: Path, lines: LineMap) -> None:
     """Import the suite's plugins before its precisions and runners are checked: they register some."""
-    from effbench import plugins
+    from effbench.config import plugins
     names = data.get("plugins") or []
     if not isinstance(names, list):
         raise UserError("plugins: is a list of module names", file=p, line=lines.line(("plugins",)), field="plugins",
@@ -410,6 +438,8 @@ def load_suite(path: str | Path) -> Suite:
         except ValueError as e:
             raise UserError(str(e), file=p, line=lines.line(("precisions", i)), field=f"precisions[{i}]",
                             fix=None) from None
+    for i, r in enumerate(spec.runners):
+        _check_runner_options(r, i, p, lines)
     scenarios = []
     for i, entry in enumerate(spec.scenarios):
         try:
@@ -422,6 +452,24 @@ def load_suite(path: str | Path) -> Suite:
     _check_unique(suite)
     _check_paths(suite)
     return suite
+
+
+def _check_runner_options(r: RunnerSpec, i: int, path: Path, lines: LineMap) -> None:
+    """The runner's `options:` against its typed class, one line-numbered error for the first bad key."""
+    try:
+        runner_options(r.name, r.options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = tuple(str(x) for x in err["loc"])
+        known = list(getattr(runner_class(r.name), "Options").model_fields)
+        if err["type"] == "extra_forbidden":
+            msg = (f"unknown option '{key[0]}' of the {r.name} runner{did_you_mean(key[0], known)}; "
+                   + (f"its options are {', '.join(known)}" if known else "it takes no options"))
+        else:
+            msg = f"{err['msg']} (got {err.get('input')!r})"
+        field = dotted(("runners", i, "options", *key))
+        raise UserError(msg, file=path, line=lines.line(("runners", i, "options", *key)) or lines.line(("runners", i)),
+                        field=field, fix=None) from None
 
 
 def _check_unique(suite: Suite) -> None:

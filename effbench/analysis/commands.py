@@ -7,10 +7,10 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
+from effbench.config.suite import Suite, load_suite
 from effbench.errors import UserError
+from effbench.execution.workers import BUILD_TIMEOUT_S
 from effbench.measure.layers import LayerRow, write
-from effbench.suite import Suite, load_suite
-from effbench.workers import BUILD_TIMEOUT_S
 
 DEFAULT_RUNS = 50
 
@@ -20,9 +20,9 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
                  progress: bool = True) -> tuple[list[LayerRow], Path]:
     """Profile the one cell of `suite` that `cell_glob` names; returns its layer rows and the folder of
     layers.csv / layers.json."""
+    from effbench.execution.progress import Progress
+    from effbench.execution.workers import run_in_worker
     from effbench.measure.layers import LayerRow
-    from effbench.progress import Progress
-    from effbench.workers import run_in_worker
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     if runs < 1:
         raise UserError(f"--runs must be at least 1, got {runs}", field="--runs", fix="use --runs 50")
@@ -43,7 +43,7 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
             raise UserError(f"the {cell.variant} variant could not be built: {vout.reason}", file=suite.path,
                             field="precisions", fix="profile a variant the runner can run")
         bar.start(f"profiling {cell.cell_id} layer by layer ({runs} calls)")
-        res = run_in_worker("effbench.measuring:layer_profile",
+        res = run_in_worker("effbench.execution.tasks:layer_profile",
                             {"cell": cell, "variant": vout.value, "artifact": art.to_json(),
                              "feeds": art.feeds(cell.batch_size, run.datasets.get(cell.model)), "runs": runs},
                             timeout_s=BUILD_TIMEOUT_S, log_path=run.logs / f"layers-{cell.cell_id.replace('/', '_')}.log")
@@ -81,9 +81,9 @@ def _sensitivity(suite, model_id: str, out_dir, cache_dir, samples: int, progres
     import csv
     import json
 
-    from effbench.progress import Progress
-    from effbench.variants.sensitivity import LayerSensitivity, Score
-    from effbench.workers import run_in_worker
+    from effbench.analysis.sensitivity import LayerSensitivity, Score
+    from effbench.execution.progress import Progress
+    from effbench.execution.workers import run_in_worker
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     cells = [c for c in suite.cells(None) if c.model == model_id]
     if not cells:
@@ -100,11 +100,11 @@ def _sensitivity(suite, model_id: str, out_dir, cache_dir, samples: int, progres
         bar.start(f"sensitivity of {model_id}: every layer quantized alone and kept alone "
                   + (f"({runner} per-module int8)" if modules else f"({method} int8)"))
         if modules:
-            res = run_in_worker("effbench.variants.torch_sensitivity:analyse",
+            res = run_in_worker("effbench.analysis.torch_sensitivity:analyse",
                                 {"artifact": prep["artifact"], "inputs": inputs, "labels": labels},
                                 timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"sensitivity-{model_id}-{runner}.log")
         else:
-            res = run_in_worker("effbench.variants.sensitivity:analyse",
+            res = run_in_worker("effbench.analysis.sensitivity:analyse",
                                 {"onnx_path": prep["onnx_path"], "inputs": inputs, "labels": labels, "method": method,
                                  "calibration": inputs if method == "static" else None, "samples": samples,
                                  "op_types": prep["op_types"]},
@@ -160,11 +160,11 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     measured (quality on the inputs, latency paired with FP32); writes plan.json and plan.onnx."""
     import json
 
-    from effbench.execute import _budget
-    from effbench.workers import run_in_worker
+    from effbench.execution.run import measure_budget
+    from effbench.execution.workers import run_in_worker
     if not 0 < floor <= 1:
         raise UserError(f"--floor must be in (0, 1], got {floor}", field="--floor", fix="use e.g. --floor 0.99")
-    from effbench.variants.advisor import OBJECTIVES
+    from effbench.analysis.advisor import OBJECTIVES
     if objective not in OBJECTIVES:
         raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}", field="--objective",
                         fix="use --objective latency, energy or size")
@@ -174,11 +174,11 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     base = Path(out_dir) if out_dir else Path("reports") / suite.name
     batch = batch_size or min(c.batch_size for c in suite.cells(None) if c.model == model_id)
     out = base / "advise" / model_id
-    res = run_in_worker("effbench.variants.advisor:advise",
+    res = run_in_worker("effbench.analysis.advisor:advise",
                         {"onnx_path": prep["onnx_path"], "inputs": prep["inputs"], "labels": prep["labels"],
                          "method": prep["method"], "calibration": prep["inputs"] if prep["method"] == "static" else None,
                          "ranking": ranking, "layers": sorted(ranking), "out_dir": str(out), "floor": floor,
-                         "batch_size": batch, "budget": _budget(suite, quick=False), "op_types": prep["op_types"],
+                         "batch_size": batch, "budget": measure_budget(suite, quick=False), "op_types": prep["op_types"],
                          "samples": samples, "objective": objective,
                          "layer_macs": {r["layer"]: r["macs"] for r in result["rows"]},
                          "energy_model": _energy_model(cache_dir)},
@@ -198,9 +198,8 @@ def _runs_modules(runner: str | None) -> bool:
     for a runner nobody registered."""
     if runner is None:
         return False
-    from effbench.runners import RUNNERS, _load_shipped
-    from effbench.variants import runner_side
-    _load_shipped()
+    from effbench.runners import RUNNERS, load_shipped, runner_side
+    load_shipped()
     if runner not in RUNNERS:
         raise UserError(f"--runner '{runner}' is not a registered runner ({', '.join(RUNNERS)})", field="--runner",
                         fix=f"use one of {', '.join(RUNNERS)}")
@@ -219,7 +218,7 @@ def _energy_model(cache_dir) -> dict:
 def _prepared_run(suite: Suite, cell, out: Path, cache_dir, bar):
     """A run of `suite` into `out` with `cell`'s model prepared as `effbench run` prepares it (same
     cache) and its dataset loaded: (the run, the model artifact)."""
-    from effbench.execute import RunOptions, SuiteRun
+    from effbench.execution.run import RunOptions, SuiteRun
     from effbench.models.sources import default_cache_dir
     run = SuiteRun(suite, RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                                      progress=False), [])

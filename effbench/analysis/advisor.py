@@ -43,8 +43,8 @@ def energy_per_inference(layers: dict[str, str], layer_macs: dict[str, float], o
 
 
 def _quality(path: str, inputs: dict[str, np.ndarray], labels, ref: np.ndarray, ref_metric: float) -> dict[str, Any]:
-    from effbench.variants.sensitivity import _outputs, _score
-    s = _score(_outputs(path, inputs), ref, labels, ref_metric)
+    from effbench.analysis.sensitivity import graph_outputs, score
+    s = score(graph_outputs(path, inputs), ref, labels, ref_metric)
     return {"metric": s.metric, "relative_quality": s.metric / ref_metric if ref_metric else None,
             "sqnr_db": s.sqnr_db, "cosine": s.cosine}
 
@@ -54,20 +54,39 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
            op_types: list[str] | None = None, samples: int = 256, seed: int = 0, objective: str = "latency",
            layer_macs: dict[str, float] | None = None, energy_model: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build, score and time the candidates; return the plan (see module docstring)."""
-    from effbench.measure.latency import Budget, block_ratios, loop_overhead_ns, measure_interleaved
-    from effbench.measure.stats import with_floor, within_one_round
-    from effbench.runners.onnxruntime import cpu_session
-    from effbench.variants.floating import _fp16_graph
-    from effbench.variants.integer import _clean_copy, quantize_onnx_int8
-    from effbench.variants.sensitivity import _outputs, _score
+    from effbench.analysis.sensitivity import graph_outputs, score
+    from effbench.variants.integer import clean_copy
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    src = _clean_copy(onnx_path, out / "fp32.onnx")
+    src = clean_copy(onnx_path, out / "fp32.onnx")
     inputs = {k: np.asarray(v) for k, v in inputs.items()}
-    ref = _outputs(src, inputs)
-    ref_metric = _score(ref, ref, labels, 0.0).metric
-    calib = calibration if method == "static" else None
+    ref = graph_outputs(src, inputs)
+    ref_metric = score(ref, ref, labels, 0.0).metric
+    scored = lambda path: _quality(path, inputs, labels, ref, ref_metric)  # noqa: E731
+    candidates, search, not_built = _candidates(src, out, scored, method, calibration if method == "static" else None,
+                                                ranking, layers, floor, samples, op_types)
+    feeds = {k: np.ascontiguousarray(v[:batch_size]) for k, v in inputs.items()}
+    fp32_ms = _time_candidates(src, candidates, feeds, budget, threads, seed, floor)
+    if energy_model is not None:
+        _energies(candidates, src, fp32_ms, batch_size, layer_macs or {}, energy_model)
+    plan: dict[str, Any] = {
+        "floor": floor, "objective": objective, "method": method, "fp32_metric": ref_metric,
+        "fp32_latency_ms": fp32_ms, "batch_size": batch_size,
+        "timing": "each candidate against FP32 in alternating blocks in one worker (one round: the CI covers "
+                  "one moment of the machine)",
+        "candidates": {n: {k: v for k, v in c.items() if k != "path"} for n, c in candidates.items()},
+        "search": search, "not_built": not_built}
+    return _choose(plan, candidates, objective, floor, out)
 
+
+def _candidates(src: str, out: Path, scored, method: str, calib, ranking: list[str], layers: list[str], floor: float,
+                samples: int, op_types: list[str] | None) -> tuple[dict[str, dict], dict, dict[str, str]]:
+    """The candidates, built and scored (not yet timed): int8 keeping the 0..MAX_KEPT most fragile layers FP32
+    (and the fewest that meet the floor, searched beyond), uniform fp16 and int4 weight-only."""
+    import onnx
+
+    from effbench.variants.floating import fp16_graph
+    from effbench.variants.integer import quantize_onnx_int8
     candidates: dict[str, dict[str, Any]] = {}
 
     def keep(k: int) -> dict[str, Any]:
@@ -78,7 +97,7 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
                            op_types=op_types, nodes_to_exclude=kept)
         name = "int8" if k == 0 else f"int8, {k} layer{'s' if k > 1 else ''} kept FP32"
         c = {"path": str(path), "layers": {n: ("fp32" if n in kept else "int8") for n in layers}, "uniform": k == 0,
-             "kept": k, **_quality(str(path), inputs, labels, ref, ref_metric)}
+             "kept": k, **scored(str(path))}
         candidates[name] = c
         return c
 
@@ -88,22 +107,28 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
     search, found = _search_kept(keep, floor, len(ranking), tried, list(candidates.values()))
     for n in [n for n, c in candidates.items() if c["kept"] > tried and c["kept"] != found]:
         del candidates[n]  # the search's misses were scored only; the one that meets the floor is timed
-    import onnx
     fp16 = out / "fp16.onnx"
-    onnx.save(_fp16_graph(src, True), str(fp16))
+    onnx.save(fp16_graph(src, True), str(fp16))
     candidates["fp16"] = {"path": str(fp16), "layers": dict.fromkeys(layers, "fp16"), "uniform": True,
-                          **_quality(str(fp16), inputs, labels, ref, ref_metric)}
+                          **scored(str(fp16))}
     not_built: dict[str, str] = {}
     int4 = _int4_candidate(src, out, layers)
     if isinstance(int4, str):
         not_built["int4"] = int4
     else:
-        candidates["int4"] = {**int4, **_quality(int4["path"], inputs, labels, ref, ref_metric)}
+        candidates["int4"] = {**int4, **scored(int4["path"])}
     for c in candidates.values():
         c["size_bytes"] = Path(c["path"]).stat().st_size
+    return candidates, search, not_built
 
-    # latency: every candidate timed against FP32 in alternating blocks in this one worker
-    feeds = {k: np.ascontiguousarray(v[:batch_size]) for k, v in inputs.items()}
+
+def _time_candidates(src: str, candidates: dict[str, dict], feeds: dict[str, np.ndarray], budget: dict,
+                     threads: int, seed: int, floor: float) -> float:
+    """Every candidate timed against FP32 in alternating blocks in this one worker: its paired speedup,
+    latency and whether it meets the floor go into it; returns FP32's median ms."""
+    from effbench.measure.latency import Budget, block_ratios, loop_overhead_ns, measure_interleaved
+    from effbench.measure.stats import with_floor, within_one_round
+    from effbench.runners.onnxruntime import cpu_session
     sessions = {"fp32": cpu_session(src, threads), **{n: cpu_session(c["path"], threads) for n, c in candidates.items()}}
     calls = {n: (lambda s=s: s.run(None, feeds)) for n, s in sessions.items()}
     timed = measure_interleaved(calls, Budget(**budget), overhead_ns=loop_overhead_ns(),
@@ -115,11 +140,13 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
                                  "cycles": est.n} if est else None)
         c["latency_ms"] = timed.stats[n].median_ns / 1e6
         c["meets_floor"] = c["relative_quality"] is not None and c["relative_quality"] >= floor
-    fp32_ms = timed.stats["fp32"].median_ns / 1e6
-    if energy_model is not None:
-        _energies(candidates, src, fp32_ms, batch_size, layer_macs or {}, energy_model)
-    cost = _cost(objective)
+    return timed.stats["fp32"].median_ns / 1e6
 
+
+def _choose(plan: dict[str, Any], candidates: dict[str, dict], objective: str, floor: float, out: Path) -> dict[str, Any]:
+    """The plan's choice: the cheapest candidate by the objective among those that meet the floor (ties on
+    latency go to the smallest graph), the best uniform one, the Pareto front and notes."""
+    cost = _cost(objective)
     meeting = {n: c for n, c in candidates.items() if c["meets_floor"] and cost(c) is not None}
     best_name = min(meeting, key=lambda n: cost(meeting[n])) if meeting else None
     tied = _tied(meeting, best_name) if objective == "latency" and best_name else []
@@ -128,23 +155,16 @@ def advise(onnx_path: str, inputs: dict[str, np.ndarray], labels, method: str, c
     uniform_ok = {n: c for n, c in candidates.items() if c["uniform"] and c["meets_floor"] and cost(c) is not None}
     best_uniform = min(uniform_ok, key=lambda n: cost(uniform_ok[n])) if uniform_ok else None
     big = float("inf")
-    pareto = [n for n, c in candidates.items()
-              if not any((cost(o) or big) <= (cost(c) or big) and (o["relative_quality"] or 0) >= (c["relative_quality"] or 0)
-                         and ((cost(o) or big) < (cost(c) or big) or (o["relative_quality"] or 0) > (c["relative_quality"] or 0))
-                         for o in candidates.values())]
-    speed = lambda c: c["speedup_vs_fp32"]["value"] if c["speedup_vs_fp32"] else 0.0  # noqa: E731
-    plan: dict[str, Any] = {
-        "floor": floor, "objective": objective, "method": method, "fp32_metric": ref_metric,
-        "fp32_latency_ms": fp32_ms, "batch_size": batch_size,
-        "timing": "each candidate against FP32 in alternating blocks in one worker (one round: the CI covers "
-                  "one moment of the machine)",
-        "candidates": {n: {k: v for k, v in c.items() if k != "path"} for n, c in candidates.items()},
-        "search": search, "not_built": not_built,
-        "pareto": pareto,
-        "best_uniform": ({"precision": best_uniform, "relative_quality": uniform_ok[best_uniform]["relative_quality"],
-                          "speedup_vs_fp32": uniform_ok[best_uniform]["speedup_vs_fp32"],
-                          "size_bytes": uniform_ok[best_uniform]["size_bytes"],
-                          "energy": uniform_ok[best_uniform].get("energy")} if best_uniform else None)}
+    plan["pareto"] = [n for n, c in candidates.items()
+                      if not any((cost(o) or big) <= (cost(c) or big)
+                                 and (o["relative_quality"] or 0) >= (c["relative_quality"] or 0)
+                                 and ((cost(o) or big) < (cost(c) or big)
+                                      or (o["relative_quality"] or 0) > (c["relative_quality"] or 0))
+                                 for o in candidates.values())]
+    plan["best_uniform"] = ({"precision": best_uniform, "relative_quality": uniform_ok[best_uniform]["relative_quality"],
+                             "speedup_vs_fp32": uniform_ok[best_uniform]["speedup_vs_fp32"],
+                             "size_bytes": uniform_ok[best_uniform]["size_bytes"],
+                             "energy": uniform_ok[best_uniform].get("energy")} if best_uniform else None)
     if best_name is None:
         plan.update(meets_floor=False, chosen=None, layers=None,
                     reason=f"no candidate keeps {floor:.2%} of FP32's quality" + (
@@ -266,12 +286,12 @@ def _int4_candidate(src: str, out: Path, layers: list[str]) -> dict[str, Any] | 
     from types import SimpleNamespace
 
     from effbench.variants import validate_options
-    from effbench.variants.integer import _onnx_int4
+    from effbench.variants.integer import onnx_int4
     name = "int4"
     folder = out / "int4"
     folder.mkdir(exist_ok=True)
     try:
-        built = _onnx_int4(SimpleNamespace(onnx_path=src), validate_options(name, {}), folder)
+        built = onnx_int4(SimpleNamespace(onnx_path=src), validate_options(name, {}), folder)
     except Exception as e:  # noqa: BLE001 - any failure of the quantizer is the candidate's reason
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     import onnx

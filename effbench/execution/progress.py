@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from effbench.errors import UserError
-from effbench.results import Record
+from effbench.results.store import Record
 
 
 class OutputLock:
@@ -63,8 +63,8 @@ class Progress:
         self._bar = None
         if self.live:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
-                TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
             self._bar = RichProgress(TextColumn("[bold]effbench"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                      TextColumn("{task.description}"), console=Console(file=self.stream),

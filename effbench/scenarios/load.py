@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# LoadGen's early stopping: 99% confidence, tolerance 0 (results.cc, PerformanceSummary::EarlyStopping).
-EARLY_STOPPING_CONFIDENCE = 0.99
 # LoadGen widens the bracket by server_find_peak_qps_boundary_step_size = 1 (x2 per step) and bisects until
 # the bounds agree to a precision; ours is relative (5%) because one probe costs seconds, not minutes.
 BRACKET_FACTOR = 2.0
@@ -32,68 +30,15 @@ RESUMES = 2
 # a late issue counts against the system measured, as latency runs from the scheduled arrival.
 SWITCH_INTERVAL_S = 0.0005
 
+from effbench.measure.early_stopping import (  # noqa: F401
+    EARLY_STOPPING_CONFIDENCE,
+    early_stopping_estimate,
+    min_queries,
+    percentile_of,
+    server_early_stopping,
+)
+
 Call = Callable[[], object]
-
-
-# ------------------------------------------------------------------------------ early stopping
-def _overrun_bounded(n: int, t: int, q: float, confidence: float) -> bool:
-    """LoadGen's test for n queries of which t overran: odds(h, t, p, d) = BetaRegularized[p - d, h, 1 + t]
-    = P(Binomial(h + t, q) <= t) with q = 1 - p (d = 0), and n >= MinPassingQueries(t) + t exactly when
-    P(Binomial(n, q) <= t) <= 1 - confidence (that probability falls as n grows)."""
-    from scipy import stats
-    return bool(stats.binom.cdf(t, n, q) <= 1 - confidence)
-
-
-def min_queries(overruns: int, percentile: float, confidence: float = EARLY_STOPPING_CONFIDENCE) -> int:
-    """h + t of early_stopping.cc: the fewest queries with which `overruns` over-latency queries still bound
-    the percentile at `confidence` (t = 1: 64 for p90, 662 for p99)."""
-    q = 1 - percentile / 100
-    hi = overruns + 1
-    while not _overrun_bounded(hi, overruns, q, confidence):
-        hi *= 2
-    lo = hi // 2
-    while lo + 1 < hi:  # the smallest passing n in (lo, hi]
-        mid = (lo + hi) // 2
-        if _overrun_bounded(mid, overruns, q, confidence):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-def early_stopping_estimate(samples: Sequence[float], percentile: float,
-                            confidence: float = EARLY_STOPPING_CONFIDENCE) -> float | None:
-    """LoadGen's single-stream early-stopping estimate of a percentile (results.cc): the t-th largest
-    sample, t the most queries above the percentile that n queries may hold while still bounding it at
-    `confidence`. None below the minimum count (64 queries for p90, 662 for p99)."""
-    n = len(samples)
-    if n == 0:
-        return None
-    from scipy import stats
-    q = 1 - percentile / 100
-    top = min(n, int(n * q + 10 * math.sqrt(n * q + 1) + 10))
-    ts = np.arange(0, top + 1)
-    ok = ts[stats.binom.cdf(ts, n, q) <= 1 - confidence]
-    if not len(ok) or ok.max() < 1:
-        return None
-    t = int(ok.max())
-    return float(np.sort(np.asarray(samples, dtype=np.float64))[n - t])
-
-
-def server_early_stopping(latencies_ms: Sequence[float], bound_ms: float, percentile: float,
-                          confidence: float = EARLY_STOPPING_CONFIDENCE) -> dict:
-    """LoadGen's server check: t queries over the bound among n; the run bounds the percentile at
-    `confidence` when n >= MinPassingQueries(t) + t (`min_queries`)."""
-    n = len(latencies_ms)
-    t = int(np.count_nonzero(np.asarray(latencies_ms, dtype=np.float64) > bound_ms))
-    need = min_queries(t, percentile, confidence)
-    return {"passed": n >= need, "overlatency": t, "queries": n, "min_queries": need, "confidence": confidence}
-
-
-def percentile_of(samples: Sequence[float] | np.ndarray, percentile: float) -> float:
-    """The percentile as LoadGen reads it (results.cc: sorted[n * p]), not interpolated."""
-    a = np.sort(np.asarray(samples, dtype=np.float64))
-    return float(a[min(len(a) - 1, int(len(a) * percentile / 100))]) if len(a) else math.nan
 
 
 # ------------------------------------------------------------------------------ batch shapes
@@ -310,6 +255,7 @@ def _sig(x: float | None, digits: int = 5) -> float | None:
     return float(f"{x:.{digits}g}") if x is not None and math.isfinite(x) else None
 
 
+# Over 80 lines on purpose: the load generator thread and its accounting share one closure.
 def run_probe(calls: Mapping[int, Call], rate_qps: float, gaps: np.ndarray, *, bound_ms: float, percentile: float,
               max_batch: int = 1, max_wait_ms: float = 0.0, schedule_s: np.ndarray | None = None) -> Probe:
     """Offer `len(gaps)` queries at `rate_qps` (Poisson: arrival i at sum(gaps[:i+1]) / rate) from a load

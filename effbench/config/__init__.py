@@ -1,0 +1,1 @@
+"""The suite: its YAML schema with line numbers, plugins, and expansion into cells."""

@@ -1,0 +1,307 @@
+"""What runs inside the workers: preparing a model, building a variant, and the measuring, A/B, profile
+and quality workers that open a runner session (`runners.session.open_session`) and time it.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from effbench.errors import UserError, gist
+from effbench.results.record import Cell
+from effbench.runners import runner_side
+from effbench.runners.session import enter_runtime, on_gpu, open_session
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from effbench.variants import Variant
+
+
+def prepare_model(model: dict, index: int, base_dir: str, suite_file: str, cache_dir: str) -> dict:
+    from effbench.config.suite import ModelSpec
+    from effbench.models.sources import prepare
+    spec = ModelSpec.model_validate(model)
+    art = prepare(spec, index, base_dir=Path(base_dir), suite_file=suite_file, cache_dir=Path(cache_dir))
+    return plain(art.to_json())
+
+
+def plain(d: dict) -> dict:
+    """Plain JSON types only: a worker's result is pickled into the next worker's payload, and a torch
+    object in it (torch.__version__ is a TorchVersion) would import torch there on unpickling, before
+    the baseline RSS is read (~190 MB into an ONNX Runtime worker's memory figures)."""
+    return json.loads(json.dumps(d, default=str))
+
+
+def build_variant(artifact: dict, label: str, precision: str, method: str | None, options: dict,
+                  cache_dir: str, calibration: dict | None = None) -> dict:
+    from effbench.models.sources import ModelArtifact
+    from effbench.variants import build_variant as _build
+    built = _build(ModelArtifact.from_json(artifact), label, precision, method, options, Path(cache_dir),
+                   calibration=calibration)
+    return plain(built.to_json())
+
+
+def measure_cell(cell: Cell, variant: Variant, artifact: dict, feeds: dict, budget: dict, runner_options: dict,
+                 overhead_ns: float | None = None) -> dict:
+    """The measuring worker: load the variant, time it by the rules of docs/measurement.md, report memory."""
+    import numpy as np
+
+    from effbench.measure import energy, memory
+    from effbench.measure.latency import Budget, aligned, loop_overhead_ns, measure_latency
+    opened = open_session(cell, variant, artifact, runner=enter_runtime(cell.runner), options=runner_options,
+                          memory=True)
+    session = opened.session
+    arrays = {k: aligned(np.asarray(a)) for k, a in feeds.items()}
+    call = session.timed_call(arrays)
+    overhead = overhead_ns if overhead_ns is not None else loop_overhead_ns()
+    stats = measure_latency(call, Budget(**budget), overhead_ns=overhead)
+    peak = memory.peak_rss_bytes()
+    lat = stats.to_json()
+    inferences = cell.batch_size * lat["calls"]
+    b = str(cell.batch_size)
+    measured_b = energy_per_batch(energy.detect_meter(gpu=on_gpu(session)), {b: call}, budget)[b]
+    measured, why = measured_b["measured"], measured_b["reason"]
+    throughput = inferences / stats.elapsed_s if stats.elapsed_s else None
+    return {"latency_ms": lat, "samples_ms": stats.stored_samples_ms(), "throughput_ips": throughput,
+            "memory": {"baseline_rss_bytes": opened.baseline_rss_bytes, "peak_rss_bytes": peak,
+                       **(memory.gpu_figures(opened.gpu_start_bytes, session) if on_gpu(session) else {})},
+            "session": session.info, "loop_overhead_ns": overhead, "energy": measured, "energy_reason": why}
+
+
+def energy_per_batch(meter, calls: dict[str, Callable[[], object]], budget: dict) -> dict[str, dict]:
+    """{batch: {"measured", "reason"}}: each batch size's calls in a counter window of at least the
+    counter's update period, bracketed by idle samples (the one after a batch is the next one's before),
+    warmed up before the window opens. Without a counter: None and the meter's reason."""
+    from effbench.measure.latency import Budget, measure_latency
+    if not meter.available:
+        return {b: {"measured": None, "reason": meter.reason} for b in calls}
+    idle_s = max(0.5, meter.min_window_s)
+    # inside the window, measure_latency makes two untimed calls (its first call, one warm-up call that
+    # sizes the timed blocks: both counted below); the warm-up proper runs before the window opens
+    timed = Budget(**{**budget, "warmup_s": 0.0, "min_time_s": max(budget["min_time_s"], meter.min_window_s),
+                      "max_time_s": max(budget["max_time_s"], meter.min_window_s), "min_warmup_calls": 1})
+    out: dict[str, dict] = {}
+    before = meter.sample_idle_w(idle_s)
+    for b, call in calls.items():
+        for _ in range(3):
+            call()
+        with meter.window() as window:
+            stats = measure_latency(call, timed)
+        after = meter.sample_idle_w(idle_s)
+        measured = window.result(inferences=int(b) * (stats.calls + 2), elapsed_s=stats.elapsed_s,
+                                 idle_w=before, idle_after_w=after)
+        out[b] = {"measured": measured, "reason": window.reason}
+        before = after
+    return out
+
+
+def measure_pair(cell: Cell, sides: list[dict], budget: dict, load_reversed: bool = False) -> dict:
+    """A/B mode's paired pass: the baseline's and the candidate's variants of one cell loaded in one worker
+    and timed in alternating blocks (`measure.latency.paired_ratio`). Timing only: memory and energy come
+    from each side's own worker. `load_reversed` loads the candidate first (odd rounds): two sessions of
+    the same model in one process differed by a few percent here, so neither side always loads first."""
+    import numpy as np
+
+    from effbench.measure.latency import aligned, paired_ratio
+    from effbench.runners import get_runner
+    runner = get_runner(cell.runner)
+    calls: dict[int, object] = {}
+    for i in ((1, 0) if load_reversed else (0, 1)):
+        side = sides[i]
+        session = open_session(cell, side["variant"], side["artifact"], runner=runner).session
+        calls[i] = session.timed_call({k: aligned(np.asarray(a)) for k, a in side["feeds"].items()})
+    return paired_ratio(calls[0], calls[1], duration_s=max(1.0, budget["min_time_s"]),
+                        warmup_s=budget["warmup_s"])
+
+
+def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant], artifact: dict, feeds: dict,
+                  budget: dict, overhead_ns: float, seed: int, load_reversed: bool = False) -> dict:
+    """The measuring worker of one round of a group: the variants of one model on one runner, every
+    batch size, loaded in this process and timed in randomly interleaved blocks
+    (`measure.latency.measure_interleaved`), with the drift sentinel timed before and after.
+
+    `members`: [{"key", "label", "batch_size", "reference"}]; `variants`: label -> built variant; `feeds`: str(batch)
+    -> arrays. A variant this runtime cannot load or run is reported for its members alone; the others
+    are still timed. Memory and energy are not measured here: a variant's memory needs its own process.
+    """
+    import numpy as np
+
+    from effbench.measure.latency import Budget, aligned, measure_interleaved, sentinel_us
+    from effbench.runners import Unsupported
+    runner = enter_runtime(group.runner)
+    before_us = sentinel_us()
+    status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
+    sessions: dict[str, Any] = {}
+    labels = list(dict.fromkeys(m["label"] for m in members))
+    for label in (labels[::-1] if load_reversed else labels):  # neither side always loads first
+        try:
+            sessions[label] = open_session(group, variants[label], artifact, runner=runner,
+                                           options={"shared_thread_pool": True}).session
+        except Unsupported as e:
+            status[label] = ("unsupported", str(e))
+        except Exception as e:  # one variant's failure must not cost the others their measurement
+            traceback.print_exc()
+            status[label] = ("failed", gist(e))
+    calls = {}
+    for m in members:
+        if m["label"] in status:
+            status[m["key"]] = status[m["label"]]
+            continue
+        arrays = {k: aligned(np.asarray(a)) for k, a in feeds[str(m["batch_size"])].items()}
+        try:
+            calls[m["key"]] = sessions[m["label"]].timed_call(arrays)
+        except Unsupported as e:
+            status[m["key"]] = ("unsupported", str(e))
+        except Exception as e:
+            traceback.print_exc()
+            status[m["key"]] = ("failed", gist(e))
+    references = {m["key"]: m["reference"] for m in members if m.get("reference")}
+    timed = (measure_interleaved(calls, Budget(**budget), overhead_ns=overhead_ns, references=references, seed=seed)
+             if calls else None)
+    infos = {label: sess.info for label, sess in sessions.items()}
+    from effbench.measure.latency import sentinel_released
+    after_us = sentinel_released(calls, sessions)
+    out: dict[str, dict] = {}
+    for m in members:
+        key = m["key"]
+        if key in status:
+            out[key] = {"status": status[key][0], "reason": status[key][1]}
+            continue
+        st = timed.stats[key]
+        inferences = m["batch_size"] * st.calls
+        out[key] = {"status": "ok", "latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(),
+                    "throughput_ips": inferences / st.elapsed_s if st.elapsed_s else None,
+                    "block_ms": timed.block_ms[key], "session": infos[m["label"]]}
+    return {"members": out,
+            "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
+
+
+def profile_variant(cell: Cell, variant: Variant, artifact: dict, feeds: dict, budget: dict,
+                    quality: dict | None) -> dict:
+    """The variant's own worker, once per run: peak memory at each batch size, measured energy where
+    the machine has counters, then the untimed quality pass.
+
+    Memory: baseline RSS before loading, then for each batch size (smallest first, as the runtime's
+    arenas only grow) the kernel's high-water mark over load and a few calls, reset between batch sizes
+    (/proc/self/clear_refs 5). Peak RSS needs a process of its own; timing does not (`measure_group`).
+    """
+    import numpy as np
+
+    from effbench.measure import energy, memory
+    from effbench.measure.latency import aligned
+    from effbench.runners import Unsupported
+    opened = open_session(cell, variant, artifact, runner=enter_runtime(cell.runner), memory=True)
+    session, baseline, gpu_start = opened.session, opened.baseline_rss_bytes, opened.gpu_start_bytes
+    load_peak = memory.peak_rss_bytes()
+    out: dict[str, Any] = {"memory": {}, "energy": {}}
+    batches = sorted(feeds, key=int)
+    calls = {}
+    for b in batches:
+        resettable = memory.reset_peak(session)
+        try:
+            call = session.timed_call({k: aligned(np.asarray(a)) for k, a in feeds[b].items()})
+            for _ in range(10):
+                call()
+        except Exception as e:  # e.g. out of memory at the largest batch: the smaller ones keep their figures
+            traceback.print_exc()
+            out["memory"][b] = {"reason": f"memory not measured: {gist(e)}"}
+            continue
+        calls[b] = call
+        peak = max(load_peak, memory.peak_rss_bytes()) if resettable else memory.peak_rss_bytes()
+        gpu = memory.gpu_figures(gpu_start, session) if on_gpu(session) else {}
+        out["memory"][b] = {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, **gpu,
+                            "measured": "own worker, once per run" + ("" if resettable else
+                                        "; peak not resettable here: includes smaller batch sizes")}
+    out["energy"] = energy_per_batch(energy.detect_meter(gpu=on_gpu(session)), calls, budget)
+    if calls and hasattr(session, "placement"):
+        first = min(calls, key=int)
+        out["placement"] = session.placement({k: np.asarray(a) for k, a in feeds[first].items()})
+    del calls, session, opened  # the session is freed before the quality pass loads its own
+    if quality is not None:
+        try:
+            out["quality"] = quality_pass(cell=cell, variant=variant, artifact=artifact, **quality)
+        except (Unsupported, UserError):
+            raise
+        except Exception as e:
+            traceback.print_exc()
+            out["quality"] = {"metric": quality.get("metric"), "value": None, "status": "failed", "reason": gist(e)}
+    return out
+
+
+def layer_profile(cell: Cell, variant: Variant, artifact: dict, feeds: dict, runs: int) -> dict:
+    """The per-layer worker: the runner's own profiler over `runs` calls, folded onto the graph's nodes
+    with their MACs and bytes (`measure.layers`). A runner without a profiler is Unsupported."""
+    import numpy as np
+
+    from effbench.measure.flops import count_work
+    from effbench.measure.layers import fold, kernel_times, links
+    from effbench.runners import Unsupported, runner_class
+    profile = getattr(runner_class(cell.runner), "profile_kernels", None)
+    if profile is None:
+        raise Unsupported(f"the {cell.runner} runner has no per-kernel profiler wired to effbench yet")
+    arrays = {k: np.asarray(a) for k, a in feeds.items()}
+    if variant.own_graph(runner_side(cell.runner)):
+        events, graph = profile(variant, cell.threads or 1, arrays, runs)
+        work = count_work(graph, batch_size=cell.batch_size, dims=artifact.get("dims") or {})
+        rows = fold(kernel_times(events, runs), work.by_node, links(graph))
+        return {"rows": [r.to_json() for r in rows], "graph": graph, "runs": runs}
+    # a runner of modules: its profiler answers per module, with the modules' own MACs
+    supported = runner_class(cell.runner)().supports(variant)
+    if not supported.ok:
+        raise Unsupported(supported.reason)
+    events, modules = profile(variant, cell.threads or 1, arrays, runs, artifact)
+    rows = fold(kernel_times(events, runs), modules)
+    return {"rows": [r.to_json() for r in rows], "graph": None, "runs": runs}
+
+
+def quality_pass(cell: Cell, variant: Variant, artifact: dict, inputs: dict[str, np.ndarray],
+                 labels: np.ndarray | None, metric: str | None, reference_path: str,
+                 min_relative: float, fp32_value: float | None = None, batch_size: int = 64) -> dict:
+    """The record's `quality` section for one variant on one runner. Runs in a worker; the FP32 pass of
+    the same model and runner must run first: it writes `reference_path` for the others."""
+    import numpy as np
+
+    from effbench.measure.quality import fidelity, run_outputs, top1
+    opened = open_session(cell, variant, artifact)
+    session, v = opened.session, opened.variant
+    arrays = {k: np.asarray(a) for k, a in inputs.items()}
+    out = run_outputs(session, arrays, batch_size)
+    n = len(out)
+    metric = metric or ("top1" if labels is not None else "cosine")
+    from effbench.variants.specs import reference_precision
+    is_fp32 = v.label == reference_precision()  # the reference itself, not a pruned FP32 variant
+    ref_file = Path(reference_path)
+    if is_fp32:
+        ref_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref_file.with_name(ref_file.stem + ".tmp.npz")
+        np.savez(tmp, outputs=out)
+        tmp.replace(ref_file)
+    ref, fid, fid_reason = None, None, None
+    if ref_file.is_file():
+        with np.load(ref_file, allow_pickle=False) as z:
+            ref = z["outputs"]
+        if ref.shape != out.shape:
+            fid_reason = f"the FP32 reference has shape {list(ref.shape)}, this variant {list(out.shape)}"
+            ref = None
+    else:
+        fid_reason = "no FP32 reference outputs (the FP32 quality pass did not run or failed)"
+    if ref is not None:
+        fid = fidelity(out, ref, logits=metric == "top1")
+    if metric == "top1":
+        if labels is None:
+            raise ValueError("metric top1 needs labels in the dataset")
+        value: float | None = top1(out, labels[:n])
+    else:  # embedding models: the task metric is the mean cosine to the FP32 embeddings
+        value = fid["cosine"] if fid else None
+    base = value if is_fp32 else fp32_value
+    relative = (value / base) if (value is not None and base) else None
+    section = {"metric": metric, "value": value, "fp32_value": base, "relative": relative,
+               "below_floor": (relative < min_relative) if relative is not None else None,
+               "min_relative": min_relative, "fidelity": fid, "samples": n}
+    if fid is None:
+        section["fidelity_reason"] = fid_reason
+    if value is None:
+        section["reason"] = fid_reason
+    return section

@@ -1,0 +1,167 @@
+"""Merging a cell's rounds into one record: latency, speedup and the load scenarios' figures with their
+uncertainty over rounds (each round a fresh worker at another moment of the machine).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from effbench.measure.latency import LatencyStats
+from effbench.results.record import Comparison, Drift, Latency, Offline, Record, Server
+
+
+def merge_rounds(records: Iterable[Record]) -> list[Record]:
+    """One record per cell: its rounds combined with the uncertainty over rounds (docs/measurement.md).
+
+    Latency: the median of round medians with a CI over rounds (each round a fresh worker at another
+    moment); the pooled samples keep the percentiles, and their one-worker CI stays as
+    `within_round_ci`. Speedup: its per-round paired values combined the same way. Memory: the round that
+    measured it (each run measures it once, in the variant's own worker)."""
+    by_cell: dict[str, list[Record]] = {}
+    for r in records:
+        by_cell.setdefault(r.cell_id, []).append(r)
+    merged = []
+    for group in by_cell.values():
+        group.sort(key=lambda r: r.round)
+        # a cell re-run with another config (edited suite) keeps only its newest config
+        newest = group[-1].config_hash
+        group = [r for r in group if r.config_hash == newest]
+        ok = [r for r in group if r.ok]
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        if not ok:
+            merged.append(group[-1])
+            continue
+        merged.append(_merged(group, ok))
+    return merged
+
+
+def _merged(group: list[Record], ok: list[Record]) -> Record:
+    last = ok[-1]
+    round_medians = tuple(r.latency_ms.median for r in ok if r.latency_ms)
+    paired = [r.paired_ratios for r in ok]
+    samples = tuple(s for r in ok for s in r.samples_ms)
+    latency = last.latency_ms
+    if samples:
+        lat0 = ok[0].latency_ms
+        st = LatencyStats.from_samples_ms(list(samples), timing=lat0.timing if lat0 else "per-call",
+                                          block_size=lat0.block_size if lat0 else 1,
+                                          first_call_ns=((lat0.first_call if lat0 else None) or 0) * 1e6,
+                                          unstable=any(r.unstable for r in ok))
+        latency = Latency.from_json({**st.to_json(),
+                                     "calls": sum((r.latency_ms.calls or 0) if r.latency_ms else 0 for r in ok),
+                                     "elapsed_s": sum((r.latency_ms.elapsed_s or 0) if r.latency_ms else 0 for r in ok)})
+    else:
+        samples = last.samples_ms
+    if latency:
+        latency = _latency_over_rounds(latency, list(round_medians))
+    drifts = [r.drift for r in ok if r.drift]
+    tps = sorted(r.throughput_ips for r in ok if r.throughput_ips)
+    measured = [r.memory for r in ok if r.memory and r.memory.peak_rss_bytes is not None]
+    failed = [r for r in group if not r.ok]
+    return last.replace(
+        round=-1, rounds=len(group), round_medians_ms=round_medians,
+        # paired only when every ok round has its ratio: the gate pairs them with the rounds
+        paired_ratios=tuple(p[0] for p in paired) if paired and all(len(p) == 1 for p in paired) else (),
+        samples_ms=samples, latency_ms=latency,
+        comparison=_comparison_over_rounds([r.comparison for r in ok]),
+        drift=_drift_over_rounds(drifts) if drifts else None,
+        throughput_ips=tps[len(tps) // 2] if tps else None,
+        memory=measured[-1] if measured else last.memory, **merged_sections(ok),
+        reason=f"{len(failed)} of {len(group)} rounds did not finish: {failed[0].reason}" if failed else last.reason)
+
+
+def _latency_over_rounds(lat: Latency, round_medians: list[float]) -> Latency:
+    """The headline median and CI over rounds; the pooled samples' CI is kept, labelled, beside it."""
+    from effbench.measure.stats import UNSTABLE_REL_HALFWIDTH, over_rounds
+    est = over_rounds(round_medians)
+    if est is None:
+        return lat
+    unstable = est.rel_halfwidth > UNSTABLE_REL_HALFWIDTH
+    return lat.replace(
+        within_round_ci=lat.ci, median=est.value, ci=(est.lo, est.hi), ci_scope=est.scope, ci_method=est.method,
+        rel_ci_halfwidth=est.rel_halfwidth, unstable=unstable,
+        unstable_reason=(f"round medians spread: the 95% CI over {est.n} rounds is +-{est.rel_halfwidth:.0%} "
+                         f"of the median (flagged above +-{UNSTABLE_REL_HALFWIDTH:.0%})" if unstable else None))
+
+
+def _comparison_over_rounds(per_round: list[Comparison | None]) -> Comparison | None:
+    """Per-round paired speedups combined: median with a CI over rounds; one round keeps its own
+    within-worker CI and says it covers one moment; none with a number keeps the last round's reason."""
+    from effbench.measure.stats import over_rounds, with_floor
+    comps = [c for c in per_round if c]
+    if not comps:
+        return None
+    values = [c.speedup for c in comps if c.speedup is not None]
+    if len(values) < 2:
+        return next((c for c in comps if c.speedup is not None), comps[-1])
+    est = with_floor(over_rounds(values))
+    return Comparison(
+        baseline=comps[-1].baseline, speedup=est.value, ci=(est.lo, est.hi), ci_level=est.level,
+        ci_scope=est.scope, ci_method=est.method, rounds=len(values), method=comps[-1].method or "paired",
+        round_speedups=tuple(values), cycles=sum(c.cycles or 0 for c in comps),
+        note=(f"{len(comps) - len(values)} round(s) without a paired value: {comps[-1].reason}"
+              if len(values) < len(comps) else None))
+
+
+def _drift_over_rounds(drifts: list[Drift]) -> Drift:
+    rounds = [r for d in drifts for r in d.rounds]
+    changes = [abs(r["change"]) for r in rounds if isinstance(r.get("change"), (int, float))]
+    threshold = drifts[-1].threshold
+    worst = max(changes) if changes else None
+    return Drift(threshold=threshold, rounds=rounds, max_abs_change=worst,
+                 flagged=bool(worst is not None and threshold is not None and worst > threshold))
+
+
+def merged_sections(ok: Sequence[Record]) -> dict[str, Any]:
+    """A cell's offline and server sections over its rounds: the median of the rounds' values with a
+    t-interval on logs over them (`measure.stats.over_rounds`), as a latency median is merged."""
+    out: dict[str, Any] = {}
+    offs = [r.offline for r in ok if r.offline]
+    if offs:
+        out["offline"] = _merge_offline(offs)
+    servers = [r.server for r in ok if r.server]
+    if servers:
+        out["server"] = _merge_server(servers)
+    return out
+
+
+def _over_rounds(values: list[float]):
+    from effbench.measure.stats import UNSTABLE_REL_HALFWIDTH, over_rounds
+    est = over_rounds(values)
+    return est, bool(est and est.rel_halfwidth > UNSTABLE_REL_HALFWIDTH)
+
+
+def _merge_offline(offs: list[Offline]) -> Offline:
+    values = [o.samples_per_s for o in offs if o.samples_per_s]
+    last = offs[-1]
+    est, unstable = _over_rounds(values)
+    if est is None:
+        return last
+    return last.replace(samples_per_s=est.value, ci=(est.lo, est.hi), ci_level=est.level, ci_scope=est.scope,
+                        ci_method=est.method, passes=sum(o.passes or 0 for o in offs),
+                        elapsed_s=sum(o.elapsed_s or 0 for o in offs), round_samples_per_s=tuple(values),
+                        unstable=unstable)
+
+
+def _merge_server(servers: list[Server]) -> Server:
+    """max_qps over rounds; the figures at the peak come from the median round; the curve holds every
+    round's probes."""
+    found = [s for s in servers if s.max_qps]
+    last = servers[-1]
+    if not found:
+        return last
+    values = [s.max_qps for s in found]
+    median_round = sorted(found, key=lambda s: s.max_qps)[(len(found) - 1) // 2]
+    est, unstable = _over_rounds(values)
+    curve = tuple(sorted(p for s in servers for p in s.curve))
+    probes = [{**p, "round": i} for i, s in enumerate(servers) for p in s.probes]
+    note = (f"{len(servers) - len(found)} of {len(servers)} rounds found no rate within the bound"
+            if len(found) < len(servers) else None)
+    base = median_round.replace(curve=curve, probes=probes, round_max_qps=tuple(values),
+                                reason=note or median_round.reason)
+    if est is None:
+        return base
+    return base.replace(max_qps=est.value, max_qps_ci=(est.lo, est.hi), ci_level=est.level, ci_scope=est.scope,
+                        ci_method=est.method, unstable=unstable)

@@ -1,0 +1,195 @@
+"""The suite's `scenarios:` entries: their grammar and defaults, what a scenario's worker needs (batch shapes,
+options, time budget) and its record sections from a worker's answer (`results.merge` merges them over rounds).
+
+single-stream: one query at a time (the interleaved timing loop of `measure.latency`).
+offline / {offline: {queries: N, streams: k}}: a pool of N queries worked through at the cell's batch size.
+{server: {latency_bound_ms: B, percentile: 99}}: Poisson arrivals; the peak rate within the bound.
+The engines are `effbench.scenarios.load`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from effbench.errors import did_you_mean
+from effbench.results.record import Offline, Server
+
+SINGLE_STREAM, OFFLINE, SERVER = "single-stream", "offline", "server"
+SCENARIOS = (SINGLE_STREAM, OFFLINE, SERVER)
+
+
+class ScenarioError(ValueError):
+    """A bad `scenarios:` entry: the message, the path below the entry, the fix."""
+
+    def __init__(self, message: str, path: tuple = (), fix: str | None = None) -> None:
+        super().__init__(message)
+        self.path, self.fix = path, fix
+
+
+def _number(unit: str, example: float, *, zero: bool = False, most: float = 86_400_000, default: Any = None):
+    """A number of `unit` above 0 (or from 0), at most `most`; its words for an error and an example."""
+    what = "0 or a positive number" if zero else "a positive number"
+    limits = {"ge": 0} if zero else {"gt": 0}
+    return Field(default, **limits, le=most, strict=True, allow_inf_nan=False,
+                 description=f"{what} of {unit} up to {most:,.0f}", examples=[example])
+
+
+def _count(least: int, example: int, why: str = "", most: int = 10_000_000, default: Any = None):
+    return Field(default, ge=least, le=most, strict=True, description=f"a whole number from {least}{why} to {most:,}",
+                 examples=[example])
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SingleStreamOptions(_Options):
+    pass
+
+
+class OfflineOptions(_Options):
+    # a pool of 8 batches (at least 64 queries) unless `queries`; passes repeated until the suite's min_time_s
+    queries: int | None = _count(1, 1024)
+    streams: int = _count(1, 2, most=64, default=1)
+    min_time_s: float | None = _number("seconds", 2, most=86_400)
+    max_time_s: float | None = _number("seconds", 20, most=86_400)
+
+
+class ServerOptions(_Options):
+    # LoadGen's server percentile; 1000 queries per probe bound a p99 by its early stopping with one overrun
+    # (662), each lasting at least min_duration_s (LoadGen's min_duration_ms is 10 minutes for a submission;
+    # one second here); the whole search of one variant stops after max_time_s.
+    latency_bound_ms: float = _number("milliseconds", 20, default=...)
+    percentile: float = Field(99.0, gt=0, lt=100, strict=True, allow_inf_nan=False,
+                              description="above 0 and below 100", examples=["99 (MLPerf's server percentile)"])
+    queries: int = _count(100, 1000, " (LoadGen's min_query_count)", default=1000)
+    min_duration_s: float = _number("seconds", 1, most=86_400, default=1.0)
+    max_time_s: float = _number("seconds", 60, most=86_400, default=60.0)
+    max_wait_ms: float = _number("milliseconds", 2, zero=True, default=0.0)
+    start_qps: float | None = _number("queries per second", 100, most=1e9)
+
+
+# name -> its options (pydantic); an option left out takes its default (`ScenarioChoice.settings`)
+OPTIONS: dict[str, type[_Options]] = {SINGLE_STREAM: SingleStreamOptions, OFFLINE: OfflineOptions,
+                                       SERVER: ServerOptions}
+
+
+def _scenario_error(name: str, e: ValidationError, given: bool) -> ScenarioError:
+    """pydantic's first complaint about a scenario's options, in the suite's words."""
+    err = e.errors()[0]
+    key = str(err["loc"][0]) if err["loc"] else ""
+    model = OPTIONS[name]
+    if err["type"] == "extra_forbidden":
+        allowed = list(model.model_fields)
+        hint = f"expected one of {', '.join(allowed)}" if allowed else f"{name} takes no options"
+        return ScenarioError(f"unknown key '{key}'{did_you_mean(key, allowed)}", (name, key), hint)
+    if err["type"] == "missing":
+        return ScenarioError(f"the {name} scenario needs {key}", (name,) if given else (),
+                             f"write {{{name}: {{{key}: 20, percentile: 99}}}}")
+    f = model.model_fields[key]
+    return ScenarioError(f"{key} must be {f.description} (got {err.get('input')!r})", (name, key),
+                         f"e.g. {key}: {(f.examples or ['?'])[0]}")
+
+
+@dataclass(frozen=True)
+class ScenarioChoice:
+    """One entry of `scenarios:`: its name (the cell id's last part) and the options the user gave."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every option, the defaults filled in (a required option the choice lacks is absent)."""
+        defaults = {k: f.default for k, f in OPTIONS[self.name].model_fields.items() if not f.is_required()}
+        return {**defaults, **self.options}
+
+
+def parse_scenario(entry: Any) -> ScenarioChoice:
+    """`single-stream`, `offline`, `{offline: {...}}` or `{server: {latency_bound_ms: B, ...}}`."""
+    if isinstance(entry, dict):
+        if len(entry) != 1:
+            raise ScenarioError("a scenario with options is a one-key mapping", (),
+                                "e.g. {server: {latency_bound_ms: 20, percentile: 99}}")
+        (name, options), = entry.items()
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ScenarioError(f"the options of {name} are a mapping (got {options!r})", (name,),
+                                "e.g. {server: {latency_bound_ms: 20}}")
+    elif isinstance(entry, str):
+        name, options = entry, {}
+    else:
+        raise ScenarioError(f"a scenario is a name or a one-key mapping (got {entry!r})", (),
+                            f"use one of {', '.join(SCENARIOS)}")
+    if name not in OPTIONS:
+        raise ScenarioError(f"unknown scenario '{name}'{did_you_mean(str(name), SCENARIOS)}", (),
+                            f"expected one of {', '.join(SCENARIOS)}")
+    try:
+        out = OPTIONS[name].model_validate(options).model_dump(exclude_unset=True)
+    except ValidationError as e:
+        raise _scenario_error(name, e, bool(options)) from None
+    return ScenarioChoice(name=name, options=out)
+
+
+# ------------------------------------------------------------------------------ the worker's plan
+@dataclass(frozen=True)
+class LoadPlan:
+    """What a scenario's group worker needs: its target, options, the batch shapes per cell batch size."""
+
+    target: str
+    options: dict[str, Any]
+    timeout_s_per_member: float
+
+    def payload(self, overhead_ns: float) -> dict[str, Any]:
+        """The worker's arguments besides the group's: the timing loop's overhead, or the options."""
+        return {"overhead_ns": overhead_ns} if self.target.endswith("measure_group") else {"options": self.options}
+
+    def sizes(self, scenario: str, batch_size: int) -> list[int]:
+        return batch_shapes(scenario, self.options, batch_size)
+
+
+def batch_shapes(scenario: str, options: dict[str, Any], batch_size: int) -> list[int]:
+    """The batch shapes a cell of `batch_size` runs: a server's dynamic batcher pads to powers of two up to
+    it; an offline pool needs the batch and its remainder."""
+    from effbench.scenarios.load import batcher_sizes, pool_sizes
+    if scenario == SERVER:
+        return batcher_sizes(batch_size)
+    if scenario == OFFLINE:
+        return pool_sizes(offline_queries(options, batch_size), batch_size)
+    return [batch_size]
+
+
+def offline_queries(options: dict[str, Any], batch_size: int) -> int:
+    return int(options.get("queries") or max(64, 8 * batch_size))
+
+
+# --quick: a server search of at most this long per variant, with probes of at most this many queries
+QUICK_SERVER = {"max_time_s": 10.0, "queries": 300, "min_duration_s": 0.3}
+
+
+def load_plan(choice: ScenarioChoice, budget: dict, base_timeout_s: float, quick: bool = False) -> LoadPlan:
+    """The group worker of a scenario, its options with their defaults, and its timeout per member."""
+    s = choice.settings
+    if quick and choice.name == SERVER:
+        s = {**s, **{k: min(s[k], v) for k, v in QUICK_SERVER.items()}}
+    if choice.name == OFFLINE:
+        s = {**s, "min_time_s": s.get("min_time_s", budget["min_time_s"]),
+             "max_time_s": s.get("max_time_s", budget["max_time_s"])}
+        return LoadPlan("effbench.scenarios.worker:measure_load", s, base_timeout_s + 3 * s["max_time_s"])
+    if choice.name == SERVER:
+        return LoadPlan("effbench.scenarios.worker:measure_load", s, base_timeout_s + 2 * s["max_time_s"])
+    return LoadPlan("effbench.execution.tasks:measure_group", s, base_timeout_s)
+
+
+# ------------------------------------------------------------------------------ record sections
+def sections(member: dict) -> dict[str, Any]:
+    """The scenario's typed sections from one member of a group worker's answer."""
+    out: dict[str, Any] = {}
+    if member.get("offline"):
+        out["offline"] = Offline.from_json(member["offline"])
+    if member.get("server"):
+        out["server"] = Server.from_json(member["server"])
+    return out
