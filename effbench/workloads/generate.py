@@ -603,7 +603,11 @@ class LlamaCppSession(GenerationSession):
                                         n_threads_batch=self.threads, logits_all=False, verbose=False)
         self._n_vocab = self._llm.n_vocab()
         quantized = gtype not in ("F32", "F16", "BF16")
-        self.kernel = Kernel("llamacpp", self.precision, weights=gtype,
+        weights = gtype
+        if gtype.removesuffix("_M") not in meta["tensor_types"]:
+            # llama.cpp falls back per tensor (K-quants need rows of 256): name what the file really holds
+            weights = f"{gtype} file, tensors {'/'.join(sorted(meta['tensor_types']))}"
+        self.kernel = Kernel("llamacpp", self.precision, weights=weights,
                              quantization="weight-only" if quantized else "none",
                              compute=("integer dot products with activations quantized to Q8 blocks on the fly"
                                       if quantized else gtype.lower()),
