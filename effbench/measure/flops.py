@@ -751,6 +751,29 @@ def _params_and_bytes(model: onnx.ModelProto) -> tuple[int, int]:
     return params, weight_bytes
 
 
+def layer_ids(nodes) -> list[str]:
+    """Each node's identity as a layer: its name where it has one no earlier node took, else
+    `<op type>_<index>`, which is what ONNX Runtime's profiler calls an unnamed node. Graphs built with
+    onnx.helper (and by some converters) name no node: keyed by name, every layer would be ''."""
+    ids: list[str] = []
+    taken: set[str] = set()
+    for i, node in enumerate(nodes):
+        lid = node.name if node.name and node.name not in taken else f"{node.op_type}_{i}"
+        while lid in taken:  # a node already named like another's fallback
+            lid += "_"
+        taken.add(lid)
+        ids.append(lid)
+    return ids
+
+
+def name_layers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every node named by its `layer_ids` (in place): tools that take node names (the
+    quantizer's include/exclude lists) and the profiler then agree on which node is which layer."""
+    for node, lid in zip(model.graph.node, layer_ids(model.graph.node)):
+        node.name = lid
+    return model
+
+
 def count_work(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, dims: dict[str, int] | None = None,
                binary_nodes: set[str] | None = None, node_bits: dict[str, int] | None = None) -> WorkCount:
     """Count the work of one inference of `model` at `batch_size` (see CONVENTIONS). `binary_nodes`: nodes
@@ -769,9 +792,9 @@ def count_work(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, dims
     effective = 0.0
     wbits_num = wbits_den = 0.0
     any_bits_num = any_bits_den = 0.0
-    for node in proto.graph.node:
+    for node, lid in zip(proto.graph.node, layer_ids(proto.graph.node)):
         row = counter.count(node)
-        entry = {"name": node.name, "op_type": node.op_type}
+        entry = {"name": lid, "op_type": node.op_type}
         if "reason" in row:
             uncounted[node.op_type] += 1
             entry.update({"macs": None, "elementwise_ops": None, "weight_bits": None, "act_bits": None,

@@ -56,17 +56,20 @@ def links(onnx_path: str) -> dict[str, dict[str, str]]:
     """The graph's wiring the fold needs: which node produces each tensor, and each node's first input's
     producer when that producer feeds nothing else (a pair a runtime fuses, Conv + Relu)."""
     import onnx
+
+    from effbench.measure.flops import layer_ids
     g = onnx.load(onnx_path, load_external_data=False).graph
-    producer = {o: n.name for n in g.node for o in n.output if o}
+    ids = layer_ids(g.node)  # the names `count_work`'s by_node uses: unnamed nodes have one too
+    producer = {o: lid for n, lid in zip(g.node, ids) for o in n.output if o}
     consumers: dict[str, int] = {}
     for n in g.node:
         for i in n.input:
             consumers[i] = consumers.get(i, 0) + 1
     fused_into = {}
-    for n in g.node:
+    for n, lid in zip(g.node, ids):
         first = next((i for i in n.input if i in producer), None)
         if first is not None and consumers.get(first) == 1:
-            fused_into[n.name] = producer[first]
+            fused_into[lid] = producer[first]
     return {"producer": producer, "fused_into": fused_into}
 
 

@@ -152,7 +152,8 @@ def profile_graph(path: str, threads: int, feeds: dict[str, Any], runs: int) -> 
     import json
     import tempfile
 
-    sess = cpu_session(path, threads, profile_prefix=str(Path(tempfile.mkdtemp(prefix="effbench-prof-")) / "ort"))
+    folder = Path(tempfile.mkdtemp(prefix="effbench-prof-"))
+    sess = cpu_session(_named(path, folder), threads, profile_prefix=str(folder / "ort"))
     sess.run(None, feeds)  # the first call's allocations are not the layers' time
     for _ in range(runs):
         sess.run(None, feeds)
@@ -161,6 +162,22 @@ def profile_graph(path: str, threads: int, feeds: dict[str, Any], runs: int) -> 
     trace.unlink(missing_ok=True)
     per_call = len(events) // (runs + 1) if events else 0
     return events[per_call:]
+
+
+def _named(path: str, folder: Path) -> str:
+    """The graph at `path`, or where some node has no name, a copy in `folder` with every node named by its
+    layer id: ONNX Runtime calls a fused unnamed node "fused " and its kernels then match no layer. A graph
+    with external data is profiled as it is."""
+    import onnx
+
+    from effbench.measure.flops import name_layers
+    m = onnx.load(path, load_external_data=False)
+    if all(n.name for n in m.graph.node) or any(t.data_location == onnx.TensorProto.EXTERNAL
+                                                for t in m.graph.initializer):
+        return path
+    out = folder / "named.onnx"
+    onnx.save(name_layers(m), str(out))
+    return str(out)
 
 
 def _best_run(sess, feeds: dict[str, Any], reps: int) -> float:

@@ -39,9 +39,13 @@ def graph_kind(path: str) -> str:
 
 
 def clean_copy(src: str, dst: Path) -> str:
-    """A copy without value_info for initializers (onnxruntime#25890: 'Inferred shape and existing shape differ')."""
+    """A copy without value_info for initializers (onnxruntime#25890: 'Inferred shape and existing shape differ'),
+    every node named by its layer id (`name_layers`): the quantizer's node lists name layers, and in a graph
+    whose nodes have no names, [''] would mean every node."""
     import onnx
-    m = onnx.load(src)
+
+    from effbench.measure.flops import name_layers
+    m = name_layers(onnx.load(src))
     inits = {i.name for i in m.graph.initializer}
     keep = [v for v in m.graph.value_info if v.name not in inits]
     del m.graph.value_info[:]
@@ -82,6 +86,9 @@ def quantize_onnx_int8(src: str, out: str, method: str, *, per_channel: bool, ca
         quantize_static,
     )
     nodes = {"nodes_to_quantize": nodes_to_quantize or [], "nodes_to_exclude": nodes_to_exclude or []}
+    if "" in nodes["nodes_to_quantize"] + nodes["nodes_to_exclude"]:
+        # to the quantizer '' names every unnamed node: name the graph's layers first (`clean_copy`)
+        raise ValueError("a node list names the layer '': identify layers by `layer_ids`")
     with _quiet():
         if method == "dynamic":
             quantize_dynamic(src, out, weight_type=QuantType.QInt8, per_channel=per_channel,

@@ -34,6 +34,22 @@ def test_kernels_fold_onto_their_layers_and_runtime_kernels_stand_apart():
     assert s["share_without_macs"] == pytest.approx(0.4) and s["share_added_by_runtime"] == pytest.approx(0.2)
 
 
+def test_a_graph_without_node_names_folds_onto_its_layers(tmp_path):
+    """No node named (onnx.helper): layers are `<op>_<index>` in the counter, the wiring and the profile, so
+    each Conv and Gemm finds its kernels (a fused unnamed Gemm would otherwise be ONNX Runtime's 'fused ')."""
+    import numpy as np
+    from ebgraphs import unnamed_cnn
+
+    from effbench.measure.flops import count_work
+    from effbench.measure.layers import links
+    from effbench.runners.onnxruntime import profile_graph
+    path = unnamed_cnn(tmp_path / "cnn.onnx")
+    feeds = {"x": np.random.default_rng(0).random((1, 1, 8, 8)).astype(np.float32)}
+    rows = fold(kernel_times(profile_graph(path, 1, feeds, 3), 3), count_work(path).by_node, links(path))
+    assert sorted(r.layer for r in rows if r.macs) == ["Conv_0", "Conv_2", "Gemm_5", "Gemm_7"]
+    assert [r.layer for r in rows if r.added_by_runtime and r.kernel not in ("ReorderInput", "ReorderOutput")] == []
+
+
 def _suite(tmp_path, runners="[{name: onnxruntime, threads: 1}]"):
     p = tmp_path / "s.yaml"
     p.write_text(f"name: layers\nmodels:\n  - id: cnn\n    source: {{builtin: digits-cnn}}\nprecisions: [fp32]\n"

@@ -4,9 +4,11 @@ from __future__ import annotations
 import pytest
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
+from ebgraphs import unnamed_cnn
 from ebtest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
@@ -248,3 +250,35 @@ def test_only_candidates_inside_each_others_cis_tie():
     sp = lambda v, lo, hi: {"speedup_vs_fp32": {"value": v, "ci": [lo, hi]}}  # noqa: E731
     meeting = {"int8, 6 kept": sp(1.41, 0.79, 1.49), "fp16": sp(0.87, 0.25, 1.03), "int8, 5 kept": sp(1.38, 1.2, 1.5)}
     assert _tied(meeting, "int8, 6 kept") == ["int8, 6 kept", "int8, 5 kept"]
+
+
+def test_layers_of_a_graph_without_node_names_are_told_apart(tmp_path):
+    """A graph whose nodes have no names: each layer is its own row (index and op type), quantizing it alone
+    or keeping it alone in FP32 builds another model each time, and the advisor's candidates keep 0, 1, 2 ...
+    layers in FP32 (each a bigger graph than the last), not the whole model FP32."""
+    from effbench.analysis.advisor import advise
+    model = unnamed_cnn(tmp_path / "cnn.onnx")
+    x = np.random.default_rng(1).random((64, 1, 8, 8)).astype(np.float32)
+    res = analyse(model, {"x": x}, None, "static", {"x": x}, samples=64, profile_runs=3)
+    rows = {r["layer"]: r for r in res["rows"]}
+    assert sorted(rows) == ["Conv_0", "Conv_2", "Gemm_5", "Gemm_7"]
+    assert [rows[k]["op_type"] for k in sorted(rows)] == ["Conv", "Conv", "Gemm", "Gemm"]
+    alone = [r["only_this"]["sqnr_db"] for r in rows.values()]
+    kept = [r["all_but_this"]["sqnr_db"] for r in rows.values()]
+    # one layer int8 is closer to FP32 than all of them; the four are four different models
+    assert all(s > res["uniform_int8"]["sqnr_db"] + 0.5 for s in alone) and len({round(s, 4) for s in alone}) == 4
+    # "kept FP32" quantizes the other three: never FP32 itself (SQNR None), never four times the same model
+    assert None not in kept and len({round(s, 4) for s in kept}) == 4
+    assert all(r["time_share"] for r in rows.values())  # the profiler's kernels found their layers
+    ranking = [r["layer"] for r in res["rows"]]
+    budget = {"warmup_s": 0.01, "min_time_s": 0.05, "max_time_s": 0.2, "min_warmup_calls": 3, "min_n": 16}
+    plan = advise(model, {"x": x}, None, "static", {"x": x}, ranking, sorted(ranking), str(tmp_path / "o"),
+                  floor=0.5, batch_size=8, budget=budget, samples=64)
+    cands = plan["candidates"]
+    names = ["int8"] + [f"int8, {k} layer{'s' if k > 1 else ''} kept FP32" for k in range(1, 5)]
+    assert [sorted(n for n, p in cands[c]["layers"].items() if p == "fp32") for c in names] == \
+        [sorted(ranking[:k]) for k in range(5)]
+    sizes = [cands[c]["size_bytes"] for c in names]
+    # five different graphs (keeping the big Gemm_5 in FP32 keeps its 32 k weights in 4 bytes each)
+    assert len(set(sizes)) == 5 and sizes[0] < min(sizes[1:]) and max(sizes) < Path(model).stat().st_size + 4096
+    assert len({round(cands[c]["sqnr_db"] or 999, 4) for c in names}) == 5
