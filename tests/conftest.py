@@ -21,46 +21,56 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 STARTED = pytest.StashKey[list]()
+REAL_POPEN_INIT = subprocess.Popen.__init__
 
 
 def _declares_processes(item) -> bool:
     return bool(item.get_closest_marker("slow") or item.get_closest_marker("spawns"))
 
 
+def _guarded(item):
+    """Around each phase (setup with its fixtures, the call, teardown) of a test that does not declare
+    processes: `subprocess.Popen` refuses, and the attempt is recorded for `_processes_are_declared`."""
+    def init(self, *args, **kwargs):
+        item.stash[STARTED].append(args[0] if args else kwargs.get("args"))
+        raise RuntimeError("a test not marked spawns or slow started a process")
+    return init
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
     """A test that starts a process (a measuring worker, the CLI, a Ray node), in its body or in a fixture it
     sets up, says so with `@pytest.mark.spawns` or `@pytest.mark.slow`: `make test-fast` leaves those out and
-    must not start one. An undeclared start fails (see `_processes_are_declared`)."""
+    must not start one."""
     item.stash[STARTED] = []
+    yield from _phase(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield from _phase(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    yield from _phase(item)
+
+
+def _phase(item):
     if _declares_processes(item):
         yield
         return
-    real = subprocess.Popen.__init__
-
-    def init(self, *args, **kwargs):
-        item.stash[STARTED].append(args[0] if args else kwargs.get("args"))
-        raise RuntimeError("a test not marked spawns or slow started a process")
-
-    subprocess.Popen.__init__ = init
+    subprocess.Popen.__init__ = _guarded(item)
     try:
         yield
     finally:
-        subprocess.Popen.__init__ = real
+        subprocess.Popen.__init__ = REAL_POPEN_INIT
 
 
 @pytest.fixture(autouse=True)
-def _processes_are_declared(request, monkeypatch):
-    started = request.node.stash.get(STARTED, [])
-    if _declares_processes(request.node):
-        yield
-        return
-
-    def init(self, *args, **kwargs):
-        started.append(args[0] if args else kwargs.get("args"))
-        raise RuntimeError("a test not marked spawns or slow started a process")
-
-    monkeypatch.setattr(subprocess.Popen, "__init__", init)
+def _processes_are_declared(request):
+    """Fails an undeclared test that started a process even where the code under test swallowed the refusal."""
     yield
-    if started:
+    started = request.node.stash.get(STARTED, [])
+    if started and not _declares_processes(request.node):
         pytest.fail(f"this test started a process ({str(started[0])[:120]}) but is not marked spawns or slow")

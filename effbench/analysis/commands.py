@@ -45,7 +45,7 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
         bar.start(f"profiling {cell.cell_id} layer by layer ({runs} calls)")
         res = run_in_worker("effbench.execution.tasks:layer_profile",
                             {"cell": cell, "variant": vout.value, "artifact": art.to_json(),
-                             "feeds": art.feeds(cell.batch_size, run.datasets.get(cell.model)), "runs": runs},
+                             "feeds": art.feeds(cell.batch_size, run.evaluation(cell.model)), "runs": runs},
                             timeout_s=BUILD_TIMEOUT_S, log_path=run.logs / f"layers-{cell.cell_id.replace('/', '_')}.log")
         if res.kind == "user_error":
             raise res.value
@@ -106,7 +106,7 @@ def _sensitivity(suite, model_id: str, out_dir, cache_dir, samples: int, progres
         else:
             res = run_in_worker("effbench.analysis.sensitivity:analyse",
                                 {"onnx_path": prep["onnx_path"], "inputs": inputs, "labels": labels, "method": method,
-                                 "calibration": inputs if method == "static" else None, "samples": samples,
+                                 "calibration": prep["calibration"] if method == "static" else None, "samples": samples,
                                  "op_types": prep["op_types"]},
                                 timeout_s=BUILD_TIMEOUT_S * 4, log_path=prep["logs"] / f"sensitivity-{model_id}.log")
         if res.kind == "user_error":
@@ -176,7 +176,7 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     out = base / "advise" / model_id
     res = run_in_worker("effbench.analysis.advisor:advise",
                         {"onnx_path": prep["onnx_path"], "inputs": prep["inputs"], "labels": prep["labels"],
-                         "method": prep["method"], "calibration": prep["inputs"] if prep["method"] == "static" else None,
+                         "method": prep["method"], "calibration": prep["calibration"] if prep["method"] == "static" else None,
                          "ranking": ranking, "layers": sorted(ranking), "out_dir": str(out), "floor": floor,
                          "batch_size": batch, "budget": measure_budget(suite, quick=False), "op_types": prep["op_types"],
                          "samples": samples, "objective": objective,
@@ -188,7 +188,9 @@ def advise(suite: Suite | str | Path, model_id: str, *, floor: float = 0.99, out
     if res.kind != "ok":
         raise UserError(f"the advisor for {model_id} {res.kind}: {res.reason}", file=suite.path, field="--model",
                         fix=f"see {prep['logs'] / f'advise-{model_id}.log'}")
-    plan = {"model": model_id, "sensitivity": str(folder / "sensitivity.csv"), **res.value}
+    plan = {"model": model_id, "sensitivity": str(folder / "sensitivity.csv"), **res.value,
+            # quality and the floor were scored on the evaluation part; static int8 calibrated on the other
+            "split": prep["split"] or "no dataset: scored on generated inputs, calibrated on others (another seed)"}
     (out / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan, out
 
@@ -233,15 +235,21 @@ def _prepared_run(suite: Suite, cell, out: Path, cache_dir, bar):
 
 
 def _prepared(suite: Suite, model_id: str, out: Path, cache_dir, samples: int, bar) -> dict:
-    """The model prepared (`_prepared_run`), its inputs (the dataset, else generated from the input spec),
-    labels, and the int8 method `int8` would use for it."""
+    """The model prepared (`_prepared_run`), its inputs and labels for scoring (the dataset's evaluation part,
+    else inputs generated from the input spec), the calibration inputs (the dataset's calibration part, else
+    generated with another seed: never the scored samples), and the int8 method `int8` would use for it."""
     from effbench.variants.integer import graph_kind
     cell = next(c for c in suite.cells(None) if c.model == model_id)
     run, art = _prepared_run(suite, cell, out, cache_dir, bar)
-    data = run.datasets.get(model_id)
+    split = run.datasets.get(model_id)
+    data = split.evaluation if split is not None else None
     inputs = data.inputs if data is not None else art.feeds(min(samples, 256), None, seed=20261128)
+    calibration = (split.calibration.inputs if split is not None
+                   else art.feeds(min(samples, 256), None, seed=20261129))
     kind = graph_kind(art.onnx_path)
     return {"inputs": {k: v[:samples] for k, v in inputs.items()}, "data": data, "onnx_path": art.onnx_path,
+            "calibration": {k: v[:samples] for k, v in calibration.items()},
+            "split": split.describe() if split is not None else None,
             "artifact": art.to_json(),
             "labels": data.labels[:samples] if data is not None and data.labels is not None else None,
             # static QDQ where there is data or a CNN (int8's own choice), MatMul/Gemm only in a transformer

@@ -83,9 +83,16 @@ class Source(_Strict):
         return getattr(self, self.kind)
 
 
+class SplitSpec(_Strict):
+    # the fraction of the dataset the calibrating variants see; quality is scored on the rest only
+    calibration: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
 class DatasetSpec(_Strict):
     builtin: str | None = None
     npz: str | None = None
+    split: SplitSpec = Field(default_factory=SplitSpec)
 
     @model_validator(mode="after")
     def _one(self) -> DatasetSpec:

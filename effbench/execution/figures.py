@@ -20,7 +20,9 @@ class RunState(Protocol):
     suite: Any                       # the `Suite`
     opts: Any                        # its `RunOptions`
     todo: list[tuple[int, Cell]]
-    datasets: dict[str, Any]
+    datasets: dict[str, Any]        # model -> its DatasetSplit
+
+    def evaluation(self, model: str) -> Any: ...
     logs: Path
     budget: dict
     timeout_s: float
@@ -51,7 +53,7 @@ class VariantFigures:
         if key in self.measured:
             return
         batches = sorted({c.batch_size for _, c in self.run.todo if group_key(c) == group_key(cell)})
-        feeds = {str(b): art.feeds(b, self.run.datasets.get(cell.model)) for b in batches}
+        feeds = {str(b): art.feeds(b, self.run.evaluation(cell.model)) for b in batches}
         this = cell.replace(variant=label, precision=variant.precision, method=variant.method)
         progress.start(f"memory and quality {cell.model}/{label}/{cell.runner_label}")
         out = self._worker(this, variant, art, feeds, self._quality_payload(this, art))
@@ -62,8 +64,12 @@ class VariantFigures:
         if out.kind == "ok":
             prof = out.value
             q = prof.get("quality")
-            if q is not None and self.run.datasets.get(cell.model) is None and q.get("value") is not None:
+            split = self.run.datasets.get(cell.model)
+            if q is not None and split is None and q.get("value") is not None:
                 prof["quality"] = {**q, "inputs": "generated (the model has no dataset)"}
+            elif q is not None and split is not None:
+                prof["quality"] = {**q, "inputs": "the dataset's evaluation part (never calibrated on)",
+                                   "split": split.describe()}
         else:
             prof = {"reason": f"the variant's own worker {out.kind}: {out.reason}",
                     "quality": {"metric": None, "value": None, "status": out.kind, "reason": out.reason}}
@@ -100,7 +106,7 @@ class VariantFigures:
 
     def _quality_payload(self, cell: Cell, art) -> dict:
         q = self.run.suite.spec.quality
-        ds = self.run.datasets.get(cell.model)
+        ds = self.run.evaluation(cell.model)  # never the samples a variant was calibrated on
         if ds is not None:
             n = min(len(ds), q.samples) if q.samples else len(ds)
             inputs = {k: v[:n] for k, v in ds.inputs.items()}
@@ -152,7 +158,7 @@ class VariantFigures:
                             memory_limit_mb=self.run.memory_limit_mb)
         if out.kind == "ok":
             result = out.value
-            if self.run.datasets.get(cell.model) is None:
+            if self.run.evaluation(cell.model) is None:
                 result = {**result, "inputs": "generated (the model has no dataset)"}
         elif out.kind == "user_error":
             raise out.value

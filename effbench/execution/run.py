@@ -224,6 +224,8 @@ class SuiteRun:
         return arts
 
     def _datasets(self, artifacts: dict[str, Any]) -> dict[str, Any]:
+        """Each model's dataset split into a calibration part and an evaluation part (`DatasetSplit`): the
+        variants that calibrate see the first, quality and the timed inputs use the second."""
         from effbench.models.datasets import load_dataset
         out = {}
         for i, m in enumerate(self.suite.spec.models):
@@ -231,9 +233,19 @@ class SuiteRun:
             if m.dataset is None or not hasattr(art, "inputs"):
                 continue
             shapes = {inp.name: (list(inp.concrete(1, art.dims)[1:]), inp.dtype) for inp in art.inputs}
-            out[m.id] = load_dataset(m.dataset, shapes, base_dir=self.suite.base_dir, suite_file=str(self.suite.path),
-                                     field=f"models[{i}].dataset")
+            field = f"models[{i}].dataset"
+            data = load_dataset(m.dataset, shapes, base_dir=self.suite.base_dir, suite_file=str(self.suite.path),
+                                field=field)
+            try:
+                out[m.id] = data.split(m.dataset.split.calibration, m.dataset.split.seed)
+            except ValueError as e:
+                raise self.suite.error(str(e), "models", i, "dataset", fix="give the dataset more samples") from None
         return out
+
+    def evaluation(self, model: str):
+        """The model's evaluation part (quality, timed inputs), or None without a dataset."""
+        split = self.datasets.get(model)
+        return split.evaluation if split is not None else None
 
     def _build_choice(self, art, model: str, choice, progress: Progress, calibration) -> Outcome:
         progress.start(f"building {model}/{choice.label}")
@@ -241,7 +253,7 @@ class SuiteRun:
         calib = None
         samples = validate_options(choice.precision, choice.options).get("calibration_samples")
         if calibration is not None and samples:  # only precisions that calibrate get (their share of) the data
-            calib = {k: v[:samples] for k, v in calibration.inputs.items()}
+            calib = {k: v[:samples] for k, v in calibration.calibration.inputs.items()}
         elif samples:  # no dataset: inputs generated from the spec, and the variant says so
             from effbench.variants import GeneratedCalibration
             calib = GeneratedCalibration(art.feeds(samples, None, seed=20261127))
@@ -283,7 +295,7 @@ class SuiteRun:
                                              reason=f"variant build: {vout.reason}"), progress)
         variant = vout.value
         cell = cell.replace(method=variant.method)
-        feeds = art.feeds(cell.batch_size, self.datasets.get(cell.model))
+        feeds = art.feeds(cell.batch_size, self.evaluation(cell.model))
         progress.start(f"{cell.cell_id} (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else cell.cell_id)
         log = self.logs / (cell.cell_id.replace("/", "_") + ".log")
         out = run_in_worker("effbench.execution.tasks:measure_cell",
@@ -381,7 +393,7 @@ class SuiteRun:
         plan = load_plan(self.suite.scenario(first.scenario), self.budget, self.timeout_s, self.opts.quick)
         batches = sorted({m["batch_size"] for m in members})
         sizes = sorted({k for b in batches for k in plan.sizes(first.scenario, b)})
-        feeds = {str(b): art.feeds(b, self.datasets.get(first.model)) for b in sizes}
+        feeds = {str(b): art.feeds(b, self.evaluation(first.model)) for b in sizes}
         what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
         progress.start(f"{what}: {len(members)} cells interleaved" +
                        (f" (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else ""))
@@ -478,7 +490,7 @@ class SuiteRun:
             if vout.kind != "ok":
                 return None
             sides.append({"variant": vout.value, "artifact": art.to_json(),
-                          "feeds": art.feeds(c.batch_size, r.datasets.get(c.model))})
+                          "feeds": art.feeds(c.batch_size, r.evaluation(c.model))})
         progress.start(f"{cell.cell_id} paired A/B blocks (round {rnd + 1}/{self.rounds})")
         out = run_in_worker("effbench.execution.tasks:measure_pair",
                             {"cell": cell, "sides": sides, "budget": self.budget,

@@ -19,6 +19,38 @@ class Dataset:
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
+    def take(self, index: np.ndarray, part: str) -> Dataset:
+        return Dataset(f"{self.name} ({part})", {k: np.ascontiguousarray(v[index]) for k, v in self.inputs.items()},
+                       None if self.labels is None else np.ascontiguousarray(self.labels[index]))
+
+    def split(self, calibration: float, seed: int) -> DatasetSplit:
+        """Two disjoint parts drawn by a seeded permutation: `calibration` (that fraction of the samples, at
+        least one) for the variants that calibrate, and `evaluation` (the rest, at least one) for quality.
+        A variant is never scored on the samples it was calibrated on."""
+        n = len(self)
+        if n < 2:
+            raise ValueError(f"the dataset has {n} sample: a calibration part and an evaluation part need 2 or more")
+        order = np.random.default_rng(seed).permutation(n)
+        k = min(max(int(round(n * calibration)), 1), n - 1)
+        return DatasetSplit(calibration=self.take(np.sort(order[:k]), "calibration"),
+                            evaluation=self.take(np.sort(order[k:]), "evaluation"), seed=seed, fraction=calibration)
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """A dataset's calibration and evaluation parts (`Dataset.split`); they share no sample."""
+
+    calibration: Dataset
+    evaluation: Dataset
+    seed: int
+    fraction: float
+
+    def describe(self) -> dict:
+        """What a record says about the split: its seed and the parts' sizes."""
+        return {"seed": self.seed, "calibration_fraction": self.fraction,
+                "calibration_samples": len(self.calibration), "evaluation_samples": len(self.evaluation),
+                "overlap": 0}
+
 
 def _fit(arr: np.ndarray, sample_shape: list[int], dtype: str, *, file: str | None, field: str,
          what: str) -> np.ndarray:

@@ -323,6 +323,8 @@ class Quality(Section):
     samples: int | None = None
     fidelity: dict[str, Any] | None = None
     inputs: str | None = None             # "generated (the model has no dataset)" when it has none
+    # the dataset's calibration/evaluation split (seed, sizes): quality is scored on the evaluation part only
+    split: dict[str, Any] | None = None
     status: str | None = None             # the quality worker's outcome when it did not finish
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

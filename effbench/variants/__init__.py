@@ -279,13 +279,23 @@ class GeneratedCalibration(dict):
 
 
 def cache_key(artifact: ModelArtifact, label: str, options: dict[str, Any], calibration=None) -> str:
+    """The variant's identity in the cache: the model, the label and options, and the calibration data itself
+    (another split or seed is another variant)."""
     extra = ["generated-calibration"] if isinstance(calibration, GeneratedCalibration) else []
+    if calibration:
+        import numpy as np
+        h = hashlib.sha256()
+        for k in sorted(calibration):
+            a = np.ascontiguousarray(calibration[k])
+            h.update(f"{k}:{a.dtype}:{a.shape}".encode())
+            h.update(a.tobytes())
+        extra.append(h.hexdigest()[:16])
     payload = json.dumps([artifact.onnx_sha256, artifact.torch_factory, artifact.torch_factory_args, label, options,
                           VARIANTS_VERSION, *extra], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-VARIANTS_VERSION = 3  # bump when a builder changes what it writes: old caches are then ignored
+VARIANTS_VERSION = 4  # bump when a builder changes what it writes: old caches are then ignored
 
 
 def build_variant(artifact: ModelArtifact, label: str, precision: str, method: str | None,

@@ -6,7 +6,7 @@ import pytest
 
 from effbench.errors import UserError
 from effbench.runners import Unsupported, get_runner
-from effbench.variants import build_variant, validate_options
+from effbench.variants import build_variant, cache_key, validate_options
 
 LABELS = ["fp32", "fp16", "bf16", "int8", "int8-dynamic", "int8-static", "int4", "binary"]
 
@@ -121,7 +121,6 @@ def test_int8_on_a_cnn_without_a_dataset_calibrates_on_generated_inputs(cnn_arti
     assert v.method == "static-qdq" and "generated" in v.build["onnx"]["chosen_because"]
     assert v.build["onnx"]["calibration_inputs"].startswith("generated")
     # the same model calibrated on its dataset is another variant (another cache entry)
-    from effbench.variants import cache_key
     assert cache_key(cnn_artifact, "int8", {}, gen) != cache_key(cnn_artifact, "int8", {}, {"x": gen["x"]})
     dyn = _build(cnn_artifact, "int8-dynamic", cache.parent / "generated-cache", gen)
     assert dyn.method == "dynamic"      # asked for: no calibration
@@ -133,9 +132,18 @@ def test_static_without_dataset_is_a_user_error(mlp_artifact, tmp_path):
     assert e.value.field == "precisions"
 
 
-def test_cache_returns_the_same_variant(mlp_artifact, cache, mlp_variants):
-    again = _build(mlp_artifact, "int8", cache, None)  # calibration is not in the key: the cached build returns
+def test_cache_returns_the_same_variant(mlp_artifact, cache, mlp_variants, calib_mlp):
+    again = _build(mlp_artifact, "int8", cache, calib_mlp)  # the same calibration: the cached build returns
     assert json.dumps(again.to_json(), sort_keys=True) == json.dumps(mlp_variants["int8"].to_json(), sort_keys=True)
+
+
+def test_other_calibration_data_is_another_variant(mlp_artifact, calib_mlp):
+    """A cached static build must not come back for another calibration split (it once did: the key held only
+    the model, label and options, so a variant calibrated on other samples was returned as is)."""
+    other = {"x": calib_mlp["x"][::-1].copy()}
+    assert cache_key(mlp_artifact, "int8-static", {}, calib_mlp) != cache_key(mlp_artifact, "int8-static", {}, other)
+    assert cache_key(mlp_artifact, "int8-static", {}, calib_mlp) == cache_key(mlp_artifact, "int8-static", {},
+                                                                              {"x": calib_mlp["x"].copy()})
 
 
 def test_record_section_per_side(mlp_variants):
