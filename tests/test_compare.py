@@ -202,8 +202,9 @@ def test_identical_stores_are_unchanged(tmp_path):
     new = single_round_store(tmp_path, "new", CELLS, seed=7)
     v = compare(base, new)
     assert v.rows and all(r["verdict"] == "unchanged" for r in v.rows)
-    # every default rule but the server scenario's (these cells have no server figures)
-    assert {r["metric"] for r in v.rows} == {r.metric for r in DEFAULT_RULES} - {"server.max_qps"}
+    # every default rule but the server scenario's and generation's (these cells have neither)
+    assert {r["metric"] for r in v.rows} == {r.metric for r in DEFAULT_RULES} - {"server.max_qps", "ttft_ms",
+                                                                                 "tpot_ms", "decode_tokens_per_s"}
     assert all(r["ratio"] == pytest.approx(1.0) for r in v.rows)
     assert v.exit_code == 0
     assert len(v.warnings) == 1 and "single rounds" in v.warnings[0]   # no environment warnings

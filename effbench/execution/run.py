@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 from effbench.config.suite import Cell, Suite, load_suite
 from effbench.errors import UserError
 from effbench.execution.figures import VariantFigures
+from effbench.execution.generation import GenerationGroups
 from effbench.execution.pairing import (
     FP32,
     drift_section,
@@ -121,6 +122,7 @@ class SuiteRun:
         self.memory_limit_mb = m.memory_limit_mb
         self._work_cache: dict = {}
         self.figures = VariantFigures(self)
+        self.generation = GenerationGroups(self)      # task: generate groups (effbench.execution.generation)
         self.broken: dict[str, str] = {}                # cell id -> why its worker crashed or hung
         self.todo: list[tuple[int, Cell]] = []
         self.profiles: list = []
@@ -212,6 +214,9 @@ class SuiteRun:
         arts: dict[str, Any] = {}
         for mid in model_ids:
             idx = next(i for i, m in enumerate(self.suite.spec.models) if m.id == mid)
+            if self.suite.spec.models[idx].generates:
+                arts[mid] = self.generation.prepare(idx, progress)
+                continue
             progress.start(f"preparing {mid}")
             out = run_in_worker("effbench.execution.tasks:prepare_model",
                                 {"model": self.suite.spec.models[idx].model_dump(mode="json"), "index": idx,
@@ -328,6 +333,8 @@ class SuiteRun:
         Offline and server groups run their scenario's worker (`effbench.scenarios.plan.load_plan`); `alone`: a
         cell of one measured by itself after its group's worker failed, so a failure is its record."""
         first = cells[0]
+        if self.suite.model(first.model).generates or runner_side(first.runner) == "llm":
+            return self.generation.do_group(rnd, cells, progress)  # a decoder LLM, or a runner only they use
         art = self.artifacts[first.model]
         if isinstance(art, Outcome):
             return [self.finish(self.record(rnd, cell, reason=f"model could not be prepared: {art.reason}"), progress)

@@ -57,6 +57,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     # the load scenarios (effbench.scenarios.plan): one value per round each
     Metric("server.max_qps", "noisy", True, _get("server", "max_qps"), speed=-1, unit="queries/s"),
     Metric("offline.throughput", "noisy", True, _get("offline", "samples_per_s"), speed=-1, unit="samples/s"),
+    # generative cells (task: generate): one value per round each, the round's median over its requests
+    Metric("ttft_ms", "noisy", False, _get("generation", "ttft_ms"), speed=1, unit="ms"),
+    Metric("tpot_ms", "noisy", False, _get("generation", "tpot_ms"), speed=1, unit="ms"),
+    Metric("decode_tokens_per_s", "noisy", True, _get("generation", "decode_tokens_per_s"), speed=-1,
+           unit="tokens/s"),
     Metric("energy", "noisy", False, _get("energy", "j_per_inference"), unit="J/inference"),
     Metric("memory.peak", "stable", False, _get("memory", "peak_rss_bytes"), unit="bytes"),
     Metric("size", "deterministic", False, _size, unit="bytes"),
@@ -67,7 +72,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            units=("absolute_pp", "relative"), scale=100.0, unit="pp"),
 )}
 ALIASES = {"latency": "latency.median", "memory": "memory.peak", "memory.peak_rss": "memory.peak",
-           "quality": "quality.relative", "flops": "macs", "size_bytes": "size", "max_qps": "server.max_qps"}
+           "quality": "quality.relative", "flops": "macs", "size_bytes": "size", "max_qps": "server.max_qps",
+           "generation.ttft_ms": "ttft_ms", "generation.tpot_ms": "tpot_ms",
+           "generation.decode_tokens_per_s": "decode_tokens_per_s"}
 
 
 def metric_name(name: str, source: str) -> str:

@@ -69,6 +69,11 @@ DEFAULT_RULES: list[Rule] = [
     Rule("quality.relative", 0.5, "absolute_pp"),
     # the peak rate under a latency bound: its search stops within 5%, so 10% is the smallest drop it can see
     Rule("server.max_qps", 0.10),
+    # generative cells: a request's first token and each token after it, and decode's rate (one value per
+    # round: tested on rounds; a store of one round cannot show significance and reads as unstable)
+    Rule("ttft_ms", 0.10),
+    Rule("tpot_ms", 0.05),
+    Rule("decode_tokens_per_s", 0.05),
 ]
 OPT_IN_RULES: list[Rule] = [
     Rule("latency.p99", 0.10),

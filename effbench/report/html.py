@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from effbench.report import figures, fleet, layers, load
+from effbench.report import figures, fleet, generation, layers, load
 from effbench.report.overview import Overview
 from effbench.report.table import FP32, Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
 from effbench.units import fmt_bytes, fmt_si
@@ -533,6 +533,8 @@ def render_html(rows: Sequence[Row], overview: Overview, *, verdict_rows: list[d
         nav.insert(5, ("precision", "Precision"))
     if load.has_load(rows):
         nav.insert(4, ("load", "Under load"))
+    if generation.has_generation(rows):
+        nav.insert(1, ("generation", "Generation"))
     if fleet.has_fleet(rows):
         nav.insert(nav.index(("projections", "Devices")), ("fleet", "Fleet"))
     if verdict_rows is not None or verdict_note:
@@ -542,6 +544,7 @@ def render_html(rows: Sequence[Row], overview: Overview, *, verdict_rows: list[d
 <nav class="nav">{nav_html}</nav>
 <main>
 {_decision(rows)}
+{generation.section(rows, figs)}
 <section id="pareto"><h2>Quality against cost</h2>
 <p class="muted">Each point is a cell; the dashed line is the Pareto front (no other variant is both faster
 and better). Diamonds are emulated variants, open markers on the energy panel are modeled energy, a red ring

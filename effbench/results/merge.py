@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from effbench.measure.latency import LatencyStats
-from effbench.results.record import Comparison, Drift, Latency, Offline, Record, Server
+from effbench.results.record import Comparison, Drift, Generation, Latency, Offline, Record, Server
 
 
 def merge_rounds(records: Iterable[Record]) -> list[Record]:
@@ -124,7 +124,49 @@ def merged_sections(ok: Sequence[Record]) -> dict[str, Any]:
     servers = [r.server for r in ok if r.server]
     if servers:
         out["server"] = _merge_server(servers)
+    gens = [r.generation for r in ok if r.generation]
+    if gens:
+        out["generation"] = _merge_generation(gens)
     return out
+
+
+GENERATION_FIGURES = ("ttft_ms", "tpot_ms", "e2e_ms", "prefill_tokens_per_s", "decode_tokens_per_s")
+
+
+def _merge_generation(gens: list[Generation]) -> Generation:
+    """Each figure: the median of its round values with the CI over rounds, as a latency; the paired
+    speedups vs FP32 as `comparison` sections are; ITL percentiles and the bandwidth: medians over rounds."""
+    import statistics
+    last = gens[-1]
+    changes: dict[str, Any] = {"requests": sum(g.requests or 0 for g in gens)}
+    rounds = {k: [v for g in gens for v in (g.round_values.get(k) or [getattr(g, k)]) if v is not None]
+              for k in GENERATION_FIGURES}
+    scope = method = None
+    for k, values in rounds.items():
+        est, _ = _over_rounds(values)
+        if est is not None:
+            changes[k], changes[f"{k}_ci"] = est.value, (est.lo, est.hi)
+            scope, method = est.scope, est.method
+    changes["round_values"] = {**last.round_values, **rounds}
+    if scope:
+        changes["ci_scope"], changes["ci_method"] = scope, method
+    itl_keys = sorted({q for g in gens for q in g.itl_ms})
+    changes["itl_ms"] = {q: statistics.median(g.itl_ms[q] for g in gens if q in g.itl_ms) for q in itl_keys}
+    bws = [g.bandwidth_bytes_per_s for g in gens if g.bandwidth_bytes_per_s]
+    if bws:
+        changes["bandwidth_bytes_per_s"] = statistics.median(bws)
+        tps, per_token = changes.get("decode_tokens_per_s", last.decode_tokens_per_s), last.decode_bytes_per_token
+        if tps and per_token:
+            changes["bandwidth_utilization"] = tps * per_token / changes["bandwidth_bytes_per_s"]
+    for k in ("j_per_output_token", "j_per_prompt_token"):
+        vals = [getattr(g, k) for g in gens if getattr(g, k) is not None]
+        changes[k] = statistics.median(vals) if vals else None
+    metrics = sorted({m for g in gens for m in g.speedup_vs_fp32})
+    changes["speedup_vs_fp32"] = {
+        m: c.to_json() for m in metrics
+        if (c := _comparison_over_rounds([Comparison.from_json(g.speedup_vs_fp32[m]) if m in g.speedup_vs_fp32
+                                          else None for g in gens])) is not None}
+    return last.replace(**changes)
 
 
 def _over_rounds(values: list[float]):

@@ -154,11 +154,14 @@ class Cell(Section):
     # the device profile whose fleet node measured it (`effbench run --ray`, effbench.fleet.run); None: where
     # the run's parent is. Part of the cell's identity: its id ends in "@<device>".
     measured_on: str | None = None
+    # a generative cell (task: generate): its prompt length, which takes the batch size's place in the id
+    prompt_tokens: int | None = None
 
     @property
     def cell_id(self) -> str:
         at = f"@{self.measured_on}" if self.measured_on else ""
-        return f"{self.model}/{self.variant}/{self.runner_label}/b{self.batch_size}/{self.scenario}{at}"
+        size = f"p{self.prompt_tokens}" if self.prompt_tokens else f"b{self.batch_size}"
+        return f"{self.model}/{self.variant}/{self.runner_label}/{size}/{self.scenario}{at}"
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
@@ -168,6 +171,8 @@ class Cell(Section):
             out.pop("measured_on")  # nor a fleet node: the config hashes of local cells stay as they were
         if not self.runner_options:
             out.pop("runner_options")  # nor runner options: the same
+        if self.prompt_tokens is None:
+            out.pop("prompt_tokens")  # nor a prompt: classifier cells' hashes stay as they were
         return out
 
 
@@ -439,6 +444,60 @@ class Server(Section):
 
 
 @section
+class Generation(Section):
+    """A generative cell (decoder LLM, one request at a time): per-request figures from per-token stamps,
+    each the median over a round's requests, then the median over rounds with a CI over rounds
+    (`*_ci`, `round_values`); ITL percentiles pooled over a round's tokens (merged: median over rounds).
+
+    - kernel: what the precision ran as on this runtime (weight-only or weight-and-activation, compute, KV type)
+    - kv_cache_bytes_analytic: 2 x layers x KV heads x head dim x kv_context_tokens x bytes per element;
+      kv_cache_bytes_measured: what the runtime held (kv_measured says how)
+    - bandwidth_utilization: decode tokens/s / (bandwidth_bytes_per_s / decode_bytes_per_token)
+    - speedup_vs_fp32: metric -> a `comparison` section (paired in one worker, CI over rounds)
+    - quality: teacher-forced against FP32 on held text (agreement, mean KL, perplexity for real weights)
+    """
+
+    NAME: ClassVar[str] = "generation"
+    prompt_tokens: int
+    new_tokens: int
+    requests: int | None = None
+    ttft_ms: float | None = None
+    ttft_ms_ci: tuple[float, float] | None = None
+    tpot_ms: float | None = None
+    tpot_ms_ci: tuple[float, float] | None = None
+    e2e_ms: float | None = None
+    e2e_ms_ci: tuple[float, float] | None = None
+    prefill_tokens_per_s: float | None = None
+    prefill_tokens_per_s_ci: tuple[float, float] | None = None
+    decode_tokens_per_s: float | None = None
+    decode_tokens_per_s_ci: tuple[float, float] | None = None
+    itl_ms: dict[str, float] = field(default_factory=dict)
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    round_values: dict[str, list[Any]] = field(default_factory=dict)
+    kv_cache_bytes_analytic: int | None = None
+    kv_cache_bytes_measured: int | None = None
+    kv_measured: str | None = None
+    kv_context_tokens: int | None = None
+    weight_bytes: int | None = None
+    decode_bytes_per_token: int | None = None
+    bandwidth_bytes_per_s: float | None = None
+    bandwidth_method: str | None = None
+    bandwidth_utilization: float | None = None
+    kernel: dict[str, Any] = field(default_factory=dict)
+    speedup_vs_fp32: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
+    j_per_output_token: float | None = None
+    j_per_prompt_token: float | None = None
+    energy_source: str | None = None
+    energy_reason: str | None = None
+    threads: int | None = None
+    reference: str | None = None          # what FP32 is for this model (a dequantised GGUF is not the original)
+    prompt: str | None = None             # where the prompt's token ids come from
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
 class Drift(Section):
     """The sentinel workload timed before and after the cell's worker, per round."""
 
@@ -504,6 +563,7 @@ class Record(Section):
     throughput_ips: float | None = None
     offline: Offline | None = None
     server: Server | None = None
+    generation: Generation | None = None
     memory: Memory | None = None
     energy: Energy | None = None
     quality: Quality | None = None

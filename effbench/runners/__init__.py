@@ -15,6 +15,9 @@ def load_shipped() -> None:
     """Import the shipped runner modules (they register themselves; none imports its runtime here)."""
     from effbench.runners import onnxruntime as _ort  # noqa: F401  (fills RUNNERS)
     from effbench.runners import torch as _torch  # noqa: F401
+    # decoder LLMs only (task: generate); their sessions are effbench.workloads.generate's
+    from effbench.runners import llamacpp as _llamacpp  # noqa: F401
+    from effbench.runners import onnxruntime_genai as _ort_genai  # noqa: F401
 
 
 def runner_names() -> tuple[str, ...]:

@@ -1,0 +1,303 @@
+"""The parent side of a generative group (`task: generate`): preparing the model, each precision's own
+worker (memory, quality against FP32), one timing worker per round (`effbench.workloads.worker`), and the
+records: a `generation` section with paired speedups vs FP32 and modeled energy per token.
+
+`effbench.execution.run.SuiteRun` hands a group here when its model generates; nothing else changes there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from effbench.execution.pairing import FP32, group_seed, unpaired_comparison
+from effbench.execution.progress import Progress
+from effbench.execution.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
+from effbench.measure.generation import bandwidth_utilization, decode_bytes_per_token, kv_cache_bytes
+from effbench.measure.stats import SCOPE_ONE_MOMENT, with_floor, within_one_round
+from effbench.results.record import (
+    Cell,
+    Comparison,
+    Energy,
+    Generation,
+    Latency,
+    Memory,
+    ModelStats,
+    Record,
+    VariantInfo,
+)
+from effbench.scenarios.plan import SINGLE_STREAM
+from effbench.workloads.worker import PROMPT_SOURCE
+
+# Runner name -> the generative runtime that serves it (effbench.workloads.generate's sessions)
+GENERATIVE_RUNNERS = ("torch", "onnxruntime-genai", "llamacpp")
+GENERATIVE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+# Paired per cycle: a time's speedup is FP32 / variant, a rate's variant / FP32 (above 1 = faster)
+PAIRED_FIGURES = {"ttft_ms": "time", "tpot_ms": "time", "e2e_ms": "time", "decode_tokens_per_s": "rate",
+                  "prefill_tokens_per_s": "rate"}
+SCENARIO_LATER = ("generative models are measured one request at a time (single-stream) for now; offline and "
+                  "server for generation come through MLPerf LoadGen in a later change")
+
+
+@dataclass(frozen=True)
+class LlmArtifact:
+    """A prepared generative model: the `LlmModel` as JSON (its HF folder, shape, what FP32 is)."""
+
+    model: dict[str, Any]
+
+    @property
+    def shape(self) -> dict[str, Any]:
+        return self.model["shape"]
+
+
+def runner_options_of(cell: Cell) -> dict[str, Any]:
+    """The session options a generative runtime takes from the runner's typed options."""
+    from effbench.runners import runner_options
+    opts = runner_options(cell.runner, cell.runner_options)
+    return opts.session_options() if hasattr(opts, "session_options") else {}
+
+
+class GenerationGroups:
+    """A run's generative groups: one model on one runner, every precision and prompt length."""
+
+    def __init__(self, run: Any) -> None:
+        """`run`: the `execution.run.SuiteRun` it serves (its suite, options, store, logs, profiles)."""
+        self.run = run
+        self.profiles: dict[tuple, Outcome] = {}     # (model, precision label, runner label) -> own worker's answer
+
+    def prepare(self, index: int, progress: Progress) -> LlmArtifact | Outcome:
+        run = self.run
+        spec = run.suite.spec.models[index]
+        progress.start(f"preparing {spec.id}")
+        out = run_in_worker("effbench.workloads.worker:prepare_llm",
+                            {"source": {spec.source.kind: spec.source.value}, "model_id": spec.id,
+                             "base_dir": str(run.suite.base_dir), "cache_dir": str(run.opts.cache_dir)},
+                            timeout_s=BUILD_TIMEOUT_S, log_path=run.logs / f"prepare-{spec.id}.log")
+        if out.kind == "user_error":
+            e = out.value
+            e.field = e.field if e.field and "." in str(e.field) else f"models[{index}].source" + (
+                f".{e.field}" if e.field and e.field not in ("hf", "gguf", "builtin", "source") else "")
+            raise e
+        return LlmArtifact(out.value) if out.kind == "ok" else out
+
+    # -- one round of one group
+    def do_group(self, rnd: int, cells: list[Cell], progress: Progress) -> list[Record]:
+        run = self.run
+        first = cells[0]
+        if not run.suite.model(first.model).generates:     # a classifier on a runner that serves LLMs only
+            why = f"the {first.runner} runner serves generative models only (task: generate)"
+            return [run.finish(run.record(rnd, c, status="unsupported", reason=why), progress) for c in cells]
+        art = run.artifacts[first.model]
+        if isinstance(art, Outcome):
+            return [run.finish(run.record(rnd, c, reason=f"model could not be prepared: {art.reason}"), progress)
+                    for c in cells]
+        records, ready = [], []
+        for cell in cells:
+            why = self._cannot(cell)
+            if why:
+                records.append(run.finish(run.record(rnd, cell, status="unsupported", reason=why), progress))
+            elif cell.cell_id in run.broken:
+                records.append(run.finish(run.record(
+                    rnd, cell, reason=f"{run.broken[cell.cell_id]} (in an earlier round of this run; not run again)"),
+                    progress))
+            else:
+                ready.append(cell)
+        if not ready:
+            return records
+        spec = run.suite.model(first.model)
+        prompts = sorted({c.prompt_tokens for c in ready})
+        labels = list(dict.fromkeys([FP32] + [c.variant for c in ready]))   # FP32: every pairing's reference
+        for label in labels:                        # own workers once per run, FP32's first (it writes the reference)
+            self._profile(first, label, art, max(prompts), progress)
+        members = [{"key": f"{label}/p{p}", "label": label, "precision": label, "prompt_tokens": p}
+                   for label in labels for p in prompts]
+        what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
+        progress.start(f"{what}: {len(members)} generative cells, requests interleaved"
+                       + (f" (round {rnd + 1}/{run.rounds})" if run.rounds > 1 else ""))
+        g = spec.requests
+        out = run_in_worker("effbench.workloads.worker:measure_generation",
+                            {"runtime": first.runner, "threads": first.threads or 1,
+                             "options": runner_options_of(first), "model": art.model, "members": members,
+                             "new_tokens": g.new_tokens, "requests": g.requests, "cache_dir": str(run.opts.cache_dir),
+                             "seed": group_seed(run.run_id, rnd, what), "load_reversed": rnd % 2 == 1},
+                            timeout_s=max(run.timeout_s, BUILD_TIMEOUT_S) * len(labels),
+                            log_path=run.logs / f"{first.model}_{first.runner_label}_generate.log",
+                            memory_limit_mb=run.memory_limit_mb)
+        if out.kind == "user_error":
+            raise out.value
+        if out.kind != "ok":
+            for c in ready:
+                run.broken[c.cell_id] = out.reason or out.kind
+            return records + [run.finish(run.record(rnd, c, status="unsupported" if out.kind == "unsupported"
+                                                    else "failed", reason=out.reason), progress) for c in ready]
+        return records + [run.finish(self.record(rnd, c, art, out.value), progress) for c in ready]
+
+    def _cannot(self, cell: Cell) -> str | None:
+        if cell.scenario != SINGLE_STREAM:
+            return SCENARIO_LATER
+        if cell.runner not in GENERATIVE_RUNNERS:
+            return (f"the {cell.runner} runner runs classifier graphs; a decoder LLM runs on "
+                    f"{', '.join(GENERATIVE_RUNNERS)}")
+        if cell.variant not in GENERATIVE_PRECISIONS:
+            return (f"'{cell.variant}' is not a precision of generative models: each runtime maps "
+                    f"{', '.join(GENERATIVE_PRECISIONS)} to its own kernels")
+        return None
+
+    def _profile(self, first: Cell, label: str, art: LlmArtifact, prompt_tokens: int, progress: Progress) -> Outcome:
+        run = self.run
+        key = (first.model, label, first.runner_label)
+        if key not in self.profiles:
+            spec = run.suite.model(first.model)
+            progress.start(f"memory and quality {first.model}/{label}/{first.runner_label}")
+            ref_dir = run.logs / "generation-reference" / f"{first.model}_{first.runner_label}"
+            if label == FP32:
+                for f in ("fp32-logits.npy", "fp32-continuation.json"):
+                    (ref_dir / f).unlink(missing_ok=True)     # never score against another run's reference
+            self.profiles[key] = run_in_worker(
+                "effbench.workloads.worker:generation_profile",
+                {"runtime": first.runner, "threads": first.threads or 1, "options": runner_options_of(first),
+                 "model": art.model, "precision": label, "prompt_tokens": prompt_tokens,
+                 "new_tokens": spec.requests.new_tokens, "quality_positions": spec.requests.quality_positions,
+                 "reference_dir": str(ref_dir), "cache_dir": str(run.opts.cache_dir)},
+                timeout_s=BUILD_TIMEOUT_S, log_path=run.logs / f"profile-{first.model}-{label}-{first.runner_label}.log",
+                memory_limit_mb=run.memory_limit_mb)
+        return self.profiles[key]
+
+    # -- the record
+    def record(self, rnd: int, cell: Cell, art: LlmArtifact, res: dict) -> Record:
+        run = self.run
+        m = res["members"][f"{cell.variant}/p{cell.prompt_tokens}"]
+        if m["status"] != "ok":
+            return run.record(rnd, cell, status=m["status"], reason=m["reason"])
+        fig = m["figures"]
+        shape, kernel = art.shape, m["kernel"]
+        head_dim = shape.get("head_dim") or shape["hidden"] // shape["heads"]
+        new, prompt = fig["new_tokens"], fig["prompt_tokens"]
+        kv_analytic = kv_cache_bytes(layers=shape["layers"], kv_heads=shape["kv_heads"], head_dim=head_dim,
+                                     context=prompt + new, bytes_per_element=kernel["kv_bytes_per_element"])
+        # what one decode step reads: its weights and the KV cache at the mean context of the decode
+        kv_mean = kv_cache_bytes(layers=shape["layers"], kv_heads=shape["kv_heads"], head_dim=head_dim,
+                                 context=prompt + new // 2, bytes_per_element=kernel["kv_bytes_per_element"])
+        per_token = decode_bytes_per_token(m["decode_weight_bytes"], kv_mean)
+        bw = res["bandwidth"]
+        tps = fig["decode_tokens_per_s"]
+        fp32 = res["members"].get(f"{FP32}/p{cell.prompt_tokens}")
+        speedups = {} if cell.variant == FP32 else {k: self._paired(cell, k, m, fp32).to_json() for k in PAIRED_FIGURES}
+        prof = self.profiles.get((cell.model, cell.variant, cell.runner_label))
+        prof_value = prof.value if prof is not None and prof.kind == "ok" else None
+        quality = (prof_value or {}).get("quality") if cell.variant != FP32 else None
+        if prof is not None and prof.kind != "ok":
+            quality = {"reason": f"its own worker {prof.kind}: {prof.reason}"}
+        gen = Generation(
+            prompt_tokens=prompt, new_tokens=new, requests=fig["requests"],
+            **{k: fig[k] for k in ("ttft_ms", "tpot_ms", "e2e_ms", "prefill_tokens_per_s", "decode_tokens_per_s")},
+            itl_ms=fig["itl_ms"], ci_scope=SCOPE_ONE_MOMENT,
+            round_values={k: [fig[k]] for k in ("ttft_ms", "tpot_ms", "e2e_ms", "prefill_tokens_per_s",
+                                                "decode_tokens_per_s")},
+            kv_cache_bytes_analytic=kv_analytic, kv_cache_bytes_measured=m["kv_cache_bytes_measured"],
+            kv_measured=m["kv_measured"], kv_context_tokens=prompt + new, weight_bytes=m["weight_bytes"],
+            decode_bytes_per_token=per_token, bandwidth_bytes_per_s=bw["bytes_per_s"], bandwidth_method=bw["method"],
+            bandwidth_utilization=bandwidth_utilization(tps, bw["bytes_per_s"], per_token) if tps else None,
+            kernel=kernel, speedup_vs_fp32=speedups, quality=quality, threads=cell.threads,
+            reference=art.model.get("reference"), prompt=PROMPT_SOURCE, extra={"thread_state": res["threads"]})
+        gen = self._energy(cell, gen, art)
+        from effbench.measure.latency import LatencyStats
+        e2e = m["per_request"]["e2e_ms"]
+        lat = LatencyStats.from_samples_ms(e2e).to_json()
+        memory = (prof_value or {}).get("memory")
+        record = run.record(
+            rnd, cell, status="ok", reason=None,
+            variant=VariantInfo(label=cell.variant, precision=cell.precision, method=kernel.get("quantization"),
+                                build=kernel, runtime=m["info"], weight_bytes=m["weight_bytes"],
+                                params=_params(shape)),
+            model_stats=ModelStats(params=_params(shape), weight_bytes=m["weight_bytes"],
+                                   counted_on="the model's shape (config.json)"),
+            latency_ms=Latency.from_json({**lat, "ci_scope": SCOPE_ONE_MOMENT,
+                                          "extra": {"what": "end-to-end request latency (prompt in, last token out)"}}),
+            samples_ms=tuple(e2e),
+            comparison=(None if cell.variant == FP32 else Comparison.from_json(speedups["e2e_ms"])),
+            memory=Memory.from_json(memory) if memory else Memory(reason=quality.get("reason") if quality else None),
+            energy=Energy(source=gen.energy_source, reason=gen.energy_reason,
+                          j_per_inference=_request_j(gen),
+                          extra={"unit": "one request (prefill + every output token)"}),
+            generation=gen)
+        return record
+
+    def _paired(self, cell: Cell, figure: str, member: dict, fp32: dict | None) -> Comparison:
+        """This round's paired speedup of one figure: per ABBA cycle, FP32's mean over its requests against
+        this precision's in the same cycle; the median over cycles with its one-worker CI (widened to the
+        floor between runs), merged over rounds like every speedup (`results.merge`)."""
+        if fp32 is None or fp32.get("status") != "ok":
+            why = f"the FP32 twin is {fp32['status']}: {fp32.get('reason')}" if fp32 else "no FP32 twin"
+            return unpaired_comparison(cell, why)
+        mine, ref = _per_cycle(member["per_request"], figure), _per_cycle(fp32["per_request"], figure)
+        ratios = [(ref[c] / mine[c] if PAIRED_FIGURES[figure] == "time" else mine[c] / ref[c])
+                  for c in sorted(set(mine) & set(ref)) if mine[c] and ref[c]]
+        est = within_one_round(ratios)
+        if est is None:
+            return unpaired_comparison(cell, "no cycle timed both sides")
+        est = with_floor(est)
+        cell_fp32 = cell.replace(variant=FP32, precision=FP32, method=None)
+        return Comparison(baseline=cell_fp32.cell_id, speedup=est.value, ci=(est.lo, est.hi), ci_level=est.level,
+                          ci_scope=est.scope, ci_method=est.method, rounds=1, method="paired", cycles=est.n,
+                          note=f"{figure}: " + ("FP32 / this" if PAIRED_FIGURES[figure] == "time" else "this / FP32"))
+
+    def _energy(self, cell: Cell, gen: Generation, art: LlmArtifact) -> Generation:
+        """Energy per output and per prompt token, modeled from the local profile (no counter is read for
+        generative cells yet): prefill over TTFT, each decode step over TPOT, MACs from the shape."""
+        from effbench.measure.energy import detect_meter, modeled_energy
+        meter = detect_meter(gpu=False)
+        why = ("energy counters are not read for generative cells yet" if meter.available
+               else f"no energy counter here: {meter.reason}")
+        local = next((p for p in self.run.profiles if p.id == "local"), None)
+        if local is None:
+            return gen.replace(energy_reason=f"{why}; not modeled either: no local profile in devices:")
+        if not gen.ttft_ms or not gen.tpot_ms:
+            return gen.replace(energy_reason=f"{why}; no TTFT/TPOT to model it over")
+        shape = art.shape
+        model = local.energy()
+        prompt, new = gen.prompt_tokens, gen.new_tokens
+        prefill = modeled_energy(macs=_macs(shape, prompt, 0), bytes_moved=gen.weight_bytes or 0,
+                                 precision=cell.precision, seconds_per_inference=gen.ttft_ms / 1e3, model=model,
+                                 profile_id="local")
+        decode = modeled_energy(macs=_macs(shape, 1, prompt + new // 2), bytes_moved=gen.decode_bytes_per_token or 0,
+                                precision=cell.precision, seconds_per_inference=gen.tpot_ms / 1e3, model=model,
+                                profile_id="local")
+        if prefill.get("j_per_inference") is None or decode.get("j_per_inference") is None:
+            # the arithmetic and DRAM traffic alone, kept beside the reason (never shown as the whole)
+            dynamic = {k: v for k, v in (("dynamic_j_per_output_token", decode.get("dynamic_j_per_inference")),
+                                         ("dynamic_j_per_prompt_token", (prefill.get("dynamic_j_per_inference") or 0)
+                                          / prompt or None)) if v is not None}
+            return gen.replace(energy_reason=f"{why}; {decode.get('reason') or prefill.get('reason')}",
+                               extra={**gen.extra, **dynamic})
+        return gen.replace(j_per_output_token=decode["j_per_inference"], j_per_prompt_token=prefill["j_per_inference"] / prompt,
+                           energy_source=decode["source"], energy_reason=why)
+
+
+def _per_cycle(per_request: dict, figure: str) -> dict[int, float]:
+    sums: dict[int, list[float]] = {}
+    for c, v in zip(per_request["cycle"], per_request[figure]):
+        if v is not None:
+            sums.setdefault(c, []).append(v)
+    return {c: sum(v) / len(v) for c, v in sums.items()}
+
+
+def _params(shape: dict) -> int:
+    from effbench.models.llm import LlmShape
+    return LlmShape(**shape).params()
+
+
+def _macs(shape: dict, tokens: int, past: int) -> int:
+    """MACs of `tokens` new positions after `past` cached ones: every linear layer and the LM head once per
+    token, attention's QK^T and AV over the context (causal)."""
+    from effbench.models.llm import LlmShape
+    s = LlmShape(**shape)
+    linear = s.layers * s.linear_params_per_layer() + s.vocab * s.hidden
+    ctx = sum(past + i + 1 for i in range(tokens))
+    attention = 2 * s.layers * s.heads * s.dim_per_head * ctx
+    return tokens * linear + attention
+
+
+def _request_j(gen: Generation) -> float | None:
+    if gen.j_per_prompt_token is None or gen.j_per_output_token is None:
+        return None
+    return gen.j_per_prompt_token * gen.prompt_tokens + gen.j_per_output_token * (gen.new_tokens - 1)
