@@ -50,11 +50,43 @@ def out_of_memory(e: BaseException) -> bool:
                                        "Failed to allocate memory")))
 
 
+def short_paths(text: str, roots: Iterable[tuple[str | Path, str]] = ()) -> str:
+    """`text` (a reason for a record or a report) without this machine's folders: a path under one of `roots`
+    (folder, label) starts with the label instead ('<cache>' for the variant cache: its cache-relative name;
+    '' for a suite's folder: the relative path the user gave), then one under the working folder is relative
+    to it and one under the home folder starts with '~'. The deepest root wins; a root is replaced only where
+    a path starts and ends with it (so /data is not a prefix of /database)."""
+    import os
+    import re
+    home = str(Path.home()).rstrip("/")
+    forms: dict[str, str] = {}
+    for root, label in [*roots, (Path.cwd(), ""), (home, "~")]:
+        r = str(root).rstrip("/")
+        if not r:
+            continue
+        for f in (r, os.path.realpath(r)):
+            forms.setdefault(f, label)
+            if home and f.startswith(home + "/"):
+                forms.setdefault("~" + f[len(home):], label)  # a reason already shortened to ~/...
+    if not forms:
+        return text
+    alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.~/-])({alternatives})(/|(?![\w.-]))")
+
+    def replace(m: re.Match) -> str:
+        label, slash = forms[m.group(1)], m.group(2)
+        if label:
+            return label + slash
+        return "" if slash else "."
+    return pattern.sub(replace, text)
+
+
 def gist(e: BaseException) -> str:
-    """One line for a record's reason: the exception's type and first line, and for an out-of-memory
-    the worker's address-space limit (`limit_address_space`), for a whole worker or one variant in it."""
+    """One line for a record's reason: the exception's type and first line (this machine's folders
+    shortened: `short_paths`), and for an out-of-memory the worker's address-space limit
+    (`limit_address_space`), for a whole worker or one variant in it."""
     import resource
-    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    first = short_paths(str(e).strip().splitlines()[0])[:300] if str(e).strip() else ""
     line = f"{type(e).__name__}: {first}".rstrip(": ")
     if not out_of_memory(e):
         return line

@@ -350,3 +350,24 @@ def test_a_measured_energy_keeps_the_models_figure_beside_it():
     assert out.source == "measured:rapl" and out.j_per_inference == 0.05
     assert out.modeled_source == "modeled:local" and out.modeled_j_per_inference > 10.0 * 2e-3 * 0.999
     assert out.modeled_over_measured == pytest.approx(out.modeled_j_per_inference / 0.05)
+
+
+@pytest.mark.spawns
+def test_a_records_reason_names_the_cache_not_this_machines_folders(tmp_path, cache_dir):
+    """ONNX Runtime cannot load a bf16 Conv graph and says so with the graph's path: the record's reason names
+    it by its place in the variant cache, never by this machine's folders."""
+    from ebgraphs import unnamed_cnn
+    unnamed_cnn(tmp_path / "cnn.onnx")
+    p = tmp_path / "suite.yaml"
+    p.write_text("name: paths\nmodels:\n  - id: cnn\n    source: {onnx: cnn.onnx}\nprecisions: [fp32, bf16]\n"
+                 f"runners: [{{name: onnxruntime, threads: 1}}]\nbatch_sizes: [1]\ndevices: []\n{QUICK}")
+    out = tmp_path / "out"
+    res = run_cli("run", str(p), "-o", str(out), "--cache-dir", str(cache_dir), "--rounds", "1", "--no-report",
+                  "--no-progress")
+    assert res.returncode == 0, res.stderr
+    bf16 = load(out).by_id()["cnn/bf16/onnxruntime/b1/single-stream"]
+    assert bf16.status == "unsupported" and "Load model from <cache>/variants/cnn-bf16-" in bf16.reason
+    assert str(cache_dir) not in bf16.reason and str(tmp_path) not in bf16.reason
+    # nor anywhere else in the store (the variant's build notes say why the CPU provider refused it)
+    assert "cannot load it: " in bf16.variant.build["cpu_provider"]
+    assert str(cache_dir) not in (out / "results.jsonl").read_text()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from effbench.config.suite import Cell, Suite, load_suite
-from effbench.errors import UserError
+from effbench.errors import UserError, short_paths
 from effbench.execution.figures import VariantFigures
 from effbench.execution.generation import GenerationGroups
 from effbench.execution.pairing import (
@@ -451,7 +451,11 @@ class SuiteRun:
         return self._with_energy_and_projections(record, measured, why)
 
     def record(self, rnd: int, cell: Cell, *, status: str = "failed", **fields: Any) -> Record:
-        """A record of this run for one round of `cell` (failed unless `status` says otherwise)."""
+        """A record of this run for one round of `cell` (failed unless `status` says otherwise). Its reason names
+        files in the variant cache by their cache-relative name and the suite's by the path the user gave."""
+        if fields.get("reason"):
+            fields["reason"] = short_paths(fields["reason"], [(self.opts.cache_dir, "<cache>"),
+                                                              (self.suite.base_dir, "")])
         return Record(cell_id=cell.cell_id, config_hash=self.hashes.get(cell.cell_id) or self.suite.config_hash(cell),
                       status=status, cell=cell, round=rnd, rounds=self.rounds, provenance=self.provenance, **fields)
 

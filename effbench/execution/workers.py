@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from effbench.errors import UserError, gist
+from effbench.errors import UserError, gist, short_paths
 
 # The timeout of a worker that prepares a model, builds a variant or scores quality (a measuring
 # worker's comes from the run: --timeout, the suite's measure.timeout_s or its budget).
@@ -49,7 +49,7 @@ def worker_main(result_fd: int, memory_limit_mb: int | None) -> None:
     except UserError as e:
         out = Outcome("user_error", e)
     except Unsupported as e:
-        out = Outcome("unsupported", reason=str(e))
+        out = Outcome("unsupported", reason=short_paths(str(e)))
     except BaseException as e:  # a bug or a runtime error: the traceback goes to the log, the gist to the record
         traceback.print_exc()
         out = Outcome("failed", reason=gist(e))

@@ -12,6 +12,7 @@ import numpy as np
 
 from pydantic import Field
 
+from effbench.errors import short_paths
 from effbench.runners.base import RunnerOptions, Support, Unsupported, register
 
 
@@ -211,7 +212,7 @@ def _first_line(e: BaseException) -> str:
     # ORT puts its C++ source location and function signature before the sentence that matters
     # ("Opset 99 is under development", "Failed to allocate memory"): drop them, then cut.
     line = re.sub(r"/onnxruntime_src/\S+:\d+ (?:[^()]*\([^()]*\)(?: const)? )?", "", line)
-    return line[:300]
+    return short_paths(line)[:300]  # "Load model from /home/.../model.onnx failed": no machine's folders
 
 
 class OrtSession:

@@ -110,8 +110,9 @@ def _semi_structured(module, variant, device: str) -> dict[str, Any]:
 
 
 def _first_line(e: BaseException) -> str:
+    from effbench.errors import short_paths
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
+    return short_paths(text[0] if text else type(e).__name__)[:300]  # no machine's folders in a reason
 
 
 def _skeleton(artifact):

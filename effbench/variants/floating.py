@@ -75,15 +75,19 @@ def _to_bf16(model) -> None:
                                          raw_data=bits.astype(np.uint16).tobytes()))
 
 
-def _try_session(path: str) -> str | None:
-    """None when ONNX Runtime's CPU provider loads the graph, else its own error message."""
+def _try_session(path: str, cache_dir: Path) -> str | None:
+    """None when ONNX Runtime's CPU provider loads the graph, else its own error message (which names the
+    graph: by its place in the variant cache, `cache_dir`, not by this machine's folders)."""
     import onnxruntime as ort
+
+    from effbench.errors import short_paths
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     try:
         ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:
-        return f"onnxruntime {ort.__version__} CPU provider cannot load it: {first_line(e)}"
+        return short_paths(f"onnxruntime {ort.__version__} CPU provider cannot load it: {first_line(e)}",
+                           [(cache_dir, "<cache>")])
     return None
 
 
@@ -104,7 +108,7 @@ def _floating(artifact: ModelArtifact, label: str, precision: str, options: dict
         # The graph is kept even where this CPU provider cannot load it (bf16 has few CPU kernels): the
         # CUDA provider may run it, and each runner says at load time what it cannot run.
         onnx_path = str(out)
-        cpu_note = _try_session(onnx_path)
+        cpu_note = _try_session(onnx_path, folder.parent.parent)  # folder: <cache>/variants/<variant>
         stats["onnx"] = onnx_stats(onnx_path, artifact.onnx_path)
         tool = "onnxruntime.transformers.float16.convert_float_to_float16"
         build["onnx"] = {"tool": tool + (" + float16->bfloat16 retyping" if precision == "bf16" else ""),
