@@ -174,4 +174,7 @@ def profile_show_text(profile_id: str, profile: Profile | None = None) -> str:
             out.append(f"      scale {r.scale:g}: {r.note}")
         out.append(f"      source: {r.source}")
         out.append(f"      quote: \"{r.quote}\"")
+        if r.power_w is not None:
+            out.append(f"      power source: {r.power_source}")
+            out.append(f"      power quote: \"{r.power_quote}\"")
     return "\n".join(out)

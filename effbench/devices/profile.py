@@ -164,7 +164,11 @@ class Reference(_Strict):
     scenario: Literal["single-stream", "offline"] = "single-stream"
     latency_ms: float | None = Field(default=None, gt=0)
     throughput_ips: float | None = Field(default=None, gt=0)
+    # average power measured on the device while it ran this workload, where the publisher gives one:
+    # `effbench profiles check` compares it with the power the projection implies
     power_w: float | None = Field(default=None, gt=0)
+    power_source: str | None = Field(default=None, min_length=8)   # the URL (or repository and path) it was read from
+    power_quote: str | None = Field(default=None, min_length=8)    # the words that state it, verbatim
     # published time per inference x scale = this profile's device: 80 for a throughput of 80 cores
     # when the profile is one core, 280/480 for a 280 MHz part when the profile's runs at 480 MHz
     scale: float = Field(default=1.0, gt=0)
@@ -187,6 +191,11 @@ class Reference(_Strict):
             raise ValueError("give exactly one of latency_ms and throughput_ips")
         if self.scale != 1.0 and not self.note:
             raise ValueError("a scale needs a note saying how it was derived")
+        if self.power_w is not None and not (self.power_source and self.power_quote):
+            raise ValueError("power_w needs power_source (where it was published) and power_quote (the words "
+                             "that state it)")
+        if self.power_w is None and (self.power_source or self.power_quote):
+            raise ValueError("power_source and power_quote describe power_w: give power_w too, or remove them")
         return self
 
     @property
@@ -362,6 +371,8 @@ _FIELD_HINTS = {
     "peak_ops": "keys are precisions as a suite's precisions: names them, each {dense: {value, source}}",
     "kind": f"one of {', '.join(KINDS)}",
     "source": "cite a datasheet URL or a paper; write the arithmetic when derived: true",
+    "references": "a reference gives model, precision, runtime, latency_ms or throughput_ips, source and quote, and "
+                  "power_w only with power_source and power_quote (see device_profiles/cortex-m7.yaml)",
 }
 
 
@@ -388,7 +399,9 @@ def _user_error(e: ValidationError, lines: LineMap, file: str) -> UserError:
         msg = err["msg"].removeprefix("Value error, ")
         if "input" in err and not isinstance(err["input"], (dict, list)):
             msg += f" (got {str(err['input'])[:40]!r})"
-        fix = _FIELD_HINTS.get(str(path[-1]) if path else "", "see device_profiles/ for the expected form")
+        last = next((str(x) for x in reversed(path) if isinstance(x, str)), "")
+        fix = _FIELD_HINTS.get(str(path[-1]) if path else "",
+                               _FIELD_HINTS.get(last, "see device_profiles/ for the expected form"))
     return UserError(msg, file=file, line=lines.line(path), field=dotted(path), fix=fix)
 
 

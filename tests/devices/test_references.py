@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from ebtest import run_cli
@@ -38,14 +37,17 @@ def test_check_projects_each_reference_and_leaves_one_out(tmp_path, cache_dir):
     assert [c["published_ms_per_inference"] for c in checks] == pytest.approx([0.05, 1.0, 1000 / 20000])
     # resnet8 at batch 1: 12.5 M MACs; int8 at 4 TOP/s is compute 6.25 us, fp32 at 0.1 TFLOP/s 250 us
     assert checks[1]["projected_ms_per_inference"] > checks[0]["projected_ms_per_inference"] > 0.00625
-    ratios = [c["published_ms_per_inference"] / c["projected_ms_per_inference"] for c in checks]
-    for i, c in enumerate(checks):  # each is calibrated on the median of the other two
-        others = [math.log(r) for j, r in enumerate(ratios) if j != i]
-        assert c["loo_ms_per_inference"] == pytest.approx(c["projected_ms_per_inference"]
-                                                          * math.exp(sum(others) / 2))
-    assert out["calibration_scale"]["toy-npu"] == pytest.approx(sorted(ratios)[1])
+    # the toy ships no derate: as shipped is uncalibrated; each reference is left out of a fit on the other two
+    for c in checks:
+        assert c["shipped_ms_per_inference"] == pytest.approx(c["projected_ms_per_inference"])
+        assert c["loo_fitted_on"] == "own" and c["loo_ms_per_inference"] > 0
+    fit = out["fits"]["toy-npu"]
+    assert fit["basis"] == "own" and fit["references"] == 3 and fit["shipped_derate"] is None and not fit["matches"]
+    # the fit moves the busy time only: the reference it was fitted without lands where that derate puts it
+    assert out["summary"]["derates_differing"] == 1
     text = run_cli("profiles", "check", str(path), "--cache-dir", str(cache_dir)).stdout
-    assert "leave-one-out" in text and "3 of 3 references" in text
+    assert "leave-one-out of the least-squares fit that ships" in text and "9 of" not in text
+    assert "3 of 3 references" in text and "DIFFERS" in text
 
 
 @pytest.mark.parametrize("change,message", [
@@ -69,3 +71,6 @@ def test_shipped_references_name_their_source_and_quote_the_figure():
         figure = r.latency_ms if r.latency_ms is not None else r.throughput_ips
         digits = f"{figure:g}".replace(".", "")[:2]
         assert digits in r.quote.replace(",", "").replace(".", ""), (pid, r.quote)  # the quote states it
+        if r.power_w is not None:  # a published power names where it was read and quotes it
+            assert r.power_source.startswith(("http://", "https://")), (pid, r.power_source)
+            assert f"{r.power_w:.6e}"[:3].replace(".", "") in r.power_quote.replace(".", ""), (pid, r.power_quote)
