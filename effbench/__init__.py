@@ -23,9 +23,9 @@ def report(results, out_dir, **kwargs):
     return write_report(results, out_dir, **kwargs)
 
 
-def load(*paths):
+def load(*paths, allow_mixed: bool = False):
     from effbench.results.store import load as _load
-    return _load(*paths)
+    return _load(*paths, allow_mixed=allow_mixed)
 
 
 def compare(base, new, **kwargs):

@@ -371,3 +371,36 @@ def test_a_records_reason_names_the_cache_not_this_machines_folders(tmp_path, ca
     # nor anywhere else in the store (the variant's build notes say why the CPU provider refused it)
     assert "cannot load it: " in bf16.variant.build["cpu_provider"]
     assert str(cache_dir) not in (out / "results.jsonl").read_text()
+
+
+@pytest.mark.spawns  # provenance asks `uname -p` for the processor; no worker starts
+def test_resume_on_another_machine_is_refused_before_measuring_unless_asked(tmp_path):
+    """A store whose rounds another CPU or runtime version measured: --resume here would merge both into one
+    cell; it is one line naming the store and the field before any worker starts, unless --allow-mixed."""
+    from ebrecords import make
+
+    from effbench.config.suite import load_suite
+    from effbench.execution.run import RunOptions, SuiteRun
+    from effbench.results.record import Provenance
+    from effbench.results.store import Store
+    suite = load_suite(_write(tmp_path, "[1]"))
+    cell = suite.cells(None)[0]
+    out = tmp_path / "out"
+    elsewhere = make(cell.cell_id, config_hash=suite.config_hash(cell), round=0, rounds=3).replace(
+        provenance=Provenance(python="3.11.7", packages={"onnxruntime": "0.0.1-elsewhere"},
+                              host={"hostname": "other", "cpu": "Another CPU", "machine": "x86_64"}))
+    Store(out / "results.jsonl").append(elsewhere)
+    opts = dict(out_dir=out, cache_dir=tmp_path / "cache", resume=True, progress=False)
+    with pytest.raises(UserError) as e:
+        SuiteRun(suite, RunOptions(**opts), []).plan()
+    assert e.value.file == str(out / "results.jsonl") and e.value.field.startswith("provenance.")
+    assert f"{cell.cell_id}: round 0 in the store and this machine differ in" in e.value.message
+    assert "--allow-mixed" in e.value.fix
+    todo = SuiteRun(suite, RunOptions(**opts, allow_mixed=True), []).plan()
+    assert [(r, c.cell_id) for r, c in todo][:2] == [(1, cell.cell_id), (2, cell.cell_id)]
+
+
+def _write(tmp_path: Path, batch_sizes: str) -> Path:
+    p = tiny_suite(tmp_path, batch_sizes=batch_sizes)
+    p.write_text(p.read_text().replace("devices: [generic-x86-server-core]", "devices: []"))
+    return p

@@ -97,3 +97,70 @@ def test_unwritable_store_is_a_user_error(tmp_path):
             Store(path).append(rec())
     finally:
         ro.chmod(0o700)
+
+
+def _prov(host: str, cpu: str, ort: str) -> dict:
+    return {"python": "3.11.7", "effbench": "0.1.0", "packages": {"onnxruntime": ort, "numpy": "2.4.6"},
+            "host": {"hostname": host, "cpu": cpu, "machine": "x86_64", "cores_logical": 2}}
+
+
+def _mixed_store(folder, second=("vm-b", "AMD EPYC 9654", "1.31.0")):
+    """Round 0 from this machine, round 1 from another (a --resume elsewhere): 0.5 ms vs 500 ms medians."""
+    s = Store(folder / "results.jsonl")
+    s.append(rec(rnd=0, rounds=2, samples=(0.5, 0.5, 0.5)).replace(
+        provenance=Record.from_json({**rec().to_json(), "provenance": _prov("vm-a", "Intel Xeon", "1.32.0")}).provenance))
+    s.append(rec(rnd=1, rounds=2, samples=(500.0, 500.0, 500.0)).replace(
+        provenance=Record.from_json({**rec().to_json(), "provenance": _prov(*second)}).provenance))
+    return folder
+
+
+def test_rounds_of_another_machine_are_not_merged_unless_asked(tmp_path):
+    """pyperf's rule: rounds whose machine or software differ are refused in one line (file, field, fix);
+    --allow-mixed merges them and the record, the CSV and the report say what differed."""
+    store = _mixed_store(tmp_path)
+    with pytest.raises(UserError) as e:
+        load(store)
+    line = e.value.one_line()
+    assert e.value.file == str(store / "results.jsonl") and e.value.field == "provenance.host.cpu"
+    assert "m/fp32/onnxruntime/b1/single-stream: its rounds differ in host.cpu (Intel Xeon vs AMD EPYC 9654)" in line
+    assert "--allow-mixed" in e.value.fix and "\n" not in line
+    res = load(store, allow_mixed=True)
+    r = res.records[0]
+    assert r.round_medians_ms == (0.5, 500.0) and r.mixed == {
+        "host.cpu": ["Intel Xeon", "AMD EPYC 9654"], "packages.onnxruntime": ["1.32.0", "1.31.0"],
+        "host.hostname": ["vm-a", "vm-b"]}
+    assert Record.from_json(r.to_json()).mixed == r.mixed  # stored and read back
+    assert json.loads(res.to_frame().loc[0, "mixed"])["packages.onnxruntime"] == ["1.32.0", "1.31.0"]
+    from effbench.report.overview import build_overview
+    from effbench.report.table import build_rows
+    rows = build_rows(res)
+    assert rows[0].flags[-1] == "mixed: rounds differ in host.cpu, packages.onnxruntime"
+    assert build_overview(res, rows).hosts == ["vm-a", "vm-b"]  # both machines named, not the last round's
+
+
+def test_only_what_times_a_round_must_agree(tmp_path):
+    """Another hostname on the same CPU and software (a fleet's nodes of one device) merges as one; so does
+    a round whose older provenance lacks a field; one runtime version apart is refused."""
+    same = load(_mixed_store(tmp_path / "a", ("vm-b", "Intel Xeon", "1.32.0"))).records[0]
+    assert same.mixed is None and same.round_medians_ms == (0.5, 500.0)
+    with pytest.raises(UserError, match=r"differ in packages\.onnxruntime \(1\.32\.0 vs 1\.31\.0\)"):
+        load(_mixed_store(tmp_path / "b", ("vm-a", "Intel Xeon", "1.31.0")))
+    s = Store(tmp_path / "c" / "results.jsonl")
+    s.append(rec(rnd=0, rounds=2))  # an old store's round: no provenance recorded
+    s.append(rec(rnd=1, rounds=2).replace(provenance=Record.from_json(
+        {**rec().to_json(), "provenance": _prov("vm-a", "Intel Xeon", "1.32.0")}).provenance))
+    assert load(tmp_path / "c").records[0].mixed is None
+
+
+def test_report_and_compare_refuse_a_mixed_store_in_one_line_unless_asked(tmp_path, capsys):
+    from effbench.cli.app import main
+    store = _mixed_store(tmp_path / "s")
+    for argv in (["report", str(store), "-o", str(tmp_path / "r")], ["compare", str(store), str(store)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "provenance.host.cpu" in err and "--allow-mixed" in err
+    assert main(["report", str(store), "-o", str(tmp_path / "r"), "--allow-mixed"]) == 0
+    md = (tmp_path / "r" / "summary.md").read_text()
+    assert "Hosts: vm-a, vm-b." in md and "mixed: rounds differ in host.cpu, packages.onnxruntime" in md
+    assert "packages.onnxruntime" in (tmp_path / "r" / "results.csv").read_text()
+    assert main(["compare", str(store), str(store), "--allow-mixed"]) in (0, 1)

@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="output folder (default reports/<suite name>/)")
     r.add_argument("--only", action="append", metavar="GLOB", help="run only cells whose id matches (repeatable)")
     r.add_argument("--resume", action="store_true", help="skip cells already in the output's results.jsonl")
+    r.add_argument("--allow-mixed", action="store_true", help="merge rounds measured on machines or with software that differ, marked mixed (else refused)")
     r.add_argument("--rounds", type=int, help="rounds (default: the suite's measure.rounds): each a fresh worker per model and runner; CIs are over rounds")
     r.add_argument("--quick", action="store_true", help="smoke run: short budgets and one round unless --rounds (its CIs then cover one moment)")
     r.add_argument("--strict", action="store_true", help="exit 1 when a variant falls below its quality floor")
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", required=True, help="output folder")
     rep.add_argument("--baseline", metavar="STORE", help="add a regression view against this store")
     rep.add_argument("--title")
+    rep.add_argument("--allow-mixed", action="store_true", help="merge rounds measured on machines or with software that differ, marked mixed (else refused)")
 
     c = sub.add_parser("compare", help="the regression gate: exit 1 when NEW regressed against BASE")
     c.add_argument("base", metavar="BASE")
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", help="also write the rendered verdict to this file")
     c.add_argument("--normalize", action="store_true", help="scale timings by the stores' machine-speed indexes")
     c.add_argument("--require-same-cells", action="store_true", help="cells present on one side only fail the gate")
+    c.add_argument("--allow-mixed", action="store_true", help="merge rounds measured on machines or with software that differ, marked mixed (else refused)")
 
     f = sub.add_parser("flops", help="count MACs / FLOPs / BOPs, params and bytes of an ONNX model")
     f.add_argument("model", metavar="MODEL.onnx")
@@ -149,7 +152,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
     out = Path(a.output) if a.output else Path("reports") / suite.name
     try:
         results = run(suite, out_dir=out, only=a.only, resume=a.resume, rounds=a.rounds, quick=a.quick,
-                      cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout, **fleet)
+                      cache_dir=a.cache_dir, progress=not a.no_progress, timeout_s=a.timeout,
+                      allow_mixed=a.allow_mixed, **fleet)
     except UserError as e:
         raise suite.locate(e) from None
     for w in results.warnings:
@@ -160,7 +164,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if a.baseline:
         from effbench.gate import compare, resolve_rules
         from effbench.results.store import load
-        base = load(a.baseline)
+        base = load(a.baseline, allow_mixed=a.allow_mixed)
         verdict = compare(base, results, rules=resolve_rules(a.rule, suite_gate=suite.spec.gate.rules),
                           alpha=suite.spec.gate.alpha)
     if not a.no_report:
@@ -271,13 +275,13 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 def _cmd_report(a: argparse.Namespace) -> int:
     from effbench.report import write_report
     from effbench.results.store import load
-    results = load(*a.stores)
+    results = load(*a.stores, allow_mixed=a.allow_mixed)
     for w in results.warnings:
         print(f"warning: {w}", file=sys.stderr)
     verdict = None
     if a.baseline:
         from effbench.gate import compare
-        verdict = compare(load(a.baseline), results)
+        verdict = compare(load(a.baseline, allow_mixed=a.allow_mixed), results)
     paths = write_report(results, Path(a.output), verdict=verdict, title=a.title)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -298,7 +302,7 @@ def _cmd_compare(a: argparse.Namespace) -> int:
         alpha = a.alpha
     if a.format not in ("table", "md", "json"):
         raise UserError(f"unknown format '{a.format}'", field="--format", fix="use table, md or json")
-    verdict = compare(load(a.base), load(a.new), rules=resolve_rules(a.rule, suite_gate=gate_rules), alpha=alpha,
+    verdict = compare(load(a.base, allow_mixed=a.allow_mixed), load(a.new, allow_mixed=a.allow_mixed), rules=resolve_rules(a.rule, suite_gate=gate_rules), alpha=alpha,
                       normalize=a.normalize, require_same_cells=a.require_same_cells)
     text = verdict.render(a.format)
     print(text)

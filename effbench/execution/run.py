@@ -59,6 +59,7 @@ class RunOptions:
     quick: bool = False
     progress: bool = True
     timeout_s: float | None = None
+    allow_mixed: bool = False   # --allow-mixed: resume rounds measured elsewhere, merged cells marked mixed
 
 
 def measure_budget(suite: Suite, quick: bool) -> dict:
@@ -73,7 +74,7 @@ def measure_budget(suite: Suite, quick: bool) -> dict:
 def run_options(suite: Suite | str | Path, *, out_dir: str | Path | None = None, only: str | list[str] | None = None,
                 resume: bool = False, rounds: int | None = None, quick: bool = False,
                 cache_dir: str | Path | None = None, progress: bool = True,
-                timeout_s: float | None = None) -> tuple[Suite, RunOptions]:
+                timeout_s: float | None = None, allow_mixed: bool = False) -> tuple[Suite, RunOptions]:
     """The loaded suite and the options of a run of it (`run`, and a fleet run: `effbench.fleet.run`)."""
     from effbench.models.sources import default_cache_dir
     if not isinstance(suite, Suite):
@@ -81,14 +82,14 @@ def run_options(suite: Suite | str | Path, *, out_dir: str | Path | None = None,
     out = Path(out_dir) if out_dir else Path("reports") / suite.name
     return suite, RunOptions(out_dir=out, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                              only=[only] if isinstance(only, str) else only, resume=resume, rounds=rounds,
-                             quick=quick, progress=progress, timeout_s=timeout_s)
+                             quick=quick, progress=progress, timeout_s=timeout_s, allow_mixed=allow_mixed)
 
 
 def run(suite: Suite | str | Path, *, hooks: list[Callable] | None = None, **options: Any) -> Results:
     """Run a suite on this machine and return the merged results of its output folder's store.
 
     `options`: those of `run_options` (out_dir, only, resume, rounds, quick, cache_dir, progress,
-    timeout_s). `hooks`: called as `hook(record, variant=, artifact=, suite=, cache_dir=)` on each
+    timeout_s, allow_mixed). `hooks`: called as `hook(record, variant=, artifact=, suite=, cache_dir=)` on each
     finished record before it is stored; a hook returns a replacement record (`record.replace(...)`) or
     None. A run over a fleet of device nodes is `effbench.fleet.run.run` (docs/fleet.md)."""
     suite, opts = run_options(suite, **options)
@@ -136,7 +137,7 @@ class SuiteRun:
             self.measure(todo, progress)
         finally:
             progress.close()
-        return load(self.store.path)
+        return load(self.store.path, allow_mixed=self.opts.allow_mixed)
 
     def progress(self, total: int) -> Progress:
         progress = Progress(total, self.opts.progress)
@@ -190,10 +191,23 @@ class SuiteRun:
                                      runner_packages=runner_packages(),
                                      suite=self.suite.name)
         self.hashes = {c.cell_id: self.suite.config_hash(c) for c in cells}
+        if self.opts.resume and not self.opts.allow_mixed:
+            self._refuse_mixed_resume()
         todo = [(r, c) for r in range(self.rounds) for c in cells if (self.hashes[c.cell_id], r) not in done]
         self.todo = todo
         self.skipped = len(cells) * self.rounds - len(todo)
         return todo
+
+    def _refuse_mixed_resume(self) -> None:
+        """--resume on a machine or software other than the one that measured the store's rounds would merge
+        both into one cell: refused before anything is measured (unless --allow-mixed)."""
+        from effbench.results.merge import mixed_error, provenance_differences
+        here = set(self.hashes.values())
+        for r in self.store.records()[0]:
+            if r.ok and r.config_hash in here and r.measured_on is None \
+                    and (diff := provenance_differences([r.provenance, self.provenance])):  # a fleet node's: its own
+                raise mixed_error(r.cell_id, diff, what=f"round {r.round} in the store and this machine",
+                                  file=str(self.store.path))
 
     def _done_set(self) -> set[tuple[str, int]]:
         if not self.store.path.exists():

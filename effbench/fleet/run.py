@@ -167,7 +167,7 @@ class FleetRun:
         finally:
             if owned:
                 ray.shutdown()  # the tasks this driver owns end with it
-        return load(self.here.store.path)
+        return load(self.here.store.path, allow_mixed=self.here.opts.allow_mixed)
 
     def _say_where(self, live: dict[str, list[dict[str, Any]]]) -> None:
         listed = [d for d in self.suite.spec.devices if d != LOCAL]

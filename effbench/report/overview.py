@@ -65,11 +65,14 @@ def build_overview(results: Results, rows: Sequence[Row], title: str | None = No
     hosts: dict[str, HostInfo] = {}
     suites: list[str] = []
     stamps: list[str] = []
-    for rec in results.records:
+    cells: dict[str, set[str]] = {}
+    # every round, not only each merged cell's last: a cell merged with --allow-mixed has rounds of several hosts
+    for rec in results.raw or results.records:
         prov = rec.provenance
         name = host_name(rec)
         info = hosts.setdefault(name, HostInfo(name=name))
-        info.cells += 1
+        cells.setdefault(name, set()).add(rec.cell_id)
+        info.cells = len(cells[name])
         info.details.update({k: v for k, v in prov.host.items() if k not in ("hostname", "name")})
         info.packages.update({str(k): str(v) for k, v in prov.packages.items()})
         info.python = prov.python or info.python

@@ -283,6 +283,8 @@ def build_rows(results: Results) -> list[Row]:
             row.flags.append("1 round")
         if row.below_floor:
             row.flags.append("below quality floor")
+        if r.mixed:  # rounds of differing machines or software merged on request (--allow-mixed)
+            row.flags.append(f"mixed: rounds differ in {', '.join(k for k in r.mixed if k != 'host.hostname')}")
         rows.append(row)
     order = {r.cell_id: i for i, r in enumerate(results.records)}
     rows.sort(key=lambda w: (w.model, w.runner, w.batch_size or 0, w.scenario, w.host, order[w.cell_id]))

@@ -6,17 +6,72 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from effbench.errors import UserError
 from effbench.measure.latency import LatencyStats
-from effbench.results.record import Comparison, Drift, Generation, Latency, Offline, Record, Server
+from effbench.results.record import Comparison, Drift, Generation, Latency, Offline, Provenance, Record, Server
+
+# What the rounds of one cell must share to be merged into one figure (pyperf's Benchmark.add_run refuses a run
+# whose metadata differ in the same way): the machine and the software that timed them. Not the hostname (the
+# nodes of one device in a fleet are interchangeable machines), the speed index, the run id or the time.
+COMPARED_HOST = ("cpu", "machine", "cores_logical", "isa_flags")
+ALLOW_MIXED_FIX = ("measure the cell on one machine (a fresh -o folder), or pass --allow-mixed (effbench report, "
+                   "compare, run --resume) to merge them, marked mixed")
 
 
-def merge_rounds(records: Iterable[Record]) -> list[Record]:
+def comparable(p: Provenance) -> dict[str, Any]:
+    """The provenance fields rounds must agree on, flat: host.cpu, host.gpus, python, packages.onnxruntime, ..."""
+    out: dict[str, Any] = {f"host.{k}": p.host.get(k) for k in COMPARED_HOST if p.host.get(k) is not None}
+    if p.gpus:
+        out["host.gpus"] = [f"{g.get('name')} (driver {g.get('driver')})" for g in p.gpus]
+    out.update({"python": p.python, "effbench": p.effbench})
+    out.update({f"packages.{k}": v for k, v in p.packages.items()})
+    return {k: v for k, v in out.items() if v is not None}  # not recorded (an older store): nothing to compare
+
+
+def provenance_differences(provenances: Sequence[Provenance]) -> dict[str, list[Any]]:
+    """{field: its distinct values, in order} for each compared field (`comparable`) the provenances do not
+    agree on, and then the hostnames where they differ too; {} when they may be merged. A field one side
+    does not record (an older store) is not a difference."""
+    flat = [comparable(p) for p in provenances]
+    out: dict[str, list[Any]] = {}
+    for key in dict.fromkeys(k for f in flat for k in f):
+        values = [f[key] for f in flat if key in f]
+        distinct = [v for i, v in enumerate(values) if v not in values[:i]]
+        if len(distinct) > 1 and len(values) == len(flat):
+            out[key] = distinct
+    if out:
+        names = [p.host.get("hostname") for p in provenances if p.host.get("hostname")]
+        hosts = [h for i, h in enumerate(names) if h not in names[:i]]
+        if len(hosts) > 1:
+            out["host.hostname"] = hosts
+    return out
+
+
+def mixed_error(cell_id: str, diff: dict[str, list[Any]], *, what: str = "its rounds",
+                file: str | None = None) -> UserError:
+    """The one-line refusal to merge rounds of another machine or software into one cell."""
+    key = next(iter(diff))
+    shown = " vs ".join(_short(v) for v in diff[key][:3])
+    return UserError(f"{cell_id}: {what} differ in {key} ({shown}): one CI over them would mix machines",
+                     file=file, field=f"provenance.{key}", fix=ALLOW_MIXED_FIX)
+
+
+def _short(v: Any) -> str:
+    text = ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def merge_rounds(records: Iterable[Record], *, allow_mixed: bool = False, source: str | None = None) -> list[Record]:
     """One record per cell: its rounds combined with the uncertainty over rounds (docs/measurement.md).
 
     Latency: the median of round medians with a CI over rounds (each round a fresh worker at another
     moment); the pooled samples keep the percentiles, and their one-worker CI stays as
     `within_round_ci`. Speedup: its per-round paired values combined the same way. Memory: the round that
-    measured it (each run measures it once, in the variant's own worker)."""
+    measured it (each run measures it once, in the variant's own worker).
+
+    Ok rounds whose provenance differs (`provenance_differences`: another CPU, another runtime version; a
+    --resume on another machine does this) are refused with a one-line UserError naming `source`, unless
+    `allow_mixed`: then the merged record says what differed in `mixed`."""
     by_cell: dict[str, list[Record]] = {}
     for r in records:
         by_cell.setdefault(r.cell_id, []).append(r)
@@ -30,10 +85,11 @@ def merge_rounds(records: Iterable[Record]) -> list[Record]:
         if len(group) == 1:
             merged.append(group[0])
             continue
-        if not ok:
-            merged.append(group[-1])
-            continue
-        merged.append(_merged(group, ok))
+        diff = provenance_differences([r.provenance for r in ok])  # the rounds whose figures are merged
+        if diff and not allow_mixed:
+            raise mixed_error(group[0].cell_id, diff, file=source)
+        one = group[-1] if not ok else _merged(group, ok)
+        merged.append(one.replace(mixed=diff) if diff else one)
     return merged
 
 

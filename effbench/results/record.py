@@ -541,6 +541,7 @@ class Record(Section):
       candidate / baseline latency timed in one worker; the gate's per-round ratios when present
     - round_medians_ms: the per-round medians a merged record's CI is over
     - samples_ms: raw samples in time order (maybe thinned)
+    - mixed: set where rounds of differing provenance were merged on request (`results.merge`)
     """
 
     NAME: ClassVar[str] = ""  # its fields are named from the top: "cell.model"
@@ -569,6 +570,9 @@ class Record(Section):
     quality: Quality | None = None
     projections: dict[str, Projection] = field(default_factory=dict)
     provenance: Provenance = field(default_factory=Provenance)
+    # a merged cell whose rounds came from machines or software that differ, merged because the user asked
+    # (--allow-mixed): {provenance field: its values over the rounds}; None: one provenance (older stores too)
+    mixed: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

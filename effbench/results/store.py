@@ -159,6 +159,8 @@ class Results:
                 for k, v in _flatten(proj.to_json()).items():
                     row[f"projections.{pid}.{k}"] = v
             row["round_medians_ms"] = json.dumps(r.round_medians_ms) if r.round_medians_ms else None
+            # what differed between the rounds merged into this row (--allow-mixed); empty: one provenance
+            row["mixed"] = json.dumps(r.mixed) if r.mixed else None
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -187,13 +189,15 @@ def resolve_store_path(path: str | Path) -> Path:
     return p
 
 
-def load(*paths: str | Path) -> Results:
-    """Load and merge one or more stores (e.g. from several machines) into one Results."""
+def load(*paths: str | Path, allow_mixed: bool = False) -> Results:
+    """Load and merge one or more stores (e.g. from several machines) into one Results. A cell's rounds
+    merge within a store, only where their provenance agrees unless `allow_mixed` (`merge_rounds`); the
+    same cell in two stores stays two records (one per machine), never one."""
     merged, raw, warnings, sources = [], [], [], []
     for path in paths:
         p = resolve_store_path(path)
         recs, warns = Store(p).records()
-        merged.extend(merge_rounds(recs))  # rounds merge within a store, never across machines
+        merged.extend(merge_rounds(recs, allow_mixed=allow_mixed, source=str(p)))
         raw.extend(recs)
         warnings.extend(warns)
         sources.append(str(p))
