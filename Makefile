@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: an open range would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	# fleet: the Ray cluster tests (tests/test_fleet.py) start a local cluster and fail without it
-	$(BIN)/pip install --quiet -e '.[test,fleet]'
+	# llm: generative models on every runtime (tests/execution/test_generation.py); pip compiles
+	# llama-cpp-python from source the first time (about 5-10 minutes on 2 cores), then reuses its wheel
+	$(BIN)/pip install --quiet -e '.[test,fleet,llm]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -137,6 +137,9 @@ class GenerationGroups:
         if cell.runner not in GENERATIVE_RUNNERS:
             return (f"the {cell.runner} runner runs classifier graphs; a decoder LLM runs on "
                     f"{', '.join(GENERATIVE_RUNNERS)}")
+        if cell.compile or cell.device != "cpu":
+            return ("generative cells run the runtime's own decode loop on the CPU here: "
+                    + ("torch.compile is not applied to it" if cell.compile else f"not on {cell.device}"))
         if cell.variant not in GENERATIVE_PRECISIONS:
             return (f"'{cell.variant}' is not a precision of generative models: each runtime maps "
                     f"{', '.join(GENERATIVE_PRECISIONS)} to its own kernels")
@@ -184,7 +187,7 @@ class GenerationGroups:
         speedups = {} if cell.variant == FP32 else {k: self._paired(cell, k, m, fp32).to_json() for k in PAIRED_FIGURES}
         prof = self.profiles.get((cell.model, cell.variant, cell.runner_label))
         prof_value = prof.value if prof is not None and prof.kind == "ok" else None
-        quality = (prof_value or {}).get("quality") if cell.variant != FP32 else None
+        quality = (prof_value or {}).get("quality")
         if prof is not None and prof.kind != "ok":
             quality = {"reason": f"its own worker {prof.kind}: {prof.reason}"}
         gen = Generation(

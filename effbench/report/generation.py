@@ -55,7 +55,9 @@ def _quality(g) -> str:
     if not q:
         return "reference (FP32)" if g.kernel.get("precision") == "fp32" else "—"
     if q.get("next_token_agreement") is None:
-        return f"— ({q.get('reason', 'not scored')})"
+        if q.get("note") and q.get("perplexity") is not None:
+            return f"reference (FP32); ppl {q['perplexity']:.4g}"
+        return "reference (FP32)" if q.get("note") else f"— ({q.get('reason', 'not scored')})"
     text = f"{q['next_token_agreement']:.1%} / {q['kl_mean']:.3g}"
     if q.get("perplexity") is not None:
         text += f" / {q['perplexity']:.4g} (FP32 {q.get('reference_perplexity') or 0:.4g})"

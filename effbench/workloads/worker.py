@@ -192,9 +192,14 @@ def generation_profile(runtime: str, threads: int, options: dict, model: dict, p
     folder = Path(reference_dir)
     ref_logits, ref_cont = folder / "fp32-logits.npy", folder / "fp32-continuation.json"
     if precision == "fp32":
+        from effbench.measure.generation import perplexity
         folder.mkdir(parents=True, exist_ok=True)
         np.save(ref_logits, logits.astype(np.float32))
         ref_cont.write_text(json.dumps(list(continuation)))
+        out["quality"] = {"reference": f"{runtime} fp32: {llm.reference}", "positions": len(text),
+                          "perplexity": perplexity(logits, text) if llm.real_weights else None,
+                          "note": "the reference the other precisions are scored against"}
+        return out
     if not ref_logits.exists():
         out["quality"] = {"reason": "no FP32 reference on this runtime (its own worker did not finish)"}
         return out
