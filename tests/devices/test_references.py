@@ -64,13 +64,24 @@ def test_a_bad_reference_is_a_one_line_error(change, message):
 
 
 def test_shipped_references_name_their_source_and_quote_the_figure():
+    import math
+    import re
+
     from effbench.devices import load_profiles, shipped_ids
+
+    def states(figure: float, quote: str) -> bool:
+        """One of the quote's numbers (1,234.5 read as 1234.5) is the figure itself, not just its first digits."""
+        numbers = [float(x.replace(",", "")) for x in re.findall(r"(?<![\d.])\d[\d,]*(?:\.\d+)?", quote)]
+        return any(math.isclose(x, figure, rel_tol=1e-9) for x in numbers)
+    # what the check tells apart: 12.4 ms is not 1.2 ms or 12 ms, 88,526 is 88526
+    assert states(12.4, "| MobileNet v2 | 12.4ms | 1.8ms |") and not states(1.2, "| 12.4ms |")
+    assert not states(12.0, "| 12.4ms |") and states(88526.0, "Samples per second: 88,526")
     refs = [(p.id, r) for p in load_profiles([i for i in shipped_ids() if i != "local"]) for r in p.references]
+    assert refs
     for pid, r in refs:
         assert r.source.startswith(("http://", "https://")), (pid, r.source)
         figure = r.latency_ms if r.latency_ms is not None else r.throughput_ips
-        digits = f"{figure:g}".replace(".", "")[:2]
-        assert digits in r.quote.replace(",", "").replace(".", ""), (pid, r.quote)  # the quote states it
+        assert states(figure, r.quote), (pid, figure, r.quote)  # the quote states it
         if r.power_w is not None:  # a published power names where it was read and quotes it
             assert r.power_source.startswith(("http://", "https://")), (pid, r.power_source)
             assert f"{r.power_w:.6e}"[:3].replace(".", "") in r.power_quote.replace(".", ""), (pid, r.power_quote)

@@ -105,7 +105,13 @@ def test_max_time_bounds_a_member_that_never_meets_its_target():
 def test_over_rounds_ci_is_over_rounds_and_contains_the_median():
     est = over_rounds([1.9, 2.0, 2.1])
     assert est.scope == SCOPE_ROUNDS and est.n == 3
-    assert est.value == 2.0 and est.lo < 1.9 < 2.1 < est.hi     # t with 2 df is wide: honest for 3 rounds
+    assert est.value == 2.0 and est.lo < 1.9 < 2.1 < est.hi
+    # Student's t with 2 degrees of freedom on the logs (t_0.975,2 = 4.3027; tables), not the normal's 1.96:
+    # with 3 rounds the normal interval [1.888, 2.115] would claim twice the certainty
+    logs = np.log([1.9, 2.0, 2.1])
+    half = 4.302653 * logs.std(ddof=1) / math.sqrt(3)
+    assert (est.lo, est.hi) == pytest.approx((math.exp(logs.mean() - half), math.exp(logs.mean() + half)), rel=1e-5)
+    assert (est.lo, est.hi) == pytest.approx((1.7647, 2.2629), abs=1e-4)
     # one round is not an estimate over rounds
     assert over_rounds([2.0]) is None
     one = within_one_round([1.9, 2.0, 2.1, 2.0, 1.95, 2.05, 2.0])

@@ -101,10 +101,14 @@ def test_advise_measures_candidates_and_writes_a_plan(tmp_path, cache_dir):
     best = max((c for c in cands.values() if c["meets_floor"]), key=lambda c: c["speedup_vs_fp32"]["value"])
     # the plan is the fastest, or as fast within the CIs and the smallest of those
     b = best["speedup_vs_fp32"]
-    tied = [c for c in cands.values() if c["meets_floor"] and c["speedup_vs_fp32"]["value"] >= b["ci"][0]
-            and b["value"] <= c["speedup_vs_fp32"]["ci"][1]]
-    assert plan["size_bytes"] == min(c["size_bytes"] for c in tied)
-    assert plan["best_uniform"]["precision"] in ("int8", "fp16") and plan["pareto"]
+    tied = {n for n, c in cands.items() if c["meets_floor"] and c["speedup_vs_fp32"]["value"] >= b["ci"][0]
+            and b["value"] <= c["speedup_vs_fp32"]["ci"][1]}
+    assert plan["chosen"] in tied and plan["size_bytes"] == min(cands[n]["size_bytes"] for n in tied)
+    uniform = {n: c["speedup_vs_fp32"]["value"] for n, c in cands.items() if n in ("int8", "fp16", "int4")
+               and c["meets_floor"]}
+    assert plan["best_uniform"]["precision"] == max(uniform, key=uniform.get)
+    assert set(plan["pareto"]) == _front({n: (c["speedup_vs_fp32"]["value"], c["relative_quality"])
+                                          for n, c in cands.items()})
     ort.InferenceSession(plan["artifact"], providers=["CPUExecutionProvider"])  # the chosen graph runs
     # the report beside the store shows the sensitivity and the advisor's candidates
     run = run_cli("run", str(suite), "-o", str(out), "--cache-dir", str(cache_dir), "--quick", "--no-progress",
@@ -151,6 +155,45 @@ def test_a_plan_is_a_precision_of_the_suite(tmp_path, cache_dir):
     suite.write_text(body.replace("PLAN", "nowhere/plan.json"))
     bad = run_cli("validate", str(suite))
     assert bad.returncode == 2 and "precisions[1].plan" in bad.stderr and "plan file not found" in bad.stderr
+
+
+def _front(points: dict[str, tuple[float, float]]) -> set[str]:
+    """The (speedup, quality) Pareto front, computed here: no other point is as good on both and better on one."""
+    return {n for n, (s, q) in points.items()
+            if not any(s2 >= s and q2 >= q and (s2 > s or q2 > q) for s2, q2 in points.values())}
+
+
+def test_the_plan_is_the_fastest_candidate_or_the_smallest_it_ties_with(tmp_path):
+    """The advisor's choice on candidates with known figures: the fastest that meets the floor unless a smaller
+    one is as fast within both CIs; the best uniform one; the Pareto front; no plan when none meets the floor."""
+    from effbench.analysis.advisor import _choose
+
+    def cand(speedup, ci, quality, size, uniform):
+        path = tmp_path / f"c{size}.onnx"
+        path.write_bytes(b"x" * size)
+        return {"path": str(path), "speedup_vs_fp32": {"value": speedup, "ci": list(ci)}, "relative_quality": quality,
+                "meets_floor": quality >= 0.98, "size_bytes": size, "uniform": uniform, "layers": {"fc0": "?"}}
+    cands = {"int8": cand(1.50, (1.40, 1.60), 0.990, 100, True),
+             "int8, 1 layer kept FP32": cand(1.55, (1.45, 1.65), 0.995, 150, False),   # fastest, ties with int8
+             "int8, 2 layers kept FP32": cand(1.20, (1.10, 1.30), 0.999, 200, False),  # slower: no tie
+             "fp16": cand(1.05, (0.95, 1.15), 1.000, 300, True),
+             "int4": cand(2.00, (1.90, 2.10), 0.900, 50, True)}                         # below the floor
+    plan = _choose({}, cands, "latency", 0.98, tmp_path)
+    assert plan["chosen"] == "int8" and plan["size_bytes"] == 100 and plan["speedup_vs_fp32"]["value"] == 1.50
+    assert (tmp_path / "plan.onnx").read_bytes() == b"x" * 100
+    assert "2 candidates are as fast within their CIs" in plan["note"]
+    assert plan["best_uniform"]["precision"] == "int8"
+    assert set(plan["pareto"]) == _front({n: (c["speedup_vs_fp32"]["value"], c["relative_quality"])
+                                          for n, c in cands.items()}) == {
+        "int8, 1 layer kept FP32", "int8, 2 layers kept FP32", "fp16", "int4"}
+    cands["int8, 1 layer kept FP32"]["speedup_vs_fp32"] = {"value": 1.75, "ci": [1.65, 1.85]}  # clearly fastest
+    plan = _choose({}, cands, "latency", 0.98, tmp_path)
+    assert plan["chosen"] == "int8, 1 layer kept FP32" and "note" not in plan  # no tie, and it beats uniform int8
+    assert _choose({}, cands, "size", 0.98, tmp_path)["chosen"] == "int8"  # the smallest that meets the floor
+    for c in cands.values():
+        c["meets_floor"] = False
+    none = _choose({}, cands, "latency", 0.98, tmp_path)
+    assert none["chosen"] is None and none["reason"] == "no candidate keeps 98.00% of FP32's quality; FP32 stays the choice"
 
 
 def test_advisor_objectives_size_and_energy(tmp_path):
@@ -240,8 +283,9 @@ def test_a_fragile_layer_stays_in_higher_precision_in_the_plan(tmp_path):
     assert not cands["int8"]["meets_floor"] and cands["int8, 1 layer kept FP32"]["meets_floor"]
     assert all(c["layers"]["fc0"] == "fp32" for n, c in cands.items() if n.startswith("int8") and c["meets_floor"])
     assert plan["meets_floor"] and plan["layers"]["fc0"] != "int8" and plan["relative_quality"] >= 0.999
-    # int4 weight-only quantizes the Gemm layers the block size allows (16 and 32 inputs: fc1, fc2 have 32)
-    assert "int4" in cands or "int4" in plan["not_built"]
+    # int4 weight-only: each Gemm rewritten as MatMul becomes MatMulNBits (block 32; fc0's 16 inputs are padded
+    # to one block), and each is named back to its layer
+    assert cands["int4"]["layers"] == {"fc0": "int4", "fc1": "int4", "fc2": "int4"} and "int4" not in plan["not_built"]
 
 
 def test_only_candidates_inside_each_others_cis_tie():
