@@ -404,3 +404,28 @@ def _write(tmp_path: Path, batch_sizes: str) -> Path:
     p = tiny_suite(tmp_path, batch_sizes=batch_sizes)
     p.write_text(p.read_text().replace("devices: [generic-x86-server-core]", "devices: []"))
     return p
+
+
+@pytest.mark.spawns
+def test_a_slowdown_during_a_cell_is_flagged_as_drift(tmp_path, cache_dir):
+    """The machine slows by half while each group is measured (planted: tests/helpers/slowsentinel.py times the
+    sentinel after the group on a clock running 1.5x fast): every round's record says `drift` with the change
+    the sentinel saw, the merged record and the report flag it; a change within the threshold is not drift."""
+    from effbench.execution.pairing import DRIFT_THRESHOLD, drift_section
+    out = tmp_path / "out"
+    res = run_cli("run", str(tiny_suite(tmp_path, batch_sizes="[1]")), "-o", str(out), "--cache-dir", str(cache_dir),
+                  "--rounds", "2", "--no-progress", env={"EFFBENCH_PLUGINS": "slowsentinel"})
+    assert res.returncode == 0, res.stderr
+    results = load(out)
+    rounds = [x for x in results.raw if x.cell_id == "tiny/fp32/onnxruntime/b1/single-stream"]
+    assert len(rounds) == 2 and all(x.drift.flagged for x in rounds)
+    assert all(0.3 < x.drift.rounds[0]["change"] < 0.7 for x in rounds)  # the sentinel saw the 1.5x slowdown
+    merged = results.by_id()["tiny/fp32/onnxruntime/b1/single-stream"]
+    assert merged.drift.flagged and len(merged.drift.rounds) == 2 and merged.drift.max_abs_change > 0.3
+    summary = (out / "summary.md").read_text()
+    assert "1 with drift" in summary
+    row = next(line for line in summary.splitlines() if line.startswith("| tiny | fp32 |"))
+    assert "drift" in row
+    # the threshold: a sentinel that moved 9% (either way) is not drift, one that moved 11% is
+    assert DRIFT_THRESHOLD == 0.10
+    assert [drift_section({"change": c}).flagged for c in (0.09, -0.09, 0.11, -0.11)] == [False, False, True, True]
