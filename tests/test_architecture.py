@@ -18,7 +18,6 @@ LINT = Path(sys.executable).with_name("lint-imports")
 LONG_FUNCTIONS = {
     ("cli/app.py", "_parser"): "argparse declarations, one subcommand after another: nothing to factor",
     ("variants/channels.py", "_trace"): "one walk down the graph whose cases share the walk's state",
-    ("scenarios/load.py", "run_probe"): "the load generator thread and its accounting share one closure",
 }
 
 

@@ -205,7 +205,7 @@ models:
 precisions: [fp32, int8-dynamic]
 runners: [{{name: onnxruntime, threads: 1}}]
 batch_sizes: [4]
-scenarios: [{{offline: {{queries: 100}}}}, {{server: {{latency_bound_ms: 50, queries: 200, min_duration_s: 0.2, max_time_s: 1.5}}}}]
+scenarios: [{{offline: {{queries: 100}}}}, {{server: {{latency_bound_ms: 50, queries: 700, min_duration_s: 0.2, max_time_s: 8}}}}]
 devices: []
 measure: {{warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.05, rounds: 2}}
 """)
@@ -223,10 +223,29 @@ measure: {{warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.0
     s = srv.server
     assert srv.ok and s.latency_bound_ms == 50.0 and s.percentile == 99.0 and s.max_batch == 4
     assert s.curve and s.probes and s.search
-    if s.max_qps:  # on a machine that stalls for 50 ms every probe could fail: then it says why
-        assert s.percentile_ms <= 50.0 and s.early_stopping["queries"] == s.queries
+    lg = s.extra["loadgen"]  # every figure from MLPerf LoadGen's own logs, which stay beside the results
+    assert lg["version"] and "not an MLPerf result" in lg["generator"] and (out / lg["summary"]).is_file()
+    assert all((out / p["summary_path"]).is_file() for p in s.probes)
+    if s.max_qps:  # on a machine that stalls for 50 ms every run could fail: then it says why
+        assert s.percentile_ms <= 50.0 and s.early_stopping["met"] is True
+        # each round's peak is a rate LoadGen called VALID; where the search says so, LoadGen called the run
+        # at 1.3x that round's peak INVALID
+        for rnd, peak in enumerate(s.round_max_qps):
+            runs = [p for p in s.probes if p["round"] == rnd]
+            assert any(p["valid"] and p["qps"] == peak for p in runs)
+        if "INVALID" in (s.search or ""):
+            assert any(not p["valid"] and abs(p["qps"] / s.round_max_qps[-1] - 1.3) < 0.05
+                       for p in s.probes if p["round"] == len(s.round_max_qps) - 1)
     else:
         assert s.reason
+    assert off.offline.extra["loadgen"]["version"] == lg["version"]
+    # whether a figure is the generator's own limit is measured each time with a no-op system under test
+    assert isinstance(off.offline.extra["loadgen"]["limited_by_generator"], bool)
+    assert off.offline.extra["loadgen"]["noop_samples_per_s"] > off.offline.samples_per_s
+    if s.max_qps:
+        assert isinstance(lg["limited_by_generator"], bool) and "no-op" in lg["generator_check"]
+    html = (out / "index.html").read_text()
+    assert "MLPerf LoadGen" in html and 'href="loadgen/' in html
     assert srv.comparison.speedup is None and "max_qps" in srv.comparison.reason
     assert srv.energy.reason and not srv.projections
     assert 'id="load"' in (out / "index.html").read_text()

@@ -29,6 +29,7 @@ from effbench.execution.pairing import (
     unpaired_comparison,
 )
 from effbench.execution.progress import OutputLock, Progress, record_line
+from effbench.execution.work import WorkCounter
 from effbench.execution.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
 from effbench.measure.stats import SCOPE_ONE_MOMENT
 from effbench.results.provenance import provenance
@@ -46,7 +47,7 @@ from effbench.results.record import (
 from effbench.results.store import Results, Store, load
 from effbench.runners import runner_side
 from effbench.scenarios.plan import SERVER, SINGLE_STREAM, load_plan, sections
-from effbench.variants import Variant, bits
+from effbench.variants import Variant
 
 
 @dataclass
@@ -121,7 +122,7 @@ class SuiteRun:
         m = suite.spec.measure
         self.timeout_s = opts.timeout_s or m.timeout_s or (self.budget["max_time_s"] + self.budget["warmup_s"] + 600)
         self.memory_limit_mb = m.memory_limit_mb
-        self._work_cache: dict = {}
+        self.work = WorkCounter()
         self.figures = VariantFigures(self)
         self.generation = GenerationGroups(self)      # task: generate groups (effbench.execution.generation)
         self.broken: dict[str, str] = {}                # cell id -> why its worker crashed or hung
@@ -421,7 +422,10 @@ class SuiteRun:
         out = run_in_worker(plan.target,
                             {"group": first, "members": members, "variants": variants, "artifact": art.to_json(),
                              "feeds": feeds, "budget": self.budget, "seed": group_seed(self.run_id, rnd, what),
-                             "load_reversed": rnd % 2 == 1, **plan.payload(self.overhead)},
+                             "load_reversed": rnd % 2 == 1, **plan.payload(self.overhead),
+                             **({} if first.scenario == SINGLE_STREAM else {"log_dir": str(
+                                 self.opts.out_dir / "loadgen" / f"{first.model}_{first.runner_label}_{first.scenario}"
+                                 / f"round-{rnd}")})},
                             timeout_s=plan.timeout_s_per_member * len(members),
                             log_path=self.logs / f"{first.model}_{first.runner_label}_{first.scenario}.log",
                             memory_limit_mb=self.memory_limit_mb)
@@ -542,39 +546,7 @@ class SuiteRun:
         return self.variants[key]
 
     def _work(self, variant: Variant, art, cell: Cell) -> ModelStats:
-        """Work figures for this variant at this batch size, counted from its ONNX graph.
-
-        The torch side of a variant runs the same operators as the FP32 graph at its own bit widths,
-        so its MACs come from the FP32 graph and its BOPs from the variant's weight and activation bits.
-        """
-        from effbench.measure.flops import count_work
-        graph = variant.own_graph(runner_side(cell.runner))
-        path = graph or variant.base_graph or art.onnx_path  # base_graph: the pruned FP32 graph
-        key = (path, cell.batch_size, variant.binary_nodes, tuple(sorted(variant.node_bits.items())))
-        if key not in self._work_cache:
-            try:
-                wc = count_work(path, batch_size=cell.batch_size, dims=art.dims,
-                                binary_nodes=set(variant.binary_nodes) or None, node_bits=variant.node_bits)
-                self._work_cache[key] = wc.to_json()
-            except UserError as e:
-                self._work_cache[key] = {"error": e.one_line()}
-            except Exception as e:  # a counting bug must not cost the measurement
-                self._work_cache[key] = {"error": f"work count failed: {type(e).__name__}: {e}"}
-        stats = dict(self._work_cache[key])
-        stats["counted_on"] = "variant graph" if graph else f"pruned {FP32} graph" if variant.base_graph else f"{FP32} graph"
-        side = variant.side_stats(runner_side(cell.runner))
-        if not graph and "macs" in stats:
-            # the module runs the FP32 graph's operators at the variant's bit widths (the registry's,
-            # unless the saved weights say otherwise); a precision nobody registered counts as 32-bit
-            wbits, abits = bits(cell.precision) or (32, 32)
-            wbits = side.get("weight_bits") or wbits
-            stats["weight_bits"] = wbits
-            stats["activation_bits"] = abits
-            stats["bops"] = int(stats["macs"] * wbits * abits)
-        if side.get("size_bytes"):
-            stats["size_bytes"] = side["size_bytes"]
-        stats.pop("by_node", None)  # per-node detail stays in `effbench flops --by node`
-        return ModelStats.from_json(stats)
+        return self.work.of(variant, art, cell)
 
     def _modeled_energy(self, record: Record, why_not_measured: str | None) -> Energy:
         from effbench.measure.energy import modeled_energy

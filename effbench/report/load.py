@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from effbench.report.figures import DASHES, PALETTE, base_layout, sig, colour_map, esc, variant_sort_key
+from effbench.report.figures import DASHES, PALETTE, base_layout, colour_map, esc, sig, variant_sort_key
 from effbench.report.table import Row
 from effbench.units import fmt_si
 
@@ -28,7 +28,10 @@ def _label(r: Row, runners: int, batches: int) -> str:
 def _rounds_of(s) -> list[list[dict[str, Any]]]:
     """The probes of each round (a merged record keeps them all, with their round), by offered rate;
     a store without probes gives its curve as one round."""
-    probes = [p for p in s.probes if isinstance(p.get("offered_qps"), (int, float))
+    # LoadGen's runs say `qps` and `valid`; stores from the hand-written generator `offered_qps` and `passed`
+    probes = [{**p, "offered_qps": p.get("offered_qps", p.get("qps")), "passed": p.get("passed", p.get("valid"))}
+              for p in s.probes]
+    probes = [p for p in probes if isinstance(p.get("offered_qps"), (int, float))
               and isinstance(p.get("percentile_ms"), (int, float))]
     if not probes:
         probes = [{"offered_qps": q, "percentile_ms": v} for q, v in s.curve]
@@ -39,7 +42,8 @@ def _rounds_of(s) -> list[list[dict[str, Any]]]:
 
 
 def _probe_text(name: str, pct: float, p: dict[str, Any]) -> str:
-    state = ("met the bound" if p.get("passed") else
+    state = ("LoadGen: VALID" if p.get("valid") else "LoadGen: INVALID" if p.get("valid") is False else
+             "met the bound" if p.get("passed") else
              "stopped early once the percentile was over the bound: at least this" if p.get("stopped_early") else
              "missed the bound" if "passed" in p else "")
     return esc(f"{name}: {p['offered_qps']:.4g} queries/s offered, p{pct:g} {p['percentile_ms']:.4g} ms"
@@ -129,25 +133,48 @@ def offline_figure(rows: Sequence[Row], colours: dict[str, str]) -> dict[str, An
     return {"data": traces, "layout": layout}
 
 
+def _logs(lg: dict[str, Any]) -> str:
+    """Links to a LoadGen run's own logs (relative to the report, which sits beside `loadgen/`)."""
+    links = [f'<a href="{_e(lg[k])}">{name}</a>' for k, name in (("summary", "summary"), ("detail", "detail"))
+             if lg.get(k)]
+    return " ".join(links)
+
+
+def _early_stopping_text(es: dict[str, Any]) -> str:
+    if not es:
+        return "—"
+    if "met" in es:  # LoadGen's own verdict and its line
+        return ("satisfied" if es["met"] else "not satisfied") + (f": {es['lines'][0]}" if es.get("lines") else "")
+    return ("bounded" if es.get("passed") else f"needs {es.get('min_queries')} queries (has {es.get('queries')})")
+
+
 def _table(rows: Sequence[Row]) -> str:
-    cells = sorted((r for r in rows if r.record.ok and r.record.server), key=lambda r: (r.model, *_key(r)))
+    cells = sorted((r for r in rows if r.record.ok and (r.record.server or r.record.offline)),
+                   key=lambda r: (r.model, *_key(r)))
     if not cells:
         return ""
     out = []
     for r in cells:
-        s = r.record.server
-        ci = f" [{s.max_qps_ci[0]:.4g}, {s.max_qps_ci[1]:.4g}]" if s.max_qps_ci else ""
-        es = s.early_stopping or {}
-        es_text = ("—" if not es else "bounded" if es.get("passed") else
-                   f"needs {es.get('min_queries')} queries (has {es.get('queries')})")
-        peak = f"{s.max_qps:.4g}{ci}" if s.max_qps else f"none ({s.reason or s.search or ''})"
-        at = f"{s.percentile_ms:.4g}" if s.percentile_ms is not None else "—"
-        out.append(f"<tr><td>{_e(r.cell_id)}</td><td class=\"num\">{_e(peak)}</td><td class=\"num\">{_e(at)}</td>"
-                   f"<td class=\"num\">{s.latency_bound_ms:g} (p{s.percentile:g})</td><td>{_e(es_text)}</td>"
-                   f"<td>{_e(s.search or '')}</td></tr>")
-    return ('<table class="small"><thead><tr><th>cell</th><th>max queries/s [95% CI over rounds]</th>'
-            '<th>latency at the percentile (ms)</th><th>bound (ms)</th><th title="MLPerf LoadGen early stopping '
-            'at 99% confidence">early stopping</th><th>search</th></tr></thead><tbody>' + "".join(out) +
+        if r.record.server:
+            s = r.record.server
+            ci = f" [{s.max_qps_ci[0]:.4g}, {s.max_qps_ci[1]:.4g}]" if s.max_qps_ci else ""
+            peak = f"{s.max_qps:.4g}{ci} queries/s" if s.max_qps else f"none ({s.reason or s.search or ''})"
+            at = f"{s.percentile_ms:.4g}" if s.percentile_ms is not None else "—"
+            what = f"p{s.percentile:g} {at} ms (bound {s.latency_bound_ms:g})"
+            es, search, lg = _early_stopping_text(s.early_stopping or {}), s.search or "", s.extra.get("loadgen") or {}
+        else:
+            o = r.record.offline
+            ci = f" [{o.ci[0]:.4g}, {o.ci[1]:.4g}]" if o.ci else ""
+            peak, what, es = f"{o.samples_per_s:.4g}{ci} samples/s", f"pool of {o.queries}, {o.passes} runs", "—"
+            search, lg = "", o.extra.get("loadgen") or {}
+        gen = lg.get("generator") or "effbench's own generator (a store from before LoadGen)"
+        if lg.get("limited_by_generator"):
+            peak += " (limited by the load generator: " + (lg.get("generator_check") or "") + ")"
+        out.append(f"<tr><td>{_e(r.cell_id)}</td><td class=\"num\">{_e(peak)}</td><td>{_e(what)}</td>"
+                   f"<td>{_e(es)}</td><td>{_e(search)}</td><td class=\"muted\">{_e(gen)} {_logs(lg)}</td></tr>")
+    return ('<table class="small"><thead><tr><th>cell</th><th>max rate / throughput [95% CI over rounds]</th>'
+            '<th>at the peak</th><th title="MLPerf LoadGen early stopping at 99% confidence">early stopping</th>'
+            '<th>search</th><th>load generator and its logs</th></tr></thead><tbody>' + "".join(out) +
             "</tbody></table>")
 
 
@@ -185,11 +212,13 @@ def section(rows: Sequence[Row], figs: dict[str, Any]) -> str:
                 what = "server: latency against load" if kind == "server" else "offline: throughput"
                 parts.append(f'<h3>{_e(model)} — {_e(what)}</h3><div class="chart" id="{fid}"></div>')
     return f"""<section id="load"><h2>Under load</h2>
-<p class="muted">Server: queries arrive as a Poisson process at each offered rate; latency runs from each query's
-scheduled arrival, so a backlog counts. The search brackets then bisects for the highest rate whose latency at
-the percentile stays within the bound (MLPerf LoadGen's FindPeakPerformance); a star marks it. Offline: a pool
-of queries, all available at once, worked through at the cell's batch size; samples per second over whole
-passes, with the 95% CI over rounds.</p>
+<p class="muted">Both scenarios run through MLPerf LoadGen (the load generator of every MLPerf submission; these
+are MLPerf-style runs, not MLPerf results: no audit, no submission checker). Server: queries arrive as a Poisson
+process at each offered rate; latency runs from each query's scheduled arrival, so a backlog counts. The search
+brackets then bisects for the highest rate LoadGen calls VALID (its latency percentile within the bound and its
+early stopping satisfied); a star marks it. Offline: LoadGen's one query of a pool of samples, all available at
+once, worked through at the cell's batch size; samples per second from LoadGen's summary, runs alternated with
+FP32's so the ratio is paired, with the 95% CI over rounds. Each row links LoadGen's own logs.</p>
 {"".join(parts)}{_table(rows)}</section>"""
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from effbench.runners.base import (RUNNERS, Runner, RunnerOptions, Session, Support, Unsupported,  # noqa: F401
-                                   register)
+from effbench.runners.base import RUNNERS, Runner, RunnerOptions, Session, Support, Unsupported, register  # noqa: F401
+
+
+SHIPPED = ("onnxruntime", "torch", "llamacpp", "onnxruntime-genai")  # in this order; the first is a suite's default
 
 
 def load_shipped() -> None:
@@ -21,9 +23,10 @@ def load_shipped() -> None:
 
 
 def runner_names() -> tuple[str, ...]:
-    """Every registered runner, the shipped ones first (the first is a suite's default)."""
+    """Every registered runner, the shipped ones first in their fixed order (the first is a suite's default,
+    whichever runner module happened to be imported first), then plugins' in registration order."""
     load_shipped()
-    return tuple(RUNNERS)
+    return tuple(n for n in SHIPPED if n in RUNNERS) + tuple(n for n in RUNNERS if n not in SHIPPED)
 
 
 def get_runner(name: str) -> Runner:

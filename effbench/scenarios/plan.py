@@ -4,7 +4,7 @@ options, time budget) and its record sections from a worker's answer (`results.m
 single-stream: one query at a time (the interleaved timing loop of `measure.latency`).
 offline / {offline: {queries: N, streams: k}}: a pool of N queries worked through at the cell's batch size.
 {server: {latency_bound_ms: B, percentile: 99}}: Poisson arrivals; the peak rate within the bound.
-The engines are `effbench.scenarios.load`.
+The load comes from MLPerf LoadGen (`effbench.scenarios.loadgen`).
 """
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ class ScenarioChoice:
     @property
     def settings(self) -> dict[str, Any]:
         """Every option, the defaults filled in (a required option the choice lacks is absent)."""
-        defaults = {k: f.default for k, f in OPTIONS[self.name].model_fields.items() if not f.is_required()}
+        defaults = {k: f.default for k, f in OPTIONS[self.name].model_fields.items()
+                    if not f.is_required() and f.default is not None}  # None: the suite's measure: decides
         return {**defaults, **self.options}
 
 
@@ -154,7 +155,7 @@ class LoadPlan:
 def batch_shapes(scenario: str, options: dict[str, Any], batch_size: int) -> list[int]:
     """The batch shapes a cell of `batch_size` runs: a server's dynamic batcher pads to powers of two up to
     it; an offline pool needs the batch and its remainder."""
-    from effbench.scenarios.load import batcher_sizes, pool_sizes
+    from effbench.scenarios.batches import batcher_sizes, pool_sizes
     if scenario == SERVER:
         return batcher_sizes(batch_size)
     if scenario == OFFLINE:
@@ -166,8 +167,9 @@ def offline_queries(options: dict[str, Any], batch_size: int) -> int:
     return int(options.get("queries") or max(64, 8 * batch_size))
 
 
-# --quick: a server search of at most this long per variant, with probes of at most this many queries
-QUICK_SERVER = {"max_time_s": 10.0, "queries": 300, "min_duration_s": 0.3}
+# --quick: a server search of at most this long per variant, LoadGen runs of this many queries (662 is the
+# fewest with which LoadGen's early stopping can bound a p99 with one query over the bound)
+QUICK_SERVER = {"max_time_s": 10.0, "queries": 700, "min_duration_s": 0.3}
 
 
 def load_plan(choice: ScenarioChoice, budget: dict, base_timeout_s: float, quick: bool = False) -> LoadPlan:

@@ -1,9 +1,10 @@
 """The worker of one round of an offline or server group: the group's variants loaded in one process,
-each driven by the load generator (`scenarios.load`), the drift sentinel before and after.
+each driven by MLPerf LoadGen (`scenarios.loadgen`), the drift sentinel before and after.
 """
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effbench.errors import gist
@@ -15,13 +16,14 @@ if TYPE_CHECKING:
 
 
 def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant], artifact: dict, feeds: dict,
-                 budget: dict, options: dict, seed: int, load_reversed: bool = False) -> dict:
+                 budget: dict, options: dict, seed: int, load_reversed: bool = False, log_dir: str = ".") -> dict:
     """The measuring worker of one round of an offline or server group (`effbench.scenarios.plan`): the group's
     variants loaded in this process, the drift sentinel before and after, as `measure_group` does.
 
-    Offline: every variant's passes over its pool in randomly ordered cycles (`measure_offline`), so a
-    per-cycle ratio of samples/s vs FP32 is paired. Server: each variant's peak-rate search in turn, in
-    an order drawn from `seed` (`find_peak`); its latencies run from the scheduled arrivals.
+    Both through MLPerf LoadGen (`scenarios.loadgen`), its logs under `log_dir`. Offline: each variant's
+    LoadGen offline runs in randomly ordered cycles, so a per-cycle ratio of samples/s vs FP32 is paired.
+    Server: each variant's peak-rate search in turn, in an order drawn from `seed`, LoadGen judging each
+    rate; its latencies run from the scheduled arrivals.
     `feeds`: str(batch shape) -> arrays, every shape the members' batch sizes need.
     """
     import numpy as np
@@ -63,10 +65,11 @@ def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant],
             status[key] = ("failed", gist(e))
     by_key = {m["key"]: m for m in members}
     if offline:
-        figures = _offline_figures(calls, by_key, budget, options, seed) if calls else {}
+        figures = _offline_figures(calls, by_key, budget, options, seed, log_dir, group.threads or 1) if calls else {}
     else:
         keys = list(calls)  # one search after another, in an order drawn for this round
-        figures = {keys[i]: _server_figures(calls[keys[i]][0], budget, options, seed + int(i))
+        figures = {keys[i]: _server_figures(calls[keys[i]][0], budget, options, seed + int(i),
+                                            str(Path(log_dir) / _safe(keys[i])), group.threads or 1)
                    for i in np.random.default_rng(seed).permutation(len(keys))}
     infos = {label: ss[0].info for label, ss in sessions.items()}
     after_us = sentinel_released(calls, sessions)
@@ -79,87 +82,180 @@ def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant],
             "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
 
 
-def _offline_figures(calls: dict, members: dict, budget: dict, options: dict, seed: int) -> dict[str, dict]:
+# LoadGen's offline runs per variant and round: alternated in a random order cycle after cycle, so each
+# cycle's samples/s ratio vs FP32 is paired (LoadGen runs one system under test at a time).
+OFFLINE_CYCLES = 3
+
+
+def _timed(call, sink: list[int]):
+    """`call` with its duration appended to `sink` (ns): the per-call service time beside LoadGen's figures."""
+    import time
+
+    def run() -> object:
+        t0 = time.perf_counter_ns()
+        out = call()
+        sink.append(time.perf_counter_ns() - t0)
+        return out
+    return run
+
+
+def _relative(path: str, root: str) -> str:
+    """A LoadGen log's path from the run's output folder (`loadgen/...`), as the report links it."""
+    parts = Path(path).parts
+    return str(Path(*parts[parts.index("loadgen"):])) if "loadgen" in parts else path
+
+
+def _loadgen_section(r, log_root: str) -> dict:
+    """What a record keeps of one LoadGen run: its verdict, version, the settings used and its logs."""
+    return {"generator": r.generator, "version": r.loadgen_version, "valid": r.valid,
+            "constraints": dict(r.constraints), "early_stopping": list(r.early_stopping),
+            "settings": r.settings.to_json(), "seeds": r.settings.seeds, "threads": r.threads,
+            "qsl_samples": r.qsl_samples, "summary": _relative(r.summary_path, log_root),
+            "detail": _relative(r.detail_path, log_root), "detail_trimmed": r.detail_trimmed}
+
+
+def _offline_figures(calls: dict, members: dict, budget: dict, options: dict, seed: int, log_dir: str,
+                     threads: int) -> dict[str, dict]:
+    """Each variant's offline samples/s from LoadGen's Offline scenario (its summary's "Samples per second"),
+    OFFLINE_CYCLES runs per variant in an order drawn per cycle; the per-cycle ms per sample are the blocks
+    the paired speedup vs FP32 is taken from."""
+    import numpy as np
+
     from effbench.measure.latency import LatencyStats
     from effbench.measure.stats import within_one_round
-    from effbench.scenarios import load as sc
+    from effbench.scenarios.loadgen import OFFLINE, LoadGenSettings, run_loadgen
     from effbench.scenarios.plan import offline_queries
-    pools = {key: (streams, offline_queries(options, members[key]["batch_size"]), members[key]["batch_size"])
-             for key, streams in calls.items()}
-    refs = {key: members[key]["reference"] for key in pools if members[key].get("reference") in pools}
-    runs = sc.measure_offline(pools, warmup_s=budget["warmup_s"], min_time_s=options["min_time_s"],
-                              max_time_s=options["max_time_s"], seed=seed, references=refs)
+    rng = np.random.default_rng(seed)
+    keys = list(calls)
+    call_ns: dict[str, list[int]] = {k: [] for k in keys}
+    timed = {k: [{b: _timed(c, call_ns[k]) for b, c in stream.items()} for stream in calls[k]] for k in keys}
+    runs: dict[str, list] = {k: [] for k in keys}
+    per_run_ms = max(int(1000 * options["min_time_s"] / OFFLINE_CYCLES), 100)
+    for cycle in range(OFFLINE_CYCLES):
+        for k in rng.permutation(keys):
+            batch = members[k]["batch_size"]
+            settings = LoadGenSettings(scenario=OFFLINE, min_duration_ms=per_run_ms,
+                                       min_query_count=offline_queries(options, batch))
+            runs[k].append(run_loadgen(timed[k], settings, Path(log_dir) / _safe(k) / f"cycle-{cycle}",
+                                       qsl_samples=max(timed[k][0]), threads=threads * len(timed[k])))
     out = {}
-    for key, run in runs.items():
-        _, queries, batch = pools[key]
-        st = LatencyStats(tuple(float(x) for x in run.call_ns), first_call_ns=run.first_call_ns,
-                          elapsed_s=run.elapsed_s, calls=len(run.call_ns))
-        est = within_one_round([p.samples_per_s for p in run.passes])
-        out[key] = {"latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(),
-                    "throughput_ips": run.samples_per_s, "block_ms": run.pass_ms_per_sample,
-                    "offline": {"samples_per_s": run.samples_per_s, "ci": [est.lo, est.hi] if est else None,
-                                "ci_level": est.level if est else None, "ci_scope": est.scope if est else None,
-                                "ci_method": est.method if est else None, "queries": queries, "batch_size": batch,
-                                "streams": len(calls[key]), "passes": len(run.passes), "elapsed_s": run.elapsed_s}}
+    noop = _generator_limit_offline(timed[keys[0]], settings, log_dir, None, threads * len(timed[keys[0]]))
+    for k in keys:
+        rs = runs[k]
+        sps = [r.samples_per_s for r in rs if r.samples_per_s]
+        est = within_one_round(sps)
+        ns = call_ns[k] or [0]
+        st = LatencyStats(tuple(float(x) for x in ns), first_call_ns=float(ns[0]), elapsed_s=sum(ns) / 1e9,
+                          calls=len(ns))
+        batch = members[k]["batch_size"]
+        median_sps = float(np.median(sps)) if sps else None
+        out[k] = {"latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(), "throughput_ips": median_sps,
+                  "block_ms": [1000.0 / v for v in sps],
+                  "offline": {"samples_per_s": median_sps, "ci": [est.lo, est.hi] if est else None,
+                              "ci_level": est.level if est else None, "ci_scope": est.scope if est else None,
+                              "ci_method": est.method if est else None,
+                              "queries": offline_queries(options, batch), "batch_size": batch,
+                              "streams": len(calls[k]), "passes": len(rs),
+                              "loadgen": {**_loadgen_section(rs[-1], log_dir),
+                                          "noop_samples_per_s": noop["noop_samples_per_s"],
+                                          "limited_by_generator": bool(median_sps and noop["noop_samples_per_s"]
+                                                                       and 2 * median_sps > noop["noop_samples_per_s"]),
+                                          "generator_check": noop["generator_check"],
+                                          "runs": [{"samples_per_s": r.samples_per_s, "valid": r.valid,
+                                                    "summary": _relative(r.summary_path, log_dir)} for r in rs]}}}
     return out
 
 
-def _server_figures(calls: dict[int, Any], budget: dict, options: dict, seed: int) -> dict:
-    """One variant's peak-rate search: warm up, estimate the service time of one query, then probe."""
-    import math
+def _noop(calls: dict) -> dict:
+    return {b: (lambda: None) for b in calls}
+
+
+def _generator_limit_server(calls: dict, base, log_dir: str, max_qps: float, threads: int) -> dict:
+    """Whether the peak is the generator's: LoadGen with a no-op system under test at twice the peak. Where
+    even a no-op cannot be served there (INVALID), the peak lies within 2x of what LoadGen and this Python
+    SUT can drive on this machine, and the record says it is limited by the generator."""
+    from dataclasses import replace
+
+    from effbench.scenarios.loadgen import run_loadgen
+    s = replace(base, target_qps=2 * max_qps, max_async_queries=max(100, int(20 * max_qps * base.latency_bound_ms / 1e3)))
+    r = run_loadgen(_noop(calls), s, Path(log_dir) / "noop-at-2x-peak", qsl_samples=max(calls), threads=threads)
+    return {"noop_at_2x_peak_valid": r.valid,
+            "limited_by_generator": not r.valid,
+            "generator_check": f"a no-op system under test at 2x the peak ({2 * max_qps:.4g} queries/s): "
+                               f"LoadGen said {'VALID' if r.valid else 'INVALID'}"}
+
+
+def _generator_limit_offline(calls: list[dict], settings, log_dir: str, samples_per_s: float | None,
+                             threads: int) -> dict:
+    """Offline's counterpart: a no-op SUT's samples/s under the same settings; within 2x of it, the figure is
+    the generator's."""
+    from effbench.scenarios.loadgen import run_loadgen
+    r = run_loadgen([_noop(c) for c in calls], settings, Path(log_dir) / "noop", qsl_samples=max(calls[0]),
+                    threads=threads)
+    limited = bool(samples_per_s and r.samples_per_s and samples_per_s * 2 > r.samples_per_s)
+    return {"noop_samples_per_s": r.samples_per_s, "limited_by_generator": limited,
+            "generator_check": f"a no-op system under test ran {r.samples_per_s:.4g} samples/s under the same "
+                               "settings" if r.samples_per_s else "the no-op run gave no samples/s"}
+
+
+def _safe(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in key)
+
+
+def _server_figures(calls: dict[int, Any], budget: dict, options: dict, seed: int, log_dir: str,
+                    threads: int) -> dict:
+    """One variant's max rate under the bound: LoadGen's Server scenario at candidate rates (bracket, then
+    bisect; LoadGen's VALID/INVALID judges each rate, with its early stopping), every rate kept."""
     import time
 
     import numpy as np
 
-    from effbench.measure.latency import LatencyStats
-    from effbench.scenarios import load as sc
+    from effbench.scenarios.loadgen import SERVER, LoadGenSettings, find_max_qps, server_runner
     one = calls[min(calls)]
     t0 = time.perf_counter_ns()
     one()
     first = time.perf_counter_ns() - t0
-    end, n = time.monotonic() + budget["warmup_s"], 0
-    while n < 10 * len(calls) or time.monotonic() < end:
-        list(calls.values())[n % len(calls)]()
-        n += 1
     service_s = []
     for _ in range(20):
         t0 = time.perf_counter_ns()
         one()
         service_s.append((time.perf_counter_ns() - t0) / 1e9)
     service = max(float(np.median(service_s)), 1e-6)
-    bound, pct, queries = options["latency_bound_ms"], options["percentile"], options["queries"]
-    max_batch = max(calls)
-    budget_s, min_s = options["max_time_s"], options["min_duration_s"]
-    gaps = sc.GapStream(seed)
-
-    def probe(qps: float) -> sc.Probe:
-        # `queries` and `min_duration_s`, whichever is longer (a probe shorter than the bound could never
-        # build a backlog), but at most a sixth of the search's budget (and at least 100 queries)
-        k = min(max(queries, math.ceil(qps * min_s)), max(100, math.ceil(qps * budget_s / 6)))
-        return sc.run_probe(calls, qps, gaps.first(k), bound_ms=bound, percentile=pct, max_batch=max_batch,
-                            max_wait_ms=options.get("max_wait_ms") or 0.0)
-
-    # the lowest rate worth a probe: 1% utilisation, or 100 queries (LoadGen's minimum) in a third of the budget
-    min_qps = max(0.01 / service, 300 / budget_s)
-    search = sc.find_peak(probe, options.get("start_qps") or max(0.5 / service, min_qps), min_qps=min_qps,
+    bound, pct = options["latency_bound_ms"], options["percentile"]
+    base = LoadGenSettings(scenario=SERVER, target_qps=1.0, latency_bound_ms=bound, percentile=pct,
+                           min_duration_ms=int(1000 * options["min_duration_s"]), min_query_count=options["queries"])
+    run_at = server_runner(calls, base, log_dir, qsl_samples=max(calls), threads=threads,
+                           max_wait_ms=options.get("max_wait_ms") or 0.0)
+    budget_s = options["max_time_s"]
+    # the lowest rate worth a run: 1% utilisation, or LoadGen's minimum queries in a third of the budget
+    min_qps = max(0.01 / service, 3 * options["queries"] / budget_s)
+    search = find_max_qps(run_at, options.get("start_qps") or max(0.5 / service, min_qps), min_qps=min_qps,
                           budget_s=budget_s)
-    shown = search.best or min(search.probes, key=lambda p: p.offered_qps)
-    lat_ns = tuple(x * 1e6 for x in shown.latencies_ms)
-    st = LatencyStats(lat_ns, first_call_ns=float(first), elapsed_s=shown.elapsed_s, calls=len(lat_ns))
     best = search.best
+    limit = _generator_limit_server(calls, base, log_dir, best.settings.target_qps, threads) if best else None
+    shown = best or min(search.runs, key=lambda r: r.settings.target_qps)
+    lat = shown.latency_ms
+    latency = {"median": lat.get("p50"), "mean": lat.get("mean"), "min": lat.get("min"), "max": lat.get("max"),
+               "p90": lat.get("p90"), "p99": lat.get("p99"), "n": shown.queries, "calls": shown.queries,
+               "first_call": first / 1e6, "timing": "LoadGen (from each query's scheduled time)",
+               "p90_reliable": True, "p99_reliable": bool(shown.early_stopping_met)}
+    rates = search.rates()
     server = {"max_qps": search.max_qps, "latency_bound_ms": bound, "percentile": pct,
               "percentile_ms": best.percentile_ms if best else None,
-              "p99_ms": sc.percentile_of(best.latencies_ms, 99) if best else None,
-              "p50_ms": sc.percentile_of(best.latencies_ms, 50) if best else None,
-              "achieved_qps": best.achieved_qps if best else None, "queries": best.queries if best else None,
-              "max_batch": max_batch, "max_wait_ms": options.get("max_wait_ms") or 0.0,
-              "early_stopping": sc.server_early_stopping(best.latencies_ms, bound, pct) if best else None,
-              "curve": search.curve(), "probes": [p.to_json() for p in search.probes], "search": search.ended,
-              "reason": None if best else (f"{search.ended} (down to {min_qps:.3g} queries/s): at "
-                                           f"{shown.offered_qps:.3g} queries/s the p{pct:g} latency was "
-                                           f"{shown.percentile_ms:.3g} ms against a bound of {bound:g} ms"),
-              "service_ms": service * 1e3}
-    return {"latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(),
-            "throughput_ips": best.achieved_qps if best else None, "block_ms": [],
+              "p99_ms": best.latency_ms.get("p99") if best else None,
+              "p50_ms": best.latency_ms.get("p50") if best else None,
+              "achieved_qps": best.completed_qps if best else None, "queries": best.queries if best else None,
+              "max_batch": max(calls), "max_wait_ms": options.get("max_wait_ms") or 0.0,
+              "early_stopping": ({"met": best.early_stopping_met, "lines": list(best.early_stopping),
+                                  "overlatency": best.overlatency_queries} if best else None),
+              "curve": [(r["qps"], r["percentile_ms"]) for r in rates if r["percentile_ms"] is not None],
+              "probes": [{**r, "summary_path": _relative(r["summary_path"], log_dir)} for r in rates],
+              "search": search.ended,
+              "reason": None if best else (f"{search.ended}: at {shown.settings.target_qps:.4g} queries/s LoadGen "
+                                           f"said INVALID (p{pct:g} {shown.percentile_ms} ms against {bound:g} ms)"),
+              "service_ms": service * 1e3,
+              "loadgen": {**_loadgen_section(shown, log_dir), **(limit or {})}}
+    return {"latency_ms": latency, "samples_ms": [], "throughput_ips": best.completed_qps if best else None,
+            "block_ms": [],
             "unpaired": "server: each variant's peak rate comes from its own search, so there is no paired "
                         "speedup; compare max_qps and its CI over rounds", "server": server}
