@@ -73,9 +73,9 @@ class GenerationGroups:
                              "base_dir": str(run.suite.base_dir), "cache_dir": str(run.opts.cache_dir)},
                             timeout_s=BUILD_TIMEOUT_S, log_path=run.logs / f"prepare-{spec.id}.log")
         if out.kind == "user_error":
-            e = out.value
-            e.field = e.field if e.field and "." in str(e.field) else f"models[{index}].source" + (
-                f".{e.field}" if e.field and e.field not in ("hf", "gguf", "builtin", "source") else "")
+            e = out.value      # about the model's own files: say which suite entry named them
+            if e.field in (None, "hf", "gguf", "builtin", "source", "tokenizer"):
+                e.field = f"models[{index}].source.{spec.source.kind}"
             raise e
         return LlmArtifact(out.value) if out.kind == "ok" else out
 

@@ -148,3 +148,14 @@ def test_llama_tiny_end_to_end_on_every_runtime(tmp_path, cache_dir):
     assert "## Generation" in md
     merged = run_cli("report", str(out / "results.jsonl"), "-o", str(tmp_path / "rep"))
     assert merged.returncode == 0
+
+
+@pytest.mark.spawns
+def test_a_broken_hf_folder_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "s.yaml").write_text("name: b\nmodels:\n  - id: m\n    source: {hf: model}\n    task: generate\n"
+                                     "runners: [{name: torch}]\ndevices: []\n")
+    p = run_cli("run", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "out"), timeout=300)
+    assert p.returncode == 2
+    line = p.stderr.strip().splitlines()[-1]
+    assert "models[0].source.hf" in line and "config.json" in line and "Traceback" not in p.stderr
