@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	# fleet: the Ray cluster tests (tests/test_fleet.py) start a local cluster and fail without it
 	# llm: generative models on every runtime (tests/execution/test_generation.py); pip compiles
 	# llama-cpp-python from source the first time (about 5-10 minutes on 2 cores), then reuses its wheel
-	$(BIN)/pip install --quiet -e '.[test,fleet,llm]'
+	# openvino, executorch: the deployment runtimes, tested for real (tests/runners/test_openvino.py, test_executorch.py)
+	$(BIN)/pip install --quiet -e '.[test,fleet,llm,openvino,executorch]'
 	touch $(STAMP)
 
 install: $(STAMP)

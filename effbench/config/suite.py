@@ -510,6 +510,7 @@ def load_suite(path: str | Path) -> Suite:
     _check_unique(suite)
     _check_paths(suite)
     _check_llm_packages(suite)
+    _check_runtime_packages(suite)
     return suite
 
 
@@ -536,6 +537,19 @@ def _check_llm_packages(suite: Suite) -> None:
         if missing:
             raise suite.error(f"generative model '{m.id}' needs {', '.join(missing)} (the [llm] extra), not installed",
                               "models", i, "task", fix="pip install -e .[llm]")
+
+
+def _check_runtime_packages(suite: Suite) -> None:
+    """A suite naming a runner whose runtime is an extra not installed: one line naming the extra (the runner
+    class's `extra` and `requires`, {module: distribution})."""
+    import importlib.util
+    for i, r in enumerate(suite.spec.runners):
+        cls = runner_class(r.name)
+        extra, needed = getattr(cls, "extra", None), getattr(cls, "requires", {})
+        missing = [dist for mod, dist in needed.items() if importlib.util.find_spec(mod) is None]
+        if extra and missing:
+            raise suite.error(f"the {r.name} runner needs {', '.join(missing)} (the [{extra}] extra), not installed",
+                              "runners", i, fix=f"pip install -e .[{extra}]")
 
 
 def _check_runner_options(r: RunnerSpec, i: int, path: Path, lines: LineMap) -> None:

@@ -10,13 +10,16 @@ from typing import Any
 from effbench.runners.base import RUNNERS, Runner, RunnerOptions, Session, Support, Unsupported, register  # noqa: F401
 
 
-SHIPPED = ("onnxruntime", "torch", "llamacpp", "onnxruntime-genai")  # in this order; the first is a suite's default
+SHIPPED = ("onnxruntime", "torch", "openvino", "executorch", "llamacpp", "onnxruntime-genai")  # in this order; the first is a suite's default
 
 
 def load_shipped() -> None:
     """Import the shipped runner modules (they register themselves; none imports its runtime here)."""
     from effbench.runners import onnxruntime as _ort  # noqa: F401  (fills RUNNERS)
     from effbench.runners import torch as _torch  # noqa: F401
+    # optional extras ([openvino], [executorch]): their modules import the runtime only in `load`
+    from effbench.runners import openvino as _openvino  # noqa: F401
+    from effbench.runners import executorch as _executorch  # noqa: F401
     # decoder LLMs only (task: generate); their sessions are effbench.workloads.generate's
     from effbench.runners import llamacpp as _llamacpp  # noqa: F401
     from effbench.runners import onnxruntime_genai as _ort_genai  # noqa: F401

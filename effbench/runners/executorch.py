@@ -16,10 +16,11 @@ or int8-dynamic-activation/int4-weight ("8da4w", the scheme ExecuTorch documents
 option. Every program's output is checked against the same (quantized) module in torch before it is
 timed: a program that runs but computes something else is unsupported, with the error.
 
-Load options besides the harness's ("artifact", "device", "runner_options"): "calibration" ({input name:
-array, samples along axis 0}; a `Variant` does not carry its calibration inputs: without them plain int8
-is calibrated on seeded inputs from the input spec, recorded, and int8-static is unsupported) and
-"cache_dir" (where programs are cached; default: the system's temporary folder).
+int8 calibrates on the inputs the variant was built with (`Variant.calibration`: the model's calibration
+split, kept beside the variant in its cache folder). Load options besides the harness's ("artifact",
+"device", "runner_options"): "calibration" ({input name: array, samples along axis 0}) overrides them (with
+neither, plain int8 is calibrated on seeded inputs from the input spec, recorded, and int8-static is
+unsupported) and "cache_dir" (where programs are cached; default: the system's temporary folder).
 """
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ class ExecuTorchRunner:
     runtime_module: ClassVar[str] = "executorch.runtime"   # imports torch (and torchao) too
     excludes: ClassVar[tuple[str, ...]] = ()
     packages: ClassVar[tuple[str, ...]] = ("executorch", "torch", "torchao")
+    extra: ClassVar[str] = "executorch"   # pip install -e .[executorch]; a suite naming the runner without it is refused
+    requires: ClassVar[dict[str, str]] = {"executorch": "executorch", "torchao": "torchao"}   # module -> distribution
     Options: ClassVar[type[RunnerOptions]] = ExecuTorchOptions
 
     def supports(self, variant) -> Support:
@@ -214,9 +217,12 @@ def _calibration(variant, plan: dict[str, Any], ro: ExecuTorchOptions, options: 
     given = options.get("calibration")
     if given:
         return {k: np.asarray(v) for k, v in given.items()}, "the model's calibration inputs (load option)"
+    kept = variant.calibration_inputs()   # what the variant's build was calibrated on, kept beside it
+    if kept:
+        return kept
     if plan.get("static_by_name"):
-        raise Unsupported("int8-static for ExecuTorch needs the model's calibration inputs (the runner's "
-                          "'calibration' load option); none were given")
+        raise Unsupported("int8-static for ExecuTorch needs the model's calibration inputs (kept with the variant, "
+                          "or the 'calibration' load option); none were given")
     from effbench.models.sources import ModelArtifact
     art = ModelArtifact.from_json((variant.torch or {}).get("artifact") or options["artifact"])
     return art.feeds(ro.calibration_samples, seed=1), "generated from the input spec (seeded random)"

@@ -14,10 +14,11 @@ int8 weight compression (`nncf.compress_weights`), whose activations the CPU plu
 load time, from the FP32 graph, and are cached as OpenVINO IR (importing NNCF imports torch: a cached
 build keeps it out of later workers).
 
-Load options besides the harness's ("artifact", "device", "runner_options"): "calibration", the model's
-calibration inputs ({input name: array, samples along axis 0}), which a `Variant` does not carry (the
-variant builders receive them, `variants.build_variant(calibration=...)`); without them plain int8 is
-calibrated on seeded inputs generated from the input spec (recorded), and int8-static is unsupported.
+int8 calibrates on the inputs the variant was built with (`Variant.calibration`: the model's calibration
+split, kept beside the variant in its cache folder; never the evaluation part quality is scored on). Load
+options besides the harness's ("artifact", "device", "runner_options"): "calibration" ({input name: array,
+samples along axis 0}) overrides them; with neither, plain int8 is calibrated on seeded inputs generated
+from the input spec (recorded), and int8-static is unsupported.
 "cache_dir": where the NNCF builds are cached (default: the system's temporary folder).
 """
 from __future__ import annotations
@@ -74,6 +75,8 @@ class OpenVinoRunner:
     # in the measuring worker; `info["built"]["cache"]` says when that happened (a cached build does not)
     excludes: ClassVar[tuple[str, ...]] = ("torch",)
     packages: ClassVar[tuple[str, ...]] = ("openvino", "nncf", "openvino-telemetry")
+    extra: ClassVar[str] = "openvino"   # pip install -e .[openvino]; a suite naming the runner without it is refused
+    requires: ClassVar[dict[str, str]] = {"openvino": "openvino", "nncf": "nncf"}   # module -> distribution
     Options: ClassVar[type[RunnerOptions]] = OpenVinoOptions
 
     def supports(self, variant) -> Support:
@@ -250,9 +253,12 @@ def _calibration(variant, method: str, ro: OpenVinoOptions, options: dict[str, A
     given = options.get("calibration")
     if given:
         return {k: np.asarray(v) for k, v in given.items()}, "the model's calibration inputs (load option)"
+    kept = variant.calibration_inputs()   # what the variant's build was calibrated on, kept beside it
+    if kept:
+        return kept
     if method == "static":
-        raise Unsupported("int8-static for OpenVINO needs the model's calibration inputs (the runner's "
-                          "'calibration' load option); none were given")
+        raise Unsupported("int8-static for OpenVINO needs the model's calibration inputs (kept with the variant, "
+                          "or the 'calibration' load option); none were given")
     if not options.get("artifact"):
         raise Unsupported("int8 for OpenVINO needs calibration inputs or the model's input spec; neither was given")
     from effbench.models.sources import ModelArtifact

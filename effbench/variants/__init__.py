@@ -50,6 +50,10 @@ class Variant:
     #                                                       than the emulating graph shows (ternary: 2)
     base_graph: str | None = None   # the FP32 graph this variant was built from when it is not the model's own
     #                                 (a pruned graph): the torch side's work is counted on it
+    # the calibration inputs it was built with, kept beside it in the cache ({"file": .npz, "samples",
+    # "source"}) for runners that quantize at load time (OpenVINO's NNCF, ExecuTorch's PT2E): the same
+    # calibration split as ONNX Runtime's int8, never the evaluation part that quality is scored on
+    calibration: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +63,14 @@ class Variant:
         d = dict(d)
         d["binary_nodes"] = tuple(d.get("binary_nodes") or ())
         return cls(**d)
+
+    def calibration_inputs(self) -> tuple[dict[str, Any], str] | None:
+        """({input name: array, samples along axis 0}, where they came from), or None when the variant kept none."""
+        if not self.calibration or not Path(self.calibration["file"]).is_file():
+            return None
+        import numpy as np
+        with np.load(self.calibration["file"]) as z:
+            return {k: z[k] for k in z.files}, self.calibration["source"]
 
     # A runner runs one side of a variant: "onnx" (the graph) or "torch" (the module), as the runner
     # registers it (`artifact`; `effbench.runners.runner_side(name)`).
@@ -295,7 +307,7 @@ def cache_key(artifact: ModelArtifact, label: str, options: dict[str, Any], cali
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-VARIANTS_VERSION = 4  # bump when a builder changes what it writes: old caches are then ignored
+VARIANTS_VERSION = 5  # bump when a builder changes what it writes: old caches are then ignored
 
 
 def build_variant(artifact: ModelArtifact, label: str, precision: str, method: str | None,
@@ -335,7 +347,22 @@ def build_variant(artifact: ModelArtifact, label: str, precision: str, method: s
         else:
             variant = fn(artifact, label=label, method=method, options=opts, folder=folder, calibration=calibration)
     folder.mkdir(parents=True, exist_ok=True)
+    if calibration:
+        variant = dataclasses.replace(variant, calibration=_keep_calibration(folder, calibration))
     tmp = meta.with_suffix(".tmp")
     tmp.write_text(json.dumps(variant.to_json()))
     tmp.replace(meta)
     return variant
+
+
+def _keep_calibration(folder: Path, calibration) -> dict[str, Any]:
+    """Write the calibration inputs beside the variant (runners that quantize at load read them there)."""
+    import numpy as np
+    path = folder / "calibration.npz"
+    tmp = folder / "calibration.tmp.npz"
+    np.savez(tmp, **{k: np.asarray(v) for k, v in calibration.items()})
+    tmp.replace(path)
+    generated = isinstance(calibration, GeneratedCalibration)
+    return {"file": str(path), "samples": int(min(len(np.asarray(v)) for v in calibration.values())),
+            "source": "generated from the input spec (seeded; the model has no dataset)" if generated
+            else "the model's calibration split (disjoint from the evaluation part)"}

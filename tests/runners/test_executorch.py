@@ -102,6 +102,19 @@ def test_int8_pt2e_runs_delegated_and_close_to_fp32(mlp, cache):
     assert again.info["built"]["cache"].startswith("read from")
 
 
+@SPAWNS
+def test_int8_calibrates_on_the_split_kept_with_the_variant(mlp, cache):
+    calib = {"x": _x((40, 64), seed=7)}
+    v = build_variant(mlp, "int8", "int8", None, {}, cache, calibration=calib)
+    sess = ExecuTorchRunner().load(v, 2, {"artifact": mlp.to_json(), "cache_dir": str(cache)})
+    given = ExecuTorchRunner().load(v, 2, {"artifact": mlp.to_json(), "cache_dir": str(cache), "calibration": calib})
+    x = _x((4, 64))
+    out = sess.run({"x": x})[0]
+    assert sess.info["built"]["calibration_inputs"] == v.calibration["source"]
+    np.testing.assert_array_equal(out, given.run({"x": x})[0])
+    assert given.info["built"]["cache"].startswith("read from")   # the same calibration: the same program
+
+
 def test_bf16_is_unsupported_with_the_partitioners_outcome(mlp, cache):
     sess = _load(mlp, cache, "bf16")
     with pytest.raises(Unsupported, match="XNNPACK's partitioner took none of the graph's"):

@@ -117,6 +117,22 @@ def test_int8_builds_with_nncf_runs_in_u8_and_is_cached(cnn, cache):
     np.testing.assert_array_equal(again.run({"x": x})[0], out)
 
 
+def test_int8_calibrates_on_the_split_kept_with_the_variant(cnn, cache):
+    """The run hands the build worker the model's calibration split; the variant keeps it beside itself and
+    NNCF calibrates on those same inputs (not the input spec's random ones, not the evaluation part)."""
+    calib = {"x": _x((48, 3, 16, 16), seed=7)}
+    v = build_variant(cnn, "int8", "int8", None, {}, cache, calibration=calib)
+    assert v.calibration["samples"] == 48 and v.calibration["source"].startswith("the model's calibration split")
+    kept, _ = v.calibration_inputs()
+    np.testing.assert_array_equal(kept["x"], calib["x"])
+    sess = OpenVinoRunner().load(v, 2, {"artifact": cnn.to_json(), "cache_dir": str(cache)})
+    given = OpenVinoRunner().load(v, 2, {"artifact": cnn.to_json(), "cache_dir": str(cache), "calibration": calib})
+    assert sess.info["built"]["calibration_inputs"] == v.calibration["source"]
+    x = _x((4, 3, 16, 16))
+    np.testing.assert_array_equal(sess.run({"x": x})[0], given.run({"x": x})[0])   # the same build (cache key)
+    assert Variant.from_json(v.to_json()) == v
+
+
 def test_int8_static_needs_calibration_inputs(cnn, cache):
     fp32 = build_variant(cnn, "fp32", "fp32", None, {}, cache)
     static = dataclasses.replace(fp32, label="int8-static", precision="int8", method="static-qdq")
