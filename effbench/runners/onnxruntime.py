@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-
 from pydantic import Field
 
 from effbench.errors import short_paths
