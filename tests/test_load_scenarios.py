@@ -11,6 +11,7 @@ from ebtest import DATA, run_cli
 
 from effbench.config.suite import load_suite
 from effbench.errors import UserError
+from effbench.measure.stats import over_rounds, with_floor
 from effbench.gate import compare
 from effbench.results.merge import merge_rounds
 from effbench.results.record import Offline, Record, Server
@@ -215,10 +216,20 @@ measure: {{warmup_s: 0.02, min_time_s: 0.05, max_time_s: 0.3, target_rel_ci: 0.0
     merged = load(out).by_id()
     off = merged["tiny/fp32/onnxruntime/b4/offline"]
     assert off.ok and off.offline.queries == 100 and off.offline.batch_size == 4 and off.offline.passes >= 6
-    assert off.offline.samples_per_s > 0 and off.throughput_ips in off.offline.round_samples_per_s
+    assert off.throughput_ips in off.offline.round_samples_per_s
     assert len(off.offline.round_samples_per_s) == 2 and off.offline.ci_scope == "between rounds"
+    # merged over the rounds: each round's figure kept, the median with Student's t on logs over them
+    raw = sorted(load(out).raw, key=lambda x: x.round)
+    rounds = [x for x in raw if x.cell_id == off.cell_id]
+    est = over_rounds([x.offline.samples_per_s for x in rounds])
+    assert off.offline.round_samples_per_s == tuple(x.offline.samples_per_s for x in rounds)
+    assert (off.offline.samples_per_s, *off.offline.ci) == pytest.approx((est.value, est.lo, est.hi))
+    assert off.offline.passes == sum(x.offline.passes for x in rounds)
     q8 = merged["tiny/int8-dynamic/onnxruntime/b4/offline"]
-    assert q8.comparison.method == "paired" and q8.comparison.speedup > 0  # samples/s, paired by cycle
+    q8_rounds = [x.comparison.speedup for x in raw if x.cell_id == q8.cell_id]  # samples/s, paired by cycle
+    sp = with_floor(over_rounds(q8_rounds))
+    assert q8.comparison.method == "paired" and q8.comparison.round_speedups == tuple(q8_rounds)
+    assert (q8.comparison.speedup, *q8.comparison.ci) == pytest.approx((sp.value, sp.lo, sp.hi))
     srv = merged["tiny/int8-dynamic/onnxruntime/b4/server"]
     s = srv.server
     assert srv.ok and s.latency_bound_ms == 50.0 and s.percentile == 99.0 and s.max_batch == 4
