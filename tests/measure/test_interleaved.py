@@ -143,3 +143,89 @@ def test_paired_ci_floor_widens_a_too_narrow_ci_and_says_so():
     assert "floor" in wide.method and wide.value == narrow.value
     loose = over_rounds([2.0, 2.4, 1.6])
     assert with_floor(loose) == loose   # already wider than the floor: untouched
+
+
+class Clockwork:
+    """A clock that advances only when a model runs, by exactly its cost (no jitter): every figure of an
+    interleaved round can then be worked out by hand. `log` holds the name of each call, in order."""
+
+    def __init__(self) -> None:
+        self.t = 0
+        self.log: list[str] = []
+
+    def clock(self) -> int:
+        return self.t
+
+    def model(self, name: str, cost_ns: int, first_extra_ns: int = 0):
+        calls = iter(range(10 ** 9))
+
+        def call() -> None:
+            self.log.append(name)
+            self.t += cost_ns + (first_extra_ns if next(calls) == 0 else 0)
+        return call
+
+
+def _clockwork_round(seed: int | None = 0, **budget):
+    m = Clockwork()
+    calls = {"fp32": m.model("fp32", 100_000, first_extra_ns=5_000_000),  # per call: >= 100 x the 10 ns overhead
+             "tiny": m.model("tiny", 800),                                 # in blocks of 2 calls (1000 / 800)
+             "slow": m.model("slow", 10_000_000)}                          # 3 samples a block (the minimum)
+    b = Budget(**{"warmup_s": 0.0, "min_time_s": 0.0, "max_time_s": 100.0, "target_rel_ci": 0.0,
+                  "min_warmup_calls": 3, "min_n": 18, **budget})
+    refs = {"tiny": "fp32", "gone": "fp32", "slow": "absent"}  # references to members not timed are ignored
+    kw = {} if seed is None else {"seed": seed}
+    return measure_interleaved(calls, b, overhead_ns=10.0, references=refs, clock=m.clock, **kw), m
+
+
+def test_an_interleaved_round_on_a_clockwork_machine():
+    """Every member's figures by hand: 6 cycles (the minimum; every member meets n >= 18 and a CI of 0 then),
+    blocks of 20 ms or 3 samples, per-call timing or blocks of calls, the first call apart."""
+    import gc
+    timed, m = _clockwork_round()
+    assert timed.cycles == 6 and gc.isenabled()
+    fp32, tiny, slow = timed.stats["fp32"], timed.stats["tiny"], timed.stats["slow"]
+    assert (fp32.timing, fp32.block_size, fp32.first_call_ns) == ("per-call", 1, 5_100_000.0)
+    assert fp32.n == 6 * 200 and set(fp32.samples_ns) == {100_000.0} and fp32.calls == 1200
+    assert fp32.elapsed_s == 1200 * 100_000 / 1e9 and not fp32.unstable
+    assert (tiny.timing, tiny.block_size) == ("blocks", 2) and set(tiny.samples_ns) == {800.0}
+    assert tiny.n == 6 * 12_500 and tiny.calls == 2 * tiny.n and tiny.elapsed_s == 2 * tiny.n * 800 / 1e9
+    assert (slow.n, slow.timing, slow.elapsed_s) == (18, "per-call", 18 * 0.01) and not slow.unstable  # n == min_n
+    assert timed.block_ms == {"fp32": [0.1] * 6, "tiny": [0.0008] * 6, "slow": [10.0] * 6}
+
+
+def test_the_interleaving_order_is_the_seeds():
+    def order(seed):
+        _, m = _clockwork_round(seed)
+        runs = [m.log[0]] + [b for a, b in zip(m.log, m.log[1:]) if a != b]
+        return runs
+    assert order(0) == order(0) == order(None)  # seed 0 by default, and the same order each time
+    assert order(1) != order(0)
+
+
+def test_members_leave_when_done_and_sit_out_as_nan():
+    """A member that met its stopping rule sits out the cycles a slower one still needs (NaN blocks); the
+    slower one is timed in every cycle."""
+    m = Clockwork()
+    calls = {"quick": m.model("quick", 100_000), "long": m.model("long", 10_000_000)}
+    b = Budget(warmup_s=0.0, min_time_s=0.0, max_time_s=100.0, target_rel_ci=0.0, min_warmup_calls=3, min_n=30)
+    timed = measure_interleaved(calls, b, overhead_ns=10.0, clock=m.clock)
+    assert timed.cycles == 10  # long: 3 samples a cycle, 30 needed
+    assert timed.block_ms["long"] == [10.0] * 10
+    assert timed.block_ms["quick"][:6] == [0.1] * 6 and all(math.isnan(x) for x in timed.block_ms["quick"][6:])
+
+
+@pytest.mark.parametrize("budget,cycles", [
+    ({"max_time_s": 0.18, "target_rel_ci": -1.0}, 6),  # 6 cycles x 3 x 10 ms reach max_time exactly: stop
+    ({"min_time_s": 0.18}, 6),                          # ... reach min_time exactly: may stop
+    ({"min_time_s": 0.19}, 7),
+])
+def test_the_stopping_rule_at_its_edges(budget, cycles):
+    m = Clockwork()
+    b = Budget(**{"warmup_s": 0.0, "min_time_s": 0.0, "max_time_s": 100.0, "target_rel_ci": 0.0,
+                  "min_warmup_calls": 3, "min_n": 18, **budget})
+    timed = measure_interleaved({"slow": m.model("slow", 10_000_000)}, b, overhead_ns=10.0, clock=m.clock)
+    assert timed.cycles == cycles
+
+
+def test_block_ratios_skip_cycles_a_side_did_not_time():
+    assert block_ratios([1.0, 0.0, math.nan, 2.0, 3.0], [0.5, 1.0, 1.0, 0.0, 1.5]) == [2.0, 2.0]
