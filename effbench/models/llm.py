@@ -457,8 +457,8 @@ def _dequantise_gguf(path: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with offline():
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
-                                                     local_files_only=True)
+        local = {"gguf_file": path.name, "dtype": torch.float32}
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), local_files_only=True, **local)
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
         # save_pretrained would otherwise record a quantization the saved FP32 weights no longer have
         model.hf_quantizer = None
