@@ -39,6 +39,9 @@ def test_a_test_that_cannot_reach_alpha_over_the_family_gives_way_to_cis():
     a, b = row(x=four, y=[5.0, 6.0, 7.0, 8.0], cell="a"), row(x=four, y=[1.5, 2.5, 3.5, 4.5], cell="b")
     p = row(test="wilcoxon-paired-rounds", x=[0.1] * 5, cell="p")
     run_tests([a, b, p], 0.05)
+    samples = row(test="mann-whitney-samples", x=four, y=[5.0, 6.0, 7.0, 8.0], cell="s")  # raw samples: the same rule
+    run_tests([samples, row(x=four, y=four, cell="t")], 0.05)
+    assert samples.test == "ci-overlap"
     assert a.test == b.test == "ci-overlap" and a.notes == ["U cannot reach alpha/3 with 4+4 values: CI of the median",
                                                           "CI coverage only 87.5%"]
     assert p.test == "ci-paired-rounds"
@@ -126,9 +129,11 @@ def test_the_summary_orders_rows_by_cell_and_rule_and_counts_them():
               "verdict": "regressed", "note": ""}
     rows = [RowPlan("a", Rule("energy", 0.1), 1.0, 1.0), RowPlan("a", Rule("size", 0.0), 10.0, 10.0),
             RowPlan("a", LAT, 1.0, 1.21, ratio=1.21), RowPlan("c", LAT, 1.0, 0.9, ratio=0.9)]
-    v = finish(rows, [status], 0.02, rules, [], ["d"], [], False, "stores", {})
+    v = finish(rows, [status, {**status, "cell_id": "a"}], 0.02, rules, [], ["d"], [], False, "stores", {})
+    # a cell's status first, then its metrics in the rules' order, then any other metric
     assert [(d["cell_id"], d["metric"]) for d in v.rows] == [
-        ("b", "status"), ("a", "latency.median"), ("a", "size"), ("a", "energy"), ("c", "latency.median")]
+        ("b", "status"), ("a", "status"), ("a", "latency.median"), ("a", "size"), ("a", "energy"),
+        ("c", "latency.median")]
     assert v.summary["cells"] == 3 and v.summary["added"] == 1 and v.summary["removed"] == 0
     assert v.summary["geomean_latency_ratio"] == pytest.approx(math.sqrt(1.21 * 0.9)) and v.summary["latency_cells"] == 2
     assert v.alpha == 0.02 and v.exit_code == 1  # the status row regressed

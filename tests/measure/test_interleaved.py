@@ -150,7 +150,7 @@ class Clockwork:
     interleaved round can then be worked out by hand. `log` holds the name of each call, in order."""
 
     def __init__(self) -> None:
-        self.t = 0
+        self.t = 1_000_000_007  # not 0: an interval is a difference of two readings
         self.log: list[str] = []
 
     def clock(self) -> int:
@@ -181,7 +181,7 @@ def test_an_interleaved_round_on_a_clockwork_machine():
     """Every member's figures by hand: 6 cycles (the minimum; every member meets n >= 18 and a CI of 0 then),
     blocks of 20 ms or 3 samples, per-call timing or blocks of calls, the first call apart."""
     import gc
-    timed, m = _clockwork_round()
+    timed, _ = _clockwork_round()
     assert timed.cycles == 6 and gc.isenabled()
     fp32, tiny, slow = timed.stats["fp32"], timed.stats["tiny"], timed.stats["slow"]
     assert (fp32.timing, fp32.block_size, fp32.first_call_ns) == ("per-call", 1, 5_100_000.0)
@@ -208,7 +208,8 @@ def test_members_leave_when_done_and_sit_out_as_nan():
     m = Clockwork()
     calls = {"quick": m.model("quick", 100_000), "long": m.model("long", 10_000_000)}
     b = Budget(warmup_s=0.0, min_time_s=0.0, max_time_s=100.0, target_rel_ci=0.0, min_warmup_calls=3, min_n=30)
-    timed = measure_interleaved(calls, b, overhead_ns=10.0, clock=m.clock)
+    # a reference to a member that is not timed is ignored, while `long` is still being timed too
+    timed = measure_interleaved(calls, b, overhead_ns=10.0, references={"long": "absent"}, clock=m.clock)
     assert timed.cycles == 10  # long: 3 samples a cycle, 30 needed
     assert timed.block_ms["long"] == [10.0] * 10
     assert timed.block_ms["quick"][:6] == [0.1] * 6 and all(math.isnan(x) for x in timed.block_ms["quick"][6:])

@@ -60,6 +60,7 @@ def test_with_floor_keeps_what_the_ci_covers():
     assert (wide.lo, wide.hi) == pytest.approx((2.0 / 1.5, 3.0)) and wide.level == 0.9 and wide.scope == SCOPE_ROUNDS
     assert wide.method == "t-interval on logs over 3 rounds, widened to the +-50% floor between runs"
     assert with_floor(est, 0.01) is est  # already wider than the floor: unchanged
+    assert wide.contains(wide.lo) and wide.contains(wide.hi) and not wide.contains(3.0001)
 
 
 def test_within_one_round_drops_what_was_not_timed():
