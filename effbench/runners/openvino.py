@@ -3,7 +3,7 @@ for the CPU with the suite's threads and a performance hint, and times `infer()`
 
 Every session records what the plugin really ran: the INFERENCE_PRECISION_HINT it reports back and each
 executed node's `runtimePrecision`. On a CPU with AVX512_BF16 the plugin compiles an FP32 graph as bf16
-unless told otherwise (FIELD-NOTES: `bfloat16` read back, `brgconv_avx512_bf16` kernels, 2.6e-4 off, 1.9x
+unless told otherwise (docs/runtime-notes.md: `bfloat16` read back, `brgconv_avx512_bf16` kernels, 2.6e-4 off, 1.9x
 faster than true f32), so the fp32 cell forces `f32`; and an `f16` hint on a CPU without FP16 arithmetic
 reads back as bf16 (tried here).
 
@@ -71,7 +71,7 @@ class OpenVinoRunner:
     name: ClassVar[str] = "openvino"
     artifact: ClassVar[str] = "onnx"
     runtime_module: ClassVar[str] = "effbench.runners.openvino_runtime"   # openvino, telemetry declined
-    # torch's import alone is ~200 MB of RSS (FIELD-NOTES). NNCF imports it when it builds an int8/int4 variant
+    # torch's import alone is ~200 MB of RSS (docs/runtime-notes.md). NNCF imports it when it builds an int8/int4 variant
     # in the measuring worker; `info["built"]["cache"]` says when that happened (a cached build does not)
     excludes: ClassVar[tuple[str, ...]] = ("torch",)
     packages: ClassVar[tuple[str, ...]] = ("openvino", "nncf", "openvino-telemetry")
