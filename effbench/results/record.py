@@ -1,136 +1,24 @@
 """The result record and its sections as frozen dataclasses, with the one `to_json`/`from_json` pair that
 the store, the workers, the reporter, the projections and the gate share. Imports nothing heavy.
 
-Every section checks its types when read (a hand-edited or foreign line must not crash the reporter or
-the gate later) and keeps keys this version does not know in `extra`, so a store written by a newer or
-older effbench round-trips without loss. Absent figures are None, never made-up zeros.
+The machinery (typed reading, unknown keys kept in `extra`) is `results/schema.py`; the scenarios'
+sections (offline, server, generation) are `results/scenarios.py`, re-exported here.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from dataclasses import field
+from typing import Any, ClassVar
+
+from effbench.results.scenarios import Generation, Offline, Server
+from effbench.results.schema import Section, section
 
 SCHEMA = "effbench.result/1"
 STATUSES = ("ok", "unsupported", "failed")
 
-S = TypeVar("S", bound="Section")
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return {k: v for k, v in typing.get_type_hints(cls).items() if k not in ("extra", "NAME")}
-
-
-def _check(value: Any, tp: Any, where: str) -> Any:
-    """`value` read from JSON as the annotation `tp`, or a ValueError naming the field."""
-    if tp is Any:
-        return value
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        errors = []
-        for a in inner:
-            try:
-                return _check(value, a, where)
-            except ValueError as e:
-                errors.append(e)
-        raise errors[0] if len(errors) == 1 else ValueError(f"{where} has the wrong type")
-    if isinstance(tp, type) and issubclass(tp, Section):
-        return tp.from_json(value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where} must be true or false")
-        return value
-    if tp is int:  # a count another writer stored as 1e9 is still a count
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where} must be an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where} must be a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ValueError(f"{where} must be a list of {len(args)}")
-        return tuple(_check(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list")
-        return [_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
-    if origin in (dict, Mapping) or tp in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{where} must be an object")
-        if len(args) == 2:
-            return {str(k): _check(v, args[1], f"{where}.{k}") for k, v in value.items()}
-        return dict(value)
-    raise TypeError(f"no JSON reading for {tp!r} ({where})")  # a schema bug, not a user's store
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, Section):
-        return value.to_json()
-    if isinstance(value, tuple):
-        return [_json(v) for v in value]
-    if isinstance(value, list):
-        return [_json(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _json(v) for k, v in value.items()}
-    return value
-
-
-class Section:
-    """A record section: a frozen dataclass with typed fields and `extra` for keys it does not know."""
-
-    NAME: ClassVar[str] = "section"
-
-    @classmethod
-    def from_json(cls: type[S], d: Any, where: str | None = None) -> S:
-        where = cls.NAME if where is None else where
-        if isinstance(d, cls):
-            return d
-        if not isinstance(d, Mapping):
-            raise ValueError(f"{where} must be an object")
-        hints = _hints(cls)
-        known = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items() if k in hints}
-        missing = [f.name for f in fields(cls)  # type: ignore[arg-type]
-                   if f.name in hints and f.name not in known
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        if missing:
-            raise ValueError(f"{where}.{missing[0]} is missing" if where else f"{missing[0]} is missing")
-        extra = {k: v for k, v in d.items() if k not in hints}
-        return cls(**known, **({"extra": extra} if "extra" in cls.__dataclass_fields__ else {}))  # type: ignore
-
-    def to_json(self) -> dict[str, Any]:
-        """Every field (null where absent: a stable shape for jq and pandas), then the unknown keys."""
-        out = {f.name: _json(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}  # type: ignore[arg-type]
-        extra = getattr(self, "extra", None) or {}
-        return {**out, **{k: v for k, v in extra.items() if k not in out}}
-
-    def replace(self: S, **changes: Any) -> S:
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-
-def section(cls: type) -> type:
-    """A frozen, keyword-only dataclass (the store's field order never constrains defaults)."""
-    return dataclass(frozen=True, kw_only=True)(cls)
-
+__all__ = ["SCHEMA", "STATUSES", "Cell", "Comparison", "Drift", "Energy", "Generation", "Latency", "Memory",
+           "ModelStats", "Offline", "Projection", "Provenance", "Quality", "Record", "Section", "Server",
+           "VariantInfo", "section"]
 
 @section
 class Cell(Section):
@@ -382,118 +270,6 @@ class Comparison(Section):
     round_speedups: tuple[float, ...] | None = None
     reason: str | None = None
     note: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@section
-class Offline(Section):
-    """The offline scenario: a pool of `queries`, all available at once, worked through at the cell's batch
-    size by `streams` sessions; samples per second over whole passes, with a CI over rounds once merged."""
-
-    NAME: ClassVar[str] = "offline"
-    samples_per_s: float | None = None
-    ci: tuple[float, float] | None = None
-    ci_level: float | None = None
-    ci_scope: str | None = None
-    ci_method: str | None = None
-    queries: int | None = None
-    batch_size: int | None = None
-    streams: int = 1
-    passes: int | None = None
-    elapsed_s: float | None = None
-    round_samples_per_s: tuple[float, ...] = ()
-    unstable: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@section
-class Server(Section):
-    """The server scenario: Poisson arrivals, latency from each query's scheduled arrival, and the highest
-    offered rate (`max_qps`) whose latency at `percentile` stayed within `latency_bound_ms`.
-
-    - percentile_ms / p99_ms / p50_ms: measured at max_qps; curve: (offered qps, latency at the
-      percentile) of every probe of the search; probes: each probe's figures
-    - early_stopping: LoadGen's check of the max_qps probe (overlatency queries, the queries needed)
-    - max_qps_ci: over rounds once merged (each round a fresh worker and its own arrival schedule)
-    """
-
-    NAME: ClassVar[str] = "server"
-    max_qps: float | None = None
-    max_qps_ci: tuple[float, float] | None = None
-    ci_level: float | None = None
-    ci_scope: str | None = None
-    ci_method: str | None = None
-    round_max_qps: tuple[float, ...] = ()
-    latency_bound_ms: float
-    percentile: float = 99.0
-    percentile_ms: float | None = None
-    p99_ms: float | None = None
-    p50_ms: float | None = None
-    achieved_qps: float | None = None
-    queries: int | None = None
-    max_batch: int = 1
-    max_wait_ms: float = 0.0
-    service_ms: float | None = None       # one query alone, measured before the search
-    early_stopping: dict[str, Any] | None = None
-    curve: tuple[tuple[float, float], ...] = ()
-    probes: list[dict[str, Any]] = field(default_factory=list)
-    search: str | None = None             # how the search ended
-    reason: str | None = None             # why there is no max_qps
-    unstable: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@section
-class Generation(Section):
-    """A generative cell (decoder LLM, one request at a time): per-request figures from per-token stamps,
-    each the median over a round's requests, then the median over rounds with a CI over rounds
-    (`*_ci`, `round_values`); ITL percentiles pooled over a round's tokens (merged: median over rounds).
-
-    - kernel: what the precision ran as on this runtime (weight-only or weight-and-activation, compute, KV type)
-    - kv_cache_bytes_analytic: 2 x layers x KV heads x head dim x kv_context_tokens x bytes per element;
-      kv_cache_bytes_measured: what the runtime held (kv_measured says how)
-    - bandwidth_utilization: decode tokens/s / (bandwidth_bytes_per_s / decode_bytes_per_token)
-    - speedup_vs_fp32: metric -> a `comparison` section (paired in one worker, CI over rounds)
-    - quality: teacher-forced against FP32 on held text (agreement, mean KL, perplexity for real weights)
-    """
-
-    NAME: ClassVar[str] = "generation"
-    prompt_tokens: int
-    new_tokens: int
-    requests: int | None = None
-    ttft_ms: float | None = None
-    ttft_ms_ci: tuple[float, float] | None = None
-    tpot_ms: float | None = None
-    tpot_ms_ci: tuple[float, float] | None = None
-    e2e_ms: float | None = None
-    e2e_ms_ci: tuple[float, float] | None = None
-    prefill_tokens_per_s: float | None = None
-    prefill_tokens_per_s_ci: tuple[float, float] | None = None
-    decode_tokens_per_s: float | None = None
-    decode_tokens_per_s_ci: tuple[float, float] | None = None
-    itl_ms: dict[str, float] = field(default_factory=dict)
-    ci_scope: str | None = None
-    ci_method: str | None = None
-    round_values: dict[str, list[Any]] = field(default_factory=dict)
-    kv_cache_bytes_analytic: int | None = None
-    kv_cache_bytes_measured: int | None = None
-    kv_measured: str | None = None
-    kv_context_tokens: int | None = None
-    weight_bytes: int | None = None
-    decode_bytes_per_token: int | None = None
-    bandwidth_bytes_per_s: float | None = None
-    bandwidth_method: str | None = None
-    bandwidth_utilization: float | None = None
-    kernel: dict[str, Any] = field(default_factory=dict)
-    speedup_vs_fp32: dict[str, Any] = field(default_factory=dict)
-    quality: dict[str, Any] | None = None
-    j_per_output_token: float | None = None
-    j_per_prompt_token: float | None = None
-    energy_source: str | None = None
-    energy_reason: str | None = None
-    threads: int | None = None
-    reference: str | None = None          # what FP32 is for this model (a dequantised GGUF is not the original)
-    prompt: str | None = None             # where the prompt's token ids come from
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,120 @@
+"""The record's scenario sections: offline, server and generation (a decoder LLM's per-token figures).
+`effbench.results.record` re-exports them; a new scenario's section goes here (docs/architecture.md)."""
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Any, ClassVar
+
+from effbench.results.schema import Section, section
+
+
+@section
+class Offline(Section):
+    """The offline scenario: a pool of `queries`, all available at once, worked through at the cell's batch
+    size by `streams` sessions; samples per second over whole passes, with a CI over rounds once merged."""
+
+    NAME: ClassVar[str] = "offline"
+    samples_per_s: float | None = None
+    ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    queries: int | None = None
+    batch_size: int | None = None
+    streams: int = 1
+    passes: int | None = None
+    elapsed_s: float | None = None
+    round_samples_per_s: tuple[float, ...] = ()
+    unstable: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Server(Section):
+    """The server scenario: Poisson arrivals, latency from each query's scheduled arrival, and the highest
+    offered rate (`max_qps`) whose latency at `percentile` stayed within `latency_bound_ms`.
+
+    - percentile_ms / p99_ms / p50_ms: measured at max_qps; curve: (offered qps, latency at the
+      percentile) of every probe of the search; probes: each probe's figures
+    - early_stopping: LoadGen's check of the max_qps probe (overlatency queries, the queries needed)
+    - max_qps_ci: over rounds once merged (each round a fresh worker and its own arrival schedule)
+    """
+
+    NAME: ClassVar[str] = "server"
+    max_qps: float | None = None
+    max_qps_ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    round_max_qps: tuple[float, ...] = ()
+    latency_bound_ms: float
+    percentile: float = 99.0
+    percentile_ms: float | None = None
+    p99_ms: float | None = None
+    p50_ms: float | None = None
+    achieved_qps: float | None = None
+    queries: int | None = None
+    max_batch: int = 1
+    max_wait_ms: float = 0.0
+    service_ms: float | None = None       # one query alone, measured before the search
+    early_stopping: dict[str, Any] | None = None
+    curve: tuple[tuple[float, float], ...] = ()
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    search: str | None = None             # how the search ended
+    reason: str | None = None             # why there is no max_qps
+    unstable: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class Generation(Section):
+    """A generative cell (decoder LLM, one request at a time): per-request figures from per-token stamps,
+    each the median over a round's requests, then the median over rounds with a CI over rounds
+    (`*_ci`, `round_values`); ITL percentiles pooled over a round's tokens (merged: median over rounds).
+
+    - kernel: what the precision ran as on this runtime (weight-only or weight-and-activation, compute, KV type)
+    - kv_cache_bytes_analytic: 2 x layers x KV heads x head dim x kv_context_tokens x bytes per element;
+      kv_cache_bytes_measured: what the runtime held (kv_measured says how)
+    - bandwidth_utilization: decode tokens/s / (bandwidth_bytes_per_s / decode_bytes_per_token)
+    - speedup_vs_fp32: metric -> a `comparison` section (paired in one worker, CI over rounds)
+    - quality: teacher-forced against FP32 on held text (agreement, mean KL, perplexity for real weights)
+    """
+
+    NAME: ClassVar[str] = "generation"
+    prompt_tokens: int
+    new_tokens: int
+    requests: int | None = None
+    ttft_ms: float | None = None
+    ttft_ms_ci: tuple[float, float] | None = None
+    tpot_ms: float | None = None
+    tpot_ms_ci: tuple[float, float] | None = None
+    e2e_ms: float | None = None
+    e2e_ms_ci: tuple[float, float] | None = None
+    prefill_tokens_per_s: float | None = None
+    prefill_tokens_per_s_ci: tuple[float, float] | None = None
+    decode_tokens_per_s: float | None = None
+    decode_tokens_per_s_ci: tuple[float, float] | None = None
+    itl_ms: dict[str, float] = field(default_factory=dict)
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    round_values: dict[str, list[Any]] = field(default_factory=dict)
+    kv_cache_bytes_analytic: int | None = None
+    kv_cache_bytes_measured: int | None = None
+    kv_measured: str | None = None
+    kv_context_tokens: int | None = None
+    weight_bytes: int | None = None
+    decode_bytes_per_token: int | None = None
+    bandwidth_bytes_per_s: float | None = None
+    bandwidth_method: str | None = None
+    bandwidth_utilization: float | None = None
+    kernel: dict[str, Any] = field(default_factory=dict)
+    speedup_vs_fp32: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
+    j_per_output_token: float | None = None
+    j_per_prompt_token: float | None = None
+    energy_source: str | None = None
+    energy_reason: str | None = None
+    threads: int | None = None
+    reference: str | None = None          # what FP32 is for this model (a dequantised GGUF is not the original)
+    prompt: str | None = None             # where the prompt's token ids come from
+    extra: dict[str, Any] = field(default_factory=dict)
