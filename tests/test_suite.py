@@ -24,8 +24,8 @@ def test_quickstart_expands_to_cells():
     assert len(cells) == (len(spec.models) * len(suite.precision_choices) * len(spec.runners)
                           * len(spec.batch_sizes) * len(spec.scenarios))
     assert len({c.cell_id for c in cells}) == len(cells)
-    only = suite.cells("digits-cnn/*/onnxruntime/b32/*")
-    assert only and all(c.model == "digits-cnn" and c.runner == "onnxruntime" and c.batch_size == 32 for c in only)
+    only = suite.cells("digits-cnn/*/onnxruntime/b8/*")
+    assert only and all(c.model == "digits-cnn" and c.runner == "onnxruntime" and c.batch_size == 8 for c in only)
 
 
 def test_precision_labels_and_options(tmp_path):

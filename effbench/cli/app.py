@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from effbench.cli.summary import summary_table
 from effbench.errors import UserError
 
 
@@ -185,43 +186,6 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(f"{len(below)} cell(s) below the quality floor (--strict)", file=sys.stderr)
         return 1
     return 0
-
-
-def summary_table(results) -> str:
-    """cell, paired speedup vs FP32 with its CI, median ms with CI, p99, throughput, peak RSS."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from effbench.report.table import build_rows, fmt_speedup
-    t = Table(title="effbench results", show_lines=False)
-    for col, just in (("cell", "left"), ("status", "left"), ("vs FP32 (paired, 95% CI)", "right"),
-                      ("median ms [95% CI]", "right"), ("p99 ms", "right"), ("items/s", "right"),
-                      ("peak RSS MiB", "right")):
-        t.add_column(col, justify=just, no_wrap=col == "cell", max_width=28 if col == "status" else None)
-    rows = {row.cell_id: row for row in build_rows(results)}
-    for r in results:
-        lat = r.latency_ms
-        if r.ok and lat:
-            ci = f" [{lat.ci[0]:.4g}, {lat.ci[1]:.4g}]" if lat.ci else ""
-            med = f"{lat.median:.4g}{ci}"
-            p99 = "-" if lat.p99 is None else f"{lat.p99:.4g}" + ("" if lat.p99_reliable else "*")
-            flags = [f for f in ("unstable", "emulated", "drift", "1 round") if f in rows[r.cell_id].flags]
-            status = " ".join(["ok", *flags])
-            tput = f"{r.throughput_ips:,.0f}" if r.throughput_ips else "-"
-            peak = r.memory.peak_rss_bytes if r.memory else None
-            rss = f"{peak / 2**20:.0f}" if peak else "-"
-            sp = rows[r.cell_id].speedup
-            vs = "-" if sp is None else fmt_speedup(sp) + ("" if sp.clear else " ~")
-        else:
-            med, p99, tput, rss, vs = "-", "-", "-", "-", "-"
-            status = f"{r.status}: {(r.reason or '')[:60]}"
-        t.add_row(r.cell_id, status, vs, med, p99, tput, rss)
-    console = Console(width=max(100, min(200, os.get_terminal_size(1).columns if sys.stdout.isatty() else 200)),
-                      record=True, file=open(os.devnull, "w"))
-    console.print(t)
-    text = console.export_text()
-    return text + ("* p99 from fewer than 662 per-call samples (or timed blocks): not reliable\n"
-                   "~ the CI contains 1: no clear difference from FP32\n")
 
 
 def _cmd_ab(a: argparse.Namespace) -> int:

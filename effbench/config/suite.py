@@ -28,7 +28,7 @@ from effbench.variants.specs import check_prune, precision_labels, precision_spe
 # precision label is a precision, optionally with one of its methods ("int8-static", "int8-dynamic").
 # Scenarios: effbench.scenarios.plan (names, options, defaults).
 # the zoo (effbench.models.zoo; torch is not imported to validate a suite): a test keeps them equal
-BUILTIN_MODELS = ("mlp", "digits-cnn", "tiny-transformer", *STANDARD_NAMES)
+BUILTIN_MODELS = ("mlp", "digits-cnn", "digits-resnet", "tiny-transformer", *STANDARD_NAMES)
 BUILTIN_DATASETS = ("digits",)
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8", "int8")
 QUALITY_METRICS = ("top1", "cosine")
