@@ -316,8 +316,14 @@ def _cmd_profiles(a: argparse.Namespace) -> int:
         if not any(p.references for p in profiles):
             raise UserError("none of these profiles has published references", field="profiles check",
                             fix="add `references:` to the profile (see device_profiles/nvidia-h100.yaml)")
-        report = devices.check_references(profiles, Path(a.cache_dir) if a.cache_dir else default_cache_dir())
+        cache = Path(a.cache_dir) if a.cache_dir else default_cache_dir()
+        report = devices.check_references(profiles, cache)
         print(json.dumps(report.to_json(), indent=1) if a.json else report.text())
+        # a band is fitted over every shipped reference: judge the checked profiles' figures against that pool
+        have = {p.id for p in profiles}
+        pool = profiles + [p for p in devices.load_profiles([i for i in devices.shipped_ids() if i != "local"])
+                           if p.id not in have]
+        return _check_verdict(profiles, report if len(pool) == len(profiles) else devices.check_references(pool, cache))
     else:
         from effbench.results.store import load
         cache = Path(a.cache_dir) if a.cache_dir else None
@@ -336,6 +342,21 @@ def _cmd_profiles(a: argparse.Namespace) -> int:
         report = devices.calibrate(records, cache_dir=cache, write=not a.dry_run)
         print(report.text())
     return 0
+
+
+def _check_verdict(profiles, report) -> int:
+    """1 when a profile's derate or error band is not what the references give (`report`: over every shipped
+    profile and these), or a published power is off by more than the tolerance from what the projection
+    implies: what `profiles check` is asked to find."""
+    from effbench.devices.references import differences, shipped_figures
+    wrong = differences(profiles, shipped_figures(report))
+    summary = report.summary()
+    for line in wrong:
+        print(f"profiles check: {line}", file=sys.stderr)
+    if summary["power_off"]:
+        print(f"profiles check: {summary['power_off']} published power figure(s) off by more than "
+              f"x{summary['power_tolerance']:g} from what the projection implies", file=sys.stderr)
+    return 1 if wrong or summary["power_off"] else 0
 
 
 def _cmd_node(a: argparse.Namespace) -> int:

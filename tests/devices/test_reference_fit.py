@@ -232,3 +232,25 @@ def test_shipped_published_powers_agree_with_the_model():
     assert any(c.power_same_as is None for c in compared)
     for c in compared:
         assert not c.power_off, (c.profile, c.ref.runtime, c.power_w, c.ref.power_w)
+
+
+def test_profiles_check_exits_1_when_a_shipped_figure_differs(tmp_path, monkeypatch, capsys):
+    """`effbench profiles check` is a check: 0 when every figure is what the references give, 1 (with the
+    profile, the field and both values on stderr) when one is not."""
+    import yaml
+
+    import effbench.devices as devices
+    from effbench.cli import main
+    work = _stored_work()
+    real = devices.check_references
+    monkeypatch.setattr(devices, "check_references", lambda profiles, cache_dir=None: real(profiles, None, work=work))
+    assert main(["profiles", "check", "nvidia-h100"]) == 0
+    src = yaml.safe_load((ROOT / "effbench" / "devices" / "device_profiles" / "nvidia-h100.yaml").read_text())
+    src["id"] = "h100-edited"
+    src["derate"]["compute"]["value"] = src["derate"]["compute"]["value"] * 1.2
+    path = tmp_path / "h100-edited.yaml"
+    path.write_text(yaml.safe_dump(src))
+    capsys.readouterr()
+    assert main(["profiles", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "h100-edited: derate.compute: ships" in err and "the references give" in err
