@@ -26,11 +26,10 @@ from effbench.results.record import (
     VariantInfo,
 )
 from effbench.scenarios.plan import SINGLE_STREAM
+from effbench.variants.generative import generative_precisions
+from effbench.workloads.generate import generative_runtimes
 from effbench.workloads.worker import PROMPT_SOURCE
 
-# Runner name -> the generative runtime that serves it (effbench.workloads.generate's sessions)
-GENERATIVE_RUNNERS = ("torch", "onnxruntime-genai", "llamacpp")
-GENERATIVE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 # Paired per cycle: a time's speedup is FP32 / variant, a rate's variant / FP32 (above 1 = faster)
 PAIRED_FIGURES = {"ttft_ms": "time", "tpot_ms": "time", "e2e_ms": "time", "decode_tokens_per_s": "rate",
                   "prefill_tokens_per_s": "rate"}
@@ -134,15 +133,16 @@ class GenerationGroups:
     def _cannot(self, cell: Cell) -> str | None:
         if cell.scenario != SINGLE_STREAM:
             return SCENARIO_LATER
-        if cell.runner not in GENERATIVE_RUNNERS:
+        runtimes = generative_runtimes()
+        if cell.runner not in runtimes:
             return (f"the {cell.runner} runner runs classifier graphs; a decoder LLM runs on "
-                    f"{', '.join(GENERATIVE_RUNNERS)}")
+                    f"{', '.join(runtimes)}")
         if cell.compile or cell.device != "cpu":
             return ("generative cells run the runtime's own decode loop on the CPU here: "
                     + ("torch.compile is not applied to it" if cell.compile else f"not on {cell.device}"))
-        if cell.variant not in GENERATIVE_PRECISIONS:
+        if cell.variant not in generative_precisions():
             return (f"'{cell.variant}' is not a precision of generative models: each runtime maps "
-                    f"{', '.join(GENERATIVE_PRECISIONS)} to its own kernels")
+                    f"{', '.join(generative_precisions())} to its own kernels")
         return None
 
     def _profile(self, first: Cell, label: str, art: LlmArtifact, prompt_tokens: int, progress: Progress) -> Outcome:

@@ -12,6 +12,7 @@ from typing import Any
 from effbench.report.figures import DASHES, PALETTE, base_layout, colour_map, esc, sig, variant_sort_key
 from effbench.report.table import Row
 from effbench.units import fmt_bytes, fmt_si
+from effbench.variants import reference_precision
 
 COLUMNS = ("model", "runner", "precision", "prompt", "TTFT ms (95% CI)", "TPOT ms (95% CI)",
            "decode tokens/s (95% CI)", "TTFT speedup", "TPOT speedup", "tokens/s speedup", "ITL p50/p99 ms",
@@ -53,7 +54,7 @@ def _speedup(g, figure: str) -> str:
 def _quality(g) -> str:
     q = g.quality
     if not q:
-        return "reference (FP32)" if g.kernel.get("precision") == "fp32" else "—"
+        return "reference (FP32)" if g.kernel.get("precision") == reference_precision() else "—"
     if q.get("next_token_agreement") is None:
         if q.get("note") and q.get("perplexity") is not None:
             return f"reference (FP32); ppl {q['perplexity']:.4g}"

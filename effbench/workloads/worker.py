@@ -16,9 +16,6 @@ from typing import Any
 
 from effbench.errors import gist
 
-# The runtime each session imports before a worker reads its baseline RSS (the import is not the model)
-RUNTIME_MODULES = {"torch": ("torch", "transformers"), "onnxruntime-genai": ("onnxruntime_genai",),
-                   "llamacpp": ("llama_cpp",)}
 # What the prompt and the quality text are: one sentence for every record
 PROMPT_SOURCE = ("the first N tokens of Python's pydoc_data.topics prose (effbench.measure.generation.held_text), "
                  "the model's own tokenizer, no special tokens; the same ids on every runtime")
@@ -49,8 +46,12 @@ def _thread_state(threads: int) -> dict[str, Any]:
 
 
 def _import_runtime(runtime: str) -> None:
+    """The modules the runtime's session imports, imported before a worker reads its baseline RSS (the
+    import is not the model)."""
     import importlib
-    for mod in RUNTIME_MODULES.get(runtime, ()):
+
+    from effbench.workloads.generate import session_class
+    for mod in session_class(runtime).modules:
         importlib.import_module(mod)
 
 
@@ -169,6 +170,7 @@ def generation_profile(runtime: str, threads: int, options: dict, model: dict, p
     from effbench.measure import memory
     from effbench.measure.generation import quality_vs_reference
     from effbench.models.llm import LlmModel
+    from effbench.variants import reference_precision
     from effbench.workloads.generate import open_session, prompt_ids, quality_text_ids
 
     llm = LlmModel.from_json(model)
@@ -191,7 +193,7 @@ def generation_profile(runtime: str, threads: int, options: dict, model: dict, p
     session.close()
     folder = Path(reference_dir)
     ref_logits, ref_cont = folder / "fp32-logits.npy", folder / "fp32-continuation.json"
-    if precision == "fp32":
+    if precision == reference_precision():
         from effbench.measure.generation import perplexity
         folder.mkdir(parents=True, exist_ok=True)
         np.save(ref_logits, logits.astype(np.float32))

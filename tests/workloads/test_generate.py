@@ -7,8 +7,8 @@ import pytest
 
 from effbench.measure.generation import generation_figures, kl_mean, kv_cache_bytes, next_token_agreement
 from effbench.models.llm import resolve_llm
-from effbench.workloads.generate import (Unsupported, _torch_int4_weight_only, evaluate_quality, open_session,
-                                         prompt_ids, quality_text_ids)
+from effbench.workloads.generate import Unsupported, evaluate_quality, open_session, prompt_ids, quality_text_ids
+from effbench.workloads.sessions.torch import _torch_int4_weight_only
 
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 HAS_ORT_GENAI = importlib.util.find_spec("onnxruntime_genai") is not None
