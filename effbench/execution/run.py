@@ -423,7 +423,7 @@ class SuiteRun:
                             {"group": first, "members": members, "variants": variants, "artifact": art.to_json(),
                              "feeds": feeds, "budget": self.budget, "seed": group_seed(self.run_id, rnd, what),
                              "load_reversed": rnd % 2 == 1, **plan.payload(self.overhead),
-                             **({} if first.scenario == SINGLE_STREAM else {"log_dir": str(
+                             **({} if not plan.logs else {"log_dir": str(
                                  self.opts.out_dir / "loadgen" / f"{first.model}_{first.runner_label}_{first.scenario}"
                                  / f"round-{rnd}")})},
                             timeout_s=plan.timeout_s_per_member * len(members),

@@ -117,7 +117,8 @@ def measure_pair(cell: Cell, sides: list[dict], budget: dict, load_reversed: boo
 
 
 def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant], artifact: dict, feeds: dict,
-                  budget: dict, overhead_ns: float, seed: int, load_reversed: bool = False) -> dict:
+                  budget: dict, overhead_ns: float, seed: int, load_reversed: bool = False,
+                  loadgen: dict | None = None, log_dir: str = ".") -> dict:
     """The measuring worker of one round of a group: the variants of one model on one runner, every
     batch size, loaded in this process and timed in randomly interleaved blocks
     (`measure.latency.measure_interleaved`), with the drift sentinel timed before and after.
@@ -160,6 +161,9 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
     references = {m["key"]: m["reference"] for m in members if m.get("reference")}
     timed = (measure_interleaved(calls, Budget(**budget), overhead_ns=overhead_ns, references=references, seed=seed)
              if calls else None)
+    # the suite's single-stream LoadGen runs on the same bound calls (`loadgen`: its options; scenarios.worker)
+    from effbench.scenarios.worker import single_stream_loadgen
+    lg = single_stream_loadgen(calls, members, loadgen, seed, log_dir) if loadgen and calls else {}
     infos = {label: sess.info for label, sess in sessions.items()}
     from effbench.measure.latency import sentinel_released
     after_us = sentinel_released(calls, sessions)
@@ -173,7 +177,7 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
         inferences = m["batch_size"] * st.calls
         out[key] = {"status": "ok", "latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(),
                     "throughput_ips": inferences / st.elapsed_s if st.elapsed_s else None,
-                    "block_ms": timed.block_ms[key], "session": infos[m["label"]]}
+                    "block_ms": timed.block_ms[key], "session": infos[m["label"]], **lg.get(key, {})}
     return {"members": out,
             "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
 

@@ -9,6 +9,7 @@ from typing import Any
 from effbench.errors import UserError
 from effbench.measure.latency import LatencyStats
 from effbench.results.record import Comparison, Drift, Generation, Latency, Offline, Provenance, Record, Server
+from effbench.results.scenarios import MultiStream, SingleStream
 
 # What the rounds of one cell must share to be merged into one figure (pyperf's Benchmark.add_run refuses a run
 # whose metadata differ in the same way): the machine and the software that timed them. Not the hostname (the
@@ -183,7 +184,32 @@ def merged_sections(ok: Sequence[Record]) -> dict[str, Any]:
     gens = [r.generation for r in ok if r.generation]
     if gens:
         out["generation"] = _merge_generation(gens)
+    for name in ("single_stream", "multi_stream"):
+        streams = [getattr(r, name) for r in ok if getattr(r, name)]
+        if streams:
+            out[name] = _merge_stream(streams)
     return out
+
+
+def _merge_stream(rounds: list[SingleStream] | list[MultiStream]) -> SingleStream | MultiStream:
+    """LoadGen's single- or multi-stream figure over rounds: the percentile latency's median with the CI
+    over rounds; the other figures from the median round; VALID only if LoadGen called every round VALID."""
+    done = [s for s in rounds if s.percentile_ms is not None]
+    if not done:
+        return rounds[-1]
+    values = [s.percentile_ms for s in done]
+    median_round = sorted(done, key=lambda s: s.percentile_ms)[(len(done) - 1) // 2]
+    verdicts = tuple(v for s in done for v in (s.round_verdicts or (s.verdict,)) if v)
+    est, unstable = _over_rounds(values)
+    base = median_round.replace(round_percentile_ms=tuple(values), round_verdicts=verdicts,
+                                verdict="VALID" if verdicts and all(v == "VALID" for v in verdicts) else "INVALID",
+                                queries=sum(s.queries or 0 for s in done) or None)
+    if isinstance(base, MultiStream):
+        base = base.replace(runs=sum(s.runs or 0 for s in done), runs_valid=sum(s.runs_valid or 0 for s in done))
+    if est is None:
+        return base
+    return base.replace(percentile_ms=est.value, ci=(est.lo, est.hi), ci_level=est.level, ci_scope=est.scope,
+                        ci_method=est.method, unstable=unstable)
 
 
 GENERATION_FIGURES = ("ttft_ms", "tpot_ms", "e2e_ms", "prefill_tokens_per_s", "decode_tokens_per_s")

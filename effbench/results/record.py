@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, ClassVar
 
-from effbench.results.scenarios import Generation, Offline, Server
+from effbench.results.scenarios import Generation, MultiStream, Offline, Server, SingleStream
 from effbench.results.schema import Section, section
 
 SCHEMA = "effbench.result/1"
@@ -338,6 +338,8 @@ class Record(Section):
     comparison: Comparison | None = None
     drift: Drift | None = None
     throughput_ips: float | None = None
+    single_stream: SingleStream | None = None  # single-stream's LoadGen run (results/scenarios.py)
+    multi_stream: MultiStream | None = None
     offline: Offline | None = None
     server: Server | None = None
     generation: Generation | None = None

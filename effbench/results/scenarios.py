@@ -1,11 +1,93 @@
-"""The record's scenario sections: offline, server and generation (a decoder LLM's per-token figures).
-`effbench.results.record` re-exports them; a new scenario's section goes here (docs/architecture.md)."""
+"""The record's scenario sections: single-stream's and multi-stream's LoadGen runs, offline, server and
+generation (a decoder LLM's per-token figures). `effbench.results.record` re-exports them; a new scenario's
+section goes here (docs/architecture.md)."""
 from __future__ import annotations
 
 from dataclasses import field
 from typing import Any, ClassVar
 
 from effbench.results.schema import Section, section
+
+
+@section
+class SingleStream(Section):
+    """Single-stream through MLPerf LoadGen (SingleStream: one sample per query, the next issued when it
+    completes), one run per batch-1 cell and round beside the paired timing loop. Every figure is read from
+    LoadGen's summary log (`loadgen.summary`); ms throughout.
+
+    - percentile_ms: LoadGen's headline (its "90.0th percentile latency (ns)" line); median over rounds
+      once merged, with `ci` over rounds; round_percentile_ms: each round's
+    - early_stopping_ms: LoadGen's early-stopping estimate at `percentile`; early_stopping_estimates_ms:
+      every estimate its summary gives ("p90", "p99")
+    - verdict: LoadGen's "Result is" (VALID / INVALID); merged: VALID only if every round was
+    - reason: why this cell has no LoadGen run (a batch above 1: LoadGen's query is one sample)
+    - loadgen: version, settings, seeds, SUT threads, the logs (relative to the output folder)
+    """
+
+    NAME: ClassVar[str] = "single_stream"
+    percentile: float = 90.0
+    percentile_ms: float | None = None
+    ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    round_percentile_ms: tuple[float, ...] = ()
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    early_stopping_ms: float | None = None
+    early_stopping_estimates_ms: dict[str, float] = field(default_factory=dict)
+    early_stopping_met: bool | None = None
+    verdict: str | None = None            # "VALID" / "INVALID"
+    round_verdicts: tuple[str, ...] = ()
+    queries: int | None = None            # issued by LoadGen (summed over rounds once merged)
+    qps_without_loadgen_overhead: float | None = None
+    unstable: bool = False
+    reason: str | None = None
+    loadgen: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class MultiStream(Section):
+    """The multi-stream scenario through MLPerf LoadGen (MultiStream): one query of `samples_per_query`
+    samples at a time, the next issued when it completes; the figure is LoadGen's latency of queries at
+    `percentile` (99: MLPerf's), with its early stopping. ms throughout.
+
+    - each round runs `runs` LoadGen tests per variant, alternated with FP32's cycle by cycle (so the
+      speedup vs FP32 is paired per cycle); percentile_ms, p50_ms, mean_ms and early_stopping_ms (LoadGen's
+      early-stopping estimate at the percentile) come from the summary of the round's median run (the run
+      whose percentile latency is the median of the round's; `loadgen.runs` keeps every run's figures and
+      verdict); once merged, percentile_ms is the median over rounds with `ci` over rounds
+    - calls_per_query: how a query ran: calls of `batch_size` samples (N / batch of them, a remainder call
+      for the rest); a batch above N runs one call padded up to it
+    - verdict: VALID only if LoadGen called every run VALID (`runs_valid` of `runs`)
+    """
+
+    NAME: ClassVar[str] = "multi_stream"
+    samples_per_query: int = 8
+    percentile: float = 99.0
+    percentile_ms: float | None = None
+    ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    round_percentile_ms: tuple[float, ...] = ()
+    p50_ms: float | None = None
+    mean_ms: float | None = None
+    early_stopping_ms: float | None = None
+    early_stopping_met: bool | None = None
+    verdict: str | None = None            # "VALID" / "INVALID"
+    round_verdicts: tuple[str, ...] = ()
+    runs: int | None = None
+    runs_valid: int | None = None
+    queries: int | None = None            # issued by LoadGen over the runs
+    batch_size: int | None = None
+    calls_per_query: int | None = None
+    samples_per_s: float | None = None    # samples_per_query over LoadGen's mean query latency
+    unstable: bool = False
+    loadgen: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @section
@@ -63,6 +145,11 @@ class Server(Section):
     search: str | None = None             # how the search ended
     reason: str | None = None             # why there is no max_qps
     unstable: bool = False
+    # a generative cell (MLPerf's LLM form): latency_bound_ms is the TTFT bound and percentile_ms the TTFT
+    # at the percentile (LoadGen's first-token latency from the scheduled arrival), tpot_bound_ms the TPOT
+    # bound at the same percentile; tokens: LoadGen's TTFT / TPOT figures at max_qps (or the lowest rate)
+    tpot_bound_ms: float | None = None
+    tokens: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

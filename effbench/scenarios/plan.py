@@ -1,10 +1,14 @@
 """The suite's `scenarios:` entries: their grammar and defaults, what a scenario's worker needs (batch shapes,
 options, time budget) and its record sections from a worker's answer (`results.merge` merges them over rounds).
 
-single-stream: one query at a time (the interleaved timing loop of `measure.latency`).
+single-stream / {single-stream: {loadgen: false}}: one query at a time: the interleaved timing loop of
+  `measure.latency` (the paired speedup vs FP32), then, for batch-1 cells, one LoadGen SingleStream run per
+  variant and round (its p90 and early-stopping estimate); `loadgen: false` leaves LoadGen out.
+multi-stream / {multi-stream: {samples_per_query: 8}}: LoadGen's MultiStream: a query of 8 samples at a time,
+  the 99th percentile of the queries' latency.
 offline / {offline: {queries: N, streams: k}}: a pool of N queries worked through at the cell's batch size.
 {server: {latency_bound_ms: B, percentile: 99}}: Poisson arrivals; the peak rate within the bound.
-The load comes from MLPerf LoadGen (`effbench.scenarios.loadgen`).
+The load comes from MLPerf LoadGen (`effbench.scenarios.loadgen`); docs/measurement.md, "Scenarios".
 """
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from effbench.errors import did_you_mean
-from effbench.results.record import Offline, Server
+from effbench.results.scenarios import MultiStream, Offline, Server, SingleStream
 
-SINGLE_STREAM, OFFLINE, SERVER = "single-stream", "offline", "server"
-SCENARIOS = (SINGLE_STREAM, OFFLINE, SERVER)
+SINGLE_STREAM, MULTI_STREAM, OFFLINE, SERVER = "single-stream", "multi-stream", "offline", "server"
+SCENARIOS = (SINGLE_STREAM, MULTI_STREAM, OFFLINE, SERVER)  # the first is the suite's default
 
 
 class ScenarioError(ValueError):
@@ -45,8 +49,32 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _percentile(default: float, whose: str):
+    return Field(default, gt=0, lt=100, strict=True, allow_inf_nan=False, description="above 0 and below 100",
+                 examples=[f"{default:g} (MLPerf's {whose} percentile)"])
+
+
 class SingleStreamOptions(_Options):
-    pass
+    # after the paired loop, one LoadGen SingleStream run per batch-1 cell and round (LoadGen's query is one
+    # sample; a batch-8 call is what multi-stream measures). MLPerf asks 1024 queries and 10 minutes for a
+    # submission; 256 queries (64 is the fewest with which LoadGen's early stopping bounds a p90) and half a
+    # second keep `make demo` short. max_duration_s caps a run (LoadGen then says INVALID if too few ran).
+    loadgen: bool = Field(True, strict=True, description="true or false", examples=["false"])
+    percentile: float = _percentile(90.0, "single-stream")
+    queries: int = _count(1, 1024, " (LoadGen's min_query_count; 64 for early stopping at p90)", default=256)
+    min_duration_s: float = _number("seconds", 0.5, zero=True, most=86_400, default=0.5)
+    max_duration_s: float = _number("seconds", 30, most=86_400, default=30.0)
+
+
+class MultiStreamOptions(_Options):
+    # LoadGen's MultiStream: one query of samples_per_query samples at a time (the next issued when it
+    # completes); the figure is its 99th percentile per-query latency. 662 queries is the fewest with which
+    # LoadGen's early stopping bounds a p99; each run at least min_duration_s, at most max_duration_s.
+    samples_per_query: int = _count(1, 8, " (LoadGen's multi_stream_samples_per_query)", most=4096, default=8)
+    percentile: float = _percentile(99.0, "multi-stream")
+    queries: int = _count(1, 662, " (LoadGen's min_query_count; 662 for early stopping at p99)", default=662)
+    min_duration_s: float = _number("seconds", 1, zero=True, most=86_400, default=1.0)
+    max_duration_s: float = _number("seconds", 60, most=86_400, default=60.0)
 
 
 class OfflineOptions(_Options):
@@ -72,8 +100,8 @@ class ServerOptions(_Options):
 
 
 # name -> its options (pydantic); an option left out takes its default (`ScenarioChoice.settings`)
-OPTIONS: dict[str, type[_Options]] = {SINGLE_STREAM: SingleStreamOptions, OFFLINE: OfflineOptions,
-                                       SERVER: ServerOptions}
+OPTIONS: dict[str, type[_Options]] = {SINGLE_STREAM: SingleStreamOptions, MULTI_STREAM: MultiStreamOptions,
+                                       OFFLINE: OfflineOptions, SERVER: ServerOptions}
 
 
 def _scenario_error(name: str, e: ValidationError, given: bool) -> ScenarioError:
@@ -132,7 +160,13 @@ def parse_scenario(entry: Any) -> ScenarioChoice:
         out = OPTIONS[name].model_validate(options).model_dump(exclude_unset=True)
     except ValidationError as e:
         raise _scenario_error(name, e, bool(options)) from None
-    return ScenarioChoice(name=name, options=out)
+    choice = ScenarioChoice(name=name, options=out)
+    s = choice.settings
+    if "max_duration_s" in s and s["max_duration_s"] < s["min_duration_s"]:
+        raise ScenarioError(f"max_duration_s ({s['max_duration_s']:g}) is below min_duration_s "
+                            f"({s['min_duration_s']:g}): LoadGen would stop every run short of its minimum",
+                            (name, "max_duration_s"), f"e.g. max_duration_s: {max(2 * s['min_duration_s'], 1):g}")
+    return choice
 
 
 # ------------------------------------------------------------------------------ the worker's plan
@@ -144,9 +178,22 @@ class LoadPlan:
     options: dict[str, Any]
     timeout_s_per_member: float
 
+    @property
+    def loop(self) -> bool:
+        """The single-stream group worker (`execution.tasks.measure_group`: the paired interleaved loop)."""
+        return self.target.endswith(":measure_group")
+
+    @property
+    def logs(self) -> bool:
+        """Whether the worker runs LoadGen, so needs a folder for its logs (`log_dir`)."""
+        return not self.loop or bool(self.options.get("loadgen"))
+
     def payload(self, overhead_ns: float) -> dict[str, Any]:
-        """The worker's arguments besides the group's: the timing loop's overhead, or the options."""
-        return {"overhead_ns": overhead_ns} if self.target.endswith("measure_group") else {"options": self.options}
+        """The worker's arguments besides the group's: the timing loop's overhead (and single-stream's LoadGen
+        settings where it runs), or the options."""
+        if not self.loop:
+            return {"options": self.options}
+        return {"overhead_ns": overhead_ns, **({"loadgen": self.options} if self.options.get("loadgen") else {})}
 
     def sizes(self, scenario: str, batch_size: int) -> list[int]:
         return batch_shapes(scenario, self.options, batch_size)
@@ -154,12 +201,16 @@ class LoadPlan:
 
 def batch_shapes(scenario: str, options: dict[str, Any], batch_size: int) -> list[int]:
     """The batch shapes a cell of `batch_size` runs: a server's dynamic batcher pads to powers of two up to
-    it; an offline pool needs the batch and its remainder."""
+    it; an offline pool needs the batch and its remainder; a multi-stream query of N samples runs as calls of
+    the cell's batch and its remainder (N / batch calls), or as one call padded up to a batch above N."""
     from effbench.scenarios.batches import batcher_sizes, pool_sizes
     if scenario == SERVER:
         return batcher_sizes(batch_size)
     if scenario == OFFLINE:
         return pool_sizes(offline_queries(options, batch_size), batch_size)
+    if scenario == MULTI_STREAM:
+        n = int(options.get("samples_per_query") or 8)
+        return [batch_size] if batch_size >= n else pool_sizes(n, batch_size)
     return [batch_size]
 
 
@@ -170,6 +221,12 @@ def offline_queries(options: dict[str, Any], batch_size: int) -> int:
 # --quick: a server search of at most this long per variant, LoadGen runs of this many queries (662 is the
 # fewest with which LoadGen's early stopping can bound a p99 with one query over the bound)
 QUICK_SERVER = {"max_time_s": 10.0, "queries": 700, "min_duration_s": 0.3}
+# --quick: LoadGen's fewest queries for early stopping at p90 / p99, a short minimum duration
+QUICK_STREAMS = {SINGLE_STREAM: {"queries": 64, "min_duration_s": 0.1, "max_duration_s": 10.0},
+                 MULTI_STREAM: {"queries": 662, "min_duration_s": 0.2, "max_duration_s": 10.0}}
+# LoadGen's multi-stream runs per variant and round, alternated in a random order cycle after cycle so each
+# cycle's ratio of the percentile latency vs FP32 is paired (`scenarios.worker`)
+MULTI_STREAM_CYCLES = 3
 
 
 def load_plan(choice: ScenarioChoice, budget: dict, base_timeout_s: float, quick: bool = False) -> LoadPlan:
@@ -177,13 +234,19 @@ def load_plan(choice: ScenarioChoice, budget: dict, base_timeout_s: float, quick
     s = choice.settings
     if quick and choice.name == SERVER:
         s = {**s, **{k: min(s[k], v) for k, v in QUICK_SERVER.items()}}
+    if quick and choice.name in QUICK_STREAMS:
+        s = {**s, **{k: min(s[k], v) for k, v in QUICK_STREAMS[choice.name].items()}}
     if choice.name == OFFLINE:
         s = {**s, "min_time_s": s.get("min_time_s", budget["min_time_s"]),
              "max_time_s": s.get("max_time_s", budget["max_time_s"])}
         return LoadPlan("effbench.scenarios.worker:measure_load", s, base_timeout_s + 3 * s["max_time_s"])
     if choice.name == SERVER:
         return LoadPlan("effbench.scenarios.worker:measure_load", s, base_timeout_s + 2 * s["max_time_s"])
-    return LoadPlan("effbench.execution.tasks:measure_group", s, base_timeout_s)
+    if choice.name == MULTI_STREAM:  # each run ends by max_duration_s (+ its warmup and log parsing)
+        return LoadPlan("effbench.scenarios.worker:measure_load", s,
+                        base_timeout_s + MULTI_STREAM_CYCLES * (s["max_duration_s"] + 5))
+    return LoadPlan("effbench.execution.tasks:measure_group", s,
+                    base_timeout_s + (s["max_duration_s"] + 5 if s.get("loadgen") else 0))
 
 
 # ------------------------------------------------------------------------------ record sections
@@ -194,4 +257,8 @@ def sections(member: dict) -> dict[str, Any]:
         out["offline"] = Offline.from_json(member["offline"])
     if member.get("server"):
         out["server"] = Server.from_json(member["server"])
+    if member.get("multi_stream"):
+        out["multi_stream"] = MultiStream.from_json(member["multi_stream"])
+    if member.get("single_stream"):
+        out["single_stream"] = SingleStream.from_json(member["single_stream"])
     return out

@@ -1,5 +1,6 @@
-"""The worker of one round of an offline or server group: the group's variants loaded in one process,
-each driven by MLPerf LoadGen (`scenarios.loadgen`), the drift sentinel before and after.
+"""The worker of one round of a multi-stream, offline or server group: the group's variants loaded in one
+process, each driven by MLPerf LoadGen (`scenarios.loadgen`), the drift sentinel before and after; and
+single-stream's LoadGen runs, which `execution.tasks.measure_group` calls after its paired loop.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ if TYPE_CHECKING:
 
 def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant], artifact: dict, feeds: dict,
                  budget: dict, options: dict, seed: int, load_reversed: bool = False, log_dir: str = ".") -> dict:
-    """The measuring worker of one round of an offline or server group (`effbench.scenarios.plan`): the group's
-    variants loaded in this process, the drift sentinel before and after, as `measure_group` does.
+    """The measuring worker of one round of a multi-stream, offline or server group (`effbench.scenarios.plan`):
+    the group's variants loaded in this process, the drift sentinel before and after, as `measure_group` does.
 
-    Both through MLPerf LoadGen (`scenarios.loadgen`), its logs under `log_dir`. Offline: each variant's
+    All through MLPerf LoadGen (`scenarios.loadgen`), its logs under `log_dir`. Offline: each variant's
     LoadGen offline runs in randomly ordered cycles, so a per-cycle ratio of samples/s vs FP32 is paired.
+    Multi-stream: likewise, LoadGen's MultiStream runs per cycle, the ratio of their percentile latencies.
     Server: each variant's peak-rate search in turn, in an order drawn from `seed`, LoadGen judging each
     rate; its latencies run from the scheduled arrivals.
     `feeds`: str(batch shape) -> arrays, every shape the members' batch sizes need.
@@ -30,7 +32,7 @@ def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant],
 
     from effbench.measure.latency import aligned, sentinel_released, sentinel_us
     from effbench.runners import Unsupported
-    from effbench.scenarios.plan import OFFLINE, batch_shapes
+    from effbench.scenarios.plan import MULTI_STREAM, OFFLINE, batch_shapes
     runner = enter_runtime(group.runner)
     before_us = sentinel_us()
     offline = group.scenario == OFFLINE
@@ -66,6 +68,8 @@ def measure_load(group: Cell, members: list[dict], variants: dict[str, Variant],
     by_key = {m["key"]: m for m in members}
     if offline:
         figures = _offline_figures(calls, by_key, budget, options, seed, log_dir, group.threads or 1) if calls else {}
+    elif group.scenario == MULTI_STREAM:
+        figures = _multi_stream_figures(calls, by_key, options, seed, log_dir, group.threads or 1) if calls else {}
     else:
         keys = list(calls)  # one search after another, in an order drawn for this round
         figures = {keys[i]: _server_figures(calls[keys[i]][0], budget, options, seed + int(i),
@@ -259,3 +263,120 @@ def _server_figures(calls: dict[int, Any], budget: dict, options: dict, seed: in
             "block_ms": [],
             "unpaired": "server: each variant's peak rate comes from its own search, so there is no paired "
                         "speedup; compare max_qps and its CI over rounds", "server": server}
+
+
+# ------------------------------------------------------------------------------ single- and multi-stream
+def _stream_figures(r, log_root: str) -> dict:
+    """What a single- or multi-stream record keeps of one LoadGen run, each figure read from its summary:
+    the headline percentile line, the per-query block's p50 and mean, the early-stopping estimate."""
+    from effbench.scenarios.loadgen.settings import percentile_key
+    return {"percentile": r.target_percentile, "percentile_ms": r.target_percentile_ms,
+            "p50_ms": r.latency_ms.get("p50"), "mean_ms": r.latency_ms.get("mean"),
+            "early_stopping_ms": r.early_stopping_ms.get(percentile_key(r.target_percentile)),
+            "early_stopping_met": r.early_stopping_met, "verdict": "VALID" if r.valid else "INVALID",
+            "queries": r.queries}
+
+
+def _stream_settings(scenario: str, options: dict):
+    from effbench.scenarios.loadgen import LoadGenSettings
+    return LoadGenSettings(scenario=scenario, percentile=float(options["percentile"]),
+                           samples_per_query=int(options.get("samples_per_query") or 8),
+                           min_duration_ms=int(1000 * options["min_duration_s"]), min_query_count=int(options["queries"]),
+                           max_duration_ms=int(1000 * options["max_duration_s"]))
+
+
+def single_stream_loadgen(calls: dict[str, Any], members: list[dict], options: dict, seed: int,
+                          log_dir: str) -> dict[str, dict]:
+    """Single-stream through LoadGen, after the paired loop of `execution.tasks.measure_group` (which
+    calls this with its bound calls, so the sessions are the ones it timed): one LoadGen SingleStream run
+    per batch-1 member, in an order drawn from `seed`, its logs under `log_dir/<member>`. LoadGen's query
+    is one sample, so a member of a larger batch gets the reason instead (its call is a query of that many
+    samples: multi-stream with samples_per_query). A run that fails costs only its own section.
+    Returns member key -> {"single_stream": section}."""
+    import numpy as np
+
+    from effbench.scenarios.loadgen import SINGLE_STREAM, run_loadgen
+    settings = _stream_settings(SINGLE_STREAM, options)
+    batch = {m["key"]: m["batch_size"] for m in members}
+    keys = list(calls)
+    out: dict[str, dict] = {}
+    for i in np.random.default_rng(seed).permutation(len(keys)):
+        k = keys[i]
+        if batch[k] != 1:
+            out[k] = {"single_stream": {
+                "percentile": settings.target_percentile,
+                "reason": f"no LoadGen run: LoadGen's single-stream query is one sample, and this cell's call runs "
+                          f"a batch of {batch[k]} (a query of {batch[k]} samples is what multi-stream with "
+                          f"samples_per_query: {batch[k]} measures)"}}
+            continue
+        try:  # the SUT runs one query at a time: one worker thread
+            r = run_loadgen({1: calls[k]}, settings, Path(log_dir) / _safe(k), qsl_samples=1, threads=1)
+        except Exception as e:  # noqa: BLE001 - the paired loop's figures stand without it
+            traceback.print_exc()
+            out[k] = {"single_stream": {"percentile": settings.target_percentile,
+                                        "reason": f"the LoadGen run failed: {gist(e)}"}}
+            continue
+        out[k] = {"single_stream": {**_stream_figures(r, log_dir), "p99_ms": r.latency_ms.get("p99"),
+                                    "early_stopping_estimates_ms": dict(r.early_stopping_ms),
+                                    "qps_without_loadgen_overhead": r.qps_without_overhead,
+                                    "loadgen": _loadgen_section(r, log_dir)}}
+    return out
+
+
+def _multi_stream_figures(calls: dict, members: dict, options: dict, seed: int, log_dir: str,
+                          threads: int) -> dict[str, dict]:
+    """Each variant's multi-stream figure: LoadGen's MultiStream, MULTI_STREAM_CYCLES runs per variant in an
+    order drawn per cycle (so each cycle's percentile latency is paired with FP32's: the blocks of the
+    speedup). The round's figures are those of its median run, read from that run's summary.
+
+    A query of N samples runs on the SUT's `threads` workers (matched to the runner's threads, as offline
+    and server): as N / batch calls of the cell's batch when the batch is at most N (a batch-1 cell: N
+    calls, up to `threads` at a time), as one call padded up to the batch above N."""
+    import math
+
+    import numpy as np
+
+    from effbench.measure.latency import LatencyStats
+    from effbench.measure.stats import within_one_round
+    from effbench.scenarios.loadgen import MULTI_STREAM, run_loadgen
+    from effbench.scenarios.plan import MULTI_STREAM_CYCLES
+    rng = np.random.default_rng(seed)
+    settings = _stream_settings(MULTI_STREAM, options)
+    n = settings.samples_per_query
+    keys = list(calls)
+    call_ns: dict[str, list[int]] = {k: [] for k in keys}
+    timed = {k: {b: _timed(c, call_ns[k]) for b, c in calls[k][0].items()} for k in keys}
+    runs: dict[str, list] = {k: [] for k in keys}
+    for cycle in range(MULTI_STREAM_CYCLES):
+        for k in rng.permutation(keys):
+            runs[k].append(run_loadgen(timed[k], settings, Path(log_dir) / _safe(k) / f"cycle-{cycle}",
+                                       qsl_samples=max(n, *timed[k]), threads=threads))
+    out = {}
+    for k in keys:
+        rs = runs[k]
+        batch = members[k]["batch_size"]
+        mid = sorted(rs, key=lambda r: r.target_percentile_ms or 0.0)[(len(rs) - 1) // 2]
+        figs = [r.target_percentile_ms for r in rs if r.target_percentile_ms is not None]
+        est = within_one_round(figs)
+        ns = call_ns[k] or [0]
+        st = LatencyStats(tuple(float(x) for x in ns), first_call_ns=float(ns[0]), elapsed_s=sum(ns) / 1e9,
+                          calls=len(ns))
+        mean_ms = mid.latency_ms.get("mean")
+        sps = n / (mean_ms / 1e3) if mean_ms else None
+        out[k] = {"latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(), "throughput_ips": sps,
+                  "block_ms": [r.target_percentile_ms for r in rs],
+                  "multi_stream": {
+                      **_stream_figures(mid, log_dir), "samples_per_query": n,
+                      "ci": [est.lo, est.hi] if est else None, "ci_level": est.level if est else None,
+                      "ci_scope": est.scope if est else None, "ci_method": est.method if est else None,
+                      "verdict": "VALID" if all(r.valid for r in rs) else "INVALID",
+                      "early_stopping_met": all(bool(r.early_stopping_met) for r in rs),
+                      "runs": len(rs), "runs_valid": sum(r.valid for r in rs),
+                      "queries": sum(r.queries or 0 for r in rs), "batch_size": batch,
+                      "calls_per_query": math.ceil(n / batch) if batch <= n else 1, "samples_per_s": sps,
+                      "loadgen": {**_loadgen_section(mid, log_dir),
+                                  "runs": [{"cycle": i, **_stream_figures(r, log_dir),
+                                            "summary": _relative(r.summary_path, log_dir),
+                                            "detail": _relative(r.detail_path, log_dir)}
+                                           for i, r in enumerate(rs)]}}}
+    return out

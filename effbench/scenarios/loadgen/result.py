@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from effbench.scenarios.loadgen.settings import SERVER, LoadGenSettings, percentile_key
+from effbench.scenarios.loadgen.settings import MULTI_STREAM, SERVER, SINGLE_STREAM, LoadGenSettings, percentile_key
 
 
 # ------------------------------------------------------------------------------ result
@@ -86,9 +86,13 @@ class LoadGenResult:
         rate = f", {s.target_qps:g} qps offered" if self.scenario == SERVER else ""
         bound = (f", p{s.target_percentile:g} TTFT <= {s.ttft_ms:g} ms, TPOT <= {s.tpot_ms:g} ms"
                  if s.use_token_latencies and self.scenario == SERVER else
-                 f", p{s.target_percentile:g} <= {s.latency_bound_ms:g} ms" if self.scenario == SERVER else "")
+                 f", p{s.target_percentile:g} <= {s.latency_bound_ms:g} ms" if self.scenario == SERVER else
+                 f", queries of {s.samples_per_query} samples, p{s.target_percentile:g}"
+                 if self.scenario == MULTI_STREAM else
+                 f", p{s.target_percentile:g}" if self.scenario == SINGLE_STREAM else "")
+        cap = f", max {s.max_duration_ms} ms" if s.max_duration_ms else ""
         return (f"LoadGen {self.loadgen_version} ({self.scenario}{rate}{bound}, min {s.min_duration_ms} ms / "
-                f"{s.min_query_count} queries, {self.threads} SUT threads): MLPerf-style, not an MLPerf result")
+                f"{s.min_query_count} queries{cap}, {self.threads} SUT threads): MLPerf-style, not an MLPerf result")
 
     def to_json(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -104,6 +104,10 @@ class _PoolSUT:
             return [self._pending.popleft() for _ in range(k)]
 
     def _work(self, index: int) -> None:
+        with _thread_state():
+            self._serve(index)
+
+    def _serve(self, index: int) -> None:
         lg = self._lg
         calls = self._calls[index % len(self._calls)] if self._calls else {}
         while (ids := self._take()) is not None:
@@ -124,6 +128,16 @@ class _PoolSUT:
                 if self.error is None:
                     self.error = traceback.format_exc()
                 lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0, 2) for i in ids])
+
+
+def _thread_state():
+    """What a runner set up on the thread that bound its calls, set up on a SUT worker's thread too: torch's
+    inference mode is thread-local, and the torch runner enters it once on the worker's main thread, so a
+    call in a SUT thread would otherwise run with autograd recording (slower, and not what was timed in
+    the paired loop). A no-op where torch was not imported."""
+    import contextlib
+    torch = sys.modules.get("torch")
+    return torch.inference_mode() if torch is not None else contextlib.nullcontext()
 
 
 def _first_token_reporter(lg, qid: int) -> tuple[Callable[[], None], Callable[[], bool]]:
