@@ -22,10 +22,12 @@ from effbench.results.record import (
     Latency,
     Memory,
     ModelStats,
+    Offline,
     Record,
+    Server,
     VariantInfo,
 )
-from effbench.scenarios.plan import SINGLE_STREAM
+from effbench.scenarios.plan import OFFLINE, SERVER, SINGLE_STREAM, load_plan
 from effbench.variants.generative import generative_precisions
 from effbench.workloads.generate import generative_runtimes
 from effbench.workloads.worker import PROMPT_SOURCE
@@ -33,8 +35,13 @@ from effbench.workloads.worker import PROMPT_SOURCE
 # Paired per cycle: a time's speedup is FP32 / variant, a rate's variant / FP32 (above 1 = faster)
 PAIRED_FIGURES = {"ttft_ms": "time", "tpot_ms": "time", "e2e_ms": "time", "decode_tokens_per_s": "rate",
                   "prefill_tokens_per_s": "rate"}
-SCENARIO_LATER = ("generative models are measured one request at a time (single-stream) for now; offline and "
-                  "server for generation come through MLPerf LoadGen in a later change")
+# offline through LoadGen: output tokens/s per run, paired per cycle (every precision runs once per cycle)
+LOAD_PAIRED = {"output_tokens_per_s": "rate"}
+LOAD_ENERGY = ("not given for a generative offline or server cell: its times include queueing and LoadGen's "
+               "own runs (see the single-stream cells)")
+GENERATIVE_SERVER = ("a generative model's server scenario is MLPerf's LLM form: give its bounds as "
+                     "{server: {ttft_ms: 2000, tpot_ms: 100, percentile: 99}} (latency_bound_ms bounds one call "
+                     "of a classifier)")
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class GenerationGroups:
             self._profile(first, label, art, max(prompts), progress)
         members = [{"key": f"{label}/p{p}", "label": label, "precision": label, "prompt_tokens": p}
                    for label in labels for p in prompts]
+        if first.scenario != SINGLE_STREAM:
+            return records + self._do_load(rnd, first, ready, art, members, len(labels), progress)
         what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
         progress.start(f"{what}: {len(members)} generative cells, requests interleaved"
                        + (f" (round {rnd + 1}/{run.rounds})" if run.rounds > 1 else ""))
@@ -131,8 +140,11 @@ class GenerationGroups:
         return records + [run.finish(self.record(rnd, c, art, out.value), progress) for c in ready]
 
     def _cannot(self, cell: Cell) -> str | None:
-        if cell.scenario != SINGLE_STREAM:
-            return SCENARIO_LATER
+        if cell.scenario not in (SINGLE_STREAM, OFFLINE, SERVER):
+            return (f"the {cell.scenario} scenario is not defined for generative models (MLPerf's LLM benchmarks "
+                    f"run {SINGLE_STREAM}, {OFFLINE} and {SERVER})")
+        if cell.scenario == SERVER and not self.run.suite.scenario(SERVER).settings.get("ttft_ms"):
+            return GENERATIVE_SERVER
         runtimes = generative_runtimes()
         if cell.runner not in runtimes:
             return (f"the {cell.runner} runner runs classifier graphs; a decoder LLM runs on "
@@ -173,23 +185,13 @@ class GenerationGroups:
             return run.record(rnd, cell, status=m["status"], reason=m["reason"])
         fig = m["figures"]
         shape, kernel = art.shape, m["kernel"]
-        head_dim = shape.get("head_dim") or shape["hidden"] // shape["heads"]
         new, prompt = fig["new_tokens"], fig["prompt_tokens"]
-        kv_analytic = kv_cache_bytes(layers=shape["layers"], kv_heads=shape["kv_heads"], head_dim=head_dim,
-                                     context=prompt + new, bytes_per_element=kernel["kv_bytes_per_element"])
-        # what one decode step reads: its weights and the KV cache at the mean context of the decode
-        kv_mean = kv_cache_bytes(layers=shape["layers"], kv_heads=shape["kv_heads"], head_dim=head_dim,
-                                 context=prompt + new // 2, bytes_per_element=kernel["kv_bytes_per_element"])
-        per_token = decode_bytes_per_token(m["decode_weight_bytes"], kv_mean)
+        kv_analytic, per_token = _kv_figures(shape, kernel, prompt, new, m["decode_weight_bytes"])
         bw = res["bandwidth"]
         tps = fig["decode_tokens_per_s"]
         fp32 = res["members"].get(f"{FP32}/p{cell.prompt_tokens}")
         speedups = {} if cell.variant == FP32 else {k: self._paired(cell, k, m, fp32).to_json() for k in PAIRED_FIGURES}
-        prof = self.profiles.get((cell.model, cell.variant, cell.runner_label))
-        prof_value = prof.value if prof is not None and prof.kind == "ok" else None
-        quality = (prof_value or {}).get("quality")
-        if prof is not None and prof.kind != "ok":
-            quality = {"reason": f"its own worker {prof.kind}: {prof.reason}"}
+        memory, quality = self._own_worker(cell)
         gen = Generation(
             prompt_tokens=prompt, new_tokens=new, requests=fig["requests"],
             **{k: fig[k] for k in ("ttft_ms", "tpot_ms", "e2e_ms", "prefill_tokens_per_s", "decode_tokens_per_s")},
@@ -206,14 +208,9 @@ class GenerationGroups:
         from effbench.measure.latency import LatencyStats
         e2e = m["per_request"]["e2e_ms"]
         lat = LatencyStats.from_samples_ms(e2e).to_json()
-        memory = (prof_value or {}).get("memory")
         record = run.record(
             rnd, cell, status="ok", reason=None,
-            variant=VariantInfo(label=cell.variant, precision=cell.precision, method=kernel.get("quantization"),
-                                build=kernel, runtime=m["info"], weight_bytes=m["weight_bytes"],
-                                params=_params(shape)),
-            model_stats=ModelStats(params=_params(shape), weight_bytes=m["weight_bytes"],
-                                   counted_on="the model's shape (config.json)"),
+            **_variant_sections(cell, m, shape),
             latency_ms=Latency.from_json({**lat, "ci_scope": SCOPE_ONE_MOMENT,
                                           "extra": {"what": "end-to-end request latency (prompt in, last token out)"}}),
             samples_ms=tuple(e2e),
@@ -225,6 +222,91 @@ class GenerationGroups:
             generation=gen)
         return record
 
+    def _own_worker(self, cell: Cell) -> tuple[dict | None, dict | None]:
+        """(memory, quality) from the precision's own worker (once per run), or the reason it gave none."""
+        prof = self.profiles.get((cell.model, cell.variant, cell.runner_label))
+        value = prof.value if prof is not None and prof.kind == "ok" else None
+        quality = (value or {}).get("quality")
+        if prof is not None and prof.kind != "ok":
+            quality = {"reason": f"its own worker {prof.kind}: {prof.reason}"}
+        return (value or {}).get("memory"), quality
+
+    # -- offline and server: MLPerf LoadGen with token latencies (effbench.execution.generation_load)
+    def _do_load(self, rnd: int, first: Cell, ready: list[Cell], art: LlmArtifact, members: list[dict],
+                 n_labels: int, progress: Progress) -> list[Record]:
+        run = self.run
+        spec = run.suite.model(first.model)
+        plan = load_plan(run.suite.scenario(first.scenario), run.budget, run.timeout_s, run.opts.quick)
+        what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
+        folder = f"{first.model}_{first.runner_label}_{first.scenario}"
+        progress.start(f"{what}: {len(members)} generative cells through LoadGen"
+                       + (f" (round {rnd + 1}/{run.rounds})" if run.rounds > 1 else ""))
+        out = run_in_worker("effbench.execution.generation_load:serve_generation",
+                            {"runtime": first.runner, "threads": first.threads or 1,
+                             "options": runner_options_of(first), "model": art.model, "members": members,
+                             "new_tokens": spec.requests.new_tokens, "scenario": first.scenario,
+                             "scenario_options": plan.options, "cache_dir": str(run.opts.cache_dir),
+                             "seed": group_seed(run.run_id, rnd, what),
+                             "log_dir": str(run.opts.out_dir / "loadgen" / folder / f"round-{rnd}"),
+                             "load_reversed": rnd % 2 == 1},
+                            timeout_s=BUILD_TIMEOUT_S * n_labels + plan.timeout_s_per_member * len(members),
+                            log_path=run.logs / f"{folder}.log", memory_limit_mb=run.memory_limit_mb)
+        if out.kind == "user_error":
+            raise out.value
+        if out.kind != "ok":
+            for c in ready:
+                run.broken[c.cell_id] = out.reason or out.kind
+            return [run.finish(run.record(rnd, c, status="unsupported" if out.kind == "unsupported" else "failed",
+                                          reason=out.reason), progress) for c in ready]
+        return [run.finish(self.load_record(rnd, c, art, out.value), progress) for c in ready]
+
+    def load_record(self, rnd: int, cell: Cell, art: LlmArtifact, res: dict) -> Record:
+        """A generative offline or server cell's record: LoadGen's figures in the `offline` / `server`
+        section (tokens/s; max QPS with TTFT and TPOT at the percentile, every rate's verdict), the model's
+        and kernel's in `generation`, how the runtime served concurrent requests in `generation.extra`."""
+        run = self.run
+        key = f"{cell.variant}/p{cell.prompt_tokens}"
+        m = res["members"][key]
+        if m["status"] != "ok":
+            return run.record(rnd, cell, status=m["status"], reason=m["reason"])
+        shape, kernel = art.shape, m["kernel"]
+        new, prompt = run.suite.model(cell.model).requests.new_tokens, cell.prompt_tokens
+        kv_analytic, per_token = _kv_figures(shape, kernel, prompt, new, m["decode_weight_bytes"])
+        memory, quality = self._own_worker(cell)
+        comparison, speedups = None, {}
+        if cell.variant != FP32 and cell.scenario == OFFLINE:
+            fp32 = res["members"].get(f"{FP32}/p{cell.prompt_tokens}")
+            comparison = self._paired(cell, "output_tokens_per_s", {"per_request": m["per_cycle"]},
+                                      fp32 and {**fp32, "per_request": fp32.get("per_cycle")})
+            speedups = {"output_tokens_per_s": comparison.to_json()}
+        elif cell.variant != FP32:
+            comparison = unpaired_comparison(cell, "server: each precision's peak rate comes from its own search, so "
+                                                   "there is no paired speedup; compare max_qps and its CI over rounds")
+        gen = Generation(
+            prompt_tokens=prompt, new_tokens=new, requests=m["requests"], kv_cache_bytes_analytic=kv_analytic,
+            kv_cache_bytes_measured=m["kv_cache_bytes_measured"], kv_measured=m["kv_measured"],
+            kv_context_tokens=prompt + new, weight_bytes=m["weight_bytes"], decode_bytes_per_token=per_token,
+            kernel=kernel, speedup_vs_fp32=speedups, quality=quality, threads=cell.threads,
+            reference=art.model.get("reference"), prompt=PROMPT_SOURCE, energy_reason=LOAD_ENERGY,
+            extra={"scenario": cell.scenario, "serving": m["serving"], "concurrency": m["concurrency"],
+                   "service_ms": m["service_ms"], "service_ttft_ms": m.get("service_ttft_ms"),
+                   "service_tpot_ms": m.get("service_tpot_ms"),
+                   "service_note": "the session's own stamps of the requests LoadGen issued (queueing excluded); "
+                                   "LoadGen's TTFT and TPOT, queueing included, are in the scenario's section"})
+        lat = m.get("latency_ms") or m.get("service_latency_ms")
+        sections: dict[str, Any] = {}
+        if cell.scenario == OFFLINE:
+            sections["offline"] = Offline.from_json(m["offline"])
+            sections["throughput_ips"] = m["offline"].get("samples_per_s")
+        else:
+            sections["server"] = Server.from_json(m["server"])
+        return run.record(
+            rnd, cell, status="ok", reason=None, **_variant_sections(cell, m, shape),
+            latency_ms=(Latency.from_json({**lat, "ci_scope": SCOPE_ONE_MOMENT})
+                        if lat and lat.get("median") is not None else None),
+            comparison=comparison, memory=Memory.from_json(memory) if memory else None,
+            energy=Energy(reason=LOAD_ENERGY), generation=gen, **sections)
+
     def _paired(self, cell: Cell, figure: str, member: dict, fp32: dict | None) -> Comparison:
         """This round's paired speedup of one figure: per ABBA cycle, FP32's mean over its requests against
         this precision's in the same cycle; the median over cycles with its one-worker CI (widened to the
@@ -232,8 +314,9 @@ class GenerationGroups:
         if fp32 is None or fp32.get("status") != "ok":
             why = f"the FP32 twin is {fp32['status']}: {fp32.get('reason')}" if fp32 else "no FP32 twin"
             return unpaired_comparison(cell, why)
+        kind = {**PAIRED_FIGURES, **LOAD_PAIRED}[figure]
         mine, ref = _per_cycle(member["per_request"], figure), _per_cycle(fp32["per_request"], figure)
-        ratios = [(ref[c] / mine[c] if PAIRED_FIGURES[figure] == "time" else mine[c] / ref[c])
+        ratios = [(ref[c] / mine[c] if kind == "time" else mine[c] / ref[c])
                   for c in sorted(set(mine) & set(ref)) if mine[c] and ref[c]]
         est = within_one_round(ratios)
         if est is None:
@@ -242,7 +325,7 @@ class GenerationGroups:
         cell_fp32 = cell.replace(variant=FP32, precision=FP32, method=None)
         return Comparison(baseline=cell_fp32.cell_id, speedup=est.value, ci=(est.lo, est.hi), ci_level=est.level,
                           ci_scope=est.scope, ci_method=est.method, rounds=1, method="paired", cycles=est.n,
-                          note=f"{figure}: " + ("FP32 / this" if PAIRED_FIGURES[figure] == "time" else "this / FP32"))
+                          note=f"{figure}: " + ("FP32 / this" if kind == "time" else "this / FP32"))
 
     def _energy(self, cell: Cell, gen: Generation, art: LlmArtifact) -> Generation:
         """Energy per output and per prompt token, modeled from the local profile (no counter is read for
@@ -274,6 +357,26 @@ class GenerationGroups:
                                extra={**gen.extra, **dynamic})
         return gen.replace(j_per_output_token=decode["j_per_inference"], j_per_prompt_token=prefill["j_per_inference"] / prompt,
                            energy_source=decode["source"], energy_reason=why)
+
+
+def _kv_figures(shape: dict, kernel: dict, prompt: int, new: int, decode_weight_bytes: int) -> tuple[int, int]:
+    """(the KV cache's analytic bytes at prompt + new tokens, what one decode step reads: its weights and
+    the KV cache at the mean context of the decode)."""
+    head_dim = shape.get("head_dim") or shape["hidden"] // shape["heads"]
+    kv = {"layers": shape["layers"], "kv_heads": shape["kv_heads"], "head_dim": head_dim,
+          "bytes_per_element": kernel["kv_bytes_per_element"]}
+    return (kv_cache_bytes(context=prompt + new, **kv),
+            decode_bytes_per_token(decode_weight_bytes, kv_cache_bytes(context=prompt + new // 2, **kv)))
+
+
+def _variant_sections(cell: Cell, m: dict, shape: dict) -> dict[str, Any]:
+    """The record's variant and model_stats sections from what the session ran."""
+    kernel = m["kernel"]
+    return {"variant": VariantInfo(label=cell.variant, precision=cell.precision, method=kernel.get("quantization"),
+                                   build=kernel, runtime=m["info"], weight_bytes=m["weight_bytes"],
+                                   params=_params(shape)),
+            "model_stats": ModelStats(params=_params(shape), weight_bytes=m["weight_bytes"],
+                                      counted_on="the model's shape (config.json)")}
 
 
 def _per_cycle(per_request: dict, figure: str) -> dict[int, float]:

@@ -24,9 +24,23 @@ def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
+def _sorted(rows) -> list[Row]:
+    return sorted(rows, key=lambda r: (r.model, r.runner, variant_sort_key(r.variant),
+                                       r.record.generation.prompt_tokens, r.record.cell.scenario))
+
+
 def generative(rows: Sequence[Row]) -> list[Row]:
-    return sorted((r for r in rows if r.record.generation is not None),
-                  key=lambda r: (r.model, r.runner, variant_sort_key(r.variant), r.record.generation.prompt_tokens))
+    """The single-stream generative cells (one request at a time, the per-token figures)."""
+    return _sorted(r for r in rows if r.record.generation is not None and not _under_load(r))
+
+
+def under_load(rows: Sequence[Row]) -> list[Row]:
+    """The generative cells run through LoadGen's offline or server scenario."""
+    return _sorted(r for r in rows if r.record.generation is not None and _under_load(r))
+
+
+def _under_load(r: Row) -> bool:
+    return r.record.server is not None or r.record.offline is not None
 
 
 def has_generation(rows: Sequence[Row]) -> bool:
@@ -93,27 +107,95 @@ NOTE = ("One request at a time: a fixed prompt (token ids), the output length fo
         "teacher-forced against the same runtime's FP32 on held text; perplexity only for real weights.")
 
 
+LOAD_COLUMNS = ("model", "runner", "precision", "prompt", "scenario", "throughput (95% CI over rounds)",
+                "TTFT / TPOT at the percentile (bound)", "paired vs FP32", "LoadGen's verdict per rate", "serving")
+LOAD_NOTE = ("Through MLPerf LoadGen with token latencies (MLPerf-style, not MLPerf results): the session reports "
+             "its first token to LoadGen as it comes out (FirstTokenComplete) and the token count at the end. Server "
+             "(MLPerf's LLM form): Poisson arrivals, TTFT from the scheduled arrival (queueing included), the highest "
+             "rate at which TTFT and TPOT at the percentile stay within their bounds, every rate judged by LoadGen. "
+             "Offline: output tokens/s over LoadGen's one query of many requests. Every runtime here serves one "
+             "request at a time; the others queue.")
+
+
+def load_cells(r: Row) -> list[str]:
+    """One generative offline or server cell as display strings."""
+    rec, g = r.record, r.record.generation
+    serving = str(g.extra.get("serving") or "—")
+    if rec.server is not None:
+        s = rec.server
+        ci = f" [{s.max_qps_ci[0]:.3g}, {s.max_qps_ci[1]:.3g}]" if s.max_qps_ci else ""
+        tput = (f"{s.max_qps:.3g}{ci} requests/s = {s.max_qps * g.new_tokens:.3g} output tokens/s offered"
+                if s.max_qps else f"none: {s.reason or s.search or 'no rate met the bounds'}")
+        key = f"p{s.percentile:g}"
+        tok = s.tokens or {}
+        ttft, tpot = (tok.get("ttft_ms") or {}).get(key), (tok.get("tpot_ms") or {}).get(key)
+        at = (f"{key} TTFT {_num(ttft)} ms (≤ {s.latency_bound_ms:g}) / TPOT {_num(tpot)} ms "
+              f"(≤ {_num(s.tpot_bound_ms)})" + ("" if s.max_qps else " at the lowest rate"))
+        rates = ", ".join(f"{p.get('qps', 0):.3g} {'VALID' if p.get('valid') else 'INVALID'}" for p in s.probes[:12])
+        paired = "— (each precision's own search)"
+        scenario = "server"
+    else:
+        o = rec.offline
+        per_token = g.new_tokens
+        ci = f" [{o.ci[0] * per_token:.4g}, {o.ci[1] * per_token:.4g}]" if o.ci else ""
+        tput = (f"{o.samples_per_s * per_token:.4g}{ci} output tokens/s ({o.samples_per_s:.3g} requests/s)"
+                if o.samples_per_s else "—")
+        svc = g.extra.get("service_tpot_ms")
+        at = f"TPOT {_num(svc)} ms (the session's own stamps; offline has no bound)"
+        lg = o.extra.get("loadgen") or {}
+        rates = ", ".join("VALID" if x.get("valid") else "INVALID" for x in lg.get("runs", [])) or "—"
+        paired = _speedup(g, "output_tokens_per_s")
+        scenario = "offline"
+    return [r.model, r.runner, r.variant, str(g.prompt_tokens), scenario, tput, at, paired, rates, serving]
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4g}"
+
+
 def markdown(rows: Sequence[Row], md_cell: Callable[[object], str]) -> str:
     """The Markdown section; `md_cell`: the summary's escaping of a table cell (`report.markdown`)."""
-    gen = generative(rows)
-    if not gen:
+    gen, load = generative(rows), under_load(rows)
+    if not gen and not load:
         return ""
-    out = ["## Generation", "", md_cell(NOTE), ""]
-    refs = sorted({r.record.generation.reference for r in gen if r.record.generation.reference})
-    if refs:
-        out += ["FP32 reference: " + "; ".join(md_cell(x) for x in refs) + ".", ""]
-    out.append("| " + " | ".join(COLUMNS) + " |")
-    out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
-    for r in gen:
-        out.append("| " + " | ".join(md_cell(x) for x in cells(r)) + " |")
+    out = ["## Generation", ""]
+    if gen:
+        out += [md_cell(NOTE), ""]
+        refs = sorted({r.record.generation.reference for r in gen if r.record.generation.reference})
+        if refs:
+            out += ["FP32 reference: " + "; ".join(md_cell(x) for x in refs) + ".", ""]
+        out.append("| " + " | ".join(COLUMNS) + " |")
+        out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+        for r in gen:
+            out.append("| " + " | ".join(md_cell(x) for x in cells(r)) + " |")
+    if load:
+        out += ["", "### Generation under load", "", md_cell(LOAD_NOTE), ""]
+        out.append("| " + " | ".join(LOAD_COLUMNS) + " |")
+        out.append("|" + "|".join("---" for _ in LOAD_COLUMNS) + "|")
+        for r in load:
+            out.append("| " + " | ".join(md_cell(x) for x in load_cells(r)) + " |")
     return "\n".join(out)
+
+
+def _load_html(load: list[Row]) -> str:
+    if not load:
+        return ""
+    head = "".join(f"<th>{_e(c)}</th>" for c in LOAD_COLUMNS) + "<th>LoadGen logs</th>"
+    body = []
+    for r in load:
+        sec = r.record.server or r.record.offline
+        lg = sec.extra.get("loadgen") or {}
+        links = " ".join(f'<a href="{_e(lg[k])}">{k}</a>' for k in ("summary", "detail") if lg.get(k))
+        body.append("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in load_cells(r)) + f"<td>{links}</td></tr>")
+    return (f'<h3>Generation under load</h3><p class="muted">{_e(LOAD_NOTE)}</p><div class="table-wrap">'
+            f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
 def section(rows: Sequence[Row], figs: dict[str, Any]) -> str:
     """The HTML's Generation section (empty without generative cells)."""
-    gen = generative(rows)
+    gen, load = generative(rows), under_load(rows)
     if not gen:
-        return ""
+        return f'<section id="generation"><h2>Generation</h2>{_load_html(load)}</section>' if load else ""
     colours = colour_map(gen)
     parts = []
     for mi, model in enumerate(sorted({r.model for r in gen})):
@@ -135,6 +217,7 @@ def section(rows: Sequence[Row], figs: dict[str, Any]) -> str:
 <p class="muted">{_e(NOTE)}</p>{ref}
 {"".join(parts)}
 <div class="table-wrap"><table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>
+{_load_html(load)}
 </section>"""
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from effbench.errors import did_you_mean
 from effbench.results.scenarios import MultiStream, Offline, Server, SingleStream
@@ -89,7 +90,10 @@ class ServerOptions(_Options):
     # LoadGen's server percentile; 1000 queries per probe bound a p99 by its early stopping with one overrun
     # (662), each lasting at least min_duration_s (LoadGen's min_duration_ms is 10 minutes for a submission;
     # one second here); the whole search of one variant stops after max_time_s.
-    latency_bound_ms: float = _number("milliseconds", 20, default=...)
+    latency_bound_ms: float | None = _number("milliseconds", 20)
+    # a generative model (task: generate), MLPerf's LLM form: TTFT and TPOT at the percentile within these
+    ttft_ms: float | None = _number("milliseconds", 2000)
+    tpot_ms: float | None = _number("milliseconds", 100)
     percentile: float = Field(99.0, gt=0, lt=100, strict=True, allow_inf_nan=False,
                               description="above 0 and below 100", examples=["99 (MLPerf's server percentile)"])
     queries: int = _count(100, 1000, " (LoadGen's min_query_count)", default=1000)
@@ -97,6 +101,15 @@ class ServerOptions(_Options):
     max_time_s: float = _number("seconds", 60, most=86_400, default=60.0)
     max_wait_ms: float = _number("milliseconds", 2, zero=True, default=0.0)
     start_qps: float | None = _number("queries per second", 100, most=1e9)
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> ServerOptions:
+        if (self.ttft_ms is None) != (self.tpot_ms is None):
+            raise PydanticCustomError("token_bounds", "ttft_ms and tpot_ms go together")
+        if self.latency_bound_ms is None and self.ttft_ms is None:
+            raise PydanticCustomError("no_bound", "the server scenario needs latency_bound_ms (or ttft_ms and "
+                                      "tpot_ms for a generative model)")
+        return self
 
 
 # name -> its options (pydantic); an option left out takes its default (`ScenarioChoice.settings`)
@@ -109,6 +122,10 @@ def _scenario_error(name: str, e: ValidationError, given: bool) -> ScenarioError
     err = e.errors()[0]
     key = str(err["loc"][0]) if err["loc"] else ""
     model = OPTIONS[name]
+    if err["type"] in ("no_bound", "token_bounds"):
+        return ScenarioError(err["msg"], (name,) if given else (),
+                             f"write {{{name}: {{latency_bound_ms: 20, percentile: 99}}}} or "
+                             f"{{{name}: {{ttft_ms: 2000, tpot_ms: 100, percentile: 99}}}}")
     if err["type"] == "extra_forbidden":
         allowed = list(model.model_fields)
         hint = f"expected one of {', '.join(allowed)}" if allowed else f"{name} takes no options"

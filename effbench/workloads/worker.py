@@ -45,7 +45,7 @@ def _thread_state(threads: int) -> dict[str, Any]:
     return {"threads": threads, "cpus_allowed": cpus, "loadavg_before": list(os.getloadavg())}
 
 
-def _import_runtime(runtime: str) -> None:
+def import_runtime(runtime: str) -> None:
     """The modules the runtime's session imports, imported before a worker reads its baseline RSS (the
     import is not the model)."""
     import importlib
@@ -71,11 +71,11 @@ def measure_generation(runtime: str, threads: int, options: dict, model: dict, m
 
     llm = LlmModel.from_json(model)
     state = _thread_state(threads)
-    _import_runtime(runtime)
+    import_runtime(runtime)
     prompts = sorted({m["prompt_tokens"] for m in members})
     labels = list(dict.fromkeys(m["label"] for m in members))
     precision_of = {m["label"]: m["precision"] for m in members}
-    sessions, status, load_s = _open_all(runtime, llm, [(lb, precision_of[lb]) for lb in labels], load_reversed,
+    sessions, status, load_s = open_sessions(runtime, llm, [(lb, precision_of[lb]) for lb in labels], load_reversed,
                                          threads=threads, cache_dir=cache_dir, max_context=max(prompts) + new_tokens,
                                          options=options)
     ids = {p: prompt_ids(llm, p) for p in prompts}
@@ -117,7 +117,7 @@ def measure_generation(runtime: str, threads: int, options: dict, model: dict, m
     return {"members": out, "threads": state, "bandwidth": bandwidth.to_json()}
 
 
-def _open_all(runtime: str, llm, precisions: list[tuple[str, str]], reverse: bool, **kw) -> tuple[dict, dict, dict]:
+def open_sessions(runtime: str, llm, precisions: list[tuple[str, str]], reverse: bool, **kw) -> tuple[dict, dict, dict]:
     """Every precision's session (in reverse order on odd rounds: neither always loads first); one that
     cannot load is (status, reason) and the others still load."""
     from effbench.runners.base import Unsupported
@@ -174,7 +174,7 @@ def generation_profile(runtime: str, threads: int, options: dict, model: dict, p
     from effbench.workloads.generate import open_session, prompt_ids, quality_text_ids
 
     llm = LlmModel.from_json(model)
-    _import_runtime(runtime)
+    import_runtime(runtime)
     baseline = memory.rss_bytes()
     session = open_session(runtime, llm, precision, threads=threads, cache_dir=cache_dir,
                            max_context=max(prompt_tokens + new_tokens, quality_positions + 1,

@@ -2,12 +2,20 @@
 fresh KV cache per request whose measured bytes match the analytic size, what each precision really runs
 as, and agreement with torch FP32 (which checks the GGUF writer's and the ORT builder's weights)."""
 import importlib.util
+import time
 
 import pytest
 
 from effbench.measure.generation import generation_figures, kl_mean, kv_cache_bytes, next_token_agreement
 from effbench.models.llm import resolve_llm
-from effbench.workloads.generate import Unsupported, evaluate_quality, open_session, prompt_ids, quality_text_ids
+from effbench.workloads.generate import (
+    TokenClock,
+    Unsupported,
+    evaluate_quality,
+    open_session,
+    prompt_ids,
+    quality_text_ids,
+)
 from effbench.workloads.sessions.torch import _torch_int4_weight_only
 
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
@@ -54,6 +62,26 @@ def test_torch_fp32_request(tiny, torch_fp32):
     assert torch_fp32.kernel.quantization == "none" and torch_fp32.info["torch_threads"] == 1
 
 
+def test_the_first_token_hook_fires_once_right_after_the_first_token(tiny, torch_fp32):
+    """LoadGen's FirstTokenComplete is called from on_first_token: once, after the first token's stamp and
+    before the second token exists; on_token sees every token with its own stamp."""
+    first, each = [], []
+    trace = torch_fp32.generate(prompt_ids(tiny, PROMPT), NEW, on_first_token=lambda: first.append(time.perf_counter_ns()),
+                                on_token=lambda i, tok, ns: each.append((i, tok, ns)))
+    assert len(first) == 1 and trace.token_ns[0] <= first[0] <= trace.token_ns[1]
+    assert [e[0] for e in each] == list(range(NEW))
+    assert tuple(e[1] for e in each) == trace.output_ids and tuple(e[2] for e in each) == trace.token_ns
+    assert torch_fp32.concurrency == 1 and "one request at a time" in torch_fp32.serving
+
+
+def test_token_clock_without_hooks_only_stamps():
+    clock = TokenClock()
+    clock.start()
+    for tok in (5, 7):
+        clock.token(tok)
+    assert clock.ids == [5, 7] and clock.start_ns <= clock.stamps[0] <= clock.stamps[1]
+
+
 @pytest.mark.parametrize("precision, quantization", [("bf16", "none"), ("int8", "weight-and-activation"),
                                                      ("int4", "weight-only")])
 def test_torch_precisions(tiny, cache_dir, torch_fp32, precision, quantization):
@@ -93,8 +121,11 @@ def test_llamacpp_f32_matches_torch(tiny, cache_dir, torch_fp32):
         ref, got = torch_fp32.logits(ids), s.logits(ids)
         # our GGUF writer permutes Q/K rows for GGML's rotary layout: a wrong permutation shows here
         assert kl_mean(ref, got) < 1e-6 and next_token_agreement(ref, got) >= 0.98
-        trace = s.generate(prompt_ids(tiny, PROMPT), NEW)
+        first = []
+        trace = s.generate(prompt_ids(tiny, PROMPT), NEW, on_first_token=lambda: first.append(time.perf_counter_ns()))
         _request_checks(trace)
+        assert len(first) == 1 and trace.token_ns[0] <= first[0] <= trace.token_ns[1]
+        assert "n_seq_max 1" in s.serving       # why llama.cpp serves one request at a time, in its record
         # F16 KV cache, prompt + new - 1 positions: 2 x 2 x 2 x 16 x 23 x 2 = 5,888 bytes, plus the
         # state's small header
         assert 0 <= trace.kv_cache_bytes - 5_888 < 2048
