@@ -253,7 +253,8 @@ def _server_figures(calls: dict[int, Any], budget: dict, options: dict, seed: in
               "early_stopping": ({"met": best.early_stopping_met, "lines": list(best.early_stopping),
                                   "overlatency": best.overlatency_queries} if best else None),
               "curve": [(r["qps"], r["percentile_ms"]) for r in rates if r["percentile_ms"] is not None],
-              "probes": [{**r, "summary_path": _relative(r["summary_path"], log_dir)} for r in rates],
+              "probes": [{**r, "summary_path": _relative(r["summary_path"], log_dir),
+                          "detail_path": _relative(r["detail_path"], log_dir)} for r in rates],
               "search": search.ended,
               "reason": None if best else (f"{search.ended}: at {shown.settings.target_qps:.4g} queries/s LoadGen "
                                            f"said INVALID (p{pct:g} {shown.percentile_ms} ms against {bound:g} ms)"),
@@ -295,7 +296,7 @@ def single_stream_loadgen(calls: dict[str, Any], members: list[dict], options: d
     Returns member key -> {"single_stream": section}."""
     import numpy as np
 
-    from effbench.scenarios.loadgen import SINGLE_STREAM, run_loadgen
+    from effbench.scenarios.loadgen import SINGLE_STREAM, SUTError, run_loadgen
     settings = _stream_settings(SINGLE_STREAM, options)
     batch = {m["key"]: m["batch_size"] for m in members}
     keys = list(calls)
@@ -313,8 +314,9 @@ def single_stream_loadgen(calls: dict[str, Any], members: list[dict], options: d
             r = run_loadgen({1: calls[k]}, settings, Path(log_dir) / _safe(k), qsl_samples=1, threads=1)
         except Exception as e:  # noqa: BLE001 - the paired loop's figures stand without it
             traceback.print_exc()
+            why = (f"a call raised {str(e).strip().splitlines()[-1]}" if isinstance(e, SUTError) else gist(e))
             out[k] = {"single_stream": {"percentile": settings.target_percentile,
-                                        "reason": f"the LoadGen run failed: {gist(e)}"}}
+                                        "reason": f"the LoadGen run failed: {why}"}}
             continue
         out[k] = {"single_stream": {**_stream_figures(r, log_dir), "p99_ms": r.latency_ms.get("p99"),
                                     "early_stopping_estimates_ms": dict(r.early_stopping_ms),

@@ -31,11 +31,15 @@ class RateSearch:
         return self.best.settings.target_qps if self.best else None
 
     def rates(self) -> list[dict]:
-        """Per rate tried (in order): LoadGen's verdict, its early-stopping lines, the percentile's latency."""
-        return [{"qps": r.settings.target_qps, "valid": r.valid, "constraints": dict(r.constraints),
-                 "percentile_ms": r.percentile_ms, "completed_qps": r.completed_qps,
+        """Per rate tried (in order): LoadGen's verdict, its early stopping (the lines, whether satisfied, the
+        queries over the bound; LoadGen's server early stopping gives no percentile estimate, so
+        `early_stopping_ms` is empty there), the percentile's latency, the queries, both logs."""
+        return [{"qps": r.settings.target_qps, "valid": r.valid, "verdict": "VALID" if r.valid else "INVALID",
+                 "constraints": dict(r.constraints), "percentile_ms": r.percentile_ms,
+                 "completed_qps": r.completed_qps, "queries": r.queries, "overlatency_queries": r.overlatency_queries,
                  "early_stopping": list(r.early_stopping), "early_stopping_met": r.early_stopping_met,
-                 "recommendations": list(r.recommendations), "summary_path": r.summary_path}
+                 "early_stopping_ms": dict(r.early_stopping_ms), "recommendations": list(r.recommendations),
+                 "summary_path": r.summary_path, "detail_path": r.detail_path}
                 for r in self.runs]
 
     def to_json(self) -> dict:
