@@ -58,23 +58,25 @@ def _percentile(default: float, whose: str):
 class SingleStreamOptions(_Options):
     # after the paired loop, one LoadGen SingleStream run per batch-1 cell and round (LoadGen's query is one
     # sample; a batch-8 call is what multi-stream measures). MLPerf asks 1024 queries and 10 minutes for a
-    # submission; 256 queries (64 is the fewest with which LoadGen's early stopping bounds a p90) and half a
-    # second keep `make demo` short. max_duration_s caps a run (LoadGen then says INVALID if too few ran).
+    # submission; 256 queries (64 is the fewest with which LoadGen's early stopping bounds a p90) for the
+    # suite's measure.min_time_s unless min_duration_s keep `make demo` short. max_duration_s caps a run
+    # (LoadGen then says INVALID if too few queries ran).
     loadgen: bool = Field(True, strict=True, description="true or false", examples=["false"])
     percentile: float = _percentile(90.0, "single-stream")
     queries: int = _count(1, 1024, " (LoadGen's min_query_count; 64 for early stopping at p90)", default=256)
-    min_duration_s: float = _number("seconds", 0.5, zero=True, most=86_400, default=0.5)
+    min_duration_s: float | None = _number("seconds", 0.5, zero=True, most=86_400)
     max_duration_s: float = _number("seconds", 30, most=86_400, default=30.0)
 
 
 class MultiStreamOptions(_Options):
     # LoadGen's MultiStream: one query of samples_per_query samples at a time (the next issued when it
     # completes); the figure is its 99th percentile per-query latency. 662 queries is the fewest with which
-    # LoadGen's early stopping bounds a p99; each run at least min_duration_s, at most max_duration_s.
+    # LoadGen's early stopping bounds a p99; each run at least min_duration_s (the suite's
+    # measure.min_time_s unless given), at most max_duration_s.
     samples_per_query: int = _count(1, 8, " (LoadGen's multi_stream_samples_per_query)", most=4096, default=8)
     percentile: float = _percentile(99.0, "multi-stream")
     queries: int = _count(1, 662, " (LoadGen's min_query_count; 662 for early stopping at p99)", default=662)
-    min_duration_s: float = _number("seconds", 1, zero=True, most=86_400, default=1.0)
+    min_duration_s: float | None = _number("seconds", 1, zero=True, most=86_400)
     max_duration_s: float = _number("seconds", 60, most=86_400, default=60.0)
 
 
@@ -179,7 +181,7 @@ def parse_scenario(entry: Any) -> ScenarioChoice:
         raise _scenario_error(name, e, bool(options)) from None
     choice = ScenarioChoice(name=name, options=out)
     s = choice.settings
-    if "max_duration_s" in s and s["max_duration_s"] < s["min_duration_s"]:
+    if s.get("min_duration_s") is not None and s.get("max_duration_s", 1e300) < s["min_duration_s"]:
         raise ScenarioError(f"max_duration_s ({s['max_duration_s']:g}) is below min_duration_s "
                             f"({s['min_duration_s']:g}): LoadGen would stop every run short of its minimum",
                             (name, "max_duration_s"), f"e.g. max_duration_s: {max(2 * s['min_duration_s'], 1):g}")
@@ -251,8 +253,11 @@ def load_plan(choice: ScenarioChoice, budget: dict, base_timeout_s: float, quick
     s = choice.settings
     if quick and choice.name == SERVER:
         s = {**s, **{k: min(s[k], v) for k, v in QUICK_SERVER.items()}}
-    if quick and choice.name in QUICK_STREAMS:
-        s = {**s, **{k: min(s[k], v) for k, v in QUICK_STREAMS[choice.name].items()}}
+    if choice.name in QUICK_STREAMS:  # a run lasts the suite's min_time_s unless the scenario says
+        s = {**s, "min_duration_s": s.get("min_duration_s", budget["min_time_s"])}
+        if quick:
+            s = {**s, **{k: min(s[k], v) for k, v in QUICK_STREAMS[choice.name].items()}}
+        s["max_duration_s"] = max(s["max_duration_s"], s["min_duration_s"])
     if choice.name == OFFLINE:
         s = {**s, "min_time_s": s.get("min_time_s", budget["min_time_s"]),
              "max_time_s": s.get("max_time_s", budget["max_time_s"])}
