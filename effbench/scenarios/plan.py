@@ -59,8 +59,8 @@ class SingleStreamOptions(_Options):
     # after the paired loop, one LoadGen SingleStream run per batch-1 cell and round (LoadGen's query is one
     # sample; a batch-8 call is what multi-stream measures). MLPerf asks 1024 queries and 10 minutes for a
     # submission; 256 queries (64 is the fewest with which LoadGen's early stopping bounds a p90) for the
-    # suite's measure.min_time_s unless min_duration_s keep `make demo` short. max_duration_s caps a run
-    # (LoadGen then says INVALID if too few queries ran).
+    # suite's measure.min_time_s unless min_duration_s keep `make demo` short. max_duration_s caps a run, as
+    # does what the worker's timeout leaves (LoadGen then says INVALID if too few queries ran).
     loadgen: bool = Field(True, strict=True, description="true or false", examples=["false"])
     percentile: float = _percentile(90.0, "single-stream")
     queries: int = _count(1, 1024, " (LoadGen's min_query_count; 64 for early stopping at p90)", default=256)
@@ -212,7 +212,10 @@ class LoadPlan:
         settings where it runs), or the options."""
         if not self.loop:
             return {"options": self.options}
-        return {"overhead_ns": overhead_ns, **({"loadgen": self.options} if self.options.get("loadgen") else {})}
+        if not self.options.get("loadgen"):
+            return {"overhead_ns": overhead_ns}
+        # the worker's timeout is this per member: its LoadGen runs end within it (`scenarios.worker`)
+        return {"overhead_ns": overhead_ns, "loadgen": {**self.options, "timeout_s_per_member": self.timeout_s_per_member}}
 
     def sizes(self, scenario: str, batch_size: int) -> list[int]:
         return batch_shapes(scenario, self.options, batch_size)
@@ -267,8 +270,9 @@ def load_plan(choice: ScenarioChoice, budget: dict, base_timeout_s: float, quick
     if choice.name == MULTI_STREAM:  # each run ends by max_duration_s (+ its warmup and log parsing)
         return LoadPlan("effbench.scenarios.worker:measure_load", s,
                         base_timeout_s + MULTI_STREAM_CYCLES * (s["max_duration_s"] + 5))
-    return LoadPlan("effbench.execution.tasks:measure_group", s,
-                    base_timeout_s + (s["max_duration_s"] + 5 if s.get("loadgen") else 0))
+    # single-stream: its LoadGen runs fit in the worker's own timeout (each capped by what it leaves), so a
+    # hung worker is found as soon as without them
+    return LoadPlan("effbench.execution.tasks:measure_group", s, base_timeout_s)
 
 
 # ------------------------------------------------------------------------------ record sections

@@ -292,8 +292,14 @@ def single_stream_loadgen(calls: dict[str, Any], members: list[dict], options: d
     calls this with its bound calls, so the sessions are the ones it timed): one LoadGen SingleStream run
     per batch-1 member, in an order drawn from `seed`, its logs under `log_dir/<member>`. LoadGen's query
     is one sample, so a member of a larger batch gets the reason instead (its call is a query of that many
-    samples: multi-stream with samples_per_query). A run that fails costs only its own section.
+    samples: multi-stream with samples_per_query). Each run ends before the worker's timeout
+    (`timeout_s_per_member` x members, counted from the process's start): its max_duration is the smaller of
+    the suite's and what that leaves, so a slow model's run can end INVALID (too few queries) rather than
+    the worker being killed. A run that fails costs only its own section.
     Returns member key -> {"single_stream": section}."""
+    import time
+    from dataclasses import replace
+
     import numpy as np
 
     from effbench.scenarios.loadgen import SINGLE_STREAM, SUTError, run_loadgen
@@ -301,8 +307,17 @@ def single_stream_loadgen(calls: dict[str, Any], members: list[dict], options: d
     batch = {m["key"]: m["batch_size"] for m in members}
     keys = list(calls)
     out: dict[str, dict] = {}
+    age = _process_age_s()
+    per_member = options.get("timeout_s_per_member")
+    deadline = (time.monotonic() - age + per_member * len(members) - TIMEOUT_MARGIN_S
+                if age is not None and per_member else None)
     for i in np.random.default_rng(seed).permutation(len(keys)):
         k = keys[i]
+        left_ms = int(1000 * (deadline - time.monotonic())) if deadline is not None else None
+        if batch[k] == 1 and left_ms is not None and left_ms < settings.min_duration_ms + 1000:
+            out[k] = {"single_stream": {"percentile": settings.target_percentile,
+                                        "reason": "no LoadGen run: the worker's timeout left too little time for it"}}
+            continue
         if batch[k] != 1:
             out[k] = {"single_stream": {
                 "percentile": settings.target_percentile,
@@ -310,8 +325,10 @@ def single_stream_loadgen(calls: dict[str, Any], members: list[dict], options: d
                           f"a batch of {batch[k]} (a query of {batch[k]} samples is what multi-stream with "
                           f"samples_per_query: {batch[k]} measures)"}}
             continue
+        capped = settings if left_ms is None else replace(
+            settings, max_duration_ms=min(settings.max_duration_ms or left_ms, left_ms))
         try:  # the SUT runs one query at a time: one worker thread
-            r = run_loadgen({1: calls[k]}, settings, Path(log_dir) / _safe(k), qsl_samples=1, threads=1)
+            r = run_loadgen({1: calls[k]}, capped, Path(log_dir) / _safe(k), qsl_samples=1, threads=1)
         except Exception as e:  # noqa: BLE001 - the paired loop's figures stand without it
             traceback.print_exc()
             why = (f"a call raised {str(e).strip().splitlines()[-1]}" if isinstance(e, SUTError) else gist(e))
@@ -323,6 +340,21 @@ def single_stream_loadgen(calls: dict[str, Any], members: list[dict], options: d
                                     "qps_without_loadgen_overhead": r.qps_without_overhead,
                                     "loadgen": _loadgen_section(r, log_dir)}}
     return out
+
+
+# single-stream's LoadGen runs end this long before the worker's timeout (warmup, log parsing, the sentinel)
+TIMEOUT_MARGIN_S = 10.0
+
+
+def _process_age_s() -> float | None:
+    """How long this worker process has run (Linux: /proc), or None where that cannot be read."""
+    import os
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _multi_stream_figures(calls: dict, members: dict, options: dict, seed: int, log_dir: str,

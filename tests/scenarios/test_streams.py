@@ -72,7 +72,8 @@ def test_single_stream_runs_loadgen_by_default_and_can_leave_it_out():
     assert pay["overhead_ns"] == 7.0 and pay["loadgen"]["loadgen"] is True
     assert pay["loadgen"]["percentile"] == 90.0 and pay["loadgen"]["queries"] == 256
     assert pay["loadgen"]["min_duration_s"] == 0.3          # the suite's min_time_s
-    assert plan.timeout_s_per_member == 60.0 + 30.0 + 5
+    # its LoadGen runs fit in the worker's own timeout: no longer wait for a hung worker
+    assert plan.timeout_s_per_member == 60.0 and pay["loadgen"]["timeout_s_per_member"] == 60.0
     off = load_plan(parse_scenario({"single-stream": {"loadgen": False}}), BUDGET, 60.0)
     assert off.payload(7.0) == {"overhead_ns": 7.0} and not off.logs and off.timeout_s_per_member == 60.0
     # options given are part of the cell's config hash; the defaults are not (old stores keep their hashes)
@@ -102,6 +103,26 @@ def test_single_stream_loadgen_figures_are_its_summarys(tmp_path):
         assert s.early_stopping_met is True and s.queries >= 100 and s.p99_ms >= s.percentile_ms
         assert s.loadgen["version"].startswith("6.") and s.loadgen["seeds"]["schedule_rng_seed"]
         assert "LoadGen 6." in s.loadgen["generator"] and "not an MLPerf result" in s.loadgen["generator"]
+
+
+def test_single_stream_loadgen_ends_within_the_workers_timeout(tmp_path):
+    import time
+
+    from effbench.scenarios.worker import TIMEOUT_MARGIN_S, _process_age_s
+    opts = {**parse_scenario("single-stream").settings, "queries": 10**6, "min_duration_s": 0.05}
+    age = _process_age_s()
+    assert age is not None and age > 0
+    # a timeout that leaves this process about 1.5 s more: the run is cut there, and LoadGen says INVALID
+    per_member = age + TIMEOUT_MARGIN_S + 1.5
+    t0 = time.monotonic()
+    out = single_stream_loadgen({"a": numpy_call(1)}, [{"key": "a", "batch_size": 1}],
+                                {**opts, "timeout_s_per_member": per_member}, 0, str(tmp_path))
+    s = SingleStream.from_json(out["a"]["single_stream"])
+    assert time.monotonic() - t0 < 5 and s.verdict == "INVALID" and s.loadgen["settings"]["max_duration_ms"] < 1600
+    assert summary_figures(tmp_path / s.loadgen["summary"])["verdict"] == "INVALID"
+    late = single_stream_loadgen({"a": numpy_call(1)}, [{"key": "a", "batch_size": 1}],
+                                 {**opts, "timeout_s_per_member": 1.0}, 0, str(tmp_path / "late"))
+    assert "timeout left too little time" in late["a"]["single_stream"]["reason"]
 
 
 def test_single_stream_loadgen_failure_costs_only_its_section(tmp_path):
