@@ -259,3 +259,91 @@ def project_record(record: Record, profiles: list[Profile]) -> dict[str, Project
     """{profile_id: projection} for one record; `energy_mj` is per inference (one item of the batch),
     `latency_ms` per call at the cell's batch size (the same unit as the measured median)."""
     return {p.id: project_one(record, p) for p in profiles}
+
+
+# ---- generative cells: TTFT and TPOT ----
+# ops of one Llama decoder layer as a runtime dispatches them (2 RMSNorms, Q/K/V/O projections, 2 rotary
+# embeddings, QK^T, softmax, AV, gate, up, activation, multiply, down, 2 residual adds: 17), plus the
+# embedding lookup, final norm and LM head per forward: what the per-op overhead is charged on (modelled)
+DECODER_OPS_PER_LAYER = 17
+DECODER_OPS_PER_FORWARD = 3
+GENERATION_MODEL = ("modelled: TTFT = max(prefill MACs x 2 / (peak x derate), weight bytes / (bandwidth x derate)) "
+                    "+ one forward's overhead; TPOT = max(bytes one decode step reads / (bandwidth x derate), its MACs "
+                    "x 2 / (peak x derate)) + one forward's overhead (the call's, plus per-op x the decoder's ops); the "
+                    "peak is the kernel's arithmetic precision's")
+
+
+def project_generation(record: Record, profiles: list[Profile]) -> dict[str, Projection]:
+    """{profile_id: projection} of a generative (single-stream) record: TTFT (prefill, compute-bound) and
+    TPOT (decode at batch 1, bandwidth-bound) projected onto each profile, in `extra` with their bands;
+    `latency_ms` is the request's end to end (TTFT + (new tokens - 1) x TPOT), the unit of the record's
+    measured latency. Every figure is modelled, and the error band (fitted on the profile's CNN
+    references) is applied as such."""
+    return {p.id: Projection.from_json(_project_generation(record, p)) for p in profiles}
+
+
+def _project_generation(record: Record, profile: Profile) -> dict[str, Any]:
+    out = _base(profile)
+    g = record.generation
+    if record.status != "ok":
+        return {**out, "reason": f"the cell did not run ({record.status}: {record.reason or 'no reason given'})"}
+    if g is None or not g.prefill_macs or not g.decode_macs_per_token or not g.decode_bytes_per_token \
+            or not g.weight_bytes or not g.layers:
+        return {**out, "reason": "the generation section lacks the work counts (prefill and decode MACs, bytes per "
+                                 "decode step, weights, layers) the projection needs"}
+    runner = record.cell.runner
+    precision = g.kernel.get("compute_precision") or record.cell.precision
+    fits, shortfall = _fit(profile, {"weight_bytes": float(g.weight_bytes),
+                                     "activation_bytes": float(g.kv_cache_bytes_analytic or 0)}, [])
+    out["fits"], out["shortfall_bytes"] = fits, shortfall
+    peak = profile.peak_ops_per_s(precision, runner)
+    if precision not in profile.peak_ops and precision not in profile.peak_ops_by_runner.get(runner, {}):
+        return {**out, "status": "unsupported",
+                "reason": f"{profile.id} declares no {precision} peak (this kernel's arithmetic: "
+                          f"{g.kernel.get('compute') or precision})"}
+    if not peak:
+        return {**out, "reason": f"{profile.id} runs {precision} but publishes no throughput for it"}
+    rate = peak * profile.compute_derate(precision, runner)
+    bandwidth = profile.memory.bandwidth_bytes_per_s.value * profile.memory_derate(runner)
+    if bandwidth <= 0:
+        return {**out, "reason": f"{profile.id} declares zero memory bandwidth"}
+    overhead_s = (profile.call_overhead_s(runner)
+                  + (DECODER_OPS_PER_LAYER * g.layers + DECODER_OPS_PER_FORWARD) * profile.per_op_overhead_s.value)
+    pre_c, pre_m = g.prefill_macs * OPS_PER_MAC / rate, g.weight_bytes / bandwidth
+    dec_c, dec_m = g.decode_macs_per_token * OPS_PER_MAC / rate, g.decode_bytes_per_token / bandwidth
+    ttft_s, tpot_s = max(pre_c, pre_m) + overhead_s, max(dec_c, dec_m) + overhead_s
+    e2e_s = ttft_s + (g.new_tokens - 1) * tpot_s
+    extra: dict[str, Any] = {
+        "ttft_ms": ttft_s * 1e3, "tpot_ms": tpot_s * 1e3, "decode_tokens_per_s": 1.0 / tpot_s,
+        "ttft_bound": "compute" if pre_c >= pre_m else "memory", "tpot_bound": "memory" if dec_m >= dec_c else "compute",
+        "overhead_per_forward_ms": overhead_s * 1e3, "compute_precision": precision, "model": GENERATION_MODEL}
+    if profile.error_band is not None:
+        lo, hi = profile.error_band.low, profile.error_band.high
+        extra["ttft_band_ms"] = [ttft_s * 1e3 * lo, ttft_s * 1e3 * hi]
+        extra["tpot_band_ms"] = [tpot_s * 1e3 * lo, tpot_s * 1e3 * hi]
+        out["latency_band_ms"] = [e2e_s * 1e3 * lo, e2e_s * 1e3 * hi]
+        out["band_source"] = (f"{profile.error_band.source} - fitted on CNN references, applied to a decoder LLM's "
+                              "TTFT and TPOT as modelled, not checked against LLM references")
+    if profile.describes(record):
+        for k, measured in (("ttft", g.ttft_ms), ("tpot", g.tpot_ms)):
+            if measured:
+                extra[f"measured_{k}_ms"] = measured
+                extra[f"{k}_error_pct"] = (extra[f"{k}_ms"] - measured) / measured * 100.0
+        if record.latency_ms and _num(record.latency_ms.median):
+            out["measured_latency_ms"] = record.latency_ms.median
+            out["error_pct"] = (e2e_s * 1e3 - record.latency_ms.median) / record.latency_ms.median * 100.0
+    macs = g.prefill_macs + (g.new_tokens - 1) * g.decode_macs_per_token
+    moved = g.weight_bytes + (g.new_tokens - 1) * g.decode_bytes_per_token
+    busy = (max(pre_c, pre_m) + (g.new_tokens - 1) * max(dec_c, dec_m)) / e2e_s
+    energy, why, energy_extra = _energy(profile, precision, {"batch": 1.0, "macs": macs, "bytes_moved": moved},
+                                        e2e_s, busy)
+    out.update(status="ok", latency_ms=e2e_s * 1e3, precision=precision, batch_size=1,
+               bound=f"TTFT {extra['ttft_bound']}, TPOT {extra['tpot_bound']}",
+               compute_ms=(pre_c + (g.new_tokens - 1) * dec_c) * 1e3,
+               memory_ms=(pre_m + (g.new_tokens - 1) * dec_m) * 1e3, overhead_ms=g.new_tokens * overhead_s * 1e3,
+               energy_mj=energy, energy_unit="one request", label="projected (modelled)",
+               reason="; ".join(x for x in (why, None if fits is not False else
+                                             f"does not fit: {shortfall:.0f} bytes short") if x) or None)
+    out.update(energy_extra)
+    out.update(extra)          # keys the Projection section does not name: they land in its `extra`
+    return out

@@ -203,7 +203,8 @@ class GenerationGroups:
             decode_bytes_per_token=per_token, bandwidth_bytes_per_s=bw["bytes_per_s"], bandwidth_method=bw["method"],
             bandwidth_utilization=bandwidth_utilization(tps, bw["bytes_per_s"], per_token) if tps else None,
             kernel=kernel, speedup_vs_fp32=speedups, quality=quality, threads=cell.threads,
-            reference=art.model.get("reference"), prompt=PROMPT_SOURCE, extra={"thread_state": res["threads"]})
+            reference=art.model.get("reference"), prompt=PROMPT_SOURCE, extra={"thread_state": res["threads"]},
+            **_work(shape, prompt, new))
         gen = self._energy(cell, gen, art)
         from effbench.measure.latency import LatencyStats
         e2e = m["per_request"]["e2e_ms"]
@@ -220,6 +221,9 @@ class GenerationGroups:
                           j_per_inference=_request_j(gen),
                           extra={"unit": "one request (prefill + every output token)"}),
             generation=gen)
+        if run.profiles:        # TTFT and TPOT projected onto the suite's device profiles (modelled)
+            from effbench.devices.project import project_generation
+            record = record.replace(projections=project_generation(record, run.profiles))
         return record
 
     def _own_worker(self, cell: Cell) -> tuple[dict | None, dict | None]:
@@ -288,6 +292,7 @@ class GenerationGroups:
             kv_context_tokens=prompt + new, weight_bytes=m["weight_bytes"], decode_bytes_per_token=per_token,
             kernel=kernel, speedup_vs_fp32=speedups, quality=quality, threads=cell.threads,
             reference=art.model.get("reference"), prompt=PROMPT_SOURCE, energy_reason=LOAD_ENERGY,
+            **_work(shape, prompt, new),
             extra={"scenario": cell.scenario, "serving": m["serving"], "concurrency": m["concurrency"],
                    "service_ms": m["service_ms"], "service_ttft_ms": m.get("service_ttft_ms"),
                    "service_tpot_ms": m.get("service_tpot_ms"),
@@ -367,6 +372,12 @@ def _kv_figures(shape: dict, kernel: dict, prompt: int, new: int, decode_weight_
           "bytes_per_element": kernel["kv_bytes_per_element"]}
     return (kv_cache_bytes(context=prompt + new, **kv),
             decode_bytes_per_token(decode_weight_bytes, kv_cache_bytes(context=prompt + new // 2, **kv)))
+
+
+def _work(shape: dict, prompt: int, new: int) -> dict[str, int]:
+    """The generation section's work counts, from the model's shape (what the device projections use)."""
+    return {"prefill_macs": _macs(shape, prompt, 0), "decode_macs_per_token": _macs(shape, 1, prompt + new // 2),
+            "layers": int(shape["layers"])}
 
 
 def _variant_sections(cell: Cell, m: dict, shape: dict) -> dict[str, Any]:

@@ -153,6 +153,31 @@ def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
 
 
+PROJECTION_NOTE = ("Projected onto the device profiles (modelled, never measured there): TTFT = the prompt's MACs at "
+                   "the kernel's arithmetic peak (or its weights at the bandwidth, whichever is longer), TPOT = the "
+                   "bytes one decode step reads at the bandwidth (or its MACs at the peak), each plus one forward's "
+                   "overhead; the band is the profile's, fitted on CNN references. On `local` the error against the "
+                   "measured TTFT / TPOT follows.")
+
+
+def _projection_profiles(gen: list[Row]) -> list[str]:
+    return sorted({pid for r in gen for pid, p in (r.record.projections or {}).items() if p.extra.get("tpot_ms")})
+
+
+def projection_cell(r: Row, pid: str) -> str:
+    """One cell's projected TTFT / TPOT on one profile (with the error against the local measurement)."""
+    p = (r.record.projections or {}).get(pid)
+    if p is None:
+        return "—"
+    x = p.extra
+    if p.status != "ok" or not x.get("tpot_ms"):
+        return f"— ({(p.reason or p.status).split(';')[0]})"
+    text = f"{x['ttft_ms']:.3g} / {x['tpot_ms']:.3g}"
+    if "tpot_error_pct" in x:
+        text += f" (err {x.get('ttft_error_pct', 0):+.0f}% / {x['tpot_error_pct']:+.0f}%)"
+    return text
+
+
 def markdown(rows: Sequence[Row], md_cell: Callable[[object], str]) -> str:
     """The Markdown section; `md_cell`: the summary's escaping of a table cell (`report.markdown`)."""
     gen, load = generative(rows), under_load(rows)
@@ -168,6 +193,14 @@ def markdown(rows: Sequence[Row], md_cell: Callable[[object], str]) -> str:
         out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
         for r in gen:
             out.append("| " + " | ".join(md_cell(x) for x in cells(r)) + " |")
+    profiles = _projection_profiles(gen)
+    if profiles:
+        out += ["", "### TTFT / TPOT ms projected onto device profiles", "", md_cell(PROJECTION_NOTE), ""]
+        out.append("| cell | " + " | ".join(profiles) + " |")
+        out.append("|---|" + "|".join("---" for _ in profiles) + "|")
+        for r in gen:
+            out.append("| " + " | ".join(md_cell(x) for x in [r.cell_id, *(projection_cell(r, p) for p in profiles)])
+                       + " |")
     if load:
         out += ["", "### Generation under load", "", md_cell(LOAD_NOTE), ""]
         out.append("| " + " | ".join(LOAD_COLUMNS) + " |")
@@ -175,6 +208,18 @@ def markdown(rows: Sequence[Row], md_cell: Callable[[object], str]) -> str:
         for r in load:
             out.append("| " + " | ".join(md_cell(x) for x in load_cells(r)) + " |")
     return "\n".join(out)
+
+
+def _projection_html(gen: list[Row]) -> str:
+    profiles = _projection_profiles(gen)
+    if not profiles:
+        return ""
+    head = "<th>cell</th>" + "".join(f"<th>{_e(p)}</th>" for p in profiles)
+    body = "".join("<tr>" + f"<td>{_e(r.cell_id)}</td>" + "".join(f"<td>{_e(projection_cell(r, p))}</td>"
+                                                                  for p in profiles) + "</tr>" for r in gen)
+    return (f'<h3>TTFT / TPOT ms projected onto device profiles</h3><p class="muted">{_e(PROJECTION_NOTE)}</p>'
+            f'<div class="table-wrap"><table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 def _load_html(load: list[Row]) -> str:
@@ -217,7 +262,7 @@ def section(rows: Sequence[Row], figs: dict[str, Any]) -> str:
 <p class="muted">{_e(NOTE)}</p>{ref}
 {"".join(parts)}
 <div class="table-wrap"><table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>
-{_load_html(load)}
+{_projection_html(gen)}{_load_html(load)}
 </section>"""
 
 

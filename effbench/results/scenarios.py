@@ -204,4 +204,9 @@ class Generation(Section):
     threads: int | None = None
     reference: str | None = None          # what FP32 is for this model (a dequantised GGUF is not the original)
     prompt: str | None = None             # where the prompt's token ids come from
+    # the work the device projections use (counted from the model's shape): the prompt's MACs, one decode
+    # step's at the decode's mean context, and the decoder layers
+    prefill_macs: int | None = None
+    decode_macs_per_token: int | None = None
+    layers: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)

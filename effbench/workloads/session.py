@@ -41,6 +41,7 @@ class Kernel:
     kv_cache: str
     kv_bytes_per_element: float
     detail: dict[str, Any] = field(default_factory=dict)
+    compute_precision: str | None = None   # the precision the arithmetic runs at (a profile's peak projects it)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)

@@ -12,6 +12,7 @@ import numpy as np
 
 from effbench.models.llm import write_gguf
 from effbench.runners.llamacpp import LlamaCppRunner
+from effbench.variants.generative import LLAMACPP_QUANTIZED_COMPUTE
 from effbench.workloads.session import GenerationSession, Kernel, TokenClock, Unsupported, register
 
 LLAMA_FTYPE = {"F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "BF16": 32}   # llama.h llama_ftype
@@ -55,7 +56,8 @@ class LlamaCppSession(GenerationSession):
                              compute=("integer dot products with activations quantized to Q8 blocks on the fly"
                                       if quantized else gtype.lower()),
                              kv_cache="f16", kv_bytes_per_element=2,
-                             detail={"gguf": str(path), "origin": origin, "tensor_types": meta["tensor_types"]})
+                             detail={"gguf": str(path), "origin": origin, "tensor_types": meta["tensor_types"]},
+                             compute_precision=LLAMACPP_QUANTIZED_COMPUTE if quantized else self.precision)
         self.weight_bytes, self.decode_weight_bytes = _gguf_weight_bytes(path)
         self.info.update({"llama_cpp_python": getattr(llama_cpp, "__version__", None), "gguf_type": gtype,
                           "n_threads": self.threads, "n_ctx": self.max_context})

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from effbench.runners.onnxruntime_genai import OrtGenAIRunner
-from effbench.variants.generative import ORT_ACCURACY_COMPUTE
+from effbench.variants.generative import ORT_ACCURACY_COMPUTE, ORT_ACCURACY_PRECISION
 from effbench.workloads.session import GenerationSession, Kernel, TokenClock, Unsupported, register
 
 ORT_DEFAULT_ACCURACY_LEVEL = 4      # int8 compute: what makes MatMulNBits fast on a CPU
@@ -60,10 +60,12 @@ class OrtGenAISession(GenerationSession):
                                  compute="; ".join(ORT_ACCURACY_COMPUTE.get(lv, str(lv)) for lv in levels),
                                  kv_cache=kv, kv_bytes_per_element=kv_bpe,
                                  detail={"op": "MatMulNBits", "nodes": len(graph), "accuracy_level": levels,
-                                         "block_size": blocks, "bits": bits})
+                                         "block_size": blocks, "bits": bits},
+                                 compute_precision=ORT_ACCURACY_PRECISION.get(levels[0]) if len(levels) == 1 else None)
         else:
             self.kernel = Kernel(self.runtime, self.precision, weights=self.precision, quantization="none",
-                                 compute=self.precision, kv_cache=kv, kv_bytes_per_element=kv_bpe, detail={})
+                                 compute=self.precision, kv_cache=kv, kv_bytes_per_element=kv_bpe, detail={},
+                                 compute_precision=self.precision)
         self.weight_bytes, self.decode_weight_bytes = _onnx_weight_bytes(built / "model.onnx")
         try:   # some builds load and then fail on their first decode step (fp16 on CPU): say so now
             self.generate(list(range(1, 9)), 3)

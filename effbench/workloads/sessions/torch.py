@@ -50,7 +50,8 @@ class TorchSession(GenerationSession):
                                  compute="int8 x int8 GEMM (fbgemm/onednn), activations quantized per tensor at run time",
                                  kv_cache="float32", kv_bytes_per_element=4,
                                  detail={"api": "torch.ao.quantization.quantize_dynamic", "layers": "every nn.Linear incl. lm_head",
-                                         "engine": torch.backends.quantized.engine})
+                                         "engine": torch.backends.quantized.engine},
+                                 compute_precision=spec.torch_compute)
         elif spec.torch_mode == TORCH_INT4_WEIGHT_ONLY:
             # bf16 activations, as torchao's Int4CPULayout: with fp32 activations the same op takes a
             # reference path, 29x slower at one token and 76x at 64 here (576x1536, one thread)
@@ -61,11 +62,13 @@ class TorchSession(GenerationSession):
                                  compute="bf16 activations x int4 weights (dequantised to bf16 in the kernel)",
                                  kv_cache="bfloat16", kv_bytes_per_element=2,
                                  detail={"api": "torch.ops.aten._weight_int4pack_mm_for_cpu", "layers_quantized": n,
-                                         "layers": "every nn.Linear incl. lm_head"})
+                                         "layers": "every nn.Linear incl. lm_head"},
+                                 compute_precision=spec.torch_compute)
         else:
             self.kernel = Kernel(self.runtime, spec.name, weights=spec.name, quantization="none", compute=spec.name,
                                  kv_cache=spec.name, kv_bytes_per_element=spec.element_bytes or 4,
-                                 detail={"cpu_capability": torch.backends.cpu.get_cpu_capability()})
+                                 detail={"cpu_capability": torch.backends.cpu.get_cpu_capability()},
+                                 compute_precision=spec.torch_compute)
         self._model = model.eval()
         # transformers 5.x renamed forward's `past_key_values` to `cache` (the old name warns)
         self._cache_kw = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
