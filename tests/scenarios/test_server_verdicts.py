@@ -44,7 +44,7 @@ def ort_call(model: bytes, width: int):
 def summary_says(path: str | Path) -> tuple[str, list[str], bool]:
     """(verdict, early-stopping lines, early stopping satisfied) as LoadGen's summary writes them."""
     text = Path(path).read_text()
-    verdict = re.search(r"^Result is : (\w+)", text, re.M)[1]
+    verdict = re.search(r"^Result is : (\w+)", text, re.MULTILINE)[1]
     block = text.split("Early Stopping Result:", 1)[1].split("\n\n", 1)[0] if "Early Stopping Result:" in text else ""
     lines = [x.strip() for x in block.splitlines() if x.strip()]
     met = re.search(r"Early stopping satisfied\s*:\s*(\w+)", text)

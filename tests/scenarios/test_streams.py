@@ -20,7 +20,6 @@ from effbench.results.store import Store, load
 from effbench.scenarios.plan import (
     MULTI_STREAM,
     MULTI_STREAM_CYCLES,
-    SINGLE_STREAM,
     batch_shapes,
     load_plan,
     parse_scenario,
@@ -40,11 +39,11 @@ def summary_figures(path: str | Path) -> dict:
     """What LoadGen's summary says, read here with a regex of its own (not effbench's parser): the headline
     percentile line (ms), every early-stopping estimate (ms), the verdict."""
     text = Path(path).read_text()
-    head = re.search(r"^(\d+(?:\.\d+)?)th percentile latency \(ns\)\s*:\s*(\d+)", text, re.M)
+    head = re.search(r"^(\d+(?:\.\d+)?)th percentile latency \(ns\)\s*:\s*(\d+)", text, re.MULTILINE)
     es = {f"p{float(p):g}": int(ns) / 1e6 for p, ns in
           re.findall(r"Early stopping (\d+(?:\.\d+)?)th percentile estimate: (\d+)", text)}
     return {"percentile": float(head[1]), "percentile_ms": int(head[2]) / 1e6, "early_stopping_ms": es,
-            "verdict": re.search(r"^Result is : (\w+)", text, re.M)[1]}
+            "verdict": re.search(r"^Result is : (\w+)", text, re.MULTILINE)[1]}
 
 
 # ------------------------------------------------------------------------------ grammar and plan
