@@ -60,6 +60,9 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
             base_r.setup([(r, base_by[(r, c.cell_id)]) for r, c in shared], bar)
             for r, c in shared:
                 bc = base_by[(r, c.cell_id)]
+                if new_s.model(c.model).generates and base_s.model(bc.model).generates:
+                    _generative_pair(r, c, bc, new_r, base_r, bar)
+                    continue
                 b_rec = base_r.do_cell(r, bc, bar)
                 # offline and server cells run their own scenario's worker, alone: no paired single-call pass
                 paired = new_r.pair_pass(r, c, base_r, bc, bar) if b_rec.ok and c.scenario == SINGLE_STREAM else None
@@ -67,3 +70,13 @@ def run_ab(suite: Suite | str | Path, base_suite: Suite | str | Path, *, out_dir
         finally:
             bar.close()
         return load(base_r.store.path), load(new_r.store.path), notes
+
+
+def _generative_pair(rnd: int, cell, base_cell, new_r: SuiteRun, base_r: SuiteRun, bar: Progress) -> None:
+    """A generative cell (task: generate) in A/B mode: each side's own generative worker (its FP32 twin, memory
+    and quality workers once per run), then, single-stream only, both sides' sessions sent the same requests
+    in alternating order in one worker (`GenerationGroups.pair_pass`): the candidate's `paired_ratios`."""
+    b_rec = base_r.generation.do_group(rnd, [base_cell], bar)[0]
+    paired = (new_r.generation.pair_pass(rnd, cell, base_r, base_cell, bar)
+              if b_rec.ok and cell.scenario == SINGLE_STREAM else None)
+    new_r.generation.do_group(rnd, [cell], bar, paired={cell.cell_id: paired} if paired else None)

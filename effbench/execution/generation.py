@@ -86,7 +86,40 @@ class GenerationGroups:
         return LlmArtifact(out.value) if out.kind == "ok" else out
 
     # -- one round of one group
-    def do_group(self, rnd: int, cells: list[Cell], progress: Progress) -> list[Record]:
+    def do_group(self, rnd: int, cells: list[Cell], progress: Progress,
+                 paired: dict[str, dict] | None = None) -> list[Record]:
+        """One round of one generative group; `paired`: A/B mode's paired pass per cell id (`pair_pass`),
+        kept as the record's `paired_ratios`."""
+        return self._do_group(rnd, cells, progress, paired or {})
+
+    def pair_pass(self, rnd: int, cell: Cell, other: Any, other_cell: Cell, progress: Progress) -> dict | None:
+        """A/B mode: `other`'s (the baseline run's) session of the cell and this run's, sent the same requests
+        in alternating order in one worker (`workloads.worker.measure_generation_pair`). None when either
+        side's model could not be prepared or the pass fails (the gate then uses the round medians)."""
+        sides = []
+        for r, c in ((other, other_cell), (self.run, cell)):
+            art = r.artifacts[c.model]
+            if isinstance(art, Outcome):
+                return None
+            sides.append({"runtime": c.runner, "threads": c.threads or 1, "options": runner_options_of(c),
+                          "model": art.model, "precision": c.variant})
+        run = self.run
+        spec = run.suite.model(cell.model).requests
+        progress.start(f"{cell.cell_id} paired A/B requests (round {rnd + 1}/{run.rounds})")
+        out = run_in_worker("effbench.workloads.worker:measure_generation_pair",
+                            {"sides": sides, "prompt_tokens": cell.prompt_tokens, "new_tokens": spec.new_tokens,
+                             "pairs": spec.requests, "cache_dir": str(run.opts.cache_dir),
+                             "load_reversed": rnd % 2 == 1},
+                            timeout_s=max(run.timeout_s, BUILD_TIMEOUT_S) * 2,
+                            log_path=run.logs / (cell.cell_id.replace("/", "_") + "-ab.log"),
+                            memory_limit_mb=run.memory_limit_mb)
+        if out.kind != "ok":
+            progress.warn(f"warning: {cell.cell_id} round {rnd + 1}: paired A/B pass {out.kind}: {out.reason}; the "
+                          "gate uses the two workers' round medians for this cell")
+            return None
+        return out.value
+
+    def _do_group(self, rnd: int, cells: list[Cell], progress: Progress, paired: dict[str, dict]) -> list[Record]:
         run = self.run
         first = cells[0]
         if not run.suite.model(first.model).generates:     # a classifier on a runner that serves LLMs only
@@ -137,7 +170,8 @@ class GenerationGroups:
                 run.broken[c.cell_id] = out.reason or out.kind
             return records + [run.finish(run.record(rnd, c, status="unsupported" if out.kind == "unsupported"
                                                     else "failed", reason=out.reason), progress) for c in ready]
-        return records + [run.finish(self.record(rnd, c, art, out.value), progress) for c in ready]
+        return records + [run.finish(_with_paired(self.record(rnd, c, art, out.value), paired.get(c.cell_id)),
+                                     progress) for c in ready]
 
     def _cannot(self, cell: Cell) -> str | None:
         if cell.scenario not in (SINGLE_STREAM, OFFLINE, SERVER):
@@ -362,6 +396,13 @@ class GenerationGroups:
                                extra={**gen.extra, **dynamic})
         return gen.replace(j_per_output_token=decode["j_per_inference"], j_per_prompt_token=prefill["j_per_inference"] / prompt,
                            energy_source=decode["source"], energy_reason=why)
+
+
+def _with_paired(record: Record, paired: dict | None) -> Record:
+    """A/B mode: the paired pass's ratio (candidate / baseline request latency) on the candidate's record."""
+    if not paired or not paired.get("ratio") or not record.ok:
+        return record
+    return record.replace(paired_ratios=(paired["ratio"],))
 
 
 def _kv_figures(shape: dict, kernel: dict, prompt: int, new: int, decode_weight_bytes: int) -> tuple[int, int]:

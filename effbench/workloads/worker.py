@@ -212,3 +212,46 @@ def generation_profile(runtime: str, threads: int, options: dict, model: dict, p
                       "perplexity_note": None if llm.real_weights else
                       "no perplexity: random weights (it says nothing about quantization there)"}
     return out
+
+
+AB_MIN_PAIRS = 6     # the A/B pass's request pairs per round at least (a median of ratios needs a few)
+
+
+def measure_generation_pair(sides: list[dict], prompt_tokens: int, new_tokens: int, pairs: int, cache_dir: str,
+                            load_reversed: bool = False) -> dict:
+    """A/B mode's paired pass for one generative cell: the baseline's session (`sides[0]`) and the
+    candidate's (`sides[1]`: {"runtime", "threads", "options", "model", "precision"}) loaded in this worker
+    and sent the same request in alternating order (AB, BA, ...); each pair's candidate / baseline
+    end-to-end latency is one ratio, their median the round's (`Record.paired_ratios`). TTFT and TPOT
+    ratios come along. Timing only: memory and quality come from each side's own workers."""
+    import statistics
+
+    from effbench.models.llm import LlmModel
+    from effbench.workloads.generate import open_session, prompt_ids
+    sessions: dict[int, Any] = {}
+    for i in ((1, 0) if load_reversed else (0, 1)):
+        side = sides[i]
+        import_runtime(side["runtime"])
+        llm = LlmModel.from_json(side["model"])
+        sessions[i] = (open_session(side["runtime"], llm, side["precision"], threads=side["threads"],
+                                    cache_dir=cache_dir, max_context=prompt_tokens + new_tokens,
+                                    options=side["options"]), prompt_ids(llm, prompt_tokens))
+    for s, ids in sessions.values():          # warm-up: first-call allocations
+        s.generate(ids, min(new_tokens, 4))
+    ratios: dict[str, list[float]] = {"e2e_ms": [], "ttft_ms": [], "tpot_ms": []}
+    for k in range(max(AB_MIN_PAIRS, pairs)):
+        got = {}
+        for i in ((0, 1) if k % 2 == 0 else (1, 0)):
+            s, ids = sessions[i]
+            got[i] = s.generate(ids, new_tokens).timing()
+        for figure, values in ratios.items():
+            a, b = getattr(got[0], figure), getattr(got[1], figure)
+            if a and b:
+                values.append(b / a)
+    for s, _ in sessions.values():
+        s.close()
+    return {"ratio": statistics.median(ratios["e2e_ms"]), "ratios": ratios["e2e_ms"],
+            "ttft_ratio": statistics.median(ratios["ttft_ms"]) if ratios["ttft_ms"] else None,
+            "tpot_ratio": statistics.median(ratios["tpot_ms"]) if ratios["tpot_ms"] else None,
+            "method": "candidate / baseline end-to-end request latency, the same request sent to both in "
+                      "alternating order in one worker, median over pairs"}
