@@ -20,7 +20,7 @@ def load_shipped() -> None:
     # optional extras ([openvino], [executorch]): their modules import the runtime only in `load`
     from effbench.runners import openvino as _openvino  # noqa: F401
     from effbench.runners import executorch as _executorch  # noqa: F401
-    # decoder LLMs only (task: generate); their sessions are effbench.workloads.generate's
+    # decoder LLMs only (task: generate); their sessions are in effbench.workloads.sessions
     from effbench.runners import llamacpp as _llamacpp  # noqa: F401
     from effbench.runners import onnxruntime_genai as _ort_genai  # noqa: F401
 

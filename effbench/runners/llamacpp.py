@@ -1,6 +1,6 @@
 """llama.cpp (`llama-cpp-python` on GGUF files): decoder LLMs only (`task: generate`). Precisions map to
 GGUF types (fp32 F32, fp16 F16, bf16 BF16, int8 Q8_0, int4 Q4_0, or `gguf_type`), written or quantized
-once and cached; the session itself is `effbench.workloads.generate.LlamaCppSession`.
+once and cached; the session itself is `effbench.workloads.sessions.llamacpp.LlamaCppSession`.
 """
 from __future__ import annotations
 

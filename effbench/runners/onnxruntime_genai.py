@@ -1,6 +1,7 @@
 """ONNX Runtime GenAI (`onnxruntime-genai`): decoder LLMs only (`task: generate`). Its model builder turns
 the model's HF folder into ONNX offline (cached) and `og.Generator` decodes; the session itself is
-`effbench.workloads.generate.OrtGenAISession`. Classifier variants are `unsupported` here: use `onnxruntime`.
+`effbench.workloads.sessions.onnxruntime_genai.OrtGenAISession`. Classifier variants are `unsupported`
+here: use `onnxruntime`.
 """
 from __future__ import annotations
 
