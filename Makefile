@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORE := $(VENV)/.installed-core
 
-.PHONY: demo test test-fast bench bench-all install chromium clean
+.PHONY: demo test test-fast bench bench-all install chromium clean litert-env
 
 # The core (torch, ONNX Runtime, LoadGen): all `make demo` needs, about a minute on a fresh 2-core machine.
 $(CORE): pyproject.toml
@@ -23,11 +23,28 @@ $(STAMP): $(CORE)
 	# fleet: the Ray cluster tests (tests/test_fleet.py) start a local cluster and fail without it
 	# llm: generative models on every runtime (tests/execution/test_generation.py); pip compiles
 	# llama-cpp-python from source the first time (about 5-10 minutes on 2 cores), then reuses its wheel
-	# openvino, executorch: the deployment runtimes, tested for real (tests/runners/test_openvino.py, test_executorch.py)
-	$(BIN)/pip install --quiet -e '.[test,fleet,llm,openvino,executorch]'
+	# openvino, executorch, litert: the deployment runtimes, tested for real (tests/runners/test_openvino.py,
+	# test_executorch.py, test_litert.py; LiteRT's converter is `make litert-env`'s venv)
+	$(BIN)/pip install --quiet -e '.[test,fleet,llm,openvino,executorch,litert]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# LiteRT's converter (litert-torch) in a venv of its own: it downgrades typing_extensions, which breaks
+# cattrs (ExecuTorch's) in the main one, and pulls jax and kagglehub. The litert runner converts in a
+# subprocess run by this venv's python (effbench/runners/litert_convert.py; docs/runtime-notes.md, LiteRT).
+LITERT_VENV := .venv-litert
+LITERT_STAMP := $(LITERT_VENV)/.installed
+$(LITERT_STAMP):
+	test -x $(LITERT_VENV)/bin/python || $(PYTHON) -m venv $(LITERT_VENV)
+	echo '*' > $(LITERT_VENV)/.gitignore
+	$(LITERT_VENV)/bin/pip install --quiet --upgrade pip
+	# torch first, pinned like the main venv's (an open range would pull a multi-GB CUDA build)
+	$(LITERT_VENV)/bin/pip install --quiet torch==2.13.0
+	$(LITERT_VENV)/bin/pip install --quiet litert-torch==0.10.0
+	touch $(LITERT_STAMP)
+
+litert-env: $(LITERT_STAMP)
 
 demo: $(CORE)
 	$(BIN)/effbench run suites/quickstart.yaml
@@ -38,7 +55,7 @@ chromium:
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
 	  || echo "note: chromium could not be installed; the report rendering tests will fail"; }
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium litert-env
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
@@ -60,4 +77,4 @@ bench-all: bench
 	$(BIN)/python bench/projection_error.py --json bench/projection_error.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LITERT_VENV) build *.egg-info

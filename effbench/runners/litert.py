@@ -1,0 +1,532 @@
+"""LiteRT (formerly TensorFlow Lite): converts a variant's FP32 torch module to a `.tflite` with litert-torch
+and times the LiteRT interpreter's `invoke()` on input tensors set once, with the XNNPACK delegate the
+interpreter applies by itself (its default op resolver; `xnnpack: false` runs LiteRT's builtin kernels).
+
+The converter lives in a venv of its own (`make litert-env`: `.venv-litert`, torch 2.13.0 + litert-torch
+0.10.0; `$EFFBENCH_LITERT_PYTHON` names another python): litert-torch downgrades typing_extensions, which
+breaks ExecuTorch's cattrs in the main venv, and pulls jax. This process exports the module with
+`torch.export` (`torch.export.save`, the same torch version on both sides) and runs
+`effbench/runners/litert_convert.py` under the converter's python, which writes the `.tflite` and torch's
+outputs on the example inputs. Without that venv every cell is unsupported, the reason naming
+`make litert-env`.
+
+A `.tflite` has static shapes: one is built for the shapes of the inputs a session is first given (its first
+`run` or `timed_call`, never inside the timed samples; `info["build_s"]` says how long) and cached on disk by
+the model's content (its FP32 graph's sha256 and factory), the shapes, the plan, the calibration inputs and
+the tools' versions; a cached build needs no torch in the measuring worker. A build the converter refuses is
+cached with its reason. Every new build's output is checked against torch before it is timed.
+
+Precisions (chosen through the precision registry): the reference (FP32); a 16-bit float as litert-torch's
+fp16 recipe (float16 weights; the graph dequantizes them and computes in f32: `info["compute"]` says what
+each multiply-accumulate op consumes) or, with `fp16_scheme: compute`, the module cast to the dtype; other
+16-bit floats as the cast module (the converter's own refusal is the reason); int8 as litert-torch's PT2E
+flow (static full-integer, calibrated on the variant's calibration split; `-dynamic`: dynamic-range
+activations); int4 as the dynamic-range int4 blockwise recipe (weights of fully connected layers). Each
+session records the fraction of the graph's operators the delegate took (`delegation`).
+Load options besides the harness's: "calibration" ({input name: array}) overrides the variant's kept
+calibration inputs, "cache_dir" (default: the effbench cache the variant lives in).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from effbench.runners.base import RunnerOptions, Support, Unsupported, register
+
+CONVERTER_ENV = ".venv-litert"   # `make litert-env`, at the repository root
+CONVERTER_VAR = "EFFBENCH_LITERT_PYTHON"
+SCRIPT = Path(__file__).with_name("litert_convert.py")
+MISSING = ("LiteRT's converter (litert-torch) is not installed: run `make litert-env` (it lives in its own venv, "
+           f"{CONVERTER_ENV}, because it breaks the main one's cattrs)")
+# A build whose output differs from torch's by more than this fraction of the output's largest magnitude
+# computes something else (int8's quantization noise is a few output steps, not 10%).
+MISMATCH_REL = 0.1
+MIN_COSINE_VS_FP32 = 0.9   # int4 weights on digits-cnn: 0.995 at worst over the test split
+# operators whose multiply-accumulates dominate: `info["compute"]` gives their input x weight types
+_MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
+
+
+class LiteRTOptions(RunnerOptions):
+    """`options:` of the litert runner."""
+
+    xnnpack: bool = True   # false: OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES (LiteRT's own kernels)
+    # weights: litert-torch's fp16 recipe (float16 weights, f32 compute); compute: the module cast to float16
+    fp16_scheme: Literal["weights", "compute"] = "weights"
+    calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = 256   # int8 PT2E calibration inputs
+    int8_per_channel: bool = True
+    int4_block_size: Annotated[int, Field(ge=2, le=65536)] | None = None  # None: the variant's block_size, else 32
+    convert_timeout_s: Annotated[int, Field(ge=10, le=7200)] = 900
+
+
+@register
+class LiteRTRunner:
+    name: ClassVar[str] = "litert"
+    artifact: ClassVar[str] = "torch"
+    runtime_module: ClassVar[str] = "ai_edge_litert.interpreter"
+    # a cached .tflite needs no torch; a build imports it (torch.export) and `info["built"]["cache"]` says so
+    excludes: ClassVar[tuple[str, ...]] = ("torch",)
+    packages: ClassVar[tuple[str, ...]] = ("ai-edge-litert",)
+    extra: ClassVar[str] = "litert"   # pip install -e .[litert]; a suite naming the runner without it is refused
+    requires: ClassVar[dict[str, str]] = {"ai_edge_litert": "ai-edge-litert"}   # module -> distribution
+    Options: ClassVar[type[RunnerOptions]] = LiteRTOptions
+
+    def supports(self, variant) -> Support:
+        kind = _kind(variant.precision)
+        if kind is None:
+            return Support.no(f"effbench builds {', '.join(_buildable())} for LiteRT from the FP32 module, "
+                              f"not {variant.precision}")
+        if kind == "reference" and variant.torch is None:
+            return Support.no(variant.torch_reason or f"no torch module for the {variant.label} variant")
+        _, _, method = variant.label.split("+")[0].partition("-")
+        if method and not (kind == "int8" and method in ("static", "dynamic")):
+            return Support.no(f"LiteRT has no {variant.precision}-{method} build here")
+        return Support.yes()
+
+    def load(self, variant, threads: int, options: dict[str, Any]) -> LiteRTSession:
+        support = self.supports(variant)
+        if not support.ok:
+            raise Unsupported(support.reason)
+        device = options.get("device", "cpu")
+        if device != "cpu":
+            raise Unsupported(f"the litert runner runs LiteRT's CPU interpreter (XNNPACK), not '{device}'")
+        converter = find_converter()
+        if converter is None:
+            raise Unsupported(MISSING)
+        art_json = (variant.torch or {}).get("artifact") or options.get("artifact")
+        if not art_json:
+            raise Unsupported("the litert runner converts the model's torch module, and its load options name "
+                              "no model artifact")
+        from effbench.models.sources import ModelArtifact
+        artifact = ModelArtifact.from_json(art_json)
+        if not artifact.torch_factory:
+            raise Unsupported("an onnx: model has no torch module for litert-torch to convert")
+        ro: LiteRTOptions = options.get("runner_options") or LiteRTOptions()
+        plan = _plan(variant, ro)
+        from importlib.metadata import version
+        info = {"runtime": "litert", "version": version("ai-edge-litert"), "device": "cpu", "threads": int(threads),
+                "threads_how": "Interpreter(num_threads=N) (the Python API reads no thread count back)",
+                "delegate": ("XNNPACK, applied by the interpreter's default op resolver" if ro.xnnpack else
+                             "none: OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES (LiteRT's builtin kernels)"),
+                "converter": converter, "plan": plan}
+        calibration = _calibration(variant, plan, ro, options, artifact) if plan.get("calibrated") else None
+        return LiteRTSession(artifact, plan, info, threads=int(threads), ro=ro, calibration=calibration,
+                             cache=_cache_root(variant, artifact, options))
+
+
+# ----------------------------------------------------------------------------------- what to build
+def _kind(precision: str) -> str | None:
+    """What LiteRT builds for a precision, from the registry's description of it (never its name)."""
+    from effbench.variants import precision_spec
+    spec = precision_spec(precision)
+    if spec is None:
+        return None
+    if spec.reference:
+        return "reference"
+    if spec.matmul_dtype in ("float16", "bfloat16"):
+        return "float"
+    if spec.matmul_dtype == "int8" and spec.local_peak_from is None:   # a plan of int8 and FP32 layers is not
+        return "int8"
+    if spec.weight_bits == 4 and spec.matmul_dtype is None:
+        return "int4"
+    return None
+
+
+def _buildable() -> list[str]:
+    from effbench.variants import precision_names
+    return [p for p in precision_names() if _kind(p) is not None]
+
+
+def _plan(variant, ro: LiteRTOptions) -> dict[str, Any]:
+    """What to build (JSON: it enters the cache key and the converter's request)."""
+    from effbench.variants import precision_spec
+    kind = _kind(variant.precision)
+    _, _, method = variant.label.split("+")[0].partition("-")
+    dtype = precision_spec(variant.precision).matmul_dtype
+    if kind == "reference":
+        return {"precision": variant.precision, "build": "float", "dtype": "float32"}
+    if kind == "float":
+        if dtype == "float16" and ro.fp16_scheme == "weights":
+            return {"precision": variant.precision, "build": "recipe", "recipe": "fp16-weights"}
+        return {"precision": variant.precision, "build": "float", "dtype": dtype}
+    if kind == "int8":
+        return {"precision": variant.precision, "build": "pt2e", "dynamic": method == "dynamic",
+                "per_channel": ro.int8_per_channel, "calibrated": method != "dynamic",
+                "static_by_name": method == "static", "samples": ro.calibration_samples}
+    if _variant_option(variant, "symmetric") is False:
+        raise Unsupported("litert-torch's int4 recipe quantizes symmetrically only; the variant asks symmetric: false")
+    block = ro.int4_block_size or _variant_option(variant, "block_size") or 32
+    return {"precision": variant.precision, "build": "recipe", "recipe": "int4-dynamic", "block_size": int(block)}
+
+
+def _variant_option(variant, key: str):
+    for side in ("torch", "onnx"):
+        opts = (variant.build.get(side) or {}).get("options") or {}
+        if key in opts:
+            return opts[key]
+    return None
+
+
+def _calibration(variant, plan: dict[str, Any], ro: LiteRTOptions, options: dict[str, Any], artifact):
+    given = options.get("calibration")
+    if given:
+        return {k: np.asarray(v) for k, v in given.items()}, "the model's calibration inputs (load option)"
+    kept = variant.calibration_inputs()   # what the variant's build was calibrated on, kept beside it
+    if kept:
+        return kept
+    if plan.get("static_by_name"):
+        raise Unsupported(f"{variant.label} for LiteRT needs the model's calibration inputs (kept with the variant, "
+                          "or the 'calibration' load option); none were given")
+    return artifact.feeds(ro.calibration_samples, seed=1), "generated from the input spec (seeded random)"
+
+
+# ----------------------------------------------------------------------------------- the converter venv
+def find_converter() -> dict[str, Any] | None:
+    """{"python", "litert_torch", "torch"} of the converter venv, or None when it is missing."""
+    given = os.environ.get(CONVERTER_VAR)
+    python = Path(given) if given else Path(__file__).resolve().parents[2] / CONVERTER_ENV / "bin" / "python"
+    if not (python.is_file() and os.access(python, os.X_OK)):
+        return None
+    versions = _dist_versions(python.parent.parent, ("litert_torch", "torch"))
+    if "litert_torch" not in versions:
+        return None
+    return {"python": str(python), **versions}
+
+
+def _dist_versions(env: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """Versions of distributions installed in a venv, from their dist-info folders (no interpreter started)."""
+    out: dict[str, str] = {}
+    for site in env.glob("lib/python*/site-packages"):
+        for name in names:
+            for info in site.glob(f"{name}-*.dist-info"):
+                out[name] = info.name[len(name) + 1:-len(".dist-info")]
+    return out
+
+
+def _cache_root(variant, artifact, options: dict[str, Any]) -> Path:
+    """Where builds are cached: the load option, else the effbench cache the variant (or the model) lives in."""
+    if options.get("cache_dir"):
+        return Path(options["cache_dir"]) / "litert"
+    for path, folder in (((variant.calibration or {}).get("file"), "variants"), (variant.onnx_path, "variants"),
+                         (artifact.onnx_path, "models")):
+        if path and Path(path).parent.parent.name == folder:
+            return Path(path).parent.parent.parent / "litert"
+        if path and Path(path).parent.name == folder:
+            return Path(path).parent.parent / "litert"
+    import tempfile
+    return Path(tempfile.gettempdir()) / "effbench-cache" / "litert"
+
+
+def _first_line(e: BaseException | str) -> str:
+    text = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return (text[0] if text else type(e).__name__)[:400]
+
+
+# ----------------------------------------------------------------------------------- reading a .tflite
+def delegation_summary(interpreter) -> dict[str, Any]:
+    """Which of the graph's operators the delegate took. The interpreter lists the original nodes and one
+    DELEGATE node per partition (`_get_ops_details`, private: the Python API has no public node list); a
+    partition's nodes are those between its DELEGATE node's inputs and outputs, found by walking back from
+    the outputs through their producers and stopping at the inputs."""
+    ops = interpreter._get_ops_details()
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    original = {o["index"]: o for o in ops if o["op_name"] != "DELEGATE"}
+    producer = {int(t): i for i, o in original.items() for t in o["outputs"]}
+    taken: set[int] = set()
+    for d in delegates:
+        stop, stack, seen = {int(t) for t in d["inputs"]}, [int(t) for t in d["outputs"]], set()
+        while stack:
+            t = stack.pop()
+            if t < 0 or t in stop or t in seen:
+                continue
+            seen.add(t)
+            if t in producer and producer[t] not in taken:
+                taken.add(producer[t])
+                stack.extend(int(x) for x in original[producer[t]]["inputs"])
+    by_op: dict[str, dict[str, int]] = {}
+    for i, o in original.items():
+        c = by_op.setdefault(o["op_name"], {"delegated": 0, "not_delegated": 0})
+        c["delegated" if i in taken else "not_delegated"] += 1
+    total = len(original)
+    return {"fraction": round(len(taken) / total, 4) if total else 0.0, "delegated_ops": len(taken),
+            "total_ops": total, "not_delegated": {k: v["not_delegated"] for k, v in by_op.items() if v["not_delegated"]},
+            "by_operator": by_op, "subgraphs": len(delegates),
+            "counted": "the .tflite's operators; a DELEGATE node's partition read from its inputs and outputs"}
+
+
+def graph_types(path: Path) -> dict[str, Any]:
+    """From the flatbuffer itself (the interpreter's tensor details show int4 as int8): elements of the
+    weight tensors by stored type, and what each multiply-accumulate operator consumes (input x weight)."""
+    from collections import Counter
+
+    from ai_edge_litert import schema_py_generated as schema
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    g = model.Subgraphs(0)
+    tensors = [g.Tensors(i) for i in range(g.TensorsLength())]
+    weights: Counter[str] = Counter()
+    for t in tensors:
+        if model.Buffers(t.Buffer()).DataLength() > 0 and t.ShapeLength():
+            weights[types[t.Type()]] += int(np.prod(t.ShapeAsNumpy()))
+    produced = {}   # DEQUANTIZE output -> its stored input's type: the weight as it is stored
+    compute: Counter[str] = Counter()
+    for i in range(g.OperatorsLength()):
+        op = g.Operators(i)
+        code = codes.get(max(model.OperatorCodes(op.OpcodeIndex()).BuiltinCode(),
+                             model.OperatorCodes(op.OpcodeIndex()).DeprecatedBuiltinCode()), "CUSTOM")
+        ins = [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else []
+        if code == "DEQUANTIZE" and ins:
+            produced[int(op.Outputs(0))] = types[tensors[ins[0]].Type()]
+        elif code in _MAC_OPS and len(ins) >= 2:
+            w = types[tensors[ins[1]].Type()]
+            stored = f" (stored {produced[ins[1]]})" if ins[1] in produced else ""
+            compute[f"{code}: {types[tensors[ins[0]].Type()]} x {w}{stored}"] += 1
+    return {"weight_elements_by_type": dict(weights), "compute": dict(compute)}
+
+
+# ----------------------------------------------------------------------------------- the session
+class LiteRTSession:
+    """One model's interpreters, one per input signature. `info` gains "built", "delegation", "compute",
+    "io" and "build_s" when the first interpreter is made (the first `run` or `timed_call`)."""
+
+    def __init__(self, artifact, plan: dict[str, Any], info: dict[str, Any], *, threads: int, ro: LiteRTOptions,
+                 calibration, cache: Path) -> None:
+        self.artifact, self.plan, self.info, self.threads, self.ro, self.cache = artifact, plan, info, threads, ro, cache
+        self.calibration, self.calibration_source = calibration if calibration else (None, None)
+        self._interpreters: dict[tuple, Any] = {}
+
+    def interpreter_for(self, feeds: dict[str, np.ndarray]):
+        sig = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in feeds.items())
+        if sig not in self._interpreters:
+            self._interpreters[sig] = self._open(sig, feeds)
+        return self._interpreters[sig]
+
+    def _key(self, sig: tuple) -> str:
+        from importlib.metadata import version
+        calib = None
+        if self.calibration is not None:
+            h = hashlib.sha256()
+            for name in sorted(self.calibration):
+                h.update(np.ascontiguousarray(self.calibration[name][:self.ro.calibration_samples]).tobytes())
+            calib = h.hexdigest()[:16]
+        a = self.artifact
+        model = [a.onnx_sha256, a.torch_factory, list(a.torch_factory_args)] if a.onnx_sha256 else None
+        return hashlib.sha256(json.dumps([model or self._weights_sha256(), self.plan, sig, calib, version("torch"),
+                                          self.info["converter"].get("litert_torch"),
+                                          self.info["converter"].get("torch")], default=str).encode()).hexdigest()[:16]
+
+    def _weights_sha256(self) -> str:
+        from effbench.models.sources import build_torch_module
+        h = hashlib.sha256(repr(self.artifact.torch_factory).encode())
+        for name, t in build_torch_module(self.artifact).state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().contiguous().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def _open(self, sig: tuple, feeds: dict[str, np.ndarray]):
+        t0 = time.perf_counter()
+        folder = self.cache / f"{self.artifact.model_id}-{self.plan['precision']}-{self._key(sig)}"
+        tflite, meta = folder / "model.tflite", folder / "build.json"
+        if meta.is_file() and (tflite.is_file() or "unsupported" in json.loads(meta.read_text())):
+            built = json.loads(meta.read_text())
+            if "unsupported" in built:
+                raise Unsupported(f"{built['unsupported']} (cached: {meta})")
+            built["cache"] = f"read from {tflite}"
+        else:
+            built = self._build(folder, feeds)
+        interp, details = self._interpreter(tflite)
+        self.info.update({"built": {k: v for k, v in built.items() if k != "checked"}, "tflite_bytes": tflite.stat().st_size,
+                          "delegation": delegation_summary(interp), **graph_types(tflite), "io": details["io"],
+                          "program_for": {k: list(s) for k, s, _ in sig}, "build_s": round(time.perf_counter() - t0, 3)})
+        return interp, details
+
+    def _interpreter(self, tflite: Path):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        resolver = OpResolverType.AUTO if self.ro.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interp = Interpreter(model_path=str(tflite), num_threads=self.threads,
+                                 experimental_op_resolver_type=resolver)
+            interp.allocate_tensors()
+        except Exception as e:
+            raise Unsupported(f"LiteRT's interpreter could not load the .tflite: {_first_line(e)}") from None
+        ins, outs = _signature_order(interp)
+        io = {d["name"]: _io_text(d) for d in ins + outs}
+        return interp, {"inputs": ins, "outputs": outs, "io": io}
+
+    def _build(self, folder: Path, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Export here, convert in the converter venv, check against torch; cache the outcome."""
+        folder.mkdir(parents=True, exist_ok=True)
+        example = self._export(folder, feeds)
+        result = self._convert(folder, feeds)
+        meta = folder / "build.json"
+        if not result.get("ok"):
+            reason = (f"litert-torch {result['versions'].get('litert-torch')} could not build {self.plan['precision']} "
+                      f"({self.plan.get('recipe') or self.plan['build']}; {result['stage']}): {result['error']}")
+            meta.write_text(json.dumps({"unsupported": reason}))
+            raise Unsupported(reason)
+        built = {**result, "calibration_inputs": self.calibration_source} if self.calibration_source else dict(result)
+        built.pop("ok", None)
+        built["checked"] = True
+        built.update(self._check(folder, example))
+        meta.write_text(json.dumps(built, default=str))
+        built["cache"] = f"built in this worker (torch imported for torch.export), saved to {folder / 'model.tflite'}"
+        return built
+
+    def _export(self, folder: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import copy
+        import warnings
+
+        import torch
+
+        from effbench.models.sources import build_torch_module
+        module = build_torch_module(self.artifact)
+        dtype = getattr(torch, self.plan["dtype"]) if self.plan.get("dtype") not in (None, "float32") else None
+        tensors = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
+        if dtype is not None:
+            module = copy.deepcopy(module).to(dtype)
+            tensors = [t.to(dtype) if t.is_floating_point() else t for t in tensors]
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                program = torch.export.export(module, tuple(tensors))
+        except Exception as e:
+            raise Unsupported(f"torch.export could not export the module for LiteRT: {type(e).__name__}: "
+                              f"{_first_line(e)}") from None
+        torch.export.save(program, str(folder / "program.pt2"))
+        torch.save(tensors, folder / "example.pt")
+        if self.calibration is not None:
+            np.savez(folder / "calibration.npz", **{k: np.asarray(v) for k, v in self.calibration.items()})
+        return feeds
+
+    def _convert(self, folder: Path, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        import subprocess
+        plan = dict(self.plan)
+        if plan["build"] == "pt2e":   # calibration calls in batches of the static program's batch size
+            plan["batch"] = next((int(v.shape[0]) for v in feeds.values() if v.ndim), 1)
+        req = {"program": str(folder / "program.pt2"), "example": str(folder / "example.pt"),
+               "calibration": str(folder / "calibration.npz") if self.calibration is not None else None,
+               "input_names": list(feeds), "plan": plan, "tflite": str(folder / "model.tflite"),
+               "reference": str(folder / "reference.npz"), "result": str(folder / "result.json")}
+        (folder / "request.json").write_text(json.dumps(req))
+        (folder / "result.json").unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        env.update({"JAX_PLATFORMS": "cpu", "PYTHONNOUSERSITE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+        log = folder / "converter.log"
+        try:
+            with open(log, "w") as out:
+                proc = subprocess.run([self.info["converter"]["python"], "-P", str(SCRIPT), str(folder / "request.json")],
+                                      stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder,
+                                      timeout=self.ro.convert_timeout_s)
+        except subprocess.TimeoutExpired:
+            raise Unsupported(f"litert-torch's conversion ran past {self.ro.convert_timeout_s} s "
+                              f"(convert_timeout_s; its log: {log})") from None
+        if not (folder / "result.json").is_file():
+            tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
+            raise Unsupported(f"litert-torch's converter exited {proc.returncode} without a result: "
+                              f"{tail[0][:300]} (log: {log})")
+        return json.loads((folder / "result.json").read_text())
+
+    def _check(self, folder: Path, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The .tflite's outputs on the example inputs against torch's; a build that computes something else
+        is unsupported, with its error. Against the same model in torch (FP32, a cast module, PT2E's
+        quantized one) the error must stay under MISMATCH_REL of the outputs' magnitude; a recipe that
+        quantizes the converted graph has only FP32 to compare with, so there each sample's output must point
+        the same way as FP32's (cosine >= MIN_COSINE_VS_FP32): quantization noise, not another function."""
+        interp, details = self._interpreter(folder / "model.tflite")
+        got = _invoke(interp, details, feeds)
+        with np.load(folder / "reference.npz") as z:
+            want = [z[f"reference_{i}"] for i in range(len(got))]
+            fp32 = [z[f"fp32_{i}"] for i in range(len(got))]
+        scale = max(float(np.abs(w).max()) for w in want) or 1.0
+        err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+        cosine = min(_min_cosine(g, w) for g, w in zip(got, fp32))
+        out = {"max_abs_err_vs_torch": err, "max_rel_err_vs_torch": err / scale,
+               "max_abs_err_vs_fp32": max(float(np.abs(g - w).max()) for g, w in zip(got, fp32)),
+               "min_cosine_vs_fp32": cosine}
+        if self.plan["build"] == "recipe":
+            ok, why = cosine >= MIN_COSINE_VS_FP32, f"its outputs' cosine with FP32's falls to {cosine:.3g}"
+        else:
+            ok, why = err / scale <= MISMATCH_REL, f"its output differs from torch's by {err:.3g} (max abs; " \
+                                                   f"outputs reach {scale:.3g})"
+        if not ok:   # `not ok` also catches NaN
+            reason = f"LiteRT's {self.plan['precision']} build runs but {why}"
+            (folder / "build.json").write_text(json.dumps({"unsupported": reason}))
+            (folder / "model.tflite").unlink(missing_ok=True)
+            raise Unsupported(reason)
+        return out
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        interp, details = self.interpreter_for(feeds)
+        try:
+            return _invoke(interp, details, feeds)
+        except Exception as e:
+            raise Unsupported(f"LiteRT failed to run the model: {_first_line(e)}") from None
+
+    def timed_call(self, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+        interp, details = self.interpreter_for(feeds)
+        try:
+            _set_inputs(interp, details, feeds)   # bound once: invoke() reads the same input tensors each call
+            interp.invoke()
+        except Exception as e:
+            raise Unsupported(f"LiteRT failed to run the model: {_first_line(e)}") from None
+        return interp.invoke
+
+
+def _signature_order(interp) -> tuple[list[dict], list[dict]]:
+    """Input and output details in the torch module's order: the signature's args_0, args_1 ... and
+    output_0, output_1 ... (the subgraph's own order need not be the module's)."""
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    sigs = interp._get_full_signature_list()   # private: the public list gives names without tensor indices
+    if len(sigs) != 1:
+        return ins, outs
+    sig = next(iter(sigs.values()))
+
+    def ordered(details: list[dict], named: dict[str, int]) -> list[dict]:
+        by_index = {d["index"]: d for d in details}
+        keyed = sorted(named.items(), key=lambda kv: int(kv[0].rpartition("_")[2]) if kv[0].rpartition("_")[2].isdigit()
+                       else 1 << 30)
+        out = [by_index[i] for _, i in keyed if i in by_index]
+        return out if len(out) == len(details) else details
+    return ordered(ins, sig.get("inputs", {})), ordered(outs, sig.get("outputs", {}))
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    num, den = (a * b).sum(1), np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.min(np.where(den > 0, num / np.where(den > 0, den, 1), np.where(num == 0, 1.0, 0.0))))
+
+
+def _io_text(d: dict) -> str:
+    scale, zero = d.get("quantization") or (0.0, 0)
+    dtype = np.dtype(d["dtype"]).name
+    if scale:
+        return f"{dtype} (scale {scale:.6g}, zero point {zero}): quantized/dequantized outside the timed calls"
+    return dtype
+
+
+def _set_inputs(interp, details: dict, feeds: dict[str, np.ndarray]) -> None:
+    for d, value in zip(details["inputs"], feeds.values()):
+        scale, zero = d.get("quantization") or (0.0, 0)
+        if scale:
+            info = np.iinfo(d["dtype"])
+            value = np.clip(np.round(np.asarray(value, np.float32) / scale) + zero, info.min, info.max)
+        interp.set_tensor(d["index"], np.ascontiguousarray(value, dtype=d["dtype"]))
+
+
+def _invoke(interp, details: dict, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    _set_inputs(interp, details, feeds)
+    interp.invoke()
+    out = []
+    for d in details["outputs"]:
+        a = interp.get_tensor(d["index"])
+        scale, zero = d.get("quantization") or (0.0, 0)
+        out.append((a.astype(np.float32) - zero) * scale if scale else np.array(a))
+    return out
