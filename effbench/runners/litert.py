@@ -86,7 +86,7 @@ class LiteRTRunner:
         if kind == "reference" and variant.torch is None:
             return Support.no(variant.torch_reason or f"no torch module for the {variant.label} variant")
         _, _, method = variant.label.split("+")[0].partition("-")
-        if method and not (kind == "int8" and method in ("static", "dynamic")):
+        if method and not (kind == "pt2e" and method in ("static", "dynamic")):
             return Support.no(f"LiteRT has no {variant.precision}-{method} build here")
         return Support.yes()
 
@@ -132,10 +132,10 @@ def _kind(precision: str) -> str | None:
         return "reference"
     if spec.matmul_dtype in ("float16", "bfloat16"):
         return "float"
-    if spec.matmul_dtype == "int8" and spec.local_peak_from is None:   # a plan of int8 and FP32 layers is not
-        return "int8"
+    if spec.weight_bits == spec.activation_bits == 8 and spec.local_peak_from is None:   # not a per-layer plan
+        return "pt2e"
     if spec.weight_bits == 4 and spec.matmul_dtype is None:
-        return "int4"
+        return "weights-4bit"
     return None
 
 
@@ -156,7 +156,7 @@ def _plan(variant, ro: LiteRTOptions) -> dict[str, Any]:
         if dtype == "float16" and ro.fp16_scheme == "weights":
             return {"precision": variant.precision, "build": "recipe", "recipe": "fp16-weights"}
         return {"precision": variant.precision, "build": "float", "dtype": dtype}
-    if kind == "int8":
+    if kind == "pt2e":
         return {"precision": variant.precision, "build": "pt2e", "dynamic": method == "dynamic",
                 "per_channel": ro.int8_per_channel, "calibrated": method != "dynamic",
                 "static_by_name": method == "static", "samples": ro.calibration_samples}
@@ -256,7 +256,8 @@ def delegation_summary(interpreter) -> dict[str, Any]:
         c["delegated" if i in taken else "not_delegated"] += 1
     total = len(original)
     return {"fraction": round(len(taken) / total, 4) if total else 0.0, "delegated_ops": len(taken),
-            "total_ops": total, "not_delegated": {k: v["not_delegated"] for k, v in by_op.items() if v["not_delegated"]},
+            "total_ops": total,
+            "not_delegated": {k: v["not_delegated"] for k, v in by_op.items() if v["not_delegated"]},
             "by_operator": by_op, "subgraphs": len(delegates),
             "counted": "the .tflite's operators; a DELEGATE node's partition read from its inputs and outputs"}
 
@@ -299,7 +300,8 @@ class LiteRTSession:
 
     def __init__(self, artifact, plan: dict[str, Any], info: dict[str, Any], *, threads: int, ro: LiteRTOptions,
                  calibration, cache: Path) -> None:
-        self.artifact, self.plan, self.info, self.threads, self.ro, self.cache = artifact, plan, info, threads, ro, cache
+        self.artifact, self.plan, self.info, self.threads = artifact, plan, info, threads
+        self.ro, self.cache = ro, cache
         self.calibration, self.calibration_source = calibration if calibration else (None, None)
         self._interpreters: dict[tuple, Any] = {}
 
@@ -343,9 +345,10 @@ class LiteRTSession:
         else:
             built = self._build(folder, feeds)
         interp, details = self._interpreter(tflite)
-        self.info.update({"built": {k: v for k, v in built.items() if k != "checked"}, "tflite_bytes": tflite.stat().st_size,
-                          "delegation": delegation_summary(interp), **graph_types(tflite), "io": details["io"],
-                          "program_for": {k: list(s) for k, s, _ in sig}, "build_s": round(time.perf_counter() - t0, 3)})
+        self.info.update({"built": {k: v for k, v in built.items() if k != "checked"},
+                          "tflite_bytes": tflite.stat().st_size, "delegation": delegation_summary(interp),
+                          **graph_types(tflite), "io": details["io"], "program_for": {k: list(s) for k, s, _ in sig},
+                          "build_s": round(time.perf_counter() - t0, 3)})
         return interp, details
 
     def _interpreter(self, tflite: Path):
@@ -422,8 +425,8 @@ class LiteRTSession:
         log = folder / "converter.log"
         try:
             with open(log, "w") as out:
-                proc = subprocess.run([self.info["converter"]["python"], "-P", str(SCRIPT), str(folder / "request.json")],
-                                      stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder,
+                cmd = [self.info["converter"]["python"], "-P", str(SCRIPT), str(folder / "request.json")]
+                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder, check=False,
                                       timeout=self.ro.convert_timeout_s)
         except subprocess.TimeoutExpired:
             raise Unsupported(f"litert-torch's conversion ran past {self.ro.convert_timeout_s} s "
@@ -454,8 +457,8 @@ class LiteRTSession:
         if self.plan["build"] == "recipe":
             ok, why = cosine >= MIN_COSINE_VS_FP32, f"its outputs' cosine with FP32's falls to {cosine:.3g}"
         else:
-            ok, why = err / scale <= MISMATCH_REL, f"its output differs from torch's by {err:.3g} (max abs; " \
-                                                   f"outputs reach {scale:.3g})"
+            ok = err / scale <= MISMATCH_REL
+            why = f"its output differs from torch's by {err:.3g} (max abs; outputs reach {scale:.3g})"
         if not ok:   # `not ok` also catches NaN
             reason = f"LiteRT's {self.plan['precision']} build runs but {why}"
             (folder / "build.json").write_text(json.dumps({"unsupported": reason}))

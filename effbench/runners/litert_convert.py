@@ -81,9 +81,8 @@ def _calibration_batches(req: dict, plan: dict) -> list[tuple]:
 def _pt2e(program, example: tuple, plan: dict, req: dict):
     """(quantized module, its quant_config): litert-torch's PT2E flow."""
     import torch
-    from torchao.quantization.pt2e import quantize_pt2e
-
     from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import quantize_pt2e
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(
         is_per_channel=bool(plan["per_channel"]), is_dynamic=bool(plan["dynamic"])))
     prepared = quantize_pt2e.prepare_pt2e(torch.export.export(program.module(), example).module(), quantizer)
@@ -112,10 +111,9 @@ def _outputs(out) -> list:
 
 
 def convert(req: dict) -> dict:
+    import litert_torch
     import numpy as np
     import torch
-
-    import litert_torch
     plan, stage = req["plan"], "load"
     try:
         program = torch.export.load(req["program"])

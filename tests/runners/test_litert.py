@@ -98,7 +98,8 @@ def test_int8_static_is_full_integer_calibrated_on_the_split(cnn, cache):
     sess = _load(cnn, cache, "int8-static", calibration=calib)
     out, want = sess.run({"x": x})[0], _torch(cnn, x)
     built = sess.info["built"]
-    assert built["tool"].startswith("PT2EQuantizer") and built["calibration_inputs"].startswith("the model's calibration")
+    assert built["tool"].startswith("PT2EQuantizer")
+    assert built["calibration_inputs"].startswith("the model's calibration")
     assert built["max_rel_err_vs_torch"] < 0.05   # against the same PT2E-quantized module in torch
     assert sess.info["io"]["serving_default_args_0"].startswith("int8 (scale")
     assert sess.info["weight_elements_by_type"].get("INT8", 0) > 30_000
@@ -177,7 +178,8 @@ def test_options_are_validated_and_a_missing_extra_is_named(tmp_path, monkeypatc
                      "runners:\n  - {name: litert, threads: 1}\n")
     assert [r.name for r in load_suite(suite).spec.runners] == ["litert"]
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ai_edge_litert" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ai_edge_litert" else real(name, *a))
     with pytest.raises(UserError) as e:
         load_suite(suite)
     assert "ai-edge-litert" in e.value.one_line() and "pip install -e .[litert]" in e.value.one_line()
