@@ -353,6 +353,9 @@ def _check_verdict(profiles, report) -> int:
     summary = report.summary()
     for line in wrong:
         print(f"profiles check: {line}", file=sys.stderr)
+    if wrong:
+        print("profiles check: set them to what the references give (a shipped profile: python "
+              "bench/reference_check.py --write-profiles)", file=sys.stderr)
     if summary["power_off"]:
         print(f"profiles check: {summary['power_off']} published power figure(s) off by more than "
               f"x{summary['power_tolerance']:g} from what the projection implies", file=sys.stderr)
