@@ -57,6 +57,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     # the load scenarios (effbench.scenarios.plan): one value per round each
     Metric("server.max_qps", "noisy", True, _get("server", "max_qps"), speed=-1, unit="queries/s"),
     Metric("offline.throughput", "noisy", True, _get("offline", "samples_per_s"), speed=-1, unit="samples/s"),
+    # LoadGen's headline latencies: single-stream's 90th percentile, multi-stream's 99th per 8-sample query
+    Metric("single_stream.percentile", "noisy", False, _get("single_stream", "percentile_ms"), speed=1, unit="ms"),
+    Metric("multi_stream.percentile", "noisy", False, _get("multi_stream", "percentile_ms"), speed=1, unit="ms"),
     # generative cells (task: generate): one value per round each, the round's median over its requests
     Metric("ttft_ms", "noisy", False, _get("generation", "ttft_ms"), speed=1, unit="ms"),
     Metric("tpot_ms", "noisy", False, _get("generation", "tpot_ms"), speed=1, unit="ms"),
@@ -73,6 +76,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 ALIASES = {"latency": "latency.median", "memory": "memory.peak", "memory.peak_rss": "memory.peak",
            "quality": "quality.relative", "flops": "macs", "size_bytes": "size", "max_qps": "server.max_qps",
+           "single_stream.percentile_ms": "single_stream.percentile", "multi_stream.percentile_ms": "multi_stream.percentile",
            "generation.ttft_ms": "ttft_ms", "generation.tpot_ms": "tpot_ms",
            "generation.decode_tokens_per_s": "decode_tokens_per_s"}
 

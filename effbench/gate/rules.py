@@ -60,7 +60,7 @@ def parse_rule(text: str, *, source: str = "--rule") -> Rule:
 # On by default: the timing most users care about plus everything that cannot be noisy.
 # Opt-in (noisy or machine-dependent; add with --rule or a suite's gate: block):
 # latency.p90/p99 (tails need n >= 662 per store), throughput and offline.throughput (one value per round),
-# energy.
+# LoadGen's single-/multi-stream percentiles (one per round, tails), energy.
 DEFAULT_RULES: list[Rule] = [
     Rule("latency.median", 0.05),
     Rule("memory.peak", 0.10),
@@ -79,6 +79,8 @@ OPT_IN_RULES: list[Rule] = [
     Rule("latency.p99", 0.10),
     Rule("throughput", 0.05),
     Rule("offline.throughput", 0.05),
+    Rule("single_stream.percentile", 0.10),
+    Rule("multi_stream.percentile", 0.10),
     Rule("energy", 0.05),
 ]
 
