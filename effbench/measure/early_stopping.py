@@ -55,16 +55,6 @@ def early_stopping_estimate(samples: Sequence[float], percentile: float,
     return float(np.sort(np.asarray(samples, dtype=np.float64))[n - t])
 
 
-def server_early_stopping(latencies_ms: Sequence[float], bound_ms: float, percentile: float,
-                          confidence: float = EARLY_STOPPING_CONFIDENCE) -> dict:
-    """LoadGen's server check: t queries over the bound among n; the run bounds the percentile at
-    `confidence` when n >= MinPassingQueries(t) + t (`min_queries`)."""
-    n = len(latencies_ms)
-    t = int(np.count_nonzero(np.asarray(latencies_ms, dtype=np.float64) > bound_ms))
-    need = min_queries(t, percentile, confidence)
-    return {"passed": n >= need, "overlatency": t, "queries": n, "min_queries": need, "confidence": confidence}
-
-
 def percentile_of(samples: Sequence[float] | np.ndarray, percentile: float) -> float:
     """The percentile as LoadGen reads it (results.cc: sorted[n * p]), not interpolated."""
     a = np.sort(np.asarray(samples, dtype=np.float64))

@@ -58,27 +58,6 @@ def test_latency_stats_carry_the_early_stopping_estimates():
     assert LatencyStats(tuple(float(i) for i in range(100))).to_json()["p99_early_stopping"] is None
 
 
-def test_server_early_stopping_counts_overruns():
-    lat = [1.0] * 990 + [9.0] * 10
-    es = early_stopping.server_early_stopping(lat, bound_ms=5.0, percentile=99)
-    assert es["overlatency"] == 10 and es["queries"] == 1000
-    assert es["min_queries"] == early_stopping.min_queries(10, 99) and es["passed"] is (1000 >= es["min_queries"])
-    assert early_stopping.server_early_stopping([1.0] * 700, 5.0, 99)["passed"]
-
-
-# ------------------------------------------------------------------------------ server: the search
-def _oracle(peak: float):
-    """A probe whose latency grows with the rate and crosses the 10 ms bound exactly at `peak`."""
-    calls = []
-
-    def probe(q: float) -> es.Probe:
-        calls.append(q)
-        lat = 10.0 * q / peak
-        return es.Probe(offered_qps=q, percentile=99, bound_ms=10.0, latencies_ms=(lat,) * 100, completed=100,
-                        elapsed_s=100 / q)
-    return probe, calls
-
-
 # ------------------------------------------------------------------------------ offline
 def test_batch_shapes_of_a_pool_and_a_batcher():
     assert batches.pool_sizes(100, 32) == [4, 32] and batches.pool_sizes(64, 32) == [32] and batches.pool_sizes(5, 32) == [5]
