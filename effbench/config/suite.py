@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from effbench.config.compare import CompareSpec, RuntimesCompare, check_compare
 from effbench.config.yamlsource import LineMap, dotted, load_yaml
 from effbench.errors import UserError, did_you_mean
 from effbench.measure.latency import Budget
@@ -273,6 +274,8 @@ class SuiteSpec(_Strict):
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     quality: QualitySpec = Field(default_factory=QualitySpec)
     gate: GateSpec = Field(default_factory=GateSpec)
+    # paired comparisons between runtimes and between models, beside the FP32 twin's (effbench.config.compare)
+    compare: CompareSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,8 @@ class Suite:
         scenario = self.scenario(cell.scenario).options
         if scenario:  # only where given: the hashes of stores from before scenario options stay valid
             payload["scenario"] = scenario
+        if self.spec.compare is not None:  # its worker holds the baselines' sessions too (the same: only where given)
+            payload["compare"] = self.spec.compare.model_dump(mode="json", exclude_none=True)
         src = m.source
         if src.kind == "onnx":
             p = (self.base_dir / src.onnx)
@@ -433,7 +438,7 @@ _FIELDS_BY_PATH = {
     ("models", int, "dataset"): DatasetSpec, ("models", int, "export"): ExportSpec,
     ("models", int, "generate"): GenerateSpec,
     ("models", int, "inputs", str): InputSpec, ("runners", int): RunnerSpec, ("measure",): MeasureSpec,
-    ("quality",): QualitySpec, ("gate",): GateSpec,
+    ("quality",): QualitySpec, ("gate",): GateSpec, ("compare",): CompareSpec, ("compare", "runtimes"): RuntimesCompare,
 }
 
 
@@ -508,6 +513,7 @@ def load_suite(path: str | Path) -> Suite:
     suite = Suite(spec=spec, path=p, sha256=hashlib.sha256(p.read_bytes()).hexdigest(), lines=lines,
                   precision_choices=choices, scenario_choices=scenarios)
     _check_unique(suite)
+    check_compare(suite)
     _check_paths(suite)
     _check_llm_packages(suite)
     _check_runtime_packages(suite)

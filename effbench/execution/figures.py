@@ -28,6 +28,7 @@ class RunState(Protocol):
     timeout_s: float
     memory_limit_mb: int | None
     run_id: str
+    cross: Any                       # its `CrossPairs` (the suite's compare:)
 
     def built_variant(self, art: Any, model: str, label: str, progress: Progress) -> Outcome: ...
 
@@ -118,11 +119,17 @@ class VariantFigures:
             raise self.run.suite.error(f"quality metric top1 needs labels, and model '{cell.model}' has no "
                                        "labelled dataset", "quality", "metric",
                                        fix="add a dataset with labels, or use metric: cosine")
-        ref = self.run.opts.out_dir / "quality" / f"{cell.model}-{cell.runner_label}-{self.run.run_id}-fp32.npz"
+        ref = self.reference(cell.model, cell.runner_label)
         ref.parent.mkdir(parents=True, exist_ok=True)
+        baselines = self.run.cross.quality_baselines(cell, self.reference)  # compare: other runners' or models' FP32
         return {"inputs": inputs, "labels": labels, "metric": metric, "reference_path": str(ref),
                 "min_relative": q.min_relative,
-                "fp32_value": None if cell.variant == FP32 else self.fp32_quality.get((cell.model, cell.runner_label))}
+                "fp32_value": None if cell.variant == FP32 else self.fp32_quality.get((cell.model, cell.runner_label)),
+                **({"baselines": baselines} if baselines else {})}
+
+    def reference(self, model: str, runner_label: str) -> Path:
+        """The file the FP32 quality pass of `model` on that runner writes its outputs to, for the others."""
+        return self.run.opts.out_dir / "quality" / f"{model}-{runner_label}-{self.run.run_id}-fp32.npz"
 
     def for_record(self, prof: dict | None, cell: Cell, variant: Variant) -> tuple[dict | None, dict | None, str | None]:
         """(memory, measured energy, why energy was not measured) of this cell from its variant's own

@@ -43,19 +43,29 @@ def paired_comparison(cell: Cell, variant: Variant, member: dict, fp32: dict | N
     """This round's speedup vs FP32: the median over cycles of FP32's block median / this block median,
     both timed in one worker within one cycle. Emulated variants get no speedup: their speed is that
     of the float kernels that emulate them."""
+    if fp32 is None or fp32.get("status") != "ok":
+        why = f"the FP32 twin is {fp32['status']}: {fp32.get('reason')}" if fp32 else "no FP32 variant to compare with"
+        return paired_against(fp32_id(cell), variant, member, None, why)
+    return paired_against(fp32_id(cell), variant, member, fp32)
+
+
+def paired_against(baseline_id: str, variant: Variant, member: dict, base: dict | None,
+                   missing: str = "no baseline to compare with") -> Comparison:
+    """This round's speedup vs the baseline member `base` timed in the same worker (the FP32 twin, or a
+    baseline runner's or model's FP32 session held beside the group's: `execution.crosspairs`): the median
+    over cycles of the baseline's block median / this block median. `missing`: why there is none."""
     from effbench.measure.latency import block_ratios
     from effbench.measure.stats import with_floor, within_one_round
     if variant.emulated:
-        return unpaired_comparison(cell, "emulated: this precision runs as float kernels that emulate it, so "
-                                         "its speed is not the speed of native kernels")
-    if fp32 is None or fp32.get("status") != "ok":
-        why = f"the FP32 twin is {fp32['status']}: {fp32.get('reason')}" if fp32 else "no FP32 variant to compare with"
-        return unpaired_comparison(cell, why)
-    est = within_one_round(block_ratios(fp32["block_ms"], member["block_ms"]))
+        return Comparison(baseline=baseline_id, reason="emulated: this precision runs as float kernels that "
+                                                       "emulate it, so its speed is not the speed of native kernels")
+    if base is None:
+        return Comparison(baseline=baseline_id, reason=missing)
+    est = within_one_round(block_ratios(base["block_ms"], member["block_ms"]))
     if est is None:
-        return unpaired_comparison(cell, "no cycle timed both sides")
+        return Comparison(baseline=baseline_id, reason="no cycle timed both sides")
     est = with_floor(est)
-    return Comparison(baseline=fp32_id(cell), speedup=est.value, ci=(est.lo, est.hi), ci_level=est.level,
+    return Comparison(baseline=baseline_id, speedup=est.value, ci=(est.lo, est.hi), ci_level=est.level,
                       ci_scope=est.scope, ci_method=est.method, rounds=1, method="paired", cycles=est.n)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 
 from effbench.config.suite import Cell, Suite, load_suite
 from effbench.errors import UserError, short_paths
+from effbench.execution.crosspairs import CrossPairs
 from effbench.execution.figures import VariantFigures
 from effbench.execution.generation import GenerationGroups
 from effbench.execution.pairing import (
@@ -29,7 +30,7 @@ from effbench.execution.pairing import (
     unpaired_comparison,
 )
 from effbench.execution.progress import OutputLock, Progress, record_line
-from effbench.execution.work import WorkCounter
+from effbench.execution.work import WorkCounter, modeled_energy
 from effbench.execution.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
 from effbench.measure.stats import SCOPE_ONE_MOMENT
 from effbench.results.provenance import provenance
@@ -125,6 +126,7 @@ class SuiteRun:
         self.work = WorkCounter()
         self.figures = VariantFigures(self)
         self.generation = GenerationGroups(self)      # task: generate groups (effbench.execution.generation)
+        self.cross = CrossPairs(self)                   # the suite's compare: (effbench.execution.crosspairs)
         self.broken: dict[str, str] = {}                # cell id -> why its worker crashed or hung
         self.todo: list[tuple[int, Cell]] = []
         self.profiles: list = []
@@ -290,13 +292,14 @@ class SuiteRun:
         """Prepare every model the plan needs (in workers) and load their datasets."""
         from effbench.measure.latency import loop_overhead_ns
         models = sorted({c.model for _, c in todo}, key=[m.id for m in self.suite.spec.models].index)
-        self.artifacts = self._prepare(models, progress)
+        self.artifacts = self._prepare(self.cross.models(models), progress)
+        self.cross.check(self.artifacts)
         self.datasets = self._datasets(self.artifacts)
         self.variants: dict[tuple[str, str], Outcome] = {}
         self.overhead = loop_overhead_ns()
 
     def do_cell(self, rnd: int, cell: Cell, progress: Progress, paired: dict | None = None,
-                comparison: Comparison | None = None) -> Record:
+                comparison: Comparison | None = None, comparisons: dict | None = None) -> Record:
         """Build the cell's variant if needed, measure it alone in a fresh worker, append its record (A/B
         mode, and the fallback when a group's worker crashed).
 
@@ -333,7 +336,8 @@ class SuiteRun:
                 latency_ms=Latency.from_json({**res["latency_ms"], "ci_scope": SCOPE_ONE_MOMENT}),
                 samples_ms=tuple(res["samples_ms"]), throughput_ips=res["throughput_ips"],
                 memory=Memory.from_json({**res["memory"], "model_bytes": variant.model_bytes(runner_side(cell.runner))}),
-                paired_ratios=(paired["ratio"],) if paired and paired.get("ratio") else (), comparison=comparison)
+                paired_ratios=(paired["ratio"],) if paired and paired.get("ratio") else (), comparison=comparison,
+                comparisons=comparisons or {})
             record = self._with_energy_and_projections(record, res["energy"], res.get("energy_reason"))
             record = record.replace(quality=_quality(self.figures.quality(cell, art, variant, progress)))
         else:
@@ -405,6 +409,7 @@ class SuiteRun:
         if ref.kind == "ok":
             members += [{"key": member_key(FP32, b), "label": FP32, "batch_size": b} for b in batches
                         if member_key(FP32, b) not in have and fp32_id(first.replace(batch_size=b)) not in self.broken]
+        self.cross.measure_baselines(first, art, progress)  # compare:'s baselines write theirs first
         for label in sorted(variants, key=lambda x: x != FP32):  # FP32's quality pass writes the reference
             self.figures.measure(first, label, variants[label], art, progress)
         return variants, members
@@ -416,13 +421,16 @@ class SuiteRun:
         batches = sorted({m["batch_size"] for m in members})
         sizes = sorted({k for b in batches for k in plan.sizes(first.scenario, b)})
         feeds = {str(b): art.feeds(b, self.evaluation(first.model)) for b in sizes}
+        cross: dict = {}
+        if plan.loop and self.cross.asked:  # other runners' or models' FP32 sessions timed beside the group's
+            members, variants, feeds, cross = self.cross.extend(rnd, first, members, variants, feeds, art, progress)
         what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
         progress.start(f"{what}: {len(members)} cells interleaved" +
                        (f" (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else ""))
         out = run_in_worker(plan.target,
                             {"group": first, "members": members, "variants": variants, "artifact": art.to_json(),
                              "feeds": feeds, "budget": self.budget, "seed": group_seed(self.run_id, rnd, what),
-                             "load_reversed": rnd % 2 == 1, **plan.payload(self.overhead),
+                             "load_reversed": rnd % 2 == 1, **plan.payload(self.overhead), **cross,
                              **({} if not plan.logs else {"log_dir": str(
                                  self.opts.out_dir / "loadgen" / f"{first.model}_{first.runner_label}_{first.scenario}"
                                  / f"round-{rnd}")})},
@@ -437,7 +445,7 @@ class SuiteRun:
         progress.warn(f"warning: {what}: {why}")
         records = []
         for cell, _ in ready:
-            rec = self.do_cell(rnd, cell, progress,
+            rec = self.do_cell(rnd, cell, progress, comparisons=self.cross.unpaired(cell, why),
                                comparison=None if cell.variant == FP32 else unpaired_comparison(cell, why))
             if rec.status == "failed":  # later rounds leave it out, so the others are paired again
                 self.broken[cell.cell_id] = rec.reason or "failed"
@@ -466,6 +474,7 @@ class SuiteRun:
                         if m.get("unpaired") else paired_comparison(cell, variant, m, fp32)),
             memory=Memory.from_json(memory) if memory else None, quality=_quality((prof or {}).get("quality")),
             **sections(m))
+        record = self.cross.complete(record, variant, res, m, rnd, loop=cell.scenario == SINGLE_STREAM)
         return self._with_energy_and_projections(record, measured, why)
 
     def record(self, rnd: int, cell: Cell, *, status: str = "failed", **fields: Any) -> Record:
@@ -549,25 +558,7 @@ class SuiteRun:
         return self.work.of(variant, art, cell)
 
     def _modeled_energy(self, record: Record, why_not_measured: str | None) -> Energy:
-        from effbench.measure.energy import modeled_energy
-        ms = record.model_stats
-        local = next((p for p in self.profiles if p.id == "local"), None)
-        device = record.cell.device
-        if local is None or device != "cpu" or ms is None or ms.macs is None or not record.latency_ms:
-            reason = ("no local profile in devices:" if local is None else
-                      f"the local profile describes this machine's CPU, the cell ran on {device}; its device "
-                      "profile's projection models it" if device != "cpu" else "no work count for this variant")
-            return Energy(reason=f"energy not measured ({why_not_measured}) and not modeled ({reason})")
-        b = record.cell.batch_size
-        out = modeled_energy(macs=ms.macs // b, bytes_moved=(ms.bytes_moved or 0) // b,
-                             precision=record.cell.precision,
-                             seconds_per_inference=record.latency_ms.median / 1e3 / b,
-                             model=local.energy(), profile_id="local")
-        if out.get("j_per_inference") is not None:
-            out["reason"] = f"no energy counter here: {why_not_measured}" if why_not_measured else None
-        elif why_not_measured:
-            out["reason"] = f"energy not measured ({why_not_measured}) and {out['reason']}"
-        return Energy.from_json(out)
+        return modeled_energy(record, self.profiles, why_not_measured)
 
     def finish(self, record: Record, progress: Progress) -> Record:
         """Store a finished record and show it (from any thread)."""

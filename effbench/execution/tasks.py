@@ -118,28 +118,42 @@ def measure_pair(cell: Cell, sides: list[dict], budget: dict, load_reversed: boo
 
 def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant], artifact: dict, feeds: dict,
                   budget: dict, overhead_ns: float, seed: int, load_reversed: bool = False,
-                  loadgen: dict | None = None, log_dir: str = ".") -> dict:
+                  loadgen: dict | None = None, log_dir: str = ".", baselines: dict[str, dict] | None = None) -> dict:
     """The measuring worker of one round of a group: the variants of one model on one runner, every
     batch size, loaded in this process and timed in randomly interleaved blocks
     (`measure.latency.measure_interleaved`), with the drift sentinel timed before and after.
 
-    `members`: [{"key", "label", "batch_size", "reference"}]; `variants`: label -> built variant; `feeds`: str(batch)
-    -> arrays. A variant this runtime cannot load or run is reported for its members alone; the others
-    are still timed. Memory and energy are not measured here: a variant's memory needs its own process.
+    `members`: [{"key", "label", "batch_size", "reference", "feeds"?}]; `variants`: label -> built variant;
+    `feeds`: str(batch) (or a member's "feeds" key) -> arrays. A variant this runtime cannot load or run is
+    reported for its members alone; the others are still timed. Memory and energy are not measured here: a
+    variant's memory needs its own process.
+
+    `baselines`: label -> {"cell", "artifact"} for the members that are another runner's or model's FP32 (the
+    suite's `compare:`, `execution.crosspairs`): opened with that cell's runner and that model's artifact and
+    timed in the same cycles, so the group's cells have a paired speedup against them too. Several runtimes in
+    one process: see `_thread_pools`.
     """
     import numpy as np
 
     from effbench.measure.latency import Budget, aligned, measure_interleaved, sentinel_us
     from effbench.runners import Unsupported
     runner = enter_runtime(group.runner)
+    baselines = baselines or {}
+    pools = _thread_pools(group, baselines)
     before_us = sentinel_us()
     status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
     sessions: dict[str, Any] = {}
     labels = list(dict.fromkeys(m["label"] for m in members))
     for label in (labels[::-1] if load_reversed else labels):  # neither side always loads first
+        base = baselines.get(label)
         try:
-            sessions[label] = open_session(group, variants[label], artifact, runner=runner,
-                                           options={"shared_thread_pool": True}).session
+            if base is None:
+                sessions[label] = open_session(group, variants[label], artifact, runner=runner,
+                                               options=pools["options"]).session
+            else:
+                sessions[label] = open_session(base["cell"], variants[label], base["artifact"],
+                                               runner=_other_runtime(base["cell"].runner),
+                                               options=pools["options"]).session
         except Unsupported as e:
             status[label] = ("unsupported", str(e))
         except Exception as e:  # one variant's failure must not cost the others their measurement
@@ -150,7 +164,7 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
         if m["label"] in status:
             status[m["key"]] = status[m["label"]]
             continue
-        arrays = {k: aligned(np.asarray(a)) for k, a in feeds[str(m["batch_size"])].items()}
+        arrays = {k: aligned(np.asarray(a)) for k, a in feeds[m.get("feeds") or str(m["batch_size"])].items()}
         try:
             calls[m["key"]] = sessions[m["label"]].timed_call(arrays)
         except Unsupported as e:
@@ -163,7 +177,9 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
              if calls else None)
     # the suite's single-stream LoadGen runs on the same bound calls (`loadgen`: its options; scenarios.worker)
     from effbench.scenarios.worker import single_stream_loadgen
-    lg = single_stream_loadgen(calls, members, loadgen, seed, log_dir) if loadgen and calls else {}
+    own = [m for m in members if m["label"] not in baselines]  # LoadGen runs the group's own cells only
+    own_calls = {m["key"]: calls[m["key"]] for m in own if m["key"] in calls}
+    lg = single_stream_loadgen(own_calls, own, loadgen, seed, log_dir) if loadgen and own_calls else {}
     infos = {label: sess.info for label, sess in sessions.items()}
     from effbench.measure.latency import sentinel_released
     after_us = sentinel_released(calls, sessions)
@@ -178,8 +194,47 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
         out[key] = {"status": "ok", "latency_ms": st.to_json(), "samples_ms": st.stored_samples_ms(),
                     "throughput_ips": inferences / st.elapsed_s if st.elapsed_s else None,
                     "block_ms": timed.block_ms[key], "session": infos[m["label"]], **lg.get(key, {})}
-    return {"members": out,
+    return {"members": out, **({"thread_pools": pools["record"]} if baselines else {}),
             "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
+
+
+def _other_runtime(name: str):
+    """A baseline's runner in a group worker, its runtime imported. No `enter_runtime` check of what is already
+    loaded: that guards a worker's baseline memory, and this worker reads none (timing only)."""
+    import importlib
+
+    from effbench.runners import get_runner
+    runner = get_runner(name)
+    importlib.import_module(getattr(runner, "runtime_module", name))
+    return runner
+
+
+def _thread_pools(group: Cell, baselines: dict[str, dict]) -> dict[str, Any]:
+    """The load options of a group worker's sessions, and what the record says about them.
+
+    One runtime (the usual group, or a baseline model on the same runner): ONNX Runtime's sessions share
+    one process-wide pool (`runners.onnxruntime`): with a pool each, the idle sessions' spinning threads took
+    the cores from the one being timed.
+
+    Several runtimes in one process (`compare: runtimes`): each keeps its own pool, and a pool that spins
+    after its run would steal the cores from the next block, which is another runtime's. ONNX Runtime's does
+    (its threads busy-wait for more work after a run), and its process-wide pool's spinning cannot be turned
+    off from Python, so here every ONNX Runtime session gets its own pool with spinning off
+    (`session.intra_op.allow_spinning` = "0", and inter-op's), in this mode only, and the record says so.
+    torch's OpenMP pool, OpenVINO's TBB arena and XNNPACK's pthreadpool are left as they are: their wait
+    policies are fixed when the runtime loads and none is exposed per session; the untimed call that starts
+    every block (`measure.latency.measure_interleaved`) absorbs the hand-over; with `threads: 1` no runtime
+    has a pool thread that could spin."""
+    runtimes = sorted({group.runner, *(b["cell"].runner for b in baselines.values())})
+    threads = {group.threads, *(b["cell"].threads for b in baselines.values())}
+    if len(runtimes) == 1 and len(threads) == 1:
+        return {"options": {"shared_thread_pool": True},
+                "record": {"runtimes": runtimes, "pools": "one runtime in the worker: its pools as in its own groups"}}
+    return {"options": {"shared_thread_pool": False, "allow_spinning": False},
+            "record": {"runtimes": runtimes,
+                       "pools": "several runtimes (or thread counts) in one worker: a pool per session; spinning off where a session "
+                                "exposes it (ONNX Runtime: session.intra_op.allow_spinning=0 and inter_op's); "
+                                "torch's OpenMP, OpenVINO's TBB and XNNPACK's pthreadpool as in their own groups"}}
 
 
 def profile_variant(cell: Cell, variant: Variant, artifact: dict, feeds: dict, budget: dict,
@@ -262,9 +317,14 @@ def layer_profile(cell: Cell, variant: Variant, artifact: dict, feeds: dict, run
 
 def quality_pass(cell: Cell, variant: Variant, artifact: dict, inputs: dict[str, np.ndarray],
                  labels: np.ndarray | None, metric: str | None, reference_path: str,
-                 min_relative: float, fp32_value: float | None = None, batch_size: int = 64) -> dict:
+                 min_relative: float, fp32_value: float | None = None, batch_size: int = 64,
+                 baselines: dict[str, dict] | None = None) -> dict:
     """The record's `quality` section for one variant on one runner. Runs in a worker; the FP32 pass of
-    the same model and runner must run first: it writes `reference_path` for the others."""
+    the same model and runner must run first: it writes `reference_path` for the others.
+
+    `baselines`: the suite's `compare:` targets of this cell, key -> {"cell_id", "reference_path", "value"}: the
+    baseline FP32's outputs (written by its own pass, which runs first) and its metric value; each becomes an
+    entry of `vs_baseline` (`baseline_quality`)."""
     import numpy as np
 
     from effbench.measure.quality import fidelity, run_outputs, top1
@@ -308,4 +368,43 @@ def quality_pass(cell: Cell, variant: Variant, artifact: dict, inputs: dict[str,
         section["fidelity_reason"] = fid_reason
     if value is None:
         section["reason"] = fid_reason
+    if baselines:
+        section["vs_baseline"] = {k: baseline_quality(out, b, metric, value, min_relative)
+                                  for k, b in baselines.items()}
     return section
+
+
+def baseline_quality(out: np.ndarray, base: dict, metric: str, value: float | None, min_relative: float) -> dict:
+    """This variant's quality against another runner's or model's FP32 (`base`: its "cell_id", the
+    "reference_path" of its outputs on the same inputs, its metric "value"). top1: this value over the
+    baseline's; cosine (embeddings): the mean cosine of these outputs to the baseline's, which is the baseline
+    against itself is 1."""
+    import numpy as np
+
+    from effbench.measure.quality import fidelity
+    entry: dict[str, Any] = {"baseline": base["cell_id"], "metric": metric}
+    ref_file = Path(base["reference_path"])
+    fid, why = None, None
+    if not ref_file.is_file():
+        why = "no reference outputs of the baseline (its FP32 quality pass did not run or failed)"
+    else:
+        with np.load(ref_file, allow_pickle=False) as z:
+            ref = z["outputs"]
+        if ref.shape != out.shape:
+            why = f"the baseline's outputs have shape {list(ref.shape)}, this variant's {list(out.shape)}"
+        else:
+            fid = fidelity(out, ref, logits=metric == "top1")
+    if metric == "top1":
+        mine, theirs = value, base.get("value")
+    else:
+        mine, theirs = (fid["cosine"] if fid else None), (1.0 if fid else None)
+    relative = mine / theirs if (mine is not None and theirs) else None
+    entry.update({"value": mine, "baseline_value": theirs, "relative": relative, "fidelity": fid,
+                  "below_floor": (relative < min_relative) if relative is not None else None,
+                  "min_relative": min_relative})
+    if relative is None:
+        entry["reason"] = why or ("the baseline has no " + metric + " value (its FP32 quality pass did not run "
+                                  "or failed)")
+    elif why:
+        entry["fidelity_reason"] = why
+    return entry

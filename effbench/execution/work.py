@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from effbench.errors import UserError
 from effbench.execution.pairing import FP32
-from effbench.results.record import Cell, ModelStats
+from effbench.results.record import Cell, Energy, ModelStats, Record
 from effbench.runners import runner_side
 from effbench.variants import Variant, bits
 
@@ -48,3 +48,25 @@ class WorkCounter:
             stats["size_bytes"] = side["size_bytes"]
         stats.pop("by_node", None)  # per-node detail stays in `effbench flops --by node`
         return ModelStats.from_json(stats)
+
+
+def modeled_energy(record: Record, profiles: list, why_not_measured: str | None) -> Energy:
+    """The record's energy modeled from the local profile's energy model (no counter here, or beside a measured
+    figure), or why it is neither measured nor modeled."""
+    from effbench.measure.energy import modeled_energy as model
+    ms = record.model_stats
+    local = next((p for p in profiles if p.id == "local"), None)
+    device = record.cell.device
+    if local is None or device != "cpu" or ms is None or ms.macs is None or not record.latency_ms:
+        reason = ("no local profile in devices:" if local is None else
+                  f"the local profile describes this machine's CPU, the cell ran on {device}; its device "
+                  "profile's projection models it" if device != "cpu" else "no work count for this variant")
+        return Energy(reason=f"energy not measured ({why_not_measured}) and not modeled ({reason})")
+    b = record.cell.batch_size
+    out = model(macs=ms.macs // b, bytes_moved=(ms.bytes_moved or 0) // b, precision=record.cell.precision,
+                seconds_per_inference=record.latency_ms.median / 1e3 / b, model=local.energy(), profile_id="local")
+    if out.get("j_per_inference") is not None:
+        out["reason"] = f"no energy counter here: {why_not_measured}" if why_not_measured else None
+    elif why_not_measured:
+        out["reason"] = f"energy not measured ({why_not_measured}) and {out['reason']}"
+    return Energy.from_json(out)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from effbench.report import figures, fleet, generation, layers, load
+from effbench.report import figures, fleet, generation, layers, load, runtimes
 from effbench.report.overview import Overview
 from effbench.report.table import FP32, Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
 from effbench.units import fmt_bytes, fmt_si
@@ -537,6 +537,7 @@ def render_html(rows: Sequence[Row], overview: Overview, *, verdict_rows: list[d
         nav.insert(1, ("generation", "Generation"))
     if fleet.has_fleet(rows):
         nav.insert(nav.index(("projections", "Devices")), ("fleet", "Fleet"))
+    nav.insert(1, ("runtimes", "Fastest"))  # runtime x precision per model; compare:'s paired comparisons
     if verdict_rows is not None or verdict_note:
         nav.append(("regression", "Regression"))
     nav_html = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in nav)
@@ -544,6 +545,7 @@ def render_html(rows: Sequence[Row], overview: Overview, *, verdict_rows: list[d
 <nav class="nav">{nav_html}</nav>
 <main>
 {_decision(rows)}
+{runtimes.section(rows)}
 {generation.section(rows, figs)}
 <section id="pareto"><h2>Quality against cost</h2>
 <p class="muted">Each point is a cell; the dashed line is the Pareto front (no other variant is both faster

@@ -5,7 +5,7 @@ import html
 import re
 from collections.abc import Sequence
 
-from effbench.report import fleet, generation
+from effbench.report import fleet, generation, runtimes
 from effbench.report.load import load_notes
 from effbench.report.overview import Overview
 from effbench.report.table import Row, fmt_ms, fmt_pct, fmt_quality, fmt_speedup
@@ -83,6 +83,7 @@ def render_markdown(rows: Sequence[Row], overview: Overview, *, verdict_rows: li
         out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
         for r in sub:
             out.append("| " + " | ".join(md_cell(x) for x in row_cells(r)) + " |")
+    out += ["", runtimes.markdown(rows, md_cell)]  # the fastest runtime x precision; compare:'s comparisons
     if generation.has_generation(rows):
         out += ["", generation.markdown(rows, md_cell)]
     if fleet.has_fleet(rows):

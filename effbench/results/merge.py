@@ -123,6 +123,8 @@ def _merged(group: list[Record], ok: list[Record]) -> Record:
         paired_ratios=tuple(p[0] for p in paired) if paired and all(len(p) == 1 for p in paired) else (),
         samples_ms=samples, latency_ms=latency,
         comparison=_comparison_over_rounds([r.comparison for r in ok]),
+        comparisons={k: c for k in dict.fromkeys(k for r in ok for k in r.comparisons)  # compare: (config.compare)
+                     if (c := _comparison_over_rounds([r.comparisons.get(k) for r in ok])) is not None},
         drift=_drift_over_rounds(drifts) if drifts else None,
         throughput_ips=tps[len(tps) // 2] if tps else None,
         memory=measured[-1] if measured else last.memory, **merged_sections(ok),
@@ -159,7 +161,7 @@ def _comparison_over_rounds(per_round: list[Comparison | None]) -> Comparison | 
         ci_scope=est.scope, ci_method=est.method, rounds=len(values), method=comps[-1].method or "paired",
         round_speedups=tuple(values), cycles=sum(c.cycles or 0 for c in comps),
         note=(f"{len(comps) - len(values)} round(s) without a paired value: {comps[-1].reason}"
-              if len(values) < len(comps) else None))
+              if len(values) < len(comps) else None), extra=comps[-1].extra)
 
 
 def _drift_over_rounds(drifts: list[Drift]) -> Drift:

@@ -220,6 +220,9 @@ class Quality(Section):
     split: dict[str, Any] | None = None
     status: str | None = None             # the quality worker's outcome when it did not finish
     reason: str | None = None
+    # against each baseline of the record's `comparisons` (same keys): {"baseline": its cell id, "metric", "value",
+    # "baseline_value", "relative", "below_floor", "fidelity" to its FP32 outputs, or "reason"}
+    vs_baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -255,7 +258,9 @@ class Projection(Section):
 
 @section
 class Comparison(Section):
-    """A non-FP32 cell against its FP32 twin: the paired speedup with its CI, or null and a reason."""
+    """A cell against a baseline cell: the paired speedup (baseline latency / this latency, both timed in one
+    worker in alternating blocks) with its CI, or null and a reason. `Record.comparison` is the FP32 twin's;
+    `Record.comparisons` those the suite's `compare:` asks for (another runtime's or model's FP32)."""
 
     NAME: ClassVar[str] = "comparison"
     baseline: str | None = None
@@ -336,6 +341,8 @@ class Record(Section):
     round_medians_ms: tuple[float, ...] = ()
     paired_ratios: tuple[float, ...] = ()
     comparison: Comparison | None = None
+    # the suite's `compare:` (effbench.config.compare): "runtime:<runner>" / "model:<id>" -> against that FP32 cell
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
     drift: Drift | None = None
     throughput_ips: float | None = None
     single_stream: SingleStream | None = None  # single-stream's LoadGen run (results/scenarios.py)

@@ -79,6 +79,8 @@ class OnnxRuntimeRunner:
                 "intra_op_num_threads": threads,
                 "inter_op_num_threads": ro.inter_op_threads if ro.execution_mode == "parallel" else 1,
                 "thread_pool": "shared by the worker's sessions" if shared else "per session"}
+        if options.get("allow_spinning") is False:
+            info["spinning"] = "off (session.intra_op.allow_spinning=0, session.inter_op.allow_spinning=0)"
         if device == "cuda":
             info["device"] = "cuda"
             info["io"] = "inputs and outputs bound on the GPU (IOBinding); outputs synchronized per call"
@@ -101,6 +103,11 @@ def _session_options(threads: int, options: dict[str, Any]):
     else:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = ro.inter_op_threads if parallel else 1
+    if options.get("allow_spinning") is False:
+        # a worker that times several runtimes in turn (`compare: runtimes`, execution.tasks._thread_pools): a
+        # pool busy-waiting after its run would take the cores from the next block, another runtime's
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
