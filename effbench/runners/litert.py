@@ -4,17 +4,18 @@ interpreter applies by itself (its default op resolver; `xnnpack: false` runs Li
 
 The converter lives in a venv of its own (`make litert-env`: `.venv-litert`, torch 2.13.0 + litert-torch
 0.10.0; `$EFFBENCH_LITERT_PYTHON` names another python): litert-torch downgrades typing_extensions, which
-breaks ExecuTorch's cattrs in the main venv, and pulls jax. This process exports the module with
-`torch.export` (`torch.export.save`, the same torch version on both sides) and runs
-`effbench/runners/litert_convert.py` under the converter's python, which writes the `.tflite` and torch's
-outputs on the example inputs. Without that venv every cell is unsupported, the reason naming
+breaks ExecuTorch's cattrs in the main venv, and pulls jax. A build runs two processes: this venv's python
+exports the module with `torch.export` (`torch.export.save`, the same torch version on both sides), then
+the converter's python runs `effbench/runners/litert_convert.py`, which writes the `.tflite` and torch's
+outputs on the example inputs. The measuring worker itself never imports torch (`excludes`), so its
+memory figures are LiteRT's. Without the converter venv every cell is unsupported, the reason naming
 `make litert-env`.
 
 A `.tflite` has static shapes: one is built for the shapes of the inputs a session is first given (its first
 `run` or `timed_call`, never inside the timed samples; `info["build_s"]` says how long) and cached on disk by
 the model's content (its FP32 graph's sha256 and factory), the shapes, the plan, the calibration inputs and
-the tools' versions; a cached build needs no torch in the measuring worker. A build the converter refuses is
-cached with its reason. Every new build's output is checked against torch before it is timed.
+the tools' versions. A plan the converter refuses is cached with its reason and not retried for other
+shapes. Every new build's output is checked against torch's before it is timed.
 
 Precisions (chosen through the precision registry): the reference (FP32); a 16-bit float as litert-torch's
 fp16 recipe (float16 weights; the graph dequantizes them and computes in f32: `info["compute"]` says what
@@ -49,6 +50,8 @@ MISSING = ("LiteRT's converter (litert-torch) is not installed: run `make litert
 # A build whose output differs from torch's by more than this fraction of the output's largest magnitude
 # computes something else (int8's quantization noise is a few output steps, not 10%).
 MISMATCH_REL = 0.1
+# True: export in a process of its own even where torch is loaded already (the tests cover both paths)
+EXPORT_IN_A_PROCESS = False
 MIN_COSINE_VS_FP32 = 0.9   # int4 weights on digits-cnn: 0.995 at worst over the test split
 # operators whose multiply-accumulates dominate: `info["compute"]` gives their input x weight types
 _MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
@@ -71,7 +74,7 @@ class LiteRTRunner:
     name: ClassVar[str] = "litert"
     artifact: ClassVar[str] = "torch"
     runtime_module: ClassVar[str] = "ai_edge_litert.interpreter"
-    # a cached .tflite needs no torch; a build imports it (torch.export) and `info["built"]["cache"]` says so
+    # builds run in processes of their own (torch.export, then the converter venv): no torch in the worker
     excludes: ClassVar[tuple[str, ...]] = ("torch",)
     packages: ClassVar[tuple[str, ...]] = ("ai-edge-litert",)
     extra: ClassVar[str] = "litert"   # pip install -e .[litert]; a suite naming the runner without it is refused
@@ -229,6 +232,38 @@ def _first_line(e: BaseException | str) -> str:
     return (text[0] if text else type(e).__name__)[:400]
 
 
+def export_main(request: str) -> int:
+    """The export step (`LiteRTSession._export` runs it in a fresh process): the model's torch module, cast
+    to the plan's dtype, `torch.export`-ed on the feeds and saved (`torch.export.save`) with the example
+    inputs (`torch.save`) for the converter venv, which has the same torch version."""
+    req = json.loads(Path(request).read_text())
+    folder = Path(req["folder"])
+    try:
+        import copy
+        import warnings
+
+        import torch
+
+        from effbench.models.sources import ModelArtifact, build_torch_module
+        module = build_torch_module(ModelArtifact.from_json(req["artifact"]))
+        dtype = getattr(torch, req["dtype"]) if req.get("dtype") not in (None, "float32") else None
+        with np.load(folder / "feeds.npz") as z:
+            tensors = [torch.from_numpy(np.ascontiguousarray(z[f"arr_{i}"])) for i in range(len(z.files))]
+        if dtype is not None:
+            module = copy.deepcopy(module).to(dtype)
+            tensors = [t.to(dtype) if t.is_floating_point() else t for t in tensors]
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(module, tuple(tensors))
+        torch.export.save(program, str(folder / "program.pt2"))
+        torch.save(tensors, folder / "example.pt")
+        out = {"ok": True, "torch": str(torch.__version__)}
+    except Exception as e:  # the factory or torch.export: their own words
+        out = {"ok": False, "error": f"{type(e).__name__}: {_first_line(e)}"}
+    Path(req["result"]).write_text(json.dumps(out))
+    return 0
+
+
 # ----------------------------------------------------------------------------------- reading a .tflite
 def delegation_summary(interpreter) -> dict[str, Any]:
     """Which of the graph's operators the delegate took. The interpreter lists the original nodes and one
@@ -304,6 +339,7 @@ class LiteRTSession:
         self.ro, self.cache = ro, cache
         self.calibration, self.calibration_source = calibration if calibration else (None, None)
         self._interpreters: dict[tuple, Any] = {}
+        self._weights: str | None = None
 
     def interpreter_for(self, feeds: dict[str, np.ndarray]):
         sig = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in feeds.items())
@@ -311,7 +347,8 @@ class LiteRTSession:
             self._interpreters[sig] = self._open(sig, feeds)
         return self._interpreters[sig]
 
-    def _key(self, sig: tuple) -> str:
+    def _key(self, sig: tuple | None) -> str:
+        """The build's cache key; without `sig`, the key of the plan for every input shape (a refusal's)."""
         from importlib.metadata import version
         calib = None
         if self.calibration is not None:
@@ -321,7 +358,9 @@ class LiteRTSession:
             calib = h.hexdigest()[:16]
         a = self.artifact
         model = [a.onnx_sha256, a.torch_factory, list(a.torch_factory_args)] if a.onnx_sha256 else None
-        return hashlib.sha256(json.dumps([model or self._weights_sha256(), self.plan, sig, calib, version("torch"),
+        if model is None and self._weights is None:   # no FP32 graph digest: the weights themselves (imports torch)
+            self._weights = self._weights_sha256()
+        return hashlib.sha256(json.dumps([model or self._weights, self.plan, sig, calib, version("torch"),
                                           self.info["converter"].get("litert_torch"),
                                           self.info["converter"].get("torch")], default=str).encode()).hexdigest()[:16]
 
@@ -335,7 +374,11 @@ class LiteRTSession:
 
     def _open(self, sig: tuple, feeds: dict[str, np.ndarray]):
         t0 = time.perf_counter()
-        folder = self.cache / f"{self.artifact.model_id}-{self.plan['precision']}-{self._key(sig)}"
+        stem = f"{self.artifact.model_id}-{self.plan['precision']}"
+        refused = self.cache / f"{stem}-{self._key(None)}.refused.json"
+        if refused.is_file():   # the converter refused this plan for other shapes: not retried for each one
+            raise Unsupported(f"{json.loads(refused.read_text())['unsupported']} (cached: {refused})")
+        folder = self.cache / f"{stem}-{self._key(sig)}"
         tflite, meta = folder / "model.tflite", folder / "build.json"
         if meta.is_file() and (tflite.is_file() or "unsupported" in json.loads(meta.read_text())):
             built = json.loads(meta.read_text())
@@ -343,7 +386,7 @@ class LiteRTSession:
                 raise Unsupported(f"{built['unsupported']} (cached: {meta})")
             built["cache"] = f"read from {tflite}"
         else:
-            built = self._build(folder, feeds)
+            built = self._build(folder, feeds, refused)
         interp, details = self._interpreter(tflite)
         self.info.update({"built": {k: v for k, v in built.items() if k != "checked"},
                           "tflite_bytes": tflite.stat().st_size, "delegation": delegation_summary(interp),
@@ -364,50 +407,61 @@ class LiteRTSession:
         io = {d["name"]: _io_text(d) for d in ins + outs}
         return interp, {"inputs": ins, "outputs": outs, "io": io}
 
-    def _build(self, folder: Path, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _build(self, folder: Path, feeds: dict[str, np.ndarray], refused: Path) -> dict[str, Any]:
         """Export here, convert in the converter venv, check against torch; cache the outcome."""
         folder.mkdir(parents=True, exist_ok=True)
-        example = self._export(folder, feeds)
+        exported = self._export(folder, feeds)
         result = self._convert(folder, feeds)
         meta = folder / "build.json"
         if not result.get("ok"):
             reason = (f"litert-torch {result['versions'].get('litert-torch')} could not build {self.plan['precision']} "
                       f"({self.plan.get('recipe') or self.plan['build']}; {result['stage']}): {result['error']}")
             meta.write_text(json.dumps({"unsupported": reason}))
+            shapes = ", ".join(f"{k}: {list(v.shape)}" for k, v in feeds.items())
+            refused.write_text(json.dumps({"unsupported": f"{reason} [refused for {shapes}; not retried for "
+                                                          "other shapes]"}))
             raise Unsupported(reason)
         built = {**result, "calibration_inputs": self.calibration_source} if self.calibration_source else dict(result)
         built.pop("ok", None)
         built["checked"] = True
-        built.update(self._check(folder, example))
+        built.update(self._check(folder, feeds))
         meta.write_text(json.dumps(built, default=str))
-        built["cache"] = f"built in this worker (torch imported for torch.export), saved to {folder / 'model.tflite'}"
+        built["cache"] = (f"built for this worker (torch.export {exported}, litert-torch in its venv), "
+                          f"saved to {folder / 'model.tflite'}")
         return built
 
-    def _export(self, folder: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import copy
-        import warnings
-
-        import torch
-
-        from effbench.models.sources import build_torch_module
-        module = build_torch_module(self.artifact)
-        dtype = getattr(torch, self.plan["dtype"]) if self.plan.get("dtype") not in (None, "float32") else None
-        tensors = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
-        if dtype is not None:
-            module = copy.deepcopy(module).to(dtype)
-            tensors = [t.to(dtype) if t.is_floating_point() else t for t in tensors]
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                program = torch.export.export(module, tuple(tensors))
-        except Exception as e:
-            raise Unsupported(f"torch.export could not export the module for LiteRT: {type(e).__name__}: "
-                              f"{_first_line(e)}") from None
-        torch.export.save(program, str(folder / "program.pt2"))
-        torch.save(tensors, folder / "example.pt")
+    def _export(self, folder: Path, feeds: dict[str, np.ndarray]) -> str:
+        """`torch.export` in a process of its own (this venv's python), so that a measuring worker never
+        imports torch and its memory figures are LiteRT's; in this process where torch is loaded already."""
+        import subprocess
+        import sys
+        np.savez(folder / "feeds.npz", *feeds.values())   # positional (arr_0 ...): in the module's argument order
         if self.calibration is not None:
-            np.savez(folder / "calibration.npz", **{k: np.asarray(v) for k, v in self.calibration.items()})
-        return feeds
+            np.savez(folder / "calibration.npz", *(np.asarray(self.calibration[k]) for k in feeds))
+        req = {"artifact": self.artifact.to_json(), "dtype": self.plan.get("dtype"), "folder": str(folder),
+               "result": str(folder / "export.json")}
+        (folder / "export-request.json").write_text(json.dumps(req, default=str))
+        (folder / "export.json").unlink(missing_ok=True)
+        if "torch" in sys.modules and not EXPORT_IN_A_PROCESS:
+            export_main(str(folder / "export-request.json"))
+            self._exported(folder)
+            return "in this process (torch was loaded already)"
+        code = "import sys; from effbench.runners.litert import export_main; sys.exit(export_main(sys.argv[1]))"
+        try:
+            with open(folder / "export.log", "w") as log:
+                subprocess.run([sys.executable, "-c", code, str(folder / "export-request.json")], stdout=log,
+                               stderr=subprocess.STDOUT, check=False, timeout=self.ro.convert_timeout_s)
+        except subprocess.TimeoutExpired:
+            raise Unsupported(f"torch.export ran past {self.ro.convert_timeout_s} s (convert_timeout_s)") from None
+        self._exported(folder)
+        return "in a process of its own"
+
+    @staticmethod
+    def _exported(folder: Path) -> None:
+        result = json.loads((folder / "export.json").read_text()) if (folder / "export.json").is_file() else \
+            {"ok": False, "error": f"the export process left no result (log: {folder / 'export.log'})"}
+        if not result["ok"]:
+            raise Unsupported(f"torch.export could not export the module for LiteRT: {result['error']}")
 
     def _convert(self, folder: Path, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
         import subprocess

@@ -68,7 +68,7 @@ def _calibration_batches(req: dict, plan: dict) -> list[tuple]:
     if not req.get("calibration"):
         return []
     with np.load(req["calibration"]) as z:
-        arrays = [z[name] for name in req["input_names"]]
+        arrays = [z[f"arr_{i}"] for i in range(len(req["input_names"]))]   # in the module's argument order
     batch = int(plan["batch"])
     n = min(int(plan["samples"]), min(len(a) for a in arrays))
     if n < batch:  # fewer samples than one batch of the static program: repeat them

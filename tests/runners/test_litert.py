@@ -59,12 +59,16 @@ def test_the_converter_env_is_installed():
 
 
 @SPAWNS
-def test_fp32_matches_torch_fully_delegated_and_cached(cnn, cache):
+def test_fp32_matches_torch_fully_delegated_and_cached(cnn, cache, monkeypatch):
+    from effbench.runners import litert
+    monkeypatch.setattr(litert, "EXPORT_IN_A_PROCESS", True)   # as in a measuring worker, where torch is not loaded
     x = _digits(4, "test")
     sess = _load(cnn, cache, "fp32")
     np.testing.assert_allclose(sess.run({"x": x})[0], _torch(cnn, x), atol=FP32_ATOL, rtol=0)
     info = sess.info
-    assert info["built"]["cache"].startswith("built in this worker") and info["built"]["max_rel_err_vs_torch"] < 1e-5
+    assert "torch.export in a process of its own" in info["built"]["cache"]
+    assert (Path(info["built"]["cache"].rpartition(" ")[2]).parent / "export.log").is_file()
+    assert info["built"]["cache"].startswith("built for this worker") and info["built"]["max_rel_err_vs_torch"] < 1e-5
     assert str(Path(info["built"]["cache"].rpartition(" ")[2]).parent).startswith(str(cache / "litert"))
     d = info["delegation"]
     assert d["fraction"] == 1.0 and d["not_delegated"] == {} and d["subgraphs"] == 1
@@ -142,6 +146,9 @@ def test_bf16_is_unsupported_with_the_converters_reason_and_cached(cnn, cache):
         _load(cnn, cache, "bf16").run({"x": x})
     with pytest.raises(Unsupported, match=r"BFloat16.*\(cached: "):
         _load(cnn, cache, "bf16").run({"x": x})
+    # another batch: the plan's refusal holds for it without another conversion, and says where it came from
+    with pytest.raises(Unsupported, match=r"refused for x: \[4, 1, 8, 8\]; not retried.*\(cached: "):
+        _load(cnn, cache, "bf16").run({"x": x[:2]})
 
 
 def test_a_missing_converter_is_unsupported_naming_make_litert_env(cnn, cache, monkeypatch, tmp_path):
