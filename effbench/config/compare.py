@@ -188,4 +188,4 @@ def input_mismatch(base_art: Any, art: Any) -> str | None:
 
 
 def _inputs_text(sig: dict) -> str:
-    return ", ".join(f"{k}: {list(s)} {d}" for k, (s, d) in sorted(sig.items()))
+    return ", ".join(f"{k}: [{', '.join(map(str, s))}] {d}" for k, (s, d) in sorted(sig.items()))

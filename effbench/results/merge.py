@@ -161,7 +161,7 @@ def _comparison_over_rounds(per_round: list[Comparison | None]) -> Comparison | 
         ci_scope=est.scope, ci_method=est.method, rounds=len(values), method=comps[-1].method or "paired",
         round_speedups=tuple(values), cycles=sum(c.cycles or 0 for c in comps),
         note=(f"{len(comps) - len(values)} round(s) without a paired value: {comps[-1].reason}"
-              if len(values) < len(comps) else None), extra=comps[-1].extra)
+              if len(values) < len(comps) else None), extra=[c for c in comps if c.speedup is not None][-1].extra)
 
 
 def _drift_over_rounds(drifts: list[Drift]) -> Drift:
