@@ -102,23 +102,31 @@ def _fastest(key: tuple, group: list[Row]) -> Fastest:
     ok = [r for r in ok if not r.emulated]
     out = Fastest(model, batch, scenario, None, "none", left_out=left_out)
     by_row = {r.cell_id: pairs(r) for r in ok}
-    for k in _keys(by_row):
-        base = next((p.baseline for ps in by_row.values() for p in [ps.get(k)] if p and p.baseline), None)
+    best: tuple | None = None   # (cells paired, -preference, key, baseline, eligible, paired)
+    for rank, (k, base) in enumerate(_bases(by_row)):
         eligible = [r for r in ok if _at_floor(r, by_row[r.cell_id].get(k), r.cell_id == base)]
-        if not eligible or not all(r.cell_id == base or _paired(by_row[r.cell_id].get(k), base) for r in eligible):
-            continue
-        ranked = sorted(eligible, key=lambda r: -1.0 if r.cell_id == base else -by_row[r.cell_id][k].speedup.value)
+        paired = [r for r in eligible if r.cell_id == base or _paired(by_row[r.cell_id].get(k), base)]
+        if k == TWIN and len(paired) < len(eligible):
+            continue   # one runner's FP32 twin ranks that runner's cells only: not an answer across runtimes
+        if len(paired) >= 2 and (best is None or len(paired) > best[0]):
+            best = (len(paired), -rank, k, base, eligible, paired)
+    if best is not None:
+        _, _, k, base, eligible, paired = best
+        ranked = sorted(paired, key=lambda r: -1.0 if r.cell_id == base else -by_row[r.cell_id][k].speedup.value)
         win = ranked[0]
-        out.row, out.basis, out.key, out.baseline, out.candidates = win, "paired", k, base, len(eligible)
+        out.row, out.basis, out.key, out.baseline, out.candidates = win, "paired", k, base, len(paired)
         out.pair = by_row[win.cell_id].get(k)
-        if len(ranked) > 1:
-            out.runner_up = ranked[1]
-            a, b = _interval(out.pair, win.cell_id == base), _interval(by_row[ranked[1].cell_id].get(k),
-                                                                      ranked[1].cell_id == base)
-            out.overlap = a is None or b is None or a[0] <= b[1]
+        out.runner_up = ranked[1]
+        a, b = _interval(out.pair, win.cell_id == base), _interval(by_row[ranked[1].cell_id].get(k),
+                                                                  ranked[1].cell_id == base)
+        out.overlap = a is None or b is None or a[0] <= b[1]
         out.left_out += _floor_note(ok, eligible)
+        if len(eligible) > len(paired):  # at the floor, but not paired with this baseline: not ranked
+            out.left_out.append(f"{len(eligible) - len(paired)} without a paired speedup vs {_vs(base)}: "
+                                + ", ".join(_what(r) for r in eligible if r not in paired))
         return out
-    eligible = [r for r in ok if _at_floor(r, None, r.variant == FP32)]
+    eligible = [r for r in ok if _at_floor(r, None, r.variant == FP32)
+                and not any(p.below_floor for p in by_row[r.cell_id].values())]
     if eligible:
         ranked = sorted(eligible, key=lambda r: r.median_ms)
         out.row, out.basis, out.candidates = ranked[0], "separate", len(eligible)
@@ -134,10 +142,11 @@ def _paired(p: Pair | None, base: str | None) -> bool:
     return p is not None and p.speedup is not None and p.baseline == base
 
 
-def _keys(by_row: dict[str, dict[str, Pair]]) -> list[str]:
-    """Comparison keys to rank by: the runtimes' first, then the models', then the FP32 twin's."""
-    keys = list(dict.fromkeys(k for ps in by_row.values() for k in ps))
-    return sorted(keys, key=lambda k: (0 if k.startswith("runtime:") else 1 if k != TWIN else 2))
+def _bases(by_row: dict[str, dict[str, Pair]]) -> list[tuple[str, str]]:
+    """(comparison key, baseline cell) pairs to rank by: the runtimes' first, then the models', then the FP32
+    twins' (one per runner)."""
+    found = list(dict.fromkeys((k, p.baseline) for ps in by_row.values() for k, p in ps.items() if p.baseline))
+    return sorted(found, key=lambda kb: 0 if kb[0].startswith("runtime:") else 1 if kb[0] != TWIN else 2)
 
 
 def _at_floor(r: Row, pair: Pair | None, is_baseline: bool) -> bool:
