@@ -15,7 +15,9 @@ LEGEND = (
     "! unstable: the median moved between rounds (its 95% CI over rounds is wider than +-10% of it): the\n"
     "  machine's speed changed during the run. Trust the paired speedup (measured within each round), not\n"
     "  this absolute latency; for one, rerun on a quieter machine or with more rounds (--rounds).\n"
-    "* p99 from fewer than 662 per-call samples (or timed blocks): not reliable\n")
+    "* p99 from fewer than 662 per-call samples (or timed blocks): not reliable\n"
+    "fewer threads (N): another process kept cores busy past measure.contention.wait_s, so a round ran with\n"
+    "  the N cores it left free (the FP32 twin too: the paired speedup compares like with like)\n")
 
 
 def summary_table(results) -> str:
@@ -38,7 +40,7 @@ def summary_table(results) -> str:
             ci = f" [{lat.ci[0]:.4g}, {lat.ci[1]:.4g}]" if lat.ci else ""
             med = f"{lat.median:.4g}{ci}" + (" !" if row.unstable else "")
             p99 = "-" if lat.p99 is None else f"{lat.p99:.4g}" + ("" if lat.p99_reliable else "*")
-            flags = [f for f in ("emulated", "drift", "1 round") if f in row.flags]
+            flags = [f for f in ("emulated", "drift", "1 round") if f in row.flags] + _threads_flag(r)
             status = " ".join(["ok", *flags, *(["below floor"] if row.below_floor else [])])
             tput = f"{r.throughput_ips:,.0f}" if r.throughput_ips else "-"
             peak = r.memory.peak_rss_bytes if r.memory else None
@@ -54,6 +56,14 @@ def summary_table(results) -> str:
                       record=True, file=open(os.devnull, "w"))
     console.print(t)
     return console.export_text() + LEGEND + clear_wins(rows.values())
+
+
+def _threads_flag(record) -> list[str]:
+    """'fewer threads' where another process kept cores busy and a round ran with the ones it left
+    (`measure.contention`; the drift section's rounds say how many and why)."""
+    rounds = record.drift.rounds if record.drift else []
+    used = sorted({str(x.get("threads_used")) for x in rounds if isinstance(x, dict) and x.get("action") == "fewer threads"})
+    return [f"fewer threads ({'/'.join(used)})"] if used else []
 
 
 def _quality(row) -> str:

@@ -229,6 +229,14 @@ def _option_text(v: Any) -> str:
 _BUDGET = Budget()
 
 
+class ContentionSpec(_Strict):
+    """What a timed group does about other processes busy on this machine (`measure.contention`)."""
+    # wait this long for a competitor to go before measuring (--quick: at most 2 s)
+    wait_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    # if it stays: run the group with the cores it leaves free (and say so), so no thread shares a core with it
+    fewer_threads: bool = True
+
+
 class MeasureSpec(_Strict):
     # Per cell and round; the defaults are `measure.latency.Budget`'s (one place).
     warmup_s: Annotated[float, Field(ge=0, le=3600)] = _BUDGET.warmup_s
@@ -238,6 +246,7 @@ class MeasureSpec(_Strict):
     rounds: Annotated[int, Field(ge=1, le=1000)] = 5
     timeout_s: Annotated[float, Field(gt=0, le=86400)] | None = None
     memory_limit_mb: Annotated[int, Field(gt=0)] | None = None
+    contention: ContentionSpec = Field(default_factory=ContentionSpec)
 
     @model_validator(mode="after")
     def _order(self) -> MeasureSpec:

@@ -425,6 +425,10 @@ class SuiteRun:
         if plan.loop and self.cross.asked:  # other runners' or models' FP32 sessions timed beside the group's
             members, variants, feeds, cross = self.cross.extend(rnd, first, members, variants, feeds, art, progress)
         what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
+        contention = self.suite.spec.measure.contention
+        wait_s = min(contention.wait_s, 2.0) if self.opts.quick else contention.wait_s
+        if plan.loop:  # the paired loop's worker waits out a competitor or runs with the cores it leaves
+            cross = {**cross, "contention": {"wait_s": wait_s, "fewer_threads": contention.fewer_threads}}
         progress.start(f"{what}: {len(members)} cells interleaved" +
                        (f" (round {rnd + 1}/{self.rounds})" if self.rounds > 1 else ""))
         out = run_in_worker(plan.target,
@@ -434,7 +438,7 @@ class SuiteRun:
                              **({} if not plan.logs else {"log_dir": str(
                                  self.opts.out_dir / "loadgen" / f"{first.model}_{first.runner_label}_{first.scenario}"
                                  / f"round-{rnd}")})},
-                            timeout_s=plan.timeout_s_per_member * len(members),
+                            timeout_s=plan.timeout_s_per_member * len(members) + (wait_s if plan.loop else 0),
                             log_path=self.logs / f"{first.model}_{first.runner_label}_{first.scenario}.log",
                             memory_limit_mb=self.memory_limit_mb)
         return out, what

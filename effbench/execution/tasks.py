@@ -118,7 +118,8 @@ def measure_pair(cell: Cell, sides: list[dict], budget: dict, load_reversed: boo
 
 def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant], artifact: dict, feeds: dict,
                   budget: dict, overhead_ns: float, seed: int, load_reversed: bool = False,
-                  loadgen: dict | None = None, log_dir: str = ".", baselines: dict[str, dict] | None = None) -> dict:
+                  loadgen: dict | None = None, log_dir: str = ".", baselines: dict[str, dict] | None = None,
+                  contention: dict | None = None) -> dict:
     """The measuring worker of one round of a group: the variants of one model on one runner, every
     batch size, loaded in this process and timed in randomly interleaved blocks
     (`measure.latency.measure_interleaved`), with the drift sentinel timed before and after.
@@ -132,6 +133,11 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
     suite's `compare:`, `execution.crosspairs`): opened with that cell's runner and that model's artifact and
     timed in the same cycles, so the group's cells have a paired speedup against them too. Several runtimes in
     one process: see `_thread_pools`.
+
+    `contention`: {"wait_s", "fewer_threads"} (the suite's `measure.contention`): before anything loads, other
+    processes busy on this machine are measured (`measure.contention`); the group waits for them to go, else
+    runs every session (its baselines' too) with the cores they leave free. What it saw and did goes into the
+    sentinel's entry of the record's drift section.
     """
     import numpy as np
 
@@ -139,6 +145,10 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
     from effbench.runners import Unsupported
     runner = enter_runtime(group.runner)
     baselines = baselines or {}
+    threads = _contention_plan(group, contention)
+    if threads["threads_used"] != threads["threads_asked"]:
+        group = group.replace(threads=threads["threads_used"])
+        baselines = {k: {**b, "cell": b["cell"].replace(threads=threads["threads_used"])} for k, b in baselines.items()}
     pools = _thread_pools(group, baselines)
     before_us = sentinel_us()
     status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
@@ -195,7 +205,21 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
                     "throughput_ips": inferences / st.elapsed_s if st.elapsed_s else None,
                     "block_ms": timed.block_ms[key], "session": infos[m["label"]], **lg.get(key, {})}
     return {"members": out, **({"thread_pools": pools["record"]} if baselines else {}),
-            "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1}}
+            "sentinel": {"before_us": before_us, "after_us": after_us, "change": after_us / before_us - 1,
+                         **threads}}
+
+
+def _contention_plan(group: Cell, contention: dict | None) -> dict:
+    """The threads this group runs with now (`measure.contention.plan_threads`), as the record states them."""
+    from effbench.measure.contention import plan_threads
+    if contention is None:
+        return {"threads_asked": group.threads, "threads_used": group.threads, "action": "not checked"}
+    plan = plan_threads(group.threads, wait_s=contention.get("wait_s", 10.0))
+    out = plan.to_json()
+    if plan.threads != group.threads and not contention.get("fewer_threads", True):
+        out.update(threads_used=group.threads, action="kept threads",
+                   note=f"{plan.note}; kept {group.threads} as the suite asks (measure.contention.fewer_threads: false)")
+    return out
 
 
 def _other_runtime(name: str):
