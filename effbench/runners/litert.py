@@ -41,6 +41,15 @@ import numpy as np
 from pydantic import Field
 
 from effbench.runners.base import RunnerOptions, Support, Unsupported, register
+from effbench.runners.litert_graph import (
+    delegation_summary,
+    graph_types,
+    invoke,
+    io_text,
+    min_cosine,
+    set_inputs,
+    signature_order,
+)
 
 CONVERTER_ENV = ".venv-litert"   # `make litert-env`, at the repository root
 CONVERTER_VAR = "EFFBENCH_LITERT_PYTHON"
@@ -53,8 +62,6 @@ MISMATCH_REL = 0.1
 # True: export in a process of its own even where torch is loaded already (the tests cover both paths)
 EXPORT_IN_A_PROCESS = False
 MIN_COSINE_VS_FP32 = 0.9   # int4 weights on digits-cnn: 0.995 at worst over the test split
-# operators whose multiply-accumulates dominate: `info["compute"]` gives their input x weight types
-_MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
 
 
 class LiteRTOptions(RunnerOptions):
@@ -264,70 +271,6 @@ def export_main(request: str) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------------- reading a .tflite
-def delegation_summary(interpreter) -> dict[str, Any]:
-    """Which of the graph's operators the delegate took. The interpreter lists the original nodes and one
-    DELEGATE node per partition (`_get_ops_details`, private: the Python API has no public node list); a
-    partition's nodes are those between its DELEGATE node's inputs and outputs, found by walking back from
-    the outputs through their producers and stopping at the inputs."""
-    ops = interpreter._get_ops_details()
-    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
-    original = {o["index"]: o for o in ops if o["op_name"] != "DELEGATE"}
-    producer = {int(t): i for i, o in original.items() for t in o["outputs"]}
-    taken: set[int] = set()
-    for d in delegates:
-        stop, stack, seen = {int(t) for t in d["inputs"]}, [int(t) for t in d["outputs"]], set()
-        while stack:
-            t = stack.pop()
-            if t < 0 or t in stop or t in seen:
-                continue
-            seen.add(t)
-            if t in producer and producer[t] not in taken:
-                taken.add(producer[t])
-                stack.extend(int(x) for x in original[producer[t]]["inputs"])
-    by_op: dict[str, dict[str, int]] = {}
-    for i, o in original.items():
-        c = by_op.setdefault(o["op_name"], {"delegated": 0, "not_delegated": 0})
-        c["delegated" if i in taken else "not_delegated"] += 1
-    total = len(original)
-    return {"fraction": round(len(taken) / total, 4) if total else 0.0, "delegated_ops": len(taken),
-            "total_ops": total,
-            "not_delegated": {k: v["not_delegated"] for k, v in by_op.items() if v["not_delegated"]},
-            "by_operator": by_op, "subgraphs": len(delegates),
-            "counted": "the .tflite's operators; a DELEGATE node's partition read from its inputs and outputs"}
-
-
-def graph_types(path: Path) -> dict[str, Any]:
-    """From the flatbuffer itself (the interpreter's tensor details show int4 as int8): elements of the
-    weight tensors by stored type, and what each multiply-accumulate operator consumes (input x weight)."""
-    from collections import Counter
-
-    from ai_edge_litert import schema_py_generated as schema
-    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    g = model.Subgraphs(0)
-    tensors = [g.Tensors(i) for i in range(g.TensorsLength())]
-    weights: Counter[str] = Counter()
-    for t in tensors:
-        if model.Buffers(t.Buffer()).DataLength() > 0 and t.ShapeLength():
-            weights[types[t.Type()]] += int(np.prod(t.ShapeAsNumpy()))
-    produced = {}   # DEQUANTIZE output -> its stored input's type: the weight as it is stored
-    compute: Counter[str] = Counter()
-    for i in range(g.OperatorsLength()):
-        op = g.Operators(i)
-        code = codes.get(max(model.OperatorCodes(op.OpcodeIndex()).BuiltinCode(),
-                             model.OperatorCodes(op.OpcodeIndex()).DeprecatedBuiltinCode()), "CUSTOM")
-        ins = [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else []
-        if code == "DEQUANTIZE" and ins:
-            produced[int(op.Outputs(0))] = types[tensors[ins[0]].Type()]
-        elif code in _MAC_OPS and len(ins) >= 2:
-            w = types[tensors[ins[1]].Type()]
-            stored = f" (stored {produced[ins[1]]})" if ins[1] in produced else ""
-            compute[f"{code}: {types[tensors[ins[0]].Type()]} x {w}{stored}"] += 1
-    return {"weight_elements_by_type": dict(weights), "compute": dict(compute)}
-
-
 # ----------------------------------------------------------------------------------- the session
 class LiteRTSession:
     """One model's interpreters, one per input signature. `info` gains "built", "delegation", "compute",
@@ -403,8 +346,8 @@ class LiteRTSession:
             interp.allocate_tensors()
         except Exception as e:
             raise Unsupported(f"LiteRT's interpreter could not load the .tflite: {_first_line(e)}") from None
-        ins, outs = _signature_order(interp)
-        io = {d["name"]: _io_text(d) for d in ins + outs}
+        ins, outs = signature_order(interp)
+        io = {d["name"]: io_text(d) for d in ins + outs}
         return interp, {"inputs": ins, "outputs": outs, "io": io}
 
     def _build(self, folder: Path, feeds: dict[str, np.ndarray], refused: Path) -> dict[str, Any]:
@@ -426,6 +369,8 @@ class LiteRTSession:
         built["checked"] = True
         built.update(self._check(folder, feeds))
         meta.write_text(json.dumps(built, default=str))
+        for name in ("program.pt2", "example.pt", "calibration.npz"):   # the hand-over, not the build
+            (folder / name).unlink(missing_ok=True)
         built["cache"] = (f"built for this worker (torch.export {exported}, litert-torch in its venv), "
                           f"saved to {folder / 'model.tflite'}")
         return built
@@ -498,13 +443,13 @@ class LiteRTSession:
         quantizes the converted graph has only FP32 to compare with, so there each sample's output must point
         the same way as FP32's (cosine >= MIN_COSINE_VS_FP32): quantization noise, not another function."""
         interp, details = self._interpreter(folder / "model.tflite")
-        got = _invoke(interp, details, feeds)
+        got = invoke(interp, details, feeds)
         with np.load(folder / "reference.npz") as z:
             want = [z[f"reference_{i}"] for i in range(len(got))]
             fp32 = [z[f"fp32_{i}"] for i in range(len(got))]
         scale = max(float(np.abs(w).max()) for w in want) or 1.0
         err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
-        cosine = min(_min_cosine(g, w) for g, w in zip(got, fp32))
+        cosine = min(min_cosine(g, w) for g, w in zip(got, fp32))
         out = {"max_abs_err_vs_torch": err, "max_rel_err_vs_torch": err / scale,
                "max_abs_err_vs_fp32": max(float(np.abs(g - w).max()) for g, w in zip(got, fp32)),
                "min_cosine_vs_fp32": cosine}
@@ -523,67 +468,15 @@ class LiteRTSession:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         interp, details = self.interpreter_for(feeds)
         try:
-            return _invoke(interp, details, feeds)
+            return invoke(interp, details, feeds)
         except Exception as e:
             raise Unsupported(f"LiteRT failed to run the model: {_first_line(e)}") from None
 
     def timed_call(self, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
         interp, details = self.interpreter_for(feeds)
         try:
-            _set_inputs(interp, details, feeds)   # bound once: invoke() reads the same input tensors each call
+            set_inputs(interp, details, feeds)   # bound once: invoke() reads the same input tensors each call
             interp.invoke()
         except Exception as e:
             raise Unsupported(f"LiteRT failed to run the model: {_first_line(e)}") from None
         return interp.invoke
-
-
-def _signature_order(interp) -> tuple[list[dict], list[dict]]:
-    """Input and output details in the torch module's order: the signature's args_0, args_1 ... and
-    output_0, output_1 ... (the subgraph's own order need not be the module's)."""
-    ins, outs = interp.get_input_details(), interp.get_output_details()
-    sigs = interp._get_full_signature_list()   # private: the public list gives names without tensor indices
-    if len(sigs) != 1:
-        return ins, outs
-    sig = next(iter(sigs.values()))
-
-    def ordered(details: list[dict], named: dict[str, int]) -> list[dict]:
-        by_index = {d["index"]: d for d in details}
-        keyed = sorted(named.items(), key=lambda kv: int(kv[0].rpartition("_")[2]) if kv[0].rpartition("_")[2].isdigit()
-                       else 1 << 30)
-        out = [by_index[i] for _, i in keyed if i in by_index]
-        return out if len(out) == len(details) else details
-    return ordered(ins, sig.get("inputs", {})), ordered(outs, sig.get("outputs", {}))
-
-
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
-    num, den = (a * b).sum(1), np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.min(np.where(den > 0, num / np.where(den > 0, den, 1), np.where(num == 0, 1.0, 0.0))))
-
-
-def _io_text(d: dict) -> str:
-    scale, zero = d.get("quantization") or (0.0, 0)
-    dtype = np.dtype(d["dtype"]).name
-    if scale:
-        return f"{dtype} (scale {scale:.6g}, zero point {zero}): quantized/dequantized outside the timed calls"
-    return dtype
-
-
-def _set_inputs(interp, details: dict, feeds: dict[str, np.ndarray]) -> None:
-    for d, value in zip(details["inputs"], feeds.values()):
-        scale, zero = d.get("quantization") or (0.0, 0)
-        if scale:
-            info = np.iinfo(d["dtype"])
-            value = np.clip(np.round(np.asarray(value, np.float32) / scale) + zero, info.min, info.max)
-        interp.set_tensor(d["index"], np.ascontiguousarray(value, dtype=d["dtype"]))
-
-
-def _invoke(interp, details: dict, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    _set_inputs(interp, details, feeds)
-    interp.invoke()
-    out = []
-    for d in details["outputs"]:
-        a = interp.get_tensor(d["index"])
-        scale, zero = d.get("quantization") or (0.0, 0)
-        out.append((a.astype(np.float32) - zero) * scale if scale else np.array(a))
-    return out

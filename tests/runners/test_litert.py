@@ -125,7 +125,7 @@ def test_int8_dynamic_records_what_xnnpack_left(cnn, cache):
 
 @SPAWNS
 @pytest.mark.parametrize("label, stored, compute", [
-    ("fp16", "FLOAT16", "FULLY_CONNECTED: FLOAT32 x FLOAT32 (stored FLOAT16)"),
+    ("fp16", "FLOAT16", "FULLY_CONNECTED: FLOAT32 x FLOAT32 (dequantized from FLOAT16)"),
     ("int4", "INT4", "FULLY_CONNECTED: FLOAT32 x INT4"),
 ])
 def test_weight_recipes_store_what_they_say(cnn, cache, label, stored, compute):
