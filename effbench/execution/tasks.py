@@ -145,10 +145,7 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
     from effbench.runners import Unsupported
     runner = enter_runtime(group.runner)
     baselines = baselines or {}
-    threads = _contention_plan(group, contention)
-    if threads["threads_used"] != threads["threads_asked"]:
-        group = group.replace(threads=threads["threads_used"])
-        baselines = {k: {**b, "cell": b["cell"].replace(threads=threads["threads_used"])} for k, b in baselines.items()}
+    group, baselines, threads = _contention_plan(group, baselines, contention)
     pools = _thread_pools(group, baselines)
     before_us = sentinel_us()
     status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
@@ -209,17 +206,24 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
                          **threads}}
 
 
-def _contention_plan(group: Cell, contention: dict | None) -> dict:
-    """The threads this group runs with now (`measure.contention.plan_threads`), as the record states them."""
+def _contention_plan(group: Cell, baselines: dict[str, dict], contention: dict | None
+                     ) -> tuple[Cell, dict[str, dict], dict]:
+    """The group and its baselines with the threads they run with now (`measure.contention.plan_threads`),
+    and what the record says about it."""
     from effbench.measure.contention import plan_threads
     if contention is None:
-        return {"threads_asked": group.threads, "threads_used": group.threads, "action": "not checked"}
+        return group, baselines, {"threads_asked": group.threads, "threads_used": group.threads,
+                                  "action": "not checked"}
     plan = plan_threads(group.threads, wait_s=contention.get("wait_s", 10.0))
     out = plan.to_json()
     if plan.threads != group.threads and not contention.get("fewer_threads", True):
         out.update(threads_used=group.threads, action="kept threads",
                    note=f"{plan.note}; kept {group.threads} as the suite asks (measure.contention.fewer_threads: false)")
-    return out
+    used = out["threads_used"]
+    if used != group.threads:
+        group = group.replace(threads=used)
+        baselines = {k: {**b, "cell": b["cell"].replace(threads=used)} for k, b in baselines.items()}
+    return group, baselines, out
 
 
 def _other_runtime(name: str):
