@@ -148,24 +148,10 @@ def measure_group(group: Cell, members: list[dict], variants: dict[str, Variant]
     group, baselines, threads = _contention_plan(group, baselines, contention)
     pools = _thread_pools(group, baselines)
     before_us = sentinel_us()
-    status: dict[str, tuple[str, str]] = {}   # member key -> (status, reason) when it cannot be timed
-    sessions: dict[str, Any] = {}
     labels = list(dict.fromkeys(m["label"] for m in members))
-    for label in (labels[::-1] if load_reversed else labels):  # neither side always loads first
-        base = baselines.get(label)
-        try:
-            if base is None:
-                sessions[label] = open_session(group, variants[label], artifact, runner=runner,
-                                               options=pools["options"]).session
-            else:
-                sessions[label] = open_session(base["cell"], variants[label], base["artifact"],
-                                               runner=_other_runtime(base["cell"].runner),
-                                               options=pools["options"]).session
-        except Unsupported as e:
-            status[label] = ("unsupported", str(e))
-        except Exception as e:  # one variant's failure must not cost the others their measurement
-            traceback.print_exc()
-            status[label] = ("failed", gist(e))
+    # member key or label -> (status, reason) when it cannot be timed; neither side always loads first
+    sessions, status = _open_sessions(group, labels[::-1] if load_reversed else labels, variants, artifact, runner,
+                                      baselines, pools["options"])
     calls = {}
     for m in members:
         if m["label"] in status:
@@ -224,6 +210,30 @@ def _contention_plan(group: Cell, baselines: dict[str, dict], contention: dict |
         group = group.replace(threads=used)
         baselines = {k: {**b, "cell": b["cell"].replace(threads=used)} for k, b in baselines.items()}
     return group, baselines, out
+
+
+def _open_sessions(group: Cell, labels: list[str], variants: dict, artifact: dict, runner, baselines: dict[str, dict],
+                   options: dict) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """The group worker's sessions by label, in `labels`' order (a baseline's with its own cell, artifact and
+    runner), and (status, reason) of each label that could not be opened: one variant's failure must not cost
+    the others their measurement."""
+    from effbench.runners import Unsupported
+    sessions: dict[str, Any] = {}
+    status: dict[str, tuple[str, str]] = {}
+    for label in labels:
+        base = baselines.get(label)
+        try:
+            if base is None:
+                sessions[label] = open_session(group, variants[label], artifact, runner=runner, options=options).session
+            else:
+                sessions[label] = open_session(base["cell"], variants[label], base["artifact"],
+                                               runner=_other_runtime(base["cell"].runner), options=options).session
+        except Unsupported as e:
+            status[label] = ("unsupported", str(e))
+        except Exception as e:
+            traceback.print_exc()
+            status[label] = ("failed", gist(e))
+    return sessions, status
 
 
 def _other_runtime(name: str):

@@ -188,9 +188,16 @@ def test_hostile_fields_of_a_hand_written_store_render_as_text(tmp_path, capsys)
     md = (out / "summary.md").read_text()
     for payload in PAYLOADS[:4]:
         assert payload not in md and payload not in html
-    table = [ln for ln in md.splitlines() if ln.startswith("|")]
-    widths = {ln.replace("\\|", "").count("|") for ln in table if not ln.startswith("| cell_id")}
-    assert len(widths) == 1, "a newline or pipe in a field broke a Markdown table row"
+    # each table (its header starts a block of "|" lines) keeps one width: a field's newline or pipe would break it
+    tables: list[list[str]] = [[]]
+    for ln in md.splitlines():
+        if ln.startswith("|"):
+            tables[-1].append(ln)
+        elif tables[-1]:
+            tables.append([])
+    for table in (t for t in tables if t and not t[0].startswith("| cell_id")):
+        widths = {ln.replace("\\|", "").count("|") for ln in table}
+        assert len(widths) == 1, "a newline or pipe in a field broke a Markdown table row"
 
 
 def test_markdown_never_turns_a_field_into_a_link(tmp_path, capsys):
