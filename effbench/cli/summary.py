@@ -55,7 +55,21 @@ def summary_table(results) -> str:
     console = Console(width=max(100, min(220, os.get_terminal_size(1).columns if sys.stdout.isatty() else 220)),
                       record=True, file=open(os.devnull, "w"))
     console.print(t)
-    return console.export_text() + LEGEND + clear_wins(rows.values())
+    return console.export_text() + LEGEND + clear_wins(rows.values()) + cross_lines(results)
+
+
+def cross_lines(results) -> str:
+    """The suite's `compare:` pairings (another runtime's or model's FP32 timed in the same worker), one line
+    per cell and baseline: the paired speedup with its CI, or why there is none."""
+    from effbench.report.table import Speedup, fmt_speedup
+    lines = []
+    for r in results:
+        for key, comp in sorted((r.comparisons or {}).items()):
+            sp = Speedup.from_comparison(comp)
+            what = (fmt_speedup(sp) + ("" if sp.clear else " ~")) if sp else f"none ({comp.reason or 'not paired'})"
+            lines.append(f"  {r.cell_id} vs {key.replace(':', ' ')} FP32: {what}")
+    return ("Paired against the suite's compare: baseline (same worker, alternating blocks, 95% CI over rounds):\n"
+            + "\n".join(lines) + "\n") if lines else ""
 
 
 def _threads_flag(record) -> list[str]:

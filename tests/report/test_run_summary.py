@@ -47,3 +47,15 @@ def test_clear_wins_leave_out_unclear_slower_and_below_floor_variants():
     assert "No variant is clearly faster than FP32 here" in text
     assert "below floor" in _line(text, "m/lossy/")
     assert "0.900" in _line(text, "m/lossy/")
+
+
+def test_compare_pairings_are_listed_with_their_ci_or_reason():
+    rec = _rec("int8", (1.9, 1.6, 2.2))
+    comps = {"runtime:onnxruntime": Comparison(baseline="m/fp32/onnxruntime/b1/single-stream", speedup=2.9,
+                                               ci=(2.8, 3.0), ci_level=0.95, rounds=2, method="paired",
+                                               ci_scope="between rounds"),
+             "model:teacher": Comparison(baseline="teacher/fp32/ort/b1/single-stream", reason="the baseline failed")}
+    text = summary_table(Results(records=[_rec("fp32", None), rec.replace(comparisons=comps)]))
+    assert "m/int8/ort/b1/single-stream vs runtime onnxruntime FP32: 2.90× [2.80–3.00]" in text
+    assert "m/int8/ort/b1/single-stream vs model teacher FP32: none (the baseline failed)" in text
+    assert "compare:" not in summary_table(Results(records=[_rec("fp32", None)]))
