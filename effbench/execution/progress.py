@@ -119,5 +119,8 @@ def record_line(r: Record) -> str:
             return f"{r.cell_id}{where}: ok {peak} (p{s.percentile:g} {s.percentile_ms or math.nan:.4g} ms){flag}"
         if r.offline and r.offline.samples_per_s:
             vs += f", {r.offline.samples_per_s:.4g} samples/s offline"
+        for name, lg in (("multi-stream", r.multi_stream), ("single-stream", r.single_stream)):
+            if lg is not None and lg.percentile_ms is not None:  # LoadGen's own headline and verdict
+                vs += f", LoadGen {name} p{lg.percentile:g} {lg.percentile_ms:.4g} ms {lg.verdict or ''}".rstrip()
         return f"{r.cell_id}{where}: ok {lat.median:.4g} ms{ci} n={lat.n}{vs}{flag}"
     return f"{r.cell_id}{where}: {r.status}: {r.reason}"

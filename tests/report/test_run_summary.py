@@ -59,3 +59,13 @@ def test_compare_pairings_are_listed_with_their_ci_or_reason():
     assert "m/int8/ort/b1/single-stream vs runtime onnxruntime FP32: 2.90× [2.80–3.00]" in text
     assert "m/int8/ort/b1/single-stream vs model teacher FP32: none (the baseline failed)" in text
     assert "compare:" not in summary_table(Results(records=[_rec("fp32", None)]))
+
+
+def test_progress_line_names_loadgens_headline_and_verdict():
+    from effbench.execution.progress import record_line
+    from effbench.results.scenarios import MultiStream, SingleStream
+    rec = _rec("int8", (1.9, 1.6, 2.2)).replace(multi_stream=MultiStream(percentile_ms=0.229, verdict="VALID"),
+                                                single_stream=SingleStream(percentile_ms=0.1, verdict="INVALID"))
+    line = record_line(rec)
+    assert "LoadGen multi-stream p99 0.229 ms VALID" in line and "LoadGen single-stream p90 0.1 ms INVALID" in line
+    assert "LoadGen" not in record_line(_rec("int8", (1.9, 1.6, 2.2)))
