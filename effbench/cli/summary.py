@@ -10,14 +10,22 @@ import sys
 
 # The marks under the table. `unstable` is about the absolute latency only: the paired speedup is measured
 # within each round (FP32 and the variant alternate in one worker) and carries its own CI.
-LEGEND = (
-    "~ the speedup's CI contains 1: no clear difference from FP32\n"
-    "! unstable: the median moved between rounds (its 95% CI over rounds is wider than +-10% of it): the\n"
-    "  machine's speed changed during the run. Trust the paired speedup (measured within each round), not\n"
-    "  this absolute latency; for one, rerun on a quieter machine or with more rounds (--rounds).\n"
-    "* p99 from fewer than 662 per-call samples (or timed blocks): not reliable\n"
-    "fewer threads (N): another process kept cores busy past measure.contention.wait_s, so a round ran with\n"
-    "  the N cores it left free (the FP32 twin too: the paired speedup compares like with like)\n")
+# Only the marks the table shows are explained under it.
+LEGEND = {
+    "~": "~ the speedup's CI contains 1: no clear difference from FP32\n",
+    "!": "! unstable: the median moved between rounds (its 95% CI over rounds is wider than +-10% of it): the\n"
+         "  machine's speed changed during the run. Trust the paired speedup (measured within each round), not\n"
+         "  this absolute latency; for one, rerun on a quieter machine or with more rounds (--rounds).\n",
+    "*": "* p99 from fewer than 662 per-call samples (or timed blocks): not reliable\n",
+    "fewer threads": "fewer threads (N): another process kept cores busy past measure.contention.wait_s, so a round"
+                     " ran with\n  the N cores it left free (the FP32 twin too: the paired speedup compares like"
+                     " with like)\n",
+}
+
+
+def legend(marks: set[str]) -> str:
+    """The legend lines for the marks in `marks`, in a fixed order."""
+    return "".join(text for mark, text in LEGEND.items() if mark in marks)
 
 
 def summary_table(results) -> str:
@@ -33,6 +41,7 @@ def summary_table(results) -> str:
                       ("items/s", "right"), ("peak RSS MiB", "right")):
         t.add_column(col, justify=just, no_wrap=col == "cell", max_width=28 if col == "status" else None)
     rows = {row.cell_id: row for row in build_rows(results)}
+    marks: set[str] = set()
     for r in results:
         lat = r.latency_ms
         row = rows[r.cell_id]
@@ -48,6 +57,8 @@ def summary_table(results) -> str:
             sp = row.speedup
             vs = "-" if sp is None else fmt_speedup(sp) + ("" if sp.clear else " ~")
             quality = _quality(row)
+            marks |= {m for m, shown in (("!", row.unstable), ("*", p99.endswith("*")), ("~", vs.endswith(" ~")),
+                                         ("fewer threads", "fewer threads" in status)) if shown}
         else:
             med, p99, tput, rss, vs, quality = "-", "-", "-", "-", "-", "-"
             status = f"{r.status}: {(r.reason or '')[:60]}"
@@ -55,7 +66,7 @@ def summary_table(results) -> str:
     console = Console(width=max(100, min(220, os.get_terminal_size(1).columns if sys.stdout.isatty() else 220)),
                       record=True, file=open(os.devnull, "w"))
     console.print(t)
-    return console.export_text() + LEGEND + clear_wins(rows.values()) + cross_lines(results)
+    return console.export_text() + legend(marks) + clear_wins(rows.values()) + cross_lines(results)
 
 
 def cross_lines(results) -> str:

@@ -36,8 +36,16 @@ def test_unstable_marks_the_latency_not_the_speedup_and_its_rule_is_stated():
     assert status == "ok"                        # not "ok unstable": the cell is fine, its absolute latency moved
     assert "1.90× [1.60–2.20]" in row and "~" not in row.split("│")[3]
     assert "[0.2, 3] !" in row
-    assert LEGEND.splitlines()[1].startswith("! unstable") and "+-10%" in LEGEND and "--rounds" in LEGEND
+    assert LEGEND["!"].startswith("! unstable") and "+-10%" in text and "--rounds" in text
+    assert "p99 from fewer than" not in text and "fewer threads (N)" not in text   # marks not shown: not explained
     assert "m/int8/ort/b1/single-stream: 1.90× [1.60–2.20], top1 1.000 of FP32 (held-out)" in text
+
+
+def test_legend_explains_only_the_marks_the_table_shows():
+    quiet = summary_table(Results(records=[_rec("fp32", None), _rec("int8", (1.9, 1.6, 2.2))]))
+    assert "! unstable" not in quiet and "~ the speedup" not in quiet
+    unclear = summary_table(Results(records=[_rec("fp32", None), _rec("int8", (1.1, 0.9, 1.3))]))
+    assert "~ the speedup's CI contains 1" in unclear and "! unstable" not in unclear
 
 
 def test_clear_wins_leave_out_unclear_slower_and_below_floor_variants():
