@@ -8,27 +8,10 @@ import numpy as np
 import pytest
 
 from effbench.errors import UserError
-from effbench.gate import (
-    DEFAULT_RULES,
-    TESTS,
-    Rule,
-    compare,
-    compare_ab,
-    compare_paths,
-    parse_rule,
-    resolve_rules,
-)
+from effbench.gate import DEFAULT_RULES, TESTS, Rule, compare, compare_ab, compare_paths, parse_rule, resolve_rules
 from effbench.measure.latency import LatencyStats
 from effbench.measure.stats import holm, noise_floor, quantile_ci
-from effbench.results.record import (
-    Cell,
-    Energy,
-    Latency,
-    Memory,
-    ModelStats,
-    Provenance,
-    Quality,
-)
+from effbench.results.record import Cell, Energy, Latency, Memory, ModelStats, Provenance, Quality
 from effbench.results.store import Record, Store, load
 
 HOST = {"cpu": "AMD EPYC", "cores": 2}

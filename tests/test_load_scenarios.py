@@ -11,8 +11,8 @@ from ebtest import DATA, run_cli
 
 from effbench.config.suite import load_suite
 from effbench.errors import UserError
-from effbench.measure.stats import over_rounds, with_floor
 from effbench.gate import compare
+from effbench.measure.stats import over_rounds, with_floor
 from effbench.results.merge import merge_rounds
 from effbench.results.record import Offline, Record, Server
 from effbench.results.store import Store, load

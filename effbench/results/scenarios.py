@@ -10,7 +10,33 @@ from effbench.results.schema import Section, section
 
 
 @section
-class SingleStream(Section):
+class LoadGenLatency(Section):
+    """What single-stream's and multi-stream's LoadGen sections share: LoadGen's latency at `percentile`
+    (its headline), the early-stopping estimate, the verdict, per round and merged over rounds. ms throughout.
+    Not a section of its own in the record."""
+
+    NAME: ClassVar[str] = "loadgen_latency"
+    percentile: float = 90.0
+    percentile_ms: float | None = None
+    ci: tuple[float, float] | None = None
+    ci_level: float | None = None
+    ci_scope: str | None = None
+    ci_method: str | None = None
+    round_percentile_ms: tuple[float, ...] = ()
+    p50_ms: float | None = None
+    mean_ms: float | None = None
+    early_stopping_ms: float | None = None
+    early_stopping_met: bool | None = None
+    verdict: str | None = None            # "VALID" / "INVALID"
+    round_verdicts: tuple[str, ...] = ()
+    queries: int | None = None            # issued by LoadGen (summed over rounds or runs)
+    unstable: bool = False
+    loadgen: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@section
+class SingleStream(LoadGenLatency):
     """Single-stream through MLPerf LoadGen (SingleStream: one sample per query, the next issued when it
     completes), one run per batch-1 cell and round beside the paired timing loop. Every figure is read from
     LoadGen's summary log (`loadgen.summary`); ms throughout.
@@ -25,31 +51,14 @@ class SingleStream(Section):
     """
 
     NAME: ClassVar[str] = "single_stream"
-    percentile: float = 90.0
-    percentile_ms: float | None = None
-    ci: tuple[float, float] | None = None
-    ci_level: float | None = None
-    ci_scope: str | None = None
-    ci_method: str | None = None
-    round_percentile_ms: tuple[float, ...] = ()
-    p50_ms: float | None = None
     p99_ms: float | None = None
-    mean_ms: float | None = None
-    early_stopping_ms: float | None = None
     early_stopping_estimates_ms: dict[str, float] = field(default_factory=dict)
-    early_stopping_met: bool | None = None
-    verdict: str | None = None            # "VALID" / "INVALID"
-    round_verdicts: tuple[str, ...] = ()
-    queries: int | None = None            # issued by LoadGen (summed over rounds once merged)
     qps_without_loadgen_overhead: float | None = None
-    unstable: bool = False
     reason: str | None = None
-    loadgen: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @section
-class MultiStream(Section):
+class MultiStream(LoadGenLatency):
     """The multi-stream scenario through MLPerf LoadGen (MultiStream): one query of `samples_per_query`
     samples at a time, the next issued when it completes; the figure is LoadGen's latency of queries at
     `percentile` (99: MLPerf's), with its early stopping. ms throughout.
@@ -67,27 +76,11 @@ class MultiStream(Section):
     NAME: ClassVar[str] = "multi_stream"
     samples_per_query: int = 8
     percentile: float = 99.0
-    percentile_ms: float | None = None
-    ci: tuple[float, float] | None = None
-    ci_level: float | None = None
-    ci_scope: str | None = None
-    ci_method: str | None = None
-    round_percentile_ms: tuple[float, ...] = ()
-    p50_ms: float | None = None
-    mean_ms: float | None = None
-    early_stopping_ms: float | None = None
-    early_stopping_met: bool | None = None
-    verdict: str | None = None            # "VALID" / "INVALID"
-    round_verdicts: tuple[str, ...] = ()
     runs: int | None = None
     runs_valid: int | None = None
-    queries: int | None = None            # issued by LoadGen over the runs
     batch_size: int | None = None
     calls_per_query: int | None = None
     samples_per_s: float | None = None    # samples_per_query over LoadGen's mean query latency
-    unstable: bool = False
-    loadgen: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @section

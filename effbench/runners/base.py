@@ -75,3 +75,28 @@ def register(cls: type) -> type:
 
 class Unsupported(Exception):
     """This runtime cannot build or run this variant; the message says why (recorded, never hidden)."""
+
+
+def require_cpu(runner: Runner, variant: Variant, options: dict[str, Any], runs: str) -> None:
+    """The opening every CPU-only runner's `load` shares: `Unsupported` unless `runner` supports `variant`
+    and the cell asks for the CPU. `runs` says what the runner runs there ("LiteRT's CPU interpreter")."""
+    support = runner.supports(variant)
+    if not support.ok:
+        raise Unsupported(support.reason)
+    device = options.get("device", "cpu")
+    if device != "cpu":
+        raise Unsupported(f"the {runner.name} runner runs {runs}, not '{device}'")
+
+
+def torch_artifact(runner: Runner, variant: Variant, options: dict[str, Any], verb: str):
+    """The model artifact whose torch module a converting runner `verb`s (a pruned variant carries the pruned
+    model's, its factory rebuilding the pruned module); `Unsupported` where there is none."""
+    from effbench.models.sources import ModelArtifact
+    art_json = (variant.torch or {}).get("artifact") or options.get("artifact")
+    if not art_json:
+        raise Unsupported(f"the {runner.name} runner {verb}s the model's torch module, and its load options "
+                          "name no model artifact")
+    artifact = ModelArtifact.from_json(art_json)
+    if not artifact.torch_factory:
+        raise Unsupported(f"an onnx: model has no torch module for the {runner.name} runner to {verb}")
+    return artifact

@@ -34,7 +34,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from effbench.runners.base import RunnerOptions, Support, Unsupported, register
+from effbench.runners.base import RunnerOptions, Support, Unsupported, register, require_cpu, torch_artifact
 
 BUILDS = ("fp32", "fp16", "bf16", "int8", "int4")
 # A program whose output differs from the same module in torch by more than this fraction of the output's
@@ -80,23 +80,11 @@ class ExecuTorchRunner:
         return Support.yes()
 
     def load(self, variant, threads: int, options: dict[str, Any]) -> ExecuTorchSession:
-        support = self.supports(variant)
-        if not support.ok:
-            raise Unsupported(support.reason)
-        device = options.get("device", "cpu")
-        if device != "cpu":
-            raise Unsupported(f"the executorch runner runs the XNNPACK (CPU) delegate, not '{device}'")
+        require_cpu(self, variant, options, "the XNNPACK (CPU) delegate")
         import torch
 
-        from effbench.models.sources import ModelArtifact, build_torch_module
-        # a pruned variant carries the pruned model's artifact (its factory rebuilds the pruned module)
-        art_json = (variant.torch or {}).get("artifact") or options.get("artifact")
-        if not art_json:
-            raise Unsupported("the executorch runner exports the model's torch module, and its load options "
-                              "name no model artifact")
-        artifact = ModelArtifact.from_json(art_json)
-        if not artifact.torch_factory:
-            raise Unsupported("an onnx: model has no torch module for ExecuTorch to export")
+        from effbench.models.sources import build_torch_module
+        artifact = torch_artifact(self, variant, options, "export")
         module = build_torch_module(artifact)
         ro: ExecuTorchOptions = options.get("runner_options") or ExecuTorchOptions()
         threads_set = _set_threads(threads)

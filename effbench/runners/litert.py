@@ -40,7 +40,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from effbench.runners.base import RunnerOptions, Support, Unsupported, register
+from effbench.runners.base import RunnerOptions, Support, Unsupported, register, require_cpu, torch_artifact
 from effbench.runners.litert_graph import (
     delegation_summary,
     graph_types,
@@ -101,23 +101,11 @@ class LiteRTRunner:
         return Support.yes()
 
     def load(self, variant, threads: int, options: dict[str, Any]) -> LiteRTSession:
-        support = self.supports(variant)
-        if not support.ok:
-            raise Unsupported(support.reason)
-        device = options.get("device", "cpu")
-        if device != "cpu":
-            raise Unsupported(f"the litert runner runs LiteRT's CPU interpreter (XNNPACK), not '{device}'")
+        require_cpu(self, variant, options, "LiteRT's CPU interpreter (XNNPACK)")
         converter = find_converter()
         if converter is None:
             raise Unsupported(MISSING)
-        art_json = (variant.torch or {}).get("artifact") or options.get("artifact")
-        if not art_json:
-            raise Unsupported("the litert runner converts the model's torch module, and its load options name "
-                              "no model artifact")
-        from effbench.models.sources import ModelArtifact
-        artifact = ModelArtifact.from_json(art_json)
-        if not artifact.torch_factory:
-            raise Unsupported("an onnx: model has no torch module for litert-torch to convert")
+        artifact = torch_artifact(self, variant, options, "convert")
         ro: LiteRTOptions = options.get("runner_options") or LiteRTOptions()
         plan = _plan(variant, ro)
         from importlib.metadata import version

@@ -34,7 +34,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from effbench.runners.base import RunnerOptions, Support, Unsupported, register
+from effbench.runners.base import RunnerOptions, Support, Unsupported, register, require_cpu
 
 BUILDS = ("fp32", "fp16", "bf16", "int8", "int4")
 # the inference precision each precision compiles with; int8/int4 keep their unquantized ops in f32, as
@@ -96,12 +96,7 @@ class OpenVinoRunner:
     def load(self, variant, threads: int, options: dict[str, Any]) -> OpenVinoSession:
         from effbench.runners.openvino_runtime import import_quietly, telemetry_state
         ov = import_quietly("openvino")
-        support = self.supports(variant)
-        if not support.ok:
-            raise Unsupported(support.reason)
-        device = options.get("device", "cpu")
-        if device != "cpu":
-            raise Unsupported(f"the openvino runner compiles for its CPU plugin here, not '{device}'")
+        require_cpu(self, variant, options, "its CPU plugin here")
         ro: OpenVinoOptions = options.get("runner_options") or OpenVinoOptions()
         graph = fp32_graph(variant, options.get("artifact"))
         core = ov.Core()

@@ -6,13 +6,7 @@ import json
 import pytest
 
 from effbench.devices import load_profiles, local_profile
-from effbench.devices.detect import (
-    CACHE_VERSION,
-    CALIBRATION_FILE,
-    PROFILE_FILE,
-    detect,
-    fingerprint,
-)
+from effbench.devices.detect import CACHE_VERSION, CALIBRATION_FILE, PROFILE_FILE, detect, fingerprint
 
 
 def test_detect_reads_this_machine():

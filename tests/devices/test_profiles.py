@@ -6,13 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from effbench.devices import (
-    load_profiles,
-    profile_show_text,
-    profiles_dir,
-    profiles_list_text,
-    shipped_ids,
-)
+from effbench.devices import load_profiles, profile_show_text, profiles_dir, profiles_list_text, shipped_ids
 from effbench.devices.profile import Fact, Figure, Peak
 from effbench.errors import UserError
 

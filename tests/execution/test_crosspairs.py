@@ -44,6 +44,12 @@ def _suite(tmp_path: Path, compare: str):
     return load_suite(p)
 
 
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """The suite with `compare: runtimes`, loaded once for the tests that only read it."""
+    return _suite(tmp_path_factory.mktemp("runtimes"), "runtimes")
+
+
 def _cell(suite, cell_id):
     return next(c for c in suite.cells() if c.cell_id == cell_id)
 
@@ -76,8 +82,7 @@ def _record(cell, **fields) -> Record:
                   **fields)
 
 
-def test_the_group_worker_also_times_the_baseline_runners_fp32_at_every_batch_size(tmp_path):
-    suite = _suite(tmp_path, "runtimes")
+def test_the_group_worker_also_times_the_baseline_runners_fp32_at_every_batch_size(suite):
     cp = CrossPairs(_run(suite))
     first = _cell(suite, "cnn/int8/torch/b1/single-stream")
     members = [{"key": "int8/b1", "label": "int8", "batch_size": 1, "reference": "fp32/b1"},
@@ -151,16 +156,14 @@ def test_a_record_gets_the_paired_speedup_against_each_baseline_or_why_none(tmp_
     assert absent.comparisons["runtime:onnxruntime"].reason == "the baseline was not timed in this worker"
 
 
-def test_a_scenario_without_the_paired_loop_says_so_and_gives_no_ratio(tmp_path):
-    suite = _suite(tmp_path, "runtimes")
+def test_a_scenario_without_the_paired_loop_says_so_and_gives_no_ratio(suite):
     cell = _cell(suite, "cnn/int8/torch/b1/single-stream").replace(scenario="offline")
     rec = CrossPairs(_run(suite)).complete(_record(cell), NATIVE, {"members": {}}, {}, 0, loop=False)
     assert rec.comparisons["runtime:onnxruntime"] == Comparison(
         baseline="cnn/fp32/onnxruntime/b1/offline", reason=SCENARIO_REASON.format(scenario="offline"))
 
 
-def test_the_baseline_runners_own_cells_repeat_their_fp32_pairing_and_say_so(tmp_path):
-    suite = _suite(tmp_path, "runtimes")
+def test_the_baseline_runners_own_cells_repeat_their_fp32_pairing_and_say_so(suite):
     cp = CrossPairs(_run(suite))
     cell = _cell(suite, "cnn/int8/onnxruntime/b4/single-stream")
     twin = Comparison(baseline="cnn/fp32/onnxruntime/b4/single-stream", speedup=1.5, ci=(1.4, 1.6), method="paired",
@@ -207,8 +210,7 @@ def test_quality_against_a_baseline_top1_cosine_and_why_none(tmp_path):
     assert no_value["relative"] is None and "has no top1 value" in no_value["reason"]
 
 
-def test_a_worker_of_several_runtimes_turns_spinning_off_and_says_so(tmp_path):
-    suite = _suite(tmp_path, "runtimes")
+def test_a_worker_of_several_runtimes_turns_spinning_off_and_says_so(suite):
     torch_cell = _cell(suite, "cnn/fp32/torch/b1/single-stream")
     ort_cell = _cell(suite, "cnn/fp32/onnxruntime/b1/single-stream")
     one = _thread_pools(ort_cell, {"model:big": {"cell": ort_cell.replace(model="big")}})
@@ -230,8 +232,7 @@ def _round(cell, rnd: int, comps: dict) -> Record:
     return _record(cell, round=rnd, rounds=3, comparisons=comps, samples_ms=(1.0, 1.1, 0.9))
 
 
-def test_rounds_merge_each_comparison_with_a_ci_over_rounds(tmp_path):
-    suite = _suite(tmp_path, "runtimes")
+def test_rounds_merge_each_comparison_with_a_ci_over_rounds(suite):
     cell = _cell(suite, "cnn/int8/torch/b1/single-stream")
 
     def comp(v):

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from ebtest import run_cli
 
-from effbench.results.store import load
-
 QUICK = "measure: {warmup_s: 0.02, min_time_s: 0.08, max_time_s: 0.3, target_rel_ci: 0.05, rounds: 2}\n"
 
 

@@ -184,12 +184,7 @@ def _ops(path):
 
 
 def test_quantized_variants_keep_macs_and_change_bits(tmp_path):
-    from onnxruntime.quantization import (
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     src = _float_net(tmp_path / "f.onnx")

@@ -5,10 +5,22 @@ import math
 import numpy as np
 import pytest
 
-from effbench.measure.generation import (RequestTiming, bandwidth_utilization, decode_bytes_per_token,
-                                         energy_per_token_mj, first_divergence, generation_figures, held_text,
-                                         itl_percentiles_ms, kl_mean, kv_cache_bytes, next_token_agreement,
-                                         perplexity, quality_vs_reference, stream_bandwidth)
+from effbench.measure.generation import (
+    RequestTiming,
+    bandwidth_utilization,
+    decode_bytes_per_token,
+    energy_per_token_mj,
+    first_divergence,
+    generation_figures,
+    held_text,
+    itl_percentiles_ms,
+    kl_mean,
+    kv_cache_bytes,
+    next_token_agreement,
+    perplexity,
+    quality_vs_reference,
+    stream_bandwidth,
+)
 
 MS = 1_000_000  # ns
 

@@ -8,12 +8,7 @@ import numpy as np
 import pytest
 
 from effbench.measure.latency import Budget, block_ratios, measure_interleaved
-from effbench.measure.stats import (
-    SCOPE_ONE_MOMENT,
-    SCOPE_ROUNDS,
-    over_rounds,
-    within_one_round,
-)
+from effbench.measure.stats import SCOPE_ONE_MOMENT, SCOPE_ROUNDS, over_rounds, within_one_round
 
 
 class FlippingMachine:

@@ -7,13 +7,7 @@ import pytest
 from scipy.stats import quantile_test
 
 from effbench.measure import latency
-from effbench.measure.latency import (
-    Budget,
-    LatencyStats,
-    measure_latency,
-    median_ci_ranks,
-    paired_ratio,
-)
+from effbench.measure.latency import Budget, LatencyStats, measure_latency, median_ci_ranks, paired_ratio
 
 
 @pytest.mark.parametrize("n", [10, 64, 101, 1000])

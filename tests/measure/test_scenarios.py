@@ -8,8 +8,8 @@ import time
 import numpy as np
 from scipy import stats
 
-from effbench.measure.latency import LatencyStats
 from effbench.measure import early_stopping
+from effbench.measure.latency import LatencyStats
 from effbench.scenarios import batches
 
 

@@ -6,8 +6,7 @@ import shutil
 import pytest
 
 from effbench.errors import UserError
-from effbench.models.llm import (BUILTIN_SHAPES, check_gguf, load_gguf, load_hf, resolve_llm, train_tokenizer,
-                                 write_gguf)
+from effbench.models.llm import BUILTIN_SHAPES, check_gguf, load_gguf, load_hf, resolve_llm, train_tokenizer, write_gguf
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,7 @@ from effbench.results.merge import merge_rounds
 from effbench.results.record import Record
 from effbench.results.scenarios import MultiStream, SingleStream
 from effbench.results.store import Store, load
-from effbench.scenarios.plan import (
-    MULTI_STREAM,
-    MULTI_STREAM_CYCLES,
-    batch_shapes,
-    load_plan,
-    parse_scenario,
-)
+from effbench.scenarios.plan import MULTI_STREAM, MULTI_STREAM_CYCLES, batch_shapes, load_plan, parse_scenario
 from effbench.scenarios.worker import _multi_stream_figures, single_stream_loadgen
 
 BUDGET = {"min_time_s": 0.3, "max_time_s": 2.0}

@@ -1,13 +1,12 @@
 """Per-layer quantization sensitivity (issue 15, part 2): a layer made fragile ranks first."""
 from __future__ import annotations
 
-import pytest
-
 import json
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from ebgraphs import unnamed_cnn
 from ebtest import run_cli
 from onnx import TensorProto, helper, numpy_helper
