@@ -522,11 +522,31 @@ def load_suite(path: str | Path) -> Suite:
     suite = Suite(spec=spec, path=p, sha256=hashlib.sha256(p.read_bytes()).hexdigest(), lines=lines,
                   precision_choices=choices, scenario_choices=scenarios)
     _check_unique(suite)
+    _check_server_bounds(suite)
     check_compare(suite)
     _check_paths(suite)
     _check_llm_packages(suite)
     _check_runtime_packages(suite)
     return suite
+
+
+def _check_server_bounds(suite: Suite) -> None:
+    """A server scenario bounds what its models measure: latency_bound_ms for a classifier's queries,
+    ttft_ms and tpot_ms for a generative model's tokens. A suite with both kinds needs both bounds."""
+    kinds = {m.generates for m in suite.spec.models}
+    for i, choice in enumerate(suite.scenario_choices):
+        if choice.name != "server":
+            continue
+        if False in kinds and choice.options.get("latency_bound_ms") is None:
+            model = next(m.id for m in suite.spec.models if not m.generates)
+            raise suite.error(f"the server scenario bounds only tokens (ttft_ms, tpot_ms), and model '{model}' "
+                              "is not generative: its queries need latency_bound_ms", "scenarios", i, "server",
+                              fix="add latency_bound_ms: 20 (ms, at the percentile) beside ttft_ms and tpot_ms")
+        if True in kinds and choice.options.get("ttft_ms") is None:
+            model = next(m.id for m in suite.spec.models if m.generates)
+            raise suite.error(f"the server scenario bounds only query latency (latency_bound_ms), and model "
+                              f"'{model}' is generative: its tokens need ttft_ms and tpot_ms", "scenarios", i,
+                              "server", fix="add ttft_ms: 2000, tpot_ms: 100 (MLPerf's Llama-3.1-8B server limits)")
 
 
 # What a generative model needs, by runner (the [llm] extra): module -> distribution

@@ -39,9 +39,6 @@ PAIRED_FIGURES = {"ttft_ms": "time", "tpot_ms": "time", "e2e_ms": "time", "decod
 LOAD_PAIRED = {"output_tokens_per_s": "rate"}
 LOAD_ENERGY = ("not given for a generative offline or server cell: its times include queueing and LoadGen's "
                "own runs (see the single-stream cells)")
-GENERATIVE_SERVER = ("a generative model's server scenario is MLPerf's LLM form: give its bounds as "
-                     "{server: {ttft_ms: 2000, tpot_ms: 100, percentile: 99}} (latency_bound_ms bounds one call "
-                     "of a classifier)")
 
 
 @dataclass(frozen=True)
@@ -177,8 +174,6 @@ class GenerationGroups:
         if cell.scenario not in (SINGLE_STREAM, OFFLINE, SERVER):
             return (f"the {cell.scenario} scenario is not defined for generative models (MLPerf's LLM benchmarks "
                     f"run {SINGLE_STREAM}, {OFFLINE} and {SERVER})")
-        if cell.scenario == SERVER and not self.run.suite.scenario(SERVER).settings.get("ttft_ms"):
-            return GENERATIVE_SERVER
         runtimes = generative_runtimes()
         if cell.runner not in runtimes:
             return (f"the {cell.runner} runner runs classifier graphs; a decoder LLM runs on "

@@ -9,7 +9,7 @@ import pytest
 
 from effbench.config.suite import load_suite
 from effbench.errors import UserError
-from effbench.execution.generation import GENERATIVE_SERVER, GenerationGroups
+from effbench.execution.generation import GenerationGroups
 from effbench.scenarios.plan import ScenarioError, parse_scenario
 
 SUITE = """name: gl
@@ -50,13 +50,12 @@ def test_a_suite_with_token_bounds_loads_and_a_bad_one_names_its_line(tmp_path):
     assert "ttft_ms and tpot_ms go together" in str(e.value) and "scenarios[0]" in str(e.value)
 
 
-def test_a_generative_server_bounded_by_one_call_latency_is_unsupported_with_the_reason(tmp_path):
+def test_a_generative_server_bounded_by_one_call_latency_is_refused_when_the_suite_loads(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text(SUITE.format(scenarios="[{server: {latency_bound_ms: 20}}]"))
-    suite = load_suite(p)
-    groups = GenerationGroups(SimpleNamespace(suite=suite))
-    cell = next(c for c in suite.cells() if c.scenario == "server")
-    assert groups._cannot(cell) == GENERATIVE_SERVER and "ttft_ms" in GENERATIVE_SERVER
+    with pytest.raises(UserError, match="its tokens need ttft_ms and tpot_ms") as e:
+        load_suite(p)
+    assert "scenarios[0].server" in str(e.value) and "add ttft_ms: 2000, tpot_ms: 100" in str(e.value)
     p.write_text(SUITE.format(scenarios=f"[offline, {SERVER}]"))
     suite = load_suite(p)
     groups = GenerationGroups(SimpleNamespace(suite=suite))
