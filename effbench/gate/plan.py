@@ -104,6 +104,14 @@ def both_ok(status_rows: list[dict], cell_id: str, b: Record, n: Record) -> bool
     return b.ok and n.ok
 
 
+def generation_rounds(metric: str, rec: Record) -> list[float]:
+    """A generative metric's per-round values as the merged record keeps them (`generation.round_values`):
+    what an A/B run's stores, which hold merged records only, give the significance test."""
+    gen = getattr(rec, "generation", None)
+    values = (gen.round_values.get(metric) or []) if gen is not None else []
+    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
 def plan_metric(rule: Rule, cell_id: str, b: Record, n: Record, bside: StoreIndex | None,
                 nside: StoreIndex | None, factor: float) -> RowPlan | None:
     """Values, direction and the significance-test plan for one (cell, metric); None when absent."""
@@ -134,8 +142,8 @@ def plan_metric(rule: Rule, cell_id: str, b: Record, n: Record, bside: StoreInde
         elif brs and nrs:
             bx = [v for v in (m.value(r) for r in brs) if v is not None]
             ny = [v for v in (m.value(r) for r in nrs) if v is not None]
-        else:
-            bx = ny = []
+        else:   # a generative cell keeps its per-round figures in the merged record
+            bx, ny = generation_rounds(m.name, b), generation_rounds(m.name, n)
         if len(bx) >= 2 and len(ny) >= 2:
             row.x, row.y = bx, [v * scale_new for v in ny]
             row.base, row.new = float(np.median(row.x)), float(np.median(row.y))
