@@ -151,10 +151,14 @@ class Results:
             row: dict[str, Any] = {"cell_id": r.cell_id, "status": r.status, "reason": r.reason,
                                    "rounds": r.rounds, "throughput_ips": r.throughput_ips}
             for section in ("cell", "variant", "model_stats", "latency_ms", "comparison", "memory", "energy",
-                            "quality", "drift", "offline", "server"):
+                            "quality", "drift", "offline", "server", "single_stream", "multi_stream", "generation"):
                 value = getattr(r, section)
                 for k, v in _flatten(value.to_json() if value else {}).items():
                     row[f"{section}.{k}"] = v
+            # the suite's compare: pairings (another runtime's or model's FP32), one column group per baseline
+            for key, comp in (r.comparisons or {}).items():
+                for k, v in _flatten(comp.to_json()).items():
+                    row[f"comparisons.{key}.{k}"] = v
             for pid, proj in r.projections.items():
                 for k, v in _flatten(proj.to_json()).items():
                     row[f"projections.{pid}.{k}"] = v

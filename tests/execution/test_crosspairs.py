@@ -259,3 +259,13 @@ def test_records_round_trip_their_comparisons_and_old_stores_load_without_them()
                     quality=Quality(metric="top1", vs_baseline={"runtime:torch": {"relative": 1.0}}))
     back = Record.from_json(new.to_json())
     assert back == new and back.comparisons["runtime:torch"].ci == (0.4, 0.6)
+
+
+def test_the_csv_has_a_column_group_per_compare_baseline():
+    from effbench.results.store import Results, load
+    r = load(DATA / "stores" / "v1-before-typed-records.jsonl").records[0]
+    comp = Comparison(baseline="x", speedup=0.5, ci=(0.4, 0.6), method="paired")
+    frame = Results(records=[r.replace(comparisons={"runtime:torch": comp})]).to_frame()
+    assert frame.loc[0, "comparisons.runtime:torch.speedup"] == 0.5
+    assert frame.loc[0, "comparisons.runtime:torch.baseline"] == "x"
+    assert "comparisons.runtime:torch.speedup" not in Results(records=[r]).to_frame().columns
