@@ -128,6 +128,8 @@ class SuiteRun:
         self.generation = GenerationGroups(self)      # task: generate groups (effbench.execution.generation)
         self.cross = CrossPairs(self)                   # the suite's compare: (effbench.execution.crosspairs)
         self.broken: dict[str, str] = {}                # cell id -> why its worker crashed or hung
+        # another process outlasted a group's full wait: later groups only check it is still there
+        self.competitor_stayed = False
         self.todo: list[tuple[int, Cell]] = []
         self.profiles: list = []
         self.skipped = 0
@@ -427,6 +429,8 @@ class SuiteRun:
         what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
         contention = self.suite.spec.measure.contention
         wait_s = min(contention.wait_s, 2.0) if self.opts.quick else contention.wait_s
+        if self.competitor_stayed:       # it outlasted a full wait already: check it is still there, no more
+            wait_s = min(wait_s, 1.0)
         if plan.loop:  # the paired loop's worker waits out a competitor or runs with the cores it leaves
             cross = {**cross, "contention": {"wait_s": wait_s, "fewer_threads": contention.fewer_threads}}
         progress.start(f"{what}: {len(members)} cells interleaved" +
@@ -441,6 +445,8 @@ class SuiteRun:
                             timeout_s=plan.timeout_s_per_member * len(members) + (wait_s if plan.loop else 0),
                             log_path=self.logs / f"{first.model}_{first.runner_label}_{first.scenario}.log",
                             memory_limit_mb=self.memory_limit_mb)
+        if out.kind == "ok" and (out.value.get("sentinel") or {}).get("action") in ("fewer threads", "kept threads"):
+            self.competitor_stayed = True      # the wait did not help: the next groups do not repeat it in full
         return out, what
 
     def _each_alone(self, rnd: int, ready: list[tuple[Cell, Variant]], what: str, out: Outcome,
