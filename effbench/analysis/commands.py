@@ -17,12 +17,16 @@ DEFAULT_RUNS = 50
 
 def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, runs: int = DEFAULT_RUNS,
-                 progress: bool = True) -> tuple[list[LayerRow], Path]:
-    """Profile the one cell of `suite` that `cell_glob` names; returns its layer rows and the folder of
-    layers.csv / layers.json."""
+                 progress: bool = True) -> tuple[list[LayerRow], Path, dict]:
+    """Profile the one cell of `suite` that `cell_glob` names with its runtime's own profiler; returns its
+    layer rows, the folder of layers.csv / layers.json and what profiled them (profiler, runtime version,
+    notes). Raises `Unsupported` (one line) when the runtime has no per-layer profiler or cannot run the
+    variant: no other runtime's profile stands in for it, and nothing is written."""
     from effbench.execution.progress import Progress
+    from effbench.execution.tasks import missing_layer_profiler
     from effbench.execution.workers import run_in_worker
     from effbench.measure.layers import LayerRow
+    from effbench.runners import Unsupported
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     if runs < 1:
         raise UserError(f"--runs must be at least 1, got {runs}", field="--runs", fix="use --runs 50")
@@ -32,6 +36,9 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
         raise UserError(f"--cell {cell_glob} matches {len(cells)} cells of this suite (e.g. {some})",
                         file=suite.path, field="--cell", fix="name exactly one cell id (globs allowed)")
     cell = cells[0]
+    missing = missing_layer_profiler(cell.runner)
+    if missing:   # said before anything is built
+        raise Unsupported(missing)
     out = Path(out_dir) if out_dir else Path("reports") / suite.name
     bar = Progress(1, progress)
     try:
@@ -49,6 +56,8 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
                             timeout_s=BUILD_TIMEOUT_S, log_path=run.logs / f"layers-{cell.cell_id.replace('/', '_')}.log")
         if res.kind == "user_error":
             raise res.value
+        if res.kind == "unsupported":
+            raise Unsupported(f"{cell.cell_id}: {res.reason}")
         if res.kind != "ok":
             raise UserError(f"{cell.cell_id} cannot be profiled layer by layer ({res.kind}): {res.reason}",
                             file=suite.path, field="--cell", fix="profile a cell whose variant the runner can run")
@@ -56,11 +65,9 @@ def profile_cell(suite: Suite | str | Path, cell_glob: str, *, out_dir: str | Pa
         bar.close()
     rows = [LayerRow(**r) for r in res.value["rows"]]
     folder = out / "layers" / cell.cell_id.replace("/", "_")
-    write(rows, folder, {"cell_id": cell.cell_id, "graph": res.value["graph"], "runs": runs,
-                         "timing": "ONNX Runtime's profiler: per-kernel durations, median over the calls"
-                         if res.value["graph"] else "torch's profiler: each leaf module's forward (record_function "
-                         "by hooks), median over the calls; MACs from torch's FlopCounterMode"})
-    return rows, folder
+    meta = {"cell_id": cell.cell_id, **{k: v for k, v in res.value.items() if k != "rows"}}
+    write(rows, folder, meta)
+    return rows, folder, meta
 
 
 def sensitivity(suite: Suite | str | Path, model_id: str, *, out_dir: str | Path | None = None,

@@ -101,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--no-progress", action="store_true")
         return c
 
-    ly = per_model("layers", "where one cell's time goes, layer by layer (ONNX Runtime's profiler)", "layers/<cell>/")
+    ly = per_model("layers", "where one cell's time goes, layer by layer, by its runtime's own profiler (ONNX Runtime, "
+                   "torch, OpenVINO PERF_COUNT, ExecuTorch ETDump); exit 1 with one line where it has none",
+                   "layers/<cell>/")
     ly.add_argument("--cell", required=True, help="the cell id (a glob matching exactly one)")
     ly.add_argument("--runs", type=int, default=50, help="profiled calls (default 50)")
     ly.add_argument("--top", type=int, default=15, help="layers to print")
@@ -372,9 +374,14 @@ def _cmd_node(a: argparse.Namespace) -> int:
 def _cmd_layers(a: argparse.Namespace) -> int:
     from effbench.analysis.commands import profile_cell
     from effbench.measure.layers import text
-    rows, folder = profile_cell(a.suite, a.cell, out_dir=a.out, cache_dir=a.cache_dir, runs=a.runs,
-                                progress=not a.no_progress)
-    print(text(rows, top=a.top))
+    from effbench.runners import Unsupported
+    try:
+        rows, folder, meta = profile_cell(a.suite, a.cell, out_dir=a.out, cache_dir=a.cache_dir, runs=a.runs,
+                                          progress=not a.no_progress)
+    except Unsupported as e:  # the runtime has no per-layer profiler, or cannot run the variant: said, not faked
+        print(f"unsupported: {e}")
+        return 1
+    print(text(rows, top=a.top, meta=meta))
     print(f"written: {folder / 'layers.csv'}, {folder / 'layers.json'}")
     return 0
 

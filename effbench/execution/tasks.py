@@ -327,30 +327,57 @@ def profile_variant(cell: Cell, variant: Variant, artifact: dict, feeds: dict, b
     return out
 
 
+def missing_layer_profiler(runner: str) -> str | None:
+    """Why `effbench layers` cannot profile a cell of this runner, or None when it can: the runner's own words
+    (its `no_layer_profiler()`), else that none is wired. Never another runtime's profile in its place."""
+    from effbench.runners import runner_class
+    cls = runner_class(runner)
+    if hasattr(cls, "profile_layers") or hasattr(cls, "profile_kernels"):
+        return None
+    said = getattr(cls, "no_layer_profiler", None)
+    return said() if callable(said) else f"the {runner} runner has no per-layer profiler wired to effbench yet"
+
+
 def layer_profile(cell: Cell, variant: Variant, artifact: dict, feeds: dict, runs: int) -> dict:
-    """The per-layer worker: the runner's own profiler over `runs` calls, folded onto the graph's nodes
-    with their MACs and bytes (`measure.layers`). A runner without a profiler is Unsupported."""
+    """The per-layer worker: the cell's runtime's own profiler over `runs` calls. A runner with
+    `profile_layers` profiles the session the cell measures (opened with the load option "profile") and
+    answers rows and what profiled them; one with `profile_kernels` answers a trace, folded here onto the
+    graph's nodes with their MACs and bytes (`measure.layers`). A runner without either is Unsupported."""
+    import importlib
+
     import numpy as np
 
     from effbench.measure.flops import count_work
     from effbench.measure.layers import fold, kernel_times, links
     from effbench.runners import Unsupported, runner_class
-    profile = getattr(runner_class(cell.runner), "profile_kernels", None)
-    if profile is None:
-        raise Unsupported(f"the {cell.runner} runner has no per-kernel profiler wired to effbench yet")
+    cls = runner_class(cell.runner)
+    missing = missing_layer_profiler(cell.runner)
+    if missing:
+        raise Unsupported(missing)
     arrays = {k: np.asarray(a) for k, a in feeds.items()}
+    if hasattr(cls, "profile_layers"):
+        session = open_session(cell, variant, artifact, runner=enter_runtime(cell.runner),
+                               options={"profile": True}).session
+        return plain(cls.profile_layers(session, arrays, runs, batch_size=cell.batch_size,
+                                        dims=artifact.get("dims") or {}))
+    profile = cls.profile_kernels
+    meta = {"profiler": getattr(cls, "layer_profiler", f"{cell.runner}'s profiler"), "runtime": cell.runner,
+            "runtime_version": str(getattr(importlib.import_module(cls.runtime_module), "__version__", "") or "")}
     if variant.own_graph(runner_side(cell.runner)):
         events, graph = profile(variant, cell.threads or 1, arrays, runs)
         work = count_work(graph, batch_size=cell.batch_size, dims=artifact.get("dims") or {})
         rows = fold(kernel_times(events, runs), work.by_node, links(graph))
-        return {"rows": [r.to_json() for r in rows], "graph": graph, "runs": runs}
+        return {"rows": [r.to_json() for r in rows], "graph": graph, "runs": runs, **meta,
+                "timing": "per-kernel durations, median over the calls"}
     # a runner of modules: its profiler answers per module, with the modules' own MACs
-    supported = runner_class(cell.runner)().supports(variant)
+    supported = cls().supports(variant)
     if not supported.ok:
         raise Unsupported(supported.reason)
     events, modules = profile(variant, cell.threads or 1, arrays, runs, artifact)
     rows = fold(kernel_times(events, runs), modules)
-    return {"rows": [r.to_json() for r in rows], "graph": None, "runs": runs}
+    return {"rows": [r.to_json() for r in rows], "graph": None, "runs": runs, **meta,
+            "timing": "torch's profiler over each leaf module's forward (record_function by hooks), median over "
+                      "the calls; MACs from torch's FlopCounterMode"}
 
 
 def quality_pass(cell: Cell, variant: Variant, artifact: dict, inputs: dict[str, np.ndarray],

@@ -1,6 +1,9 @@
-"""Where a cell's time goes, node by node: ONNX Runtime's own profiler (per-kernel durations) folded onto
-the graph's nodes, each with its MACs and bytes from the FLOPs counter, its share of the time and the
-rate it achieved. Pure functions over the profiler's trace; the worker is `measuring.layer_profile`.
+"""Where a cell's time goes, node by node: the runtime's own profiler folded onto the graph's nodes, each
+with its MACs and bytes from the FLOPs counter (where the runtime's nodes can be matched to the graph's),
+its share of the time and the rate it achieved. Pure functions over the profilers' output; the worker is
+`execution.tasks.layer_profile`, each runtime's profiler lives beside its runner (ONNX Runtime's trace in
+`runners/onnxruntime.py`, torch's in `runners/torch_layers.py`, OpenVINO's PERF_COUNT in
+`runners/openvino_layers.py`, ExecuTorch's ETDump in `runners/executorch_layers.py`).
 
 ONNX Runtime names a kernel after the node it came from (`node_conv2d_token_1` is `node_conv2d` after a
 layout change); what it adds itself (layout Transposes, fused activations) is its own row, labelled
@@ -28,6 +31,7 @@ class LayerRow:
     bytes: int | None
     gflops: float | None     # 2 x MACs / time: the rate this node achieved
     added_by_runtime: bool = False
+    precision: str | None = None   # what the kernel computed in, as the runtime says (OpenVINO: f32/bf16/i8)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +118,20 @@ def fold(kernels: dict[str, dict[str, Any]], by_node: list[dict], wiring: dict[s
     return sorted(out, key=lambda r: -r.time_us)
 
 
+def from_times(entries: list[dict[str, Any]]) -> list[LayerRow]:
+    """Rows from a runtime's per-node times ({layer, op_type, kernel, time_us, ...} per node, `time_us` per
+    inference call): each node's share of their sum and its rate, largest time first."""
+    total = sum(e["time_us"] for e in entries) or 1.0
+    out = []
+    for e in entries:
+        macs, us = e.get("macs"), e["time_us"]
+        out.append(LayerRow(layer=e["layer"], op_type=e.get("op_type") or "", kernel=e.get("kernel") or "",
+                            calls=e.get("calls", 1), time_us=us, share=us / total, macs=macs, bytes=e.get("bytes"),
+                            gflops=2 * macs / (us * 1e3) if macs and us > 0 else None,
+                            added_by_runtime=bool(e.get("added_by_runtime")), precision=e.get("precision")))
+    return sorted(out, key=lambda r: -r.time_us)
+
+
 def summary(rows: list[LayerRow]) -> dict[str, Any]:
     """Where the time goes that MACs do not explain: the share in nodes without MACs and in kernels the
     runtime added, and the top layers."""
@@ -123,29 +141,48 @@ def summary(rows: list[LayerRow]) -> dict[str, Any]:
             "top": [r.layer for r in rows[:5]]}
 
 
+# what every layers.csv row repeats from the profile, so that the file names its profiler on its own
+CSV_META = ("profiler", "runtime_version")
+
+
 def write(rows: list[LayerRow], out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
-    """layers.csv (one row per layer) and layers.json (the rows, the summary and what was profiled)."""
+    """layers.csv (one row per layer, each naming the profiler and the runtime's version) and layers.json
+    (the rows, the summary and what was profiled, by which profiler)."""
     import csv
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "layers.csv", out_dir / "layers.json"
     with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(LayerRow.__dataclass_fields__))
+        w = csv.DictWriter(f, fieldnames=[*LayerRow.__dataclass_fields__, *CSV_META])
         w.writeheader()
         for r in rows:
-            w.writerow(r.to_json())
+            w.writerow({**r.to_json(), **{k: meta.get(k) for k in CSV_META}})
     json_path.write_text(json.dumps({**meta, "summary": summary(rows), "rows": [r.to_json() for r in rows]}, indent=1))
     return csv_path, json_path
 
 
-def text(rows: list[LayerRow], top: int = 15) -> str:
-    s = summary(rows)
-    lines = [f"{'layer':<40} {'op':<14} {'kernel':<16} {'us':>9} {'share':>6} {'MACs':>10} {'GFLOP/s':>8}"]
+def text(rows: list[LayerRow], top: int = 15, meta: dict[str, Any] | None = None) -> str:
+    """The table `effbench layers` prints: under a line naming the profiler and the runtime's version, the
+    top layers, then the summary and the profile's own notes (what it left out, what it cannot see)."""
+    s, meta = summary(rows), meta or {}
+    lines = []
+    if meta.get("profiler"):
+        lines.append(f"{meta['profiler']} ({meta.get('runtime', '?')} {meta.get('runtime_version') or '?'}): "
+                     f"{meta.get('timing', '')}".rstrip(": "))
+    lines.append(f"{'layer':<40} {'op':<16} {'kernel':<20} {'prec':<12} {'us':>9} {'share':>6} {'MACs':>10} "
+                 f"{'GFLOP/s':>8}")
     for r in rows[:top]:
-        lines.append(f"{r.layer[:40]:<40} {r.op_type[:14] or '(runtime)':<14} {r.kernel[:16]:<16} {r.time_us:>9.1f} "
-                     f"{r.share:>6.1%} {(r.macs or 0):>10,} {(f'{r.gflops:.1f}' if r.gflops else '-'):>8}")
+        lines.append(f"{r.layer[:40]:<40} {r.op_type[:16] or '(runtime)':<16} {r.kernel[:20]:<20} "
+                     f"{(r.precision or '-')[:12]:<12} {r.time_us:>9.1f} {r.share:>6.1%} "
+                     f"{(f'{r.macs:,}' if r.macs else '-'):>10} {(f'{r.gflops:.1f}' if r.gflops else '-'):>8}")
     if len(rows) > top:
         lines.append(f"... {len(rows) - top} more layers")
-    lines.append(f"{s['total_us']:.1f} us of kernel time per call in {s['layers']} layers; "
-                 f"{s['share_without_macs']:.0%} in layers without MACs, {s['share_added_by_runtime']:.0%} in kernels "
-                 "the runtime added (layout changes, fusions): time the MAC count does not explain")
+    if any(r.macs for r in rows):
+        lines.append(f"{s['total_us']:.1f} us of kernel time per call in {s['layers']} layers; "
+                     f"{s['share_without_macs']:.0%} in layers without MACs, {s['share_added_by_runtime']:.0%} in "
+                     "kernels the runtime added (layout changes, fusions): time the MAC count does not explain")
+    else:
+        lines.append(f"{s['total_us']:.1f} us per call in {s['layers']} rows; {s['share_added_by_runtime']:.0%} in "
+                     "kernels the runtime added (layout changes); no MACs: this profile's operators are not matched "
+                     "to the graph's layers")
+    lines += [str(n) for n in meta.get("notes") or []]
     return "\n".join(lines)

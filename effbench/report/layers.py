@@ -40,19 +40,30 @@ def section(profiles: list[dict[str, Any]]) -> str:
                 continue
             added = " (added by the runtime)" if r.get("added_by_runtime") else ""
             rows.append(f"<tr><td>{e(r.get('layer'))}{e(added)}</td><td>{e(r.get('op_type') or '')}</td>"
-                        f"<td>{e(r.get('kernel'))}</td><td>{_num(r.get('time_us'), '.1f')}</td>"
+                        f"<td>{e(r.get('kernel'))}</td><td>{e(r.get('precision') or '')}</td>"
+                        f"<td>{_num(r.get('time_us'), '.1f')}</td>"
                         f"<td>{_num(r.get('share'), '.1%')}</td><td>{_num(r.get('macs'), ',')}</td>"
                         f"<td>{_num(r.get('gflops'), '.1f')}</td></tr>")
+        by = (f"{prof['profiler']} ({prof.get('runtime', '')} {prof.get('runtime_version', '')}): "
+              if prof.get("profiler") else "")
+        if any(isinstance(r, dict) and r.get("macs") for r in prof["rows"]):
+            macs = (f"{_num(s.get('share_without_macs'), '.0%')} in layers without MACs and "
+                    f"{_num(s.get('share_added_by_runtime'), '.0%')} in kernels the runtime added: time the MAC count "
+                    "does not explain.")
+        else:
+            macs = "no MACs: this profile's operators are not matched to the graph's layers."
+        notes = " ".join(str(n) + "." for n in prof.get("notes") or [] if isinstance(n, str))
         parts.append(
-            f"<h3>{e(prof.get('cell_id'))}</h3><p class=\"muted\">{_num(s.get('total_us'), '.1f')} us of kernel time per "
-            f"call ({e(prof.get('timing', ''))}); {_num(s.get('share_without_macs'), '.0%')} in layers without MACs and "
-            f"{_num(s.get('share_added_by_runtime'), '.0%')} in kernels the runtime added: time the MAC count does not "
-            "explain.</p><div class=\"scroll short\"><table class=\"eb-table compact\"><thead><tr><th>layer</th>"
-            "<th>op</th><th>kernel</th><th>us</th><th>share</th><th>MACs</th><th>GFLOP/s</th></tr></thead><tbody>"
+            f"<h3>{e(prof.get('cell_id'))}</h3><p class=\"muted\">{e(by)}{_num(s.get('total_us'), '.1f')} us of kernel "
+            f"time per call ({e(prof.get('timing', ''))}); {e(macs)} {e(notes)}</p>"
+            "<div class=\"scroll short\"><table class=\"eb-table compact\"><thead><tr><th>layer</th>"
+            "<th>op</th><th>kernel</th><th>precision</th><th>us</th><th>share</th><th>MACs</th><th>GFLOP/s</th></tr>"
+            "</thead><tbody>"
             + "".join(rows) + "</tbody></table></div>")
     return ('<section id="layers"><h2>Where time goes</h2><p class="muted">Per-layer profiles written by '
-            "<code>effbench layers</code>: the runtime's own per-kernel durations folded onto the graph's layers, "
-            "each with its MACs and the rate it achieved.</p>" + "".join(parts) + "</section>")
+            "<code>effbench layers</code>: the cell's runtime's own profiler (named with each table), its per-kernel "
+            "durations folded onto the graph's layers where they can be matched, each with its MACs and the rate it "
+            "achieved.</p>" + "".join(parts) + "</section>")
 
 
 def load_precision_views(out_dir: Path) -> list[dict[str, Any]]:

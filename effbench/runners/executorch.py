@@ -20,7 +20,8 @@ int8 calibrates on the inputs the variant was built with (`Variant.calibration`:
 split, kept beside the variant in its cache folder). Load options besides the harness's ("artifact",
 "device", "runner_options"): "calibration" ({input name: array, samples along axis 0}) overrides them (with
 neither, plain int8 is calibrated on seeded inputs from the input spec, recorded, and int8-static is
-unsupported) and "cache_dir" (where programs are cached; default: the system's temporary folder).
+unsupported), "cache_dir" (where programs are cached; default: the system's temporary folder) and "profile"
+(keep each program's ETRecord beside it, for `effbench layers`: `runners/executorch_layers.py`).
 """
 from __future__ import annotations
 
@@ -96,7 +97,14 @@ class ExecuTorchRunner:
         plan = _plan(variant, ro)
         calibration = _calibration(variant, plan, ro, options) if plan.get("calibrated") else None
         return ExecuTorchSession(module, plan, info, calibration=calibration, ro=ro,
-                                 cache=_cache_root(options))
+                                 cache=_cache_root(options), etrecord=bool(options.get("profile")))
+
+    @staticmethod
+    def profile_layers(session: ExecuTorchSession, feeds: dict[str, np.ndarray], runs: int, **_work) -> dict[str, Any]:
+        """ExecuTorch's ETDump over `runs` calls of the program of a session loaded with the load option
+        "profile" (its ETRecord beside it), read by the devtools Inspector (`runners.executorch_layers`)."""
+        from effbench.runners.executorch_layers import profile_program
+        return profile_program(session, feeds, runs)
 
 
 def _set_threads(threads: int) -> int:
@@ -155,13 +163,16 @@ def quantize_module(module, example: tuple, plan: dict[str, Any], calibration_ba
     return quantized
 
 
-def lower_to_pte(module, example: tuple, path: Path) -> dict[str, Any]:
+def lower_to_pte(module, example: tuple, path: Path, etrecord: Path | None = None) -> dict[str, Any]:
     """`torch.export` + `to_edge_transform_and_lower` with the XNNPACK partitioner + `to_executorch`, the
-    program written to `path`; returns the delegation summary (`delegation_summary`)."""
+    program written to `path`; returns the delegation summary (`delegation_summary`). `etrecord`: also
+    write the ETRecord of this lowering there (`generate_etrecord`: the graphs and the debug handles that map
+    the program's instructions and delegate calls back to the graph's operators, for the Inspector)."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    edge = to_edge_transform_and_lower(torch.export.export(module, example), partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(torch.export.export(module, example), partitioner=[XnnpackPartitioner()],
+                                       generate_etrecord=etrecord is not None)
     delegation = delegation_summary(edge.exported_program().graph_module)
     if delegation["delegated_ops"] == 0:
         raise Unsupported(f"XNNPACK's partitioner took none of the graph's {delegation['total_ops']} operators "
@@ -172,6 +183,8 @@ def lower_to_pte(module, example: tuple, path: Path) -> dict[str, Any]:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(program.buffer)
     tmp.replace(path)
+    if etrecord is not None:
+        program.get_etrecord().save(str(etrecord))
     return delegation
 
 
@@ -241,9 +254,10 @@ class ExecuTorchSession:
     process-wide pool: the last session loaded in a worker sets it for all of them."""
 
     def __init__(self, module, plan: dict[str, Any], info: dict[str, Any], *, calibration, ro: ExecuTorchOptions,
-                 cache: Path) -> None:
+                 cache: Path, etrecord: bool = False) -> None:
         import torch
         self.torch, self.module, self.plan, self.info, self.ro, self.cache = torch, module, plan, info, ro, cache
+        self.etrecord = etrecord   # keep an ETRecord beside each program (`effbench layers`)
         self.calibration, self.calibration_source = calibration if calibration else (None, None)
         self.info["plan"] = plan
         self._programs: dict[tuple, Any] = {}   # input signature -> (program, method)
@@ -278,12 +292,12 @@ class ExecuTorchSession:
                                          version("executorch"), str(self.torch.__version__), version("torchao")],
                                         default=str).encode()).hexdigest()[:16]
         folder = self.cache / f"{self.plan['precision']}-{key}"
-        pte, meta = folder / "model.pte", folder / "build.json"
-        if pte.is_file() and meta.is_file():
+        pte, meta, etrecord = folder / "model.pte", folder / "build.json", folder / "etrecord.bin"
+        if pte.is_file() and meta.is_file() and (etrecord.is_file() or not self.etrecord):
             built = json.loads(meta.read_text())
             built["cache"] = f"read from {pte}"
-        else:
-            built = self._lower(example, pte)
+        else:  # an ETRecord maps only the program lowered with it: a cached one without it is lowered again
+            built = self._lower(example, pte, etrecord if self.etrecord else None)
             folder.mkdir(parents=True, exist_ok=True)
             meta.write_text(json.dumps(built, default=str))
             built["cache"] = f"built in this worker, saved to {pte}"
@@ -291,11 +305,15 @@ class ExecuTorchSession:
         method = program.load_method("forward")
         self.info.update({"built": {k: v for k, v in built.items() if k != "delegation"},
                           "delegation": built["delegation"], "pte_bytes": pte.stat().st_size,
-                          "program_for": {k: list(s) for k, s, _ in sig}, "build_s": round(time.perf_counter() - t0, 3)})
+                          "program_for": {k: list(s) for k, s, _ in sig}, "build_s": round(time.perf_counter() - t0, 3),
+                          "program": str(pte)})
+        if self.etrecord:
+            self.info["etrecord"] = str(etrecord)
         return program, method
 
-    def _lower(self, example: tuple, pte: Path) -> dict[str, Any]:
-        """Quantize (when asked), lower, and check the program against the same module in torch."""
+    def _lower(self, example: tuple, pte: Path, etrecord: Path | None = None) -> dict[str, Any]:
+        """Quantize (when asked), lower (with its ETRecord, when asked), and check the program against the same
+        module in torch."""
         import copy
         import warnings
 
@@ -314,7 +332,8 @@ class ExecuTorchSession:
                     built["quantized_by"] = self.plan["scheme"]
                     if self.calibration_source:
                         built["calibration_inputs"] = self.calibration_source
-                built["delegation"] = lower_to_pte(module, example, pte.with_suffix(".check.pte"))
+                built["delegation"] = lower_to_pte(module, example, pte.with_suffix(".check.pte"),
+                                                   etrecord.with_suffix(".check.bin") if etrecord else None)
                 want = module(*example)
         except Unsupported:
             raise
@@ -330,7 +349,11 @@ class ExecuTorchSession:
         built["max_rel_err_vs_torch"] = err / scale
         if not err / scale <= MISMATCH_REL:  # also catches NaN
             check.unlink(missing_ok=True)
+            if etrecord:
+                etrecord.with_suffix(".check.bin").unlink(missing_ok=True)
             raise Unsupported(self._mismatch_reason(module, err, scale, example))
+        if etrecord:
+            etrecord.with_suffix(".check.bin").replace(etrecord)
         check.replace(pte)
         return built
 

@@ -88,6 +88,18 @@ class LiteRTRunner:
     requires: ClassVar[dict[str, str]] = {"ai_edge_litert": "ai-edge-litert"}   # module -> distribution
     Options: ClassVar[type[RunnerOptions]] = LiteRTOptions
 
+    @staticmethod
+    def no_layer_profiler() -> str:
+        """Why `effbench layers` has no LiteRT profile (said instead of one; no other runtime's stands in)."""
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            have = f"ai-edge-litert {version('ai-edge-litert')}"
+        except PackageNotFoundError:
+            have = "ai-edge-litert not installed"
+        return ("LiteRT's Python interpreter exposes no per-op profiler "
+                f"({have}: Interpreter has invoke() and no profiler to attach or read; per-op timing is the C++ "
+                "benchmark_model's --enable_op_profiling, which the wheel does not ship)")
+
     def supports(self, variant) -> Support:
         kind = _kind(variant.precision)
         if kind is None:

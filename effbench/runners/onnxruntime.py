@@ -32,6 +32,7 @@ class OnnxRuntimeRunner:
     excludes: ClassVar[tuple[str, ...]] = ("torch",)   # torch's import alone is ~200 MB of RSS (docs/runtime-notes.md)
     packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnxruntime-gpu")
     Options: ClassVar[type[RunnerOptions]] = OnnxRuntimeOptions
+    layer_profiler: ClassVar[str] = "ONNX Runtime profiler"   # what `effbench layers` names its profile by
 
     @staticmethod
     def achieved_peaks(n: int, reps: int) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,8 @@ split, kept beside the variant in its cache folder; never the evaluation part qu
 options besides the harness's ("artifact", "device", "runner_options"): "calibration" ({input name: array,
 samples along axis 0}) overrides them; with neither, plain int8 is calibrated on seeded inputs generated
 from the input spec (recorded), and int8-static is unsupported.
-"cache_dir": where the NNCF builds are cached (default: the system's temporary folder).
+"cache_dir": where the NNCF builds are cached (default: the system's temporary folder). "profile": compile with
+the plugin's performance counters on (PERF_COUNT), for `effbench layers` (`runners/openvino_layers.py`).
 """
 from __future__ import annotations
 
@@ -79,6 +80,14 @@ class OpenVinoRunner:
     requires: ClassVar[dict[str, str]] = {"openvino": "openvino", "nncf": "nncf"}   # module -> distribution
     Options: ClassVar[type[RunnerOptions]] = OpenVinoOptions
 
+    @staticmethod
+    def profile_layers(session: OpenVinoSession, feeds: dict[str, np.ndarray], runs: int, **work) -> dict[str, Any]:
+        """The CPU plugin's performance counters (PERF_COUNT) over `runs` calls of a session loaded with the
+        load option "profile" (`runners.openvino_layers`): one row per executed node, with its kernel and the
+        precision it ran in."""
+        from effbench.runners.openvino_layers import profile_nodes
+        return profile_nodes(session, feeds, runs, **work)
+
     def supports(self, variant) -> Support:
         if variant.precision not in BUILDS:
             return Support.no(f"effbench builds {', '.join(BUILDS)} for OpenVINO from the FP32 graph, "
@@ -113,6 +122,8 @@ class OpenVinoRunner:
             config["NUM_STREAMS"] = ro.num_streams
         if hint != "default":
             config["INFERENCE_PRECISION_HINT"] = hint
+        if options.get("profile"):   # `effbench layers`: the plugin's per-node counters (runners/openvino_layers.py)
+            config["PERF_COUNT"] = True
         info = {"runtime": "openvino", "version": ov.get_version(), "device": "cpu", "plugin": "CPU",
                 "cpu_capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
                 "config": dict(config), "inference_precision_requested": hint, "built": built,

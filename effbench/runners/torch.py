@@ -31,6 +31,7 @@ class TorchRunner:
     excludes: ClassVar[tuple[str, ...]] = ()
     packages: ClassVar[tuple[str, ...]] = ("torch", "torchao")
     Options: ClassVar[type[RunnerOptions]] = TorchOptions
+    layer_profiler: ClassVar[str] = "torch.profiler"   # what `effbench layers` names its profile by
 
     @staticmethod
     def profile_kernels(variant, threads: int, feeds: dict[str, Any], runs: int,
