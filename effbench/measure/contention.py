@@ -6,6 +6,9 @@ block to block. On a shared CI machine that turned half the table unstable (issu
 measured directly, not guessed from the load average: the CPU time the whole machine spent busy over a short
 window (`/proc/stat`), minus the CPU time of this process tree (`/proc/<pid>/stat` of each), in cores.
 Steal time (a hypervisor giving our vCPU to another guest) is counted apart: waiting cannot fix it either.
+So is niced time (processes at nice > 0): the scheduler gives a normal-priority thread almost the whole core
+over them (nice 19 weighs 15 against nice 0's 1024), so they are no competitor, unless effbench itself
+runs niced, when they are counted as any other.
 
 The policy (`plan_threads`): when a competitor holds at least `MIN_COMPETITOR_CORES`, wait up to `wait_s`
 for it to go; if it stays, run the group with the cores it leaves free (never fewer than one thread) and
@@ -33,6 +36,7 @@ class Reading:
     busy_cores: float
     own_cores: float
     window_s: float
+    niced_cores: float = 0.0     # busy at nice > 0: not counted as a competitor unless we run niced too
 
     def to_json(self) -> dict:
         return {k: round(v, 3) for k, v in asdict(self).items()}
@@ -60,8 +64,9 @@ def _cpu_lines(stat_text: str) -> int:
     return sum(1 for line in stat_text.splitlines() if line.startswith("cpu") and line[3:4].isdigit()) or 1
 
 
-def _cpu_times(stat_text: str) -> tuple[int, int, int]:
-    """(busy, steal, total) jiffies from /proc/stat's aggregate line; busy excludes idle, iowait and steal."""
+def _cpu_times(stat_text: str) -> tuple[int, int, int, int]:
+    """(busy, steal, total, niced) jiffies from /proc/stat's aggregate line; busy excludes idle, iowait and
+    steal and includes niced (user time at nice > 0)."""
     fields = stat_text.split("\n", 1)[0].split()
     if fields[0] != "cpu":
         raise ValueError("/proc/stat does not start with the aggregate cpu line")
@@ -69,7 +74,7 @@ def _cpu_times(stat_text: str) -> tuple[int, int, int]:
     user, nice, system, idle, iowait, irq, softirq = vals[:7]
     steal = vals[7] if len(vals) > 7 else 0
     busy = user + nice + system + irq + softirq
-    return busy, steal, busy + idle + iowait + steal
+    return busy, steal, busy + idle + iowait + steal, nice
 
 
 def _tree_pids(root: int) -> list[int]:
@@ -126,8 +131,18 @@ def read(window_s: float = WINDOW_S, *, root: int | None = None, sleep: Callable
     scale = _cpu_lines(text) / total          # jiffies -> cores busy on average over the window
     busy = (after[0] - before[0]) * scale
     own = max(0, own1 - own0) * scale
-    return Reading(competitor_cores=max(0.0, busy - own), steal_cores=(after[1] - before[1]) * scale,
-                   busy_cores=busy, own_cores=own, window_s=window_s)
+    niced = (after[3] - before[3]) * scale
+    # running at nice 0, our own time is never niced: niced time is others', and they yield to us
+    others = busy - own - (niced if _own_nice() <= 0 else 0.0)
+    return Reading(competitor_cores=max(0.0, others), steal_cores=(after[1] - before[1]) * scale,
+                   busy_cores=busy, own_cores=own, window_s=window_s, niced_cores=niced)
+
+
+def _own_nice() -> int:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (OSError, AttributeError):
+        return 0
 
 
 def plan_threads(threads: int | None, *, wait_s: float = WAIT_S, cores: int | None = None,

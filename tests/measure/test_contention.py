@@ -22,8 +22,8 @@ class Clock:
 
 
 def test_proc_stat_parsing_counts_busy_steal_and_total():
-    busy, steal, total = _cpu_times("cpu  100 5 50 800 20 3 2 7 0 0\ncpu0 50 2 25 400 10 1 1 3 0 0\n")
-    assert (busy, steal, total) == (100 + 5 + 50 + 3 + 2, 7, 160 + 800 + 20 + 7)
+    busy, steal, total, niced = _cpu_times("cpu  100 5 50 800 20 3 2 7 0 0\ncpu0 50 2 25 400 10 1 1 3 0 0\n")
+    assert (busy, steal, total, niced) == (100 + 5 + 50 + 3 + 2, 7, 160 + 800 + 20 + 7, 5)
     with pytest.raises(ValueError):
         _cpu_times("intr 1 2 3\n")
 
@@ -77,3 +77,19 @@ def test_a_real_busy_process_counts_as_its_trees_own_time_and_as_a_competitor_el
     assert inside is not None and outside is not None
     assert inside.own_cores > 0.2                      # it spins, however busy the machine is otherwise
     assert outside.own_cores < 0.05 and outside.competitor_cores > 0.2
+
+
+@pytest.mark.spawns
+def test_a_niced_spinner_is_no_competitor_but_is_reported():
+    import subprocess
+    import sys
+    import time
+    niced = subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        seen = contention.read(0.5)
+    finally:
+        niced.kill()
+        niced.wait()
+    assert seen is not None and seen.niced_cores > 0.2            # it spins, at nice 19
+    assert seen.competitor_cores < seen.busy_cores - seen.niced_cores + 0.05
