@@ -91,10 +91,18 @@ def _threads_flag(record) -> list[str]:
     return [f"fewer threads ({'/'.join(used)})"] if used else []
 
 
+def _agreement(record) -> float | None:
+    """A generative cell's quality: next-token agreement with FP32, teacher-forced on held text."""
+    gen = getattr(record, "generation", None)
+    value = (gen.quality or {}).get("next_token_agreement") if gen is not None else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _quality(row) -> str:
     rel = row.relative_quality
     if rel is None:
-        return "-"
+        agree = _agreement(row.record)
+        return "-" if agree is None else f"agree {agree:.3f}"
     held = "" if (row.record.quality and row.record.quality.split) else " (in-sample)"
     return f"{rel:.3f}{held}"
 
@@ -110,6 +118,9 @@ def clear_wins(rows) -> str:
     for r in sorted(wins, key=lambda r: -r.speedup.value):
         q = r.relative_quality
         held = "held-out" if (r.record.quality and r.record.quality.split) else "in-sample"
-        qtext = f", {r.quality_metric} {q:.3f} of FP32 ({held})" if q is not None else ", quality not measured"
+        agree = _agreement(r.record)
+        qtext = (f", {r.quality_metric} {q:.3f} of FP32 ({held})" if q is not None else
+                 f", next-token agreement with FP32 {agree:.3f} (held text)" if agree is not None else
+                 ", quality not measured")
         lines.append(f"  {r.cell_id}: {fmt_speedup(r.speedup)}{qtext}")
     return "\n".join(lines) + "\n"

@@ -77,3 +77,12 @@ def test_progress_line_names_loadgens_headline_and_verdict():
     line = record_line(rec)
     assert "LoadGen multi-stream p99 0.229 ms VALID" in line and "LoadGen single-stream p90 0.1 ms INVALID" in line
     assert "LoadGen" not in record_line(_rec("int8", (1.9, 1.6, 2.2)))
+
+
+def test_a_generative_cell_shows_its_next_token_agreement_as_quality():
+    from effbench.results.scenarios import Generation
+    gen = Generation(prompt_tokens=128, new_tokens=64, quality={"next_token_agreement": 0.9765, "kl_mean": 0.003})
+    llm = _rec("int8", (2.3, 2.1, 2.5)).replace(quality=None, generation=gen)
+    text = summary_table(Results(records=[_rec("fp32", None), llm]))
+    assert "agree 0.977" in _line(text, "m/int8/")
+    assert "m/int8/ort/b1/single-stream: 2.30× [2.10–2.50], next-token agreement with FP32 0.977 (held text)" in text
