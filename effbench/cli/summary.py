@@ -49,7 +49,8 @@ def summary_table(results) -> str:
             ci = f" [{lat.ci[0]:.4g}, {lat.ci[1]:.4g}]" if lat.ci else ""
             med = f"{lat.median:.4g}{ci}" + (" !" if row.unstable else "")
             p99 = "-" if lat.p99 is None else f"{lat.p99:.4g}" + ("" if lat.p99_reliable else "*")
-            flags = [f for f in ("emulated", "drift", "1 round") if f in row.flags] + _threads_flag(r)
+            threads = _threads_flag(r)
+            flags = [f for f in ("emulated", "drift", "1 round") if f in row.flags] + threads
             status = " ".join(["ok", *flags, *(["below floor"] if row.below_floor else [])])
             tput = f"{r.throughput_ips:,.0f}" if r.throughput_ips else "-"
             peak = r.memory.peak_rss_bytes if r.memory else None
@@ -57,8 +58,9 @@ def summary_table(results) -> str:
             sp = row.speedup
             vs = "-" if sp is None else fmt_speedup(sp) + ("" if sp.clear else " ~")
             quality = _quality(row)
-            marks |= {m for m, shown in (("!", row.unstable), ("*", p99.endswith("*")), ("~", vs.endswith(" ~")),
-                                         ("fewer threads", "fewer threads" in status)) if shown}
+            marks |= {m for m, shown in (("!", row.unstable), ("*", lat.p99 is not None and not lat.p99_reliable),
+                                         ("~", sp is not None and not sp.clear),
+                                         ("fewer threads", bool(threads))) if shown}
         else:
             med, p99, tput, rss, vs, quality = "-", "-", "-", "-", "-", "-"
             status = f"{r.status}: {(r.reason or '')[:60]}"

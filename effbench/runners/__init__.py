@@ -14,17 +14,18 @@ SHIPPED = ("onnxruntime", "torch", "openvino", "executorch", "litert", "llamacpp
 
 def load_shipped() -> None:
     """Import the shipped runner modules (they register themselves; none imports its runtime here)."""
-    from effbench.runners import executorch as _executorch  # noqa: F401
-    from effbench.runners import litert as _litert  # noqa: F401  ([litert]; converts in `make litert-env`'s venv)
-
-    # decoder LLMs only (task: generate); their sessions are in effbench.workloads.sessions
-    from effbench.runners import llamacpp as _llamacpp  # noqa: F401
+    # grouped by what each runner serves (the comments name the groups), not sorted
+    # isort: off
     from effbench.runners import onnxruntime as _ort  # noqa: F401  (fills RUNNERS)
-    from effbench.runners import onnxruntime_genai as _ort_genai  # noqa: F401
-
+    from effbench.runners import torch as _torch  # noqa: F401
     # optional extras ([openvino], [executorch]): their modules import the runtime only in `load`
     from effbench.runners import openvino as _openvino  # noqa: F401
-    from effbench.runners import torch as _torch  # noqa: F401
+    from effbench.runners import executorch as _executorch  # noqa: F401
+    from effbench.runners import litert as _litert  # noqa: F401  ([litert]; converts in `make litert-env`'s venv)
+    # decoder LLMs only (task: generate); their sessions are in effbench.workloads.sessions
+    from effbench.runners import llamacpp as _llamacpp  # noqa: F401
+    from effbench.runners import onnxruntime_genai as _ort_genai  # noqa: F401
+    # isort: on
 
 
 def runner_names() -> tuple[str, ...]:
