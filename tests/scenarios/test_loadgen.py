@@ -235,3 +235,36 @@ def test_peak_search_through_loadgen_on_a_slow_call(tmp_path):
     assert search.max_qps <= off.samples_per_s
     above = [r for r in search.runs if r.settings.target_qps >= 1.3 * search.max_qps * 0.999]
     assert above and not any(r.valid for r in above)
+
+
+def slow_at_first(batch: int, first_calls: int, slow_ms: float):
+    """A call that is slow for its first calls (the warmup lands in one of the VM's slow spells), fast after."""
+    x = np.ones((batch, 64), dtype=np.float32)
+    n = [0]
+
+    def call() -> None:
+        n[0] += 1
+        (x @ W).sum()
+        if n[0] <= first_calls:
+            time.sleep(slow_ms / 1e3)
+    return call
+
+
+def test_offline_sized_from_a_slow_warmup_is_rerun_until_it_lasts_its_minimum(tmp_path):
+    # the 2 warmup calls take 30 ms each: the estimate (~33 samples/s) sizes offline's one query at ~17
+    # samples, which the fast calls finish in well under the 300 ms minimum (LoadGen: INVALID)
+    s = LoadGenSettings(scenario="offline", min_duration_ms=300, min_query_count=1)
+    r = run_loadgen({1: slow_at_first(1, 2, 30.0)}, s, tmp_path, qsl_samples=16)
+    assert r.valid and r.constraints["Min duration satisfied"]
+    assert r.settings.expected_qps > 1000            # resized from the rate LoadGen measured, and recorded
+    # a size the user gave is theirs: the short run stays as LoadGen judged it
+    fixed = run_loadgen({1: slow_at_first(1, 2, 30.0)}, replace(s, expected_qps=30.0), tmp_path / "fixed",
+                        qsl_samples=16)
+    assert not fixed.valid and not fixed.constraints["Min duration satisfied"] and fixed.settings.expected_qps == 30.0
+
+
+def test_single_stream_sized_from_a_slow_warmup_is_rerun_until_it_lasts_its_minimum(tmp_path):
+    s = LoadGenSettings(scenario="single-stream", min_duration_ms=300, min_query_count=1)
+    r = run_loadgen({1: slow_at_first(1, 2, 30.0)}, s, tmp_path, qsl_samples=16)
+    assert r.valid and r.constraints["Min duration satisfied"]
+    assert r.settings.expected_latency_ms < 5

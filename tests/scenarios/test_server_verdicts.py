@@ -61,7 +61,8 @@ def test_each_rate_keeps_loadgens_verdict_and_1_3x_the_peak_is_invalid(tmp_path)
                            min_query_count=700)
     search = find_max_qps(server_runner(call, base, tmp_path / "server", qsl_samples=16, threads=1), 500,
                           min_qps=50, budget_s=90, precision=0.1)
-    assert off.valid and search.best is not None, search.ended
+    assert off.valid, off.constraints
+    assert search.best is not None, search.ended
     assert search.max_qps <= off.samples_per_s          # the acceptance check of the hand-written search
     rates = search.rates()
     assert len(rates) == len(search.runs) >= 4

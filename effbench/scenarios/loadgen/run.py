@@ -174,8 +174,9 @@ def run_loadgen(calls: Mapping[int, Call] | Sequence[Mapping[int, Call]], settin
     if not streams or not all(streams) or any(sorted(c) != sorted(streams[0]) for c in streams):
         raise ValueError("calls: one mapping of batch size -> call (or one per stream, with the same sizes)")
     fastest_s = _warm_up([kv for c in streams for kv in c.items()], warmup_calls, lambda c: c())
-    return _run(_PoolSUT(streams, None, threads, max_wait_ms), _resolved(settings, fastest_s, threads), out_dir,
-                qsl_samples, performance_samples, threads, max_detail_bytes)
+    return _run_sized(lambda s: _run(_PoolSUT(streams, None, threads, max_wait_ms), s, out_dir, qsl_samples,
+                                     performance_samples, threads, max_detail_bytes),
+                      settings, _resolved(settings, fastest_s, threads))
 
 
 def run_loadgen_tokens(generate: Generate, settings: LoadGenSettings, out_dir: str | Path, *, qsl_samples: int,
@@ -188,8 +189,45 @@ def run_loadgen_tokens(generate: Generate, settings: LoadGenSettings, out_dir: s
     if not settings.use_token_latencies:
         raise ValueError("run_loadgen_tokens needs settings with use_token_latencies=True")
     fastest_s = _warm_up([(1, generate)], warmup_calls, lambda g: g(lambda: None))
-    return _run(_PoolSUT([], generate, threads), _resolved(settings, fastest_s, threads), out_dir,
-                qsl_samples, performance_samples, threads, max_detail_bytes)
+    return _run_sized(lambda s: _run(_PoolSUT([], generate, threads), s, out_dir, qsl_samples, performance_samples,
+                                     threads, max_detail_bytes),
+                      settings, _resolved(settings, fastest_s, threads))
+
+
+RESIZE_TRIES = 2      # reruns of a run that ended short of its minimum duration on an estimated size
+RESIZE_MARGIN = 1.3   # the rerun's expected rate / latency leaves this much room past the rate just observed
+
+
+def _run_sized(run: Callable[[LoadGenSettings], LoadGenResult], asked: LoadGenSettings,
+               resolved: LoadGenSettings) -> LoadGenResult:
+    """Run with the sizes estimated from warmup; when the estimate was too pessimistic (the warmup ran
+    during one of the VM's slow spells, so offline's one query or the streams' generated queries ran out
+    before the minimum duration: LoadGen says INVALID, "Min duration satisfied: NO"), rerun sized from the
+    rate LoadGen just measured, as a submitter re-tunes expected QPS. Sizes the user gave are never changed:
+    their short run stays INVALID, as LoadGen said."""
+    result = run(resolved)
+    for _ in range(RESIZE_TRIES):
+        if result.constraints.get("Min duration satisfied", True):
+            break
+        resized = _resized(asked, resolved, result)
+        if resized is None:
+            break
+        resolved = resized
+        result = run(resolved)
+    return result
+
+
+def _resized(asked: LoadGenSettings, used: LoadGenSettings, result: LoadGenResult) -> LoadGenSettings | None:
+    """Settings sized from what `result` measured, or None when the user fixed the size or nothing was measured."""
+    if used.scenario == OFFLINE and asked.expected_qps is None and result.samples_per_s:
+        cap = MAX_OFFLINE_SAMPLES / (1.1 * max(used.min_duration_ms, 1) / 1e3)
+        qps = min(RESIZE_MARGIN * max(result.samples_per_s, used.expected_qps or 0.0), cap)
+        return replace(used, expected_qps=float(f"{qps:.4g}")) if qps > (used.expected_qps or 0.0) else None
+    mean = result.latency_ms.get("mean")
+    if used.scenario in (SINGLE_STREAM, MULTI_STREAM) and asked.expected_latency_ms is None and mean:
+        ms = min(mean, used.expected_latency_ms or mean) / RESIZE_MARGIN
+        return replace(used, expected_latency_ms=float(f"{max(ms, 1e-3):.4g}"))
+    return None
 
 
 def _warm_up(items: Sequence[tuple[int, object]], n: int, run: Callable) -> dict[int, float]:
