@@ -315,12 +315,20 @@ def _cmd_profiles(a: argparse.Namespace) -> int:
         from effbench.models.sources import default_cache_dir
         ids = a.profiles or [i for i in devices.shipped_ids() if i != "local"]
         profiles = devices.load_profiles(ids)
-        if not any(p.references for p in profiles):
+        if not any(p.references or p.llm_references for p in profiles):
             raise UserError("none of these profiles has published references", field="profiles check",
                             fix="add `references:` to the profile (see device_profiles/nvidia-h100.yaml)")
+        from effbench.devices.llm_references import check_llm_references
+        llm = check_llm_references(profiles)
+        if not any(p.references for p in profiles):   # LLM references only
+            print(json.dumps({"llm_references": llm.to_json()}, indent=1) if a.json else llm.text())
+            return 0
         cache = Path(a.cache_dir) if a.cache_dir else default_cache_dir()
         report = devices.check_references(profiles, cache)
-        print(json.dumps(report.to_json(), indent=1) if a.json else report.text())
+        if a.json:
+            print(json.dumps({**report.to_json(), "llm_references": llm.to_json()}, indent=1))
+        else:
+            print(report.text() + ("\n\n" + llm.text() if llm.checks else ""))
         # a band is fitted over every shipped reference: judge the checked profiles' figures against that pool
         have = {p.id for p in profiles}
         pool = profiles + [p for p in devices.load_profiles([i for i in devices.shipped_ids() if i != "local"])

@@ -205,6 +205,118 @@ class Reference(_Strict):
         return s * self.scale
 
 
+# Named decoder shapes an LLM reference may cite instead of spelling its shape out: each from the model's
+# published config.json (HF hub), the numbers `effbench.models.llm.LlmShape` takes.
+LLM_SHAPES: dict[str, dict[str, Any]] = {
+    # meta-llama/Llama-2-7b-hf config.json: 32 layers, hidden 4096, 32 heads (no GQA), intermediate 11008,
+    # vocab 32000, untied embeddings (6.74 B parameters; llama-bench prints "6.74 B")
+    "llama-2-7b": {"layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 32, "ffn": 11008, "vocab": 32000,
+                   "tied_embeddings": False},
+    # meta-llama/Llama-2-13b-hf config.json: 40 layers, hidden 5120, 40 heads (no GQA), intermediate 13824
+    "llama-2-13b": {"layers": 40, "hidden": 5120, "heads": 40, "kv_heads": 40, "ffn": 13824, "vocab": 32000,
+                    "tied_embeddings": False},
+    # meta-llama/Llama-3.2-3B config.json: 28 layers, hidden 3072, 24 heads, 8 KV heads, intermediate 8192,
+    # vocab 128256, tied embeddings (3.21 B parameters; llama-bench prints "3.21 B")
+    "llama-3.2-3b": {"layers": 28, "hidden": 3072, "heads": 24, "kv_heads": 8, "ffn": 8192, "vocab": 128256,
+                     "tied_embeddings": True},
+    # meta-llama/Llama-3.1-8B config.json: 32 layers, hidden 4096, 32 heads, 8 KV heads, intermediate 14336,
+    # vocab 128256, untied embeddings (8.03 B parameters)
+    "llama-3.1-8b": {"layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 8, "ffn": 14336, "vocab": 128256,
+                     "tied_embeddings": False},
+    # TinyLlama/TinyLlama-1.1B-Chat-v1.0 config.json: 22 layers, hidden 2048, 32 heads, 4 KV heads,
+    # intermediate 5632, vocab 32000, untied embeddings (1.10 B parameters)
+    "tinyllama-1.1b": {"layers": 22, "hidden": 2048, "heads": 32, "kv_heads": 4, "ffn": 5632, "vocab": 32000,
+                       "tied_embeddings": False},
+}
+
+
+class LlmShapeSpec(_Strict):
+    """A decoder's shape spelt out (the numbers of its config.json) where no named shape fits."""
+
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    ffn: int = Field(gt=0)
+    vocab: int = Field(gt=0)
+    tied_embeddings: bool
+    head_dim: int | None = Field(default=None, gt=0)
+    source: str = Field(min_length=8)   # the config.json it was read from
+
+
+class LlmReference(_Strict):
+    """A published tokens/s of a decoder LLM on this device (`effbench profiles check`, LLM references):
+    projected with the model `project_generation` uses and compared with the published figure.
+
+    `test`: llama-bench's names, `tgN` (N tokens generated after an empty prompt: decode, tokens/s =
+    1 / TPOT) or `ppN` (one N-token prompt: prefill, tokens/s = N / TTFT); `eval` for a decode rate some
+    other tool reports (Ollama's "eval rate"), with `prompt_tokens` and `new_tokens` stating the context
+    it ran at. Weights are read at `bits_per_weight` (bits over all parameters, as the GGUF stores them)."""
+
+    model: str                            # what the publisher ran: "Llama 2 7B", "llama3.2:3b"
+    shape: str | LlmShapeSpec             # a name in LLM_SHAPES, or the shape spelt out
+    quant: str = Field(min_length=2)      # the weight type: Q4_0, Q8_0, F16, Q4_K_M
+    bits_per_weight: float = Field(gt=0, le=32)
+    bits_source: str = Field(min_length=8)    # where bits_per_weight comes from (the format, or a published size)
+    backend: str = Field(min_length=3)    # what ran it: "llama.cpp CPU, 4 threads", "llama.cpp Metal"
+    runner: str = "llamacpp"              # the effbench runner whose per-call overhead applies (if calibrated)
+    # the precision the arithmetic runs at, whose peak projects it (llama.cpp's quantized CPU kernels: int8
+    # dot products; Apple GPUs: the profile's fp32 GPU peak): what a record's kernel.compute_precision says
+    compute_precision: Precision
+    test: str = Field(pattern=r"^(tg[1-9][0-9]*|pp[1-9][0-9]*|eval)$")
+    prompt_tokens: int | None = Field(default=None, ge=0)   # only for `eval` (tg/pp state their own)
+    new_tokens: int | None = Field(default=None, ge=2)      # only for `eval`
+    kv_bytes_per_element: float = Field(default=2.0, gt=0)  # llama.cpp's default KV cache is F16
+    tokens_per_s: float = Field(gt=0)
+    note: str | None = None               # what differs from the profile's device, what was assumed
+    source: str = Field(min_length=8)     # the URL (or repository and path) it was read from
+    quote: str = Field(min_length=8)      # the words that state the figure, verbatim
+
+    @field_validator("shape")
+    @classmethod
+    def _known_shape(cls, v: str | LlmShapeSpec) -> str | LlmShapeSpec:
+        if isinstance(v, str) and v not in LLM_SHAPES:
+            raise ValueError(f"unknown LLM shape '{v}'{did_you_mean(v, list(LLM_SHAPES))}; expected one of "
+                             f"{', '.join(LLM_SHAPES)} or the shape spelt out (layers, hidden, heads, kv_heads, ffn, "
+                             "vocab, tied_embeddings, source)")
+        return v
+
+    @model_validator(mode="after")
+    def _context_stated(self) -> LlmReference:
+        if self.test == "eval":
+            if self.prompt_tokens is None or self.new_tokens is None:
+                raise ValueError("test: eval needs prompt_tokens and new_tokens (the context the rate was measured "
+                                 "at), and a note saying where they come from")
+            if not self.note:
+                raise ValueError("test: eval needs a note saying how prompt_tokens and new_tokens were chosen")
+        elif self.prompt_tokens is not None or self.new_tokens is not None:
+            raise ValueError(f"test: {self.test} states its own context: remove prompt_tokens and new_tokens")
+        return self
+
+    @property
+    def phase(self) -> Literal["decode", "prefill"]:
+        return "prefill" if self.test.startswith("pp") else "decode"
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """(prompt tokens, new tokens) of the run the figure comes from: tgN = (0, N), ppN = (N, 1)."""
+        if self.test == "eval":
+            return self.prompt_tokens or 0, self.new_tokens or 2
+        n = int(self.test[2:])
+        return (0, n) if self.test.startswith("tg") else (n, 1)
+
+    def llm_shape(self):
+        """The shape as an `effbench.models.llm.LlmShape`."""
+        from effbench.models.llm import LlmShape
+        if isinstance(self.shape, str):
+            return LlmShape(**LLM_SHAPES[self.shape])
+        return LlmShape(**self.shape.model_dump(exclude={"source"}))
+
+    @property
+    def shape_name(self) -> str:
+        return self.shape if isinstance(self.shape, str) else f"{self.shape.layers}L-{self.shape.hidden}"
+
+
 class Profile(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     name: str
@@ -229,6 +341,8 @@ class Profile(_Strict):
     gpu_names: list[str] = Field(default_factory=list)
     # published measurements of standard models on this device (`effbench profiles check`)
     references: list[Reference] = Field(default_factory=list)
+    # published tokens/s of decoder LLMs on this device (`effbench profiles check`, LLM references)
+    llm_references: list[LlmReference] = Field(default_factory=list)
     # the projection's prediction interval: every projection's latency x [low, high]
     error_band: ErrorBand | None = None
     path: str | None = Field(default=None, exclude=True)  # where it was loaded from (not a YAML key)
@@ -373,6 +487,9 @@ _FIELD_HINTS = {
     "source": "cite a datasheet URL or a paper; write the arithmetic when derived: true",
     "references": "a reference gives model, precision, runtime, latency_ms or throughput_ips, source and quote, and "
                   "power_w only with power_source and power_quote (see device_profiles/cortex-m7.yaml)",
+    "llm_references": "an LLM reference gives model, shape, quant, bits_per_weight, bits_source, backend, "
+                      "compute_precision, test, tokens_per_s, source and quote (see device_profiles/raspberry-pi-5.yaml)",
+    "quote": "the words that state the figure, verbatim, as published",
 }
 
 

@@ -13,6 +13,7 @@ well-formed record.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from effbench.devices.profile import OPS_PER_MAC, Profile
@@ -282,6 +283,51 @@ def project_generation(record: Record, profiles: list[Profile]) -> dict[str, Pro
     return {p.id: Projection.from_json(_project_generation(record, p)) for p in profiles}
 
 
+@dataclass(frozen=True)
+class GenerationTimes:
+    """One forward's roofline terms (seconds): prefill's compute and memory, one decode step's compute and
+    memory, and the per-forward overhead; TTFT and TPOT as `project_generation` states them."""
+
+    prefill_compute_s: float
+    prefill_memory_s: float
+    decode_compute_s: float
+    decode_memory_s: float
+    overhead_s: float
+    precision: str
+
+    @property
+    def ttft_s(self) -> float:
+        return max(self.prefill_compute_s, self.prefill_memory_s) + self.overhead_s
+
+    @property
+    def tpot_s(self) -> float:
+        return max(self.decode_compute_s, self.decode_memory_s) + self.overhead_s
+
+
+def generation_times(profile: Profile, precision: str, runner: str | None, *, layers: int, prefill_macs: float,
+                     weight_bytes: float, decode_macs_per_token: float, decode_bytes_per_token: float,
+                     compute: str | None = None) -> GenerationTimes | tuple[str, str]:
+    """GENERATION_MODEL's arithmetic for one generative request's work on `profile`: what
+    `project_generation` ships and what `effbench.devices.llm_references` checks against published
+    tokens/s. (status, reason) where it cannot project. `compute`: the kernel's arithmetic, for the reason."""
+    peak = profile.peak_ops_per_s(precision, runner)
+    if precision not in profile.peak_ops and precision not in profile.peak_ops_by_runner.get(runner or "", {}):
+        return "unsupported", (f"{profile.id} declares no {precision} peak (this kernel's arithmetic: "
+                               f"{compute or precision})")
+    if not peak:
+        return "no-data", f"{profile.id} runs {precision} but publishes no throughput for it"
+    rate = peak * profile.compute_derate(precision, runner)
+    bandwidth = profile.memory.bandwidth_bytes_per_s.value * profile.memory_derate(runner)
+    if bandwidth <= 0:
+        return "no-data", f"{profile.id} declares zero memory bandwidth"
+    overhead_s = (profile.call_overhead_s(runner)
+                  + (DECODER_OPS_PER_LAYER * layers + DECODER_OPS_PER_FORWARD) * profile.per_op_overhead_s.value)
+    return GenerationTimes(prefill_compute_s=prefill_macs * OPS_PER_MAC / rate, prefill_memory_s=weight_bytes / bandwidth,
+                           decode_compute_s=decode_macs_per_token * OPS_PER_MAC / rate,
+                           decode_memory_s=decode_bytes_per_token / bandwidth, overhead_s=overhead_s,
+                           precision=precision)
+
+
 def _project_generation(record: Record, profile: Profile) -> dict[str, Any]:
     out = _base(profile)
     g = record.generation
@@ -296,22 +342,16 @@ def _project_generation(record: Record, profile: Profile) -> dict[str, Any]:
     fits, shortfall = _fit(profile, {"weight_bytes": float(g.weight_bytes),
                                      "activation_bytes": float(g.kv_cache_bytes_analytic or 0)}, [])
     out["fits"], out["shortfall_bytes"] = fits, shortfall
-    peak = profile.peak_ops_per_s(precision, runner)
-    if precision not in profile.peak_ops and precision not in profile.peak_ops_by_runner.get(runner, {}):
-        return {**out, "status": "unsupported",
-                "reason": f"{profile.id} declares no {precision} peak (this kernel's arithmetic: "
-                          f"{g.kernel.get('compute') or precision})"}
-    if not peak:
-        return {**out, "reason": f"{profile.id} runs {precision} but publishes no throughput for it"}
-    rate = peak * profile.compute_derate(precision, runner)
-    bandwidth = profile.memory.bandwidth_bytes_per_s.value * profile.memory_derate(runner)
-    if bandwidth <= 0:
-        return {**out, "reason": f"{profile.id} declares zero memory bandwidth"}
-    overhead_s = (profile.call_overhead_s(runner)
-                  + (DECODER_OPS_PER_LAYER * g.layers + DECODER_OPS_PER_FORWARD) * profile.per_op_overhead_s.value)
-    pre_c, pre_m = g.prefill_macs * OPS_PER_MAC / rate, g.weight_bytes / bandwidth
-    dec_c, dec_m = g.decode_macs_per_token * OPS_PER_MAC / rate, g.decode_bytes_per_token / bandwidth
-    ttft_s, tpot_s = max(pre_c, pre_m) + overhead_s, max(dec_c, dec_m) + overhead_s
+    times = generation_times(profile, precision, runner, layers=g.layers, prefill_macs=g.prefill_macs,
+                             weight_bytes=g.weight_bytes, decode_macs_per_token=g.decode_macs_per_token,
+                             decode_bytes_per_token=g.decode_bytes_per_token, compute=g.kernel.get("compute"))
+    if isinstance(times, tuple):
+        status, reason = times
+        return {**out, "reason": reason, **({"status": status} if status == "unsupported" else {})}
+    overhead_s = times.overhead_s
+    pre_c, pre_m = times.prefill_compute_s, times.prefill_memory_s
+    dec_c, dec_m = times.decode_compute_s, times.decode_memory_s
+    ttft_s, tpot_s = times.ttft_s, times.tpot_s
     e2e_s = ttft_s + (g.new_tokens - 1) * tpot_s
     extra: dict[str, Any] = {
         "ttft_ms": ttft_s * 1e3, "tpot_ms": tpot_s * 1e3, "decode_tokens_per_s": 1.0 / tpot_s,
@@ -322,8 +362,9 @@ def _project_generation(record: Record, profile: Profile) -> dict[str, Any]:
         extra["ttft_band_ms"] = [ttft_s * 1e3 * lo, ttft_s * 1e3 * hi]
         extra["tpot_band_ms"] = [tpot_s * 1e3 * lo, tpot_s * 1e3 * hi]
         out["latency_band_ms"] = [e2e_s * 1e3 * lo, e2e_s * 1e3 * hi]
+        from effbench.devices.llm_references import llm_reference_note
         out["band_source"] = (f"{profile.error_band.source} - fitted on CNN references, applied to a decoder LLM's "
-                              "TTFT and TPOT as modelled, not checked against LLM references")
+                              f"TTFT and TPOT as modelled; {llm_reference_note(profile)}")
     if profile.describes(record):
         for k, measured in (("ttft", g.ttft_ms), ("tpot", g.tpot_ms)):
             if measured:
