@@ -18,6 +18,10 @@ $(CORE): pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $(CORE)
 
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_WHEELS := .wheels/llama-cpp-avx2
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 # Everything the tests exercise, on top of the core.
 $(STAMP): $(CORE)
 	# fleet: the Ray cluster tests (tests/test_fleet.py) start a local cluster and fail without it
@@ -25,6 +29,13 @@ $(STAMP): $(CORE)
 	# llama-cpp-python from source the first time (about 5-10 minutes on 2 cores), then reuses its wheel
 	# openvino, executorch, litert: the deployment runtimes, tested for real (tests/runners/test_openvino.py,
 	# test_executorch.py, test_litert.py; LiteRT's converter is `make litert-env`'s venv)
+	# llama-cpp-python is built portable (AVX2, no -march=native) into a wheelhouse of ours: a native build on
+	# an AMX host takes llama.cpp's AMX path, which segfaults on Q8_0 here (ggml-org/llama.cpp#20824), and
+	# pip's cached wheel of a native build would SIGILL on the next host without AVX-512
+	test -n "$$(ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl 2>/dev/null)" || \
+		CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
+		llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(LLAMA_WHEELS)
+	$(BIN)/pip install --quiet $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/pip install --quiet -e '.[test,fleet,llm,openvino,executorch,litert]'
 	touch $(STAMP)
 

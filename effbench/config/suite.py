@@ -523,6 +523,7 @@ def load_suite(path: str | Path) -> Suite:
                   precision_choices=choices, scenario_choices=scenarios)
     _check_unique(suite)
     _check_server_bounds(suite)
+    _check_offline_batches(suite)
     check_compare(suite)
     _check_paths(suite)
     _check_llm_packages(suite)
@@ -547,6 +548,20 @@ def _check_server_bounds(suite: Suite) -> None:
             raise suite.error(f"the server scenario bounds only query latency (latency_bound_ms), and model "
                               f"'{model}' is generative: its tokens need ttft_ms and tpot_ms", "scenarios", i,
                               "server", fix="add ttft_ms: 2000, tpot_ms: 100 (MLPerf's Llama-3.1-8B server limits)")
+
+
+def _check_offline_batches(suite: Suite) -> None:
+    """offline's batch_sizes sweep a generative model's requests decoded together; a classifier's offline
+    cells take the suite's batch_sizes, so the option given for one would silently do nothing."""
+    for i, choice in enumerate(suite.scenario_choices):
+        if choice.name != "offline" or choice.options.get("batch_sizes") is None:
+            continue
+        model = next((m.id for m in suite.spec.models if not m.generates), None)
+        if model is not None:
+            raise suite.error(f"offline's batch_sizes are for generative models (requests decoded together), and "
+                              f"model '{model}' is not generative: its offline cells take the suite's batch_sizes",
+                              "scenarios", i, "offline", "batch_sizes",
+                              fix="move the sizes to the suite's batch_sizes, or run the classifiers in another suite")
 
 
 # What a generative model needs, by runner (the [llm] extra): module -> distribution

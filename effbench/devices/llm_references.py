@@ -2,7 +2,7 @@
 
 Each profile's `llm_references` (a decoder LLM run on the real device: llama.cpp's llama-bench `tgN` /
 `ppN`, or another tool's decode rate, with its source and quote) is projected with the arithmetic
-`project_generation` ships (`effbench.devices.project.generation_times`): decode tokens/s = 1 / TPOT,
+`project_generation` ships (`effbench.devices.llm_roofline.generation_times`): decode tokens/s = 1 / TPOT,
 TPOT = max(bytes one decode step reads / bandwidth, its MACs x 2 / peak) + one forward's overhead; prefill
 tokens/s = N / TTFT, TTFT = max(the prompt's MACs x 2 / peak, weight bytes / bandwidth) + one forward's
 overhead. The work comes from the reference's shape, as a record's generation section counts it
@@ -25,7 +25,8 @@ from effbench.devices.profile import Derate, LlmReference, Profile
 
 def reference_work(ref: LlmReference) -> dict[str, float]:
     """The generation section's work counts for the run the reference measured (see the module doc)."""
-    from effbench.execution.generation import _kv_figures, _macs
+    from effbench.models.llm import decoder_kv_figures as _kv_figures
+    from effbench.models.llm import decoder_macs as _macs
     shape = ref.llm_shape()
     prompt, new = ref.context
     bits = ref.bits_per_weight / 8
@@ -42,7 +43,7 @@ def reference_work(ref: LlmReference) -> dict[str, float]:
 
 def projected_tokens_per_s(ref: LlmReference, profile: Profile) -> tuple[float | None, str | None, str | None]:
     """(tokens/s, the roof that bounds it, why none) of `ref`'s test projected on `profile` as it is."""
-    from effbench.devices.project import generation_times
+    from effbench.devices.llm_roofline import generation_times
     w = reference_work(ref)
     times = generation_times(profile, ref.compute_precision, ref.runner, layers=int(w["layers"]),
                              prefill_macs=w["prefill_macs"], weight_bytes=w["weight_bytes"],

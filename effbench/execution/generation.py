@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from effbench.execution.generation_load import offline_batch_sizes
 from effbench.execution.pairing import FP32, group_seed, unpaired_comparison
 from effbench.execution.progress import Progress
 from effbench.execution.workers import BUILD_TIMEOUT_S, Outcome, run_in_worker
-from effbench.measure.generation import bandwidth_utilization, decode_bytes_per_token, kv_cache_bytes
+from effbench.measure.generation import bandwidth_utilization
 from effbench.measure.stats import SCOPE_ONE_MOMENT, with_floor, within_one_round
+from effbench.models.llm import decoder_kv_figures as _kv_figures
+from effbench.models.llm import decoder_macs as _macs
 from effbench.results.record import (
     Cell,
     Comparison,
@@ -272,6 +275,8 @@ class GenerationGroups:
         plan = load_plan(run.suite.scenario(first.scenario), run.budget, run.timeout_s, run.opts.quick)
         what = f"{first.model}/*/{first.runner_label}/{first.scenario}"
         folder = f"{first.model}_{first.runner_label}_{first.scenario}"
+        # offline sweeps batch sizes: each size's runs and warm-up
+        sweep = len(offline_batch_sizes(plan.options)) if first.scenario == OFFLINE else 1
         progress.start(f"{what}: {len(members)} generative cells through LoadGen"
                        + (f" (round {rnd + 1}/{run.rounds})" if run.rounds > 1 else ""))
         out = run_in_worker("effbench.execution.generation_load:serve_generation",
@@ -282,7 +287,7 @@ class GenerationGroups:
                              "seed": group_seed(run.run_id, rnd, what),
                              "log_dir": str(run.opts.out_dir / "loadgen" / folder / f"round-{rnd}"),
                              "load_reversed": rnd % 2 == 1},
-                            timeout_s=BUILD_TIMEOUT_S * n_labels + plan.timeout_s_per_member * len(members),
+                            timeout_s=BUILD_TIMEOUT_S * n_labels + plan.timeout_s_per_member * len(members) * sweep,
                             log_path=run.logs / f"{folder}.log", memory_limit_mb=run.memory_limit_mb)
         if out.kind == "user_error":
             raise out.value
@@ -400,16 +405,6 @@ def _with_paired(record: Record, paired: dict | None) -> Record:
     return record.replace(paired_ratios=(paired["ratio"],))
 
 
-def _kv_figures(shape: dict, kernel: dict, prompt: int, new: int, decode_weight_bytes: int) -> tuple[int, int]:
-    """(the KV cache's analytic bytes at prompt + new tokens, what one decode step reads: its weights and
-    the KV cache at the mean context of the decode)."""
-    head_dim = shape.get("head_dim") or shape["hidden"] // shape["heads"]
-    kv = {"layers": shape["layers"], "kv_heads": shape["kv_heads"], "head_dim": head_dim,
-          "bytes_per_element": kernel["kv_bytes_per_element"]}
-    return (kv_cache_bytes(context=prompt + new, **kv),
-            decode_bytes_per_token(decode_weight_bytes, kv_cache_bytes(context=prompt + new // 2, **kv)))
-
-
 def _work(shape: dict, prompt: int, new: int) -> dict[str, int]:
     """The generation section's work counts, from the model's shape (what the device projections use)."""
     return {"prefill_macs": _macs(shape, prompt, 0), "decode_macs_per_token": _macs(shape, 1, prompt + new // 2),
@@ -437,17 +432,6 @@ def _per_cycle(per_request: dict, figure: str) -> dict[int, float]:
 def _params(shape: dict) -> int:
     from effbench.models.llm import LlmShape
     return LlmShape(**shape).params()
-
-
-def _macs(shape: dict, tokens: int, past: int) -> int:
-    """MACs of `tokens` new positions after `past` cached ones: every linear layer and the LM head once per
-    token, attention's QK^T and AV over the context (causal)."""
-    from effbench.models.llm import LlmShape
-    s = LlmShape(**shape)
-    linear = s.layers * s.linear_params_per_layer() + s.vocab * s.hidden
-    ctx = sum(past + i + 1 for i in range(tokens))
-    attention = 2 * s.layers * s.heads * s.dim_per_head * ctx
-    return tokens * linear + attention
 
 
 def _request_j(gen: Generation) -> float | None:

@@ -5,14 +5,16 @@ latencies (`scenarios.loadgen.run_loadgen_tokens`). The system under test calls 
 `QuerySamplesComplete` with the token count at the last; LoadGen computes TTFT (from the query's
 scheduled arrival: queueing included) and TPOT = (latency - TTFT) / (tokens - 1).
 
-offline: LoadGen's Offline scenario, `OFFLINE_CYCLES` runs per precision and prompt length in an order
-drawn per cycle; output tokens/s (LoadGen's "Tokens per second") per run, and the per-cycle ratio vs
-FP32 is the paired speedup.
+offline: LoadGen's Offline scenario, `OFFLINE_CYCLES` runs per precision, prompt length and batch size
+(the scenario's `batch_sizes`, default 1 and 4: that many queued requests decoded together, where the
+runtime's session can batch) in an order drawn per cycle; output tokens/s (LoadGen's "Tokens per second")
+per run; the member's figure is its best batch size, and that size's per-cycle ratio vs FP32 is the
+paired speedup.
 server (MLPerf's LLM form): Poisson arrivals; the highest offered rate at which TTFT and TPOT at the
 percentile stay within `ttft_ms` and `tpot_ms`, every rate judged by LoadGen (VALID / INVALID, with its
 early stopping) and kept with its logs.
 
-Every generative runtime here serves one request at a time (`GenerationSession.concurrency`, `serving`
+Outside offline's batches, every generative runtime here serves one request at a time (`GenerationSession.concurrency`, `serving`
 says why): the SUT has one worker and the other requests wait in its queue. MLPerf-style runs, never
 MLPerf results. Runs in a fresh worker (`execution.workers.run_in_worker`): plain JSON in and out.
 """
@@ -27,6 +29,8 @@ from typing import Any
 from effbench.errors import gist
 
 OFFLINE_CYCLES = 3
+# offline's batch sweep when the scenario gives no batch_sizes: one request at a time, and four together
+DEFAULT_BATCH_SIZES = (1, 4)
 OFFLINE_HEADROOM = 1.5   # offline's expected rate over the warm-up's one-at-a-time rate
 WARMUP_REQUESTS = 3      # per member, before any LoadGen run: first-call allocations, and the service time
 BACKLOG_FACTOR = 10.0    # LoadGen ends a server run once this many x the in-flight queries within the bound wait
@@ -75,7 +79,14 @@ def serve_generation(runtime: str, threads: int, options: dict, model: dict, mem
     figures: dict[str, dict] = {}
     errors: dict[str, str] = {}
     if scenario == OFFLINE:
-        figures, errors = _offline(gens, scenario_options, seed, log_dir, service_s)
+        batched = {m["key"]: _batches(sessions[m["label"]], ids[m["prompt_tokens"]], new_tokens,
+                                      offline_batch_sizes(scenario_options))
+                   for m in members if m["label"] in sessions and m["key"] in service_s}
+        figures, errors = _offline(gens, batched, scenario_options, seed, log_dir, service_s)
+        for key, f in figures.items():     # the session's own stamps: of the batch size the figure is from
+            b = f["offline"]["batch_size"]
+            if b != 1:
+                traces[key] = batched[key]["traces"][b]
     else:
         for i in np.random.default_rng(seed).permutation(len(gens)):   # one search after another, order drawn
             key = list(gens)[int(i)]
@@ -114,6 +125,47 @@ def _generator(session, prompt: tuple[int, ...], new_tokens: int, sink: list):
     return generate
 
 
+def _batch_generator(session, prompt: tuple[int, ...], new_tokens: int, sink: list):
+    """LoadGen's batch generator (`scenarios.loadgen.GenerateBatch`): the requests LoadGen handed one SUT
+    worker decoded together (the same prompt each: a batch's work does not depend on its token values),
+    each one's first token reported through its own hook."""
+    def generate(first_tokens: list) -> list[int]:
+        traces = session.generate_batch([prompt] * len(first_tokens), new_tokens, on_first_token=first_tokens)
+        sink.extend(traces)
+        return [len(t.output_ids) for t in traces]
+    return generate
+
+
+def _batches(session, prompt: tuple[int, ...], new_tokens: int, sizes: tuple[int, ...]) -> dict[str, Any]:
+    """One member's offline batch sweep, set up: {"sizes": {batch: (generator, its warm-up service time in s)},
+    "unsupported": {batch: reason}, "traces": {batch: the traces of the requests LoadGen issued}}. A batch
+    is warmed up once (its first forwards allocate), then timed once; batch 1 is the one-request
+    generator, timed by the member's own warm-up."""
+    import time
+    out: dict[str, Any] = {"sizes": {}, "unsupported": {}, "traces": {}}
+    for b in sizes:
+        if b == 1:
+            continue
+        if session.batching is not None:
+            out["unsupported"][b] = session.batching
+            continue
+        try:
+            session.generate_batch([prompt] * b, new_tokens)
+            t0 = time.perf_counter()
+            session.generate_batch([prompt] * b, new_tokens)
+            out["traces"][b] = []
+            out["sizes"][b] = (_batch_generator(session, prompt, new_tokens, out["traces"][b]), time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 - this batch size cannot run; the others still do
+            traceback.print_exc()
+            out["unsupported"][b] = gist(e)
+    return out
+
+
+def offline_batch_sizes(options: dict) -> tuple[int, ...]:
+    """The batch sizes a generative offline cell sweeps (requests decoded together), smallest first."""
+    return tuple(sorted(set(options.get("batch_sizes") or DEFAULT_BATCH_SIZES)))
+
+
 def _trace_figures(traces: list) -> dict[str, Any]:
     """The session's own stamps of the requests LoadGen issued: service TTFT (from the request's start in
     the session, queueing excluded) and TPOT, medians; they sit beside LoadGen's (queueing included)."""
@@ -149,10 +201,13 @@ def _loadgen(r) -> dict[str, Any]:
             "detail_trimmed": r.detail_trimmed}
 
 
-def _offline(gens: dict, options: dict, seed: int, log_dir: str,
+def _offline(gens: dict, batched: dict, options: dict, seed: int, log_dir: str,
              service_s: dict[str, float]) -> tuple[dict[str, dict], dict[str, str]]:
-    """Each member's output tokens/s from LoadGen's Offline scenario with token latencies, OFFLINE_CYCLES
-    runs each in an order drawn per cycle (LoadGen runs one system under test at a time)."""
+    """Each member's output tokens/s from LoadGen's Offline scenario with token latencies, at each batch
+    size of its sweep (a SUT worker decodes up to that many queued requests together), OFFLINE_CYCLES
+    cycles, members and batch sizes in an order drawn per cycle (LoadGen runs one system under test at a
+    time). The member's figure is the batch size with the highest median tokens/s; its per-cycle tokens/s
+    are what the paired speedup vs FP32 is taken from."""
     import numpy as np
 
     from effbench.measure.stats import within_one_round
@@ -160,50 +215,81 @@ def _offline(gens: dict, options: dict, seed: int, log_dir: str,
     from effbench.scenarios.plan import offline_queries
     rng = np.random.default_rng(seed)
     keys = list(gens)
-    runs: dict[str, list] = {k: [] for k in keys}
-    cycles: dict[str, list[int]] = {k: [] for k in keys}
+    sizes = {k: {1: (gens[k], service_s[k]), **batched.get(k, {}).get("sizes", {})} for k in keys}
+    runs: dict[tuple[str, int], list] = {(k, b): [] for k in keys for b in sizes[k]}
+    cycles: dict[tuple[str, int], list[int]] = {kb: [] for kb in runs}
     errors: dict[str, str] = {}
-    per_run_ms = max(int(1000 * options["min_time_s"] / OFFLINE_CYCLES), 100)
-    queries = offline_queries(options, 1)
+    failed: dict[tuple[str, int], str] = {}
+    n_runs = max(len(v) for v in sizes.values()) if sizes else 1
+    per_run_ms = max(int(1000 * options["min_time_s"] / (OFFLINE_CYCLES * n_runs)), 100)
+    base_queries = offline_queries(options, 1)
     for cycle in range(OFFLINE_CYCLES):
         for k in rng.permutation(keys):
-            if k in errors:
-                continue
-            # LoadGen sizes its one query by the expected rate: set above the warm-up's (x OFFLINE_HEADROOM), so
-            # the query outlasts min_duration (too low a rate ends the run short of it: INVALID)
-            settings = LoadGenSettings(scenario=OFFLINE, use_token_latencies=True, min_duration_ms=per_run_ms,
-                                       min_query_count=queries, expected_qps=OFFLINE_HEADROOM / service_s[k])
-            try:
-                runs[k].append(run_loadgen_tokens(gens[k], settings, Path(log_dir) / _safe(k) / f"cycle-{cycle}",
-                                                  qsl_samples=1, threads=1, warmup_calls=0))
-                cycles[k].append(cycle)
-            except Exception as e:  # noqa: BLE001 - recorded for this member only
-                traceback.print_exc()
-                errors[k] = gist(e)
+            for b in rng.permutation(sorted(sizes[k])):
+                b = int(b)
+                if (k, b) in failed:
+                    continue
+                gen, service = sizes[k][b]
+                # LoadGen sizes its one query by the expected rate: set above the warm-up's (x OFFLINE_HEADROOM), so
+                # the query outlasts min_duration (too low a rate ends the run short of it: INVALID)
+                settings = LoadGenSettings(scenario=OFFLINE, use_token_latencies=True, min_duration_ms=per_run_ms,
+                                           min_query_count=max(base_queries, 2 * b),
+                                           expected_qps=OFFLINE_HEADROOM * b / service)
+                folder = Path(log_dir) / _safe(k) / (f"cycle-{cycle}" if b == 1 else f"b{b}-cycle-{cycle}")
+                try:
+                    runs[k, b].append(run_loadgen_tokens(gens[k], settings, folder, qsl_samples=1, threads=1,
+                                                         warmup_calls=0, generate_batch=None if b == 1 else gen,
+                                                         max_batch=b))
+                    cycles[k, b].append(cycle)
+                except Exception as e:  # noqa: BLE001 - recorded for this member and batch size only
+                    traceback.print_exc()
+                    failed[k, b] = gist(e)
     out = {}
     for k in keys:
-        rs = runs[k]
-        if k in errors or not rs:
-            errors.setdefault(k, "no LoadGen run finished")
+        sweep, best = [], None
+        for b in sorted(sizes[k]):
+            rs = runs[k, b]
+            tps = [r.tokens.tokens_per_s for r in rs if r.tokens and r.tokens.tokens_per_s]
+            row = {"batch": b, "output_tokens_per_s": float(np.median(tps)) if tps else None,
+                   "samples_per_s": _median([r.samples_per_s for r in rs]),
+                   "ttft_p50_ms": _median([r.tokens.ttft_ms.get("p50") for r in rs if r.tokens]),
+                   "tpot_p50_ms": _median([r.tokens.tpot_ms.get("p50") for r in rs if r.tokens]),
+                   "runs": len(rs), "valid": [r.valid for r in rs], "reason": failed.get((k, b))}
+            sweep.append(row)
+            if row["output_tokens_per_s"] and (best is None or row["output_tokens_per_s"] > best["output_tokens_per_s"]):
+                best = row
+        if best is None:
+            errors[k] = failed.get((k, 1)) or "no LoadGen run finished"
             continue
+        b = best["batch"]
+        rs = runs[k, b]
         sps = [r.samples_per_s for r in rs if r.samples_per_s]
         tps = [r.tokens.tokens_per_s if r.tokens else None for r in rs]
         est = within_one_round(sps)
-        median_sps = float(np.median(sps)) if sps else None
-        good_tps = [x for x in tps if x]
-        out[k] = {"per_cycle": {"output_tokens_per_s": tps, "cycle": cycles[k]},
-                  "offline": {"samples_per_s": median_sps, "ci": [est.lo, est.hi] if est else None,
+        unsupported = {**batched.get(k, {}).get("unsupported", {})}
+        out[k] = {"per_cycle": {"output_tokens_per_s": tps, "cycle": cycles[k, b], "batch": b},
+                  "offline": {"samples_per_s": _median(sps), "ci": [est.lo, est.hi] if est else None,
                               "ci_level": est.level if est else None, "ci_scope": est.scope if est else None,
-                              "ci_method": est.method if est else None, "queries": queries, "batch_size": 1,
-                              "streams": 1, "passes": len(rs),
-                              "output_tokens_per_s": float(np.median(good_tps)) if good_tps else None,
-                              "what": "requests/s (samples_per_s) and output tokens/s over LoadGen Offline runs "
-                                      "with token latencies; one request decodes at a time",
+                              "ci_method": est.method if est else None, "queries": max(base_queries, 2 * b),
+                              "batch_size": b, "streams": 1, "passes": len(rs),
+                              "output_tokens_per_s": best["output_tokens_per_s"],
+                              "batch_sweep": sweep,
+                              "batch_unsupported": {str(x): why for x, why in sorted(unsupported.items())},
+                              "what": "requests/s (samples_per_s) and output tokens/s over LoadGen Offline runs with "
+                                      "token latencies, at the batch size of the sweep with the most output tokens/s "
+                                      "(batch_size: that many queued requests decoded together; batch_sweep: every "
+                                      "size tried)",
                               "loadgen": {**_loadgen(rs[-1]),
                                           "runs": [{"samples_per_s": r.samples_per_s, "valid": r.valid,
                                                     "tokens_per_s": r.tokens.tokens_per_s if r.tokens else None,
                                                     "summary": _relative(r.summary_path)} for r in rs]}}}
     return out, errors
+
+
+def _median(xs: list) -> float | None:
+    import numpy as np
+    xs = [x for x in xs if x is not None]
+    return float(np.median(xs)) if xs else None
 
 
 def _server(gen, options: dict, service_s: float, log_dir: str) -> dict[str, Any]:

@@ -586,3 +586,24 @@ def _add_tokenizer(w, folder: Path, vocab: int, pre: str) -> None:
     if cfg.get("eos_token_id") is not None:
         w.add_eos_token_id(int(first(cfg["eos_token_id"])))
     w.add_add_bos_token(False)
+
+
+def decoder_macs(shape: dict, tokens: int, past: int) -> int:
+    """MACs of `tokens` new positions after `past` cached ones: every linear layer and the LM head once per
+    token, attention's QK^T and AV over the context (causal)."""
+    s = LlmShape(**shape)
+    linear = s.layers * s.linear_params_per_layer() + s.vocab * s.hidden
+    ctx = sum(past + i + 1 for i in range(tokens))
+    attention = 2 * s.layers * s.heads * s.dim_per_head * ctx
+    return tokens * linear + attention
+
+
+def decoder_kv_figures(shape: dict, kernel: dict, prompt: int, new: int, decode_weight_bytes: int) -> tuple[int, int]:
+    """(the KV cache's analytic bytes at prompt + new tokens, what one decode step reads: its weights and
+    the KV cache at the mean context of the decode)."""
+    from effbench.measure.generation import decode_bytes_per_token, kv_cache_bytes
+    head_dim = shape.get("head_dim") or shape["hidden"] // shape["heads"]
+    kv = {"layers": shape["layers"], "kv_heads": shape["kv_heads"], "head_dim": head_dim,
+          "bytes_per_element": kernel["kv_bytes_per_element"]}
+    return (kv_cache_bytes(context=prompt + new, **kv),
+            decode_bytes_per_token(decode_weight_bytes, kv_cache_bytes(context=prompt + new // 2, **kv)))

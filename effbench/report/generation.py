@@ -138,8 +138,15 @@ def load_cells(r: Row) -> list[str]:
         o = rec.offline
         per_token = g.new_tokens
         ci = f" [{o.ci[0] * per_token:.4g}, {o.ci[1] * per_token:.4g}]" if o.ci else ""
-        tput = (f"{o.samples_per_s * per_token:.4g}{ci} output tokens/s ({o.samples_per_s:.3g} requests/s)"
+        batch = f" at batch {o.batch_size}" if o.batch_size else ""
+        tput = (f"{o.samples_per_s * per_token:.4g}{ci} output tokens/s ({o.samples_per_s:.3g} requests/s){batch}"
                 if o.samples_per_s else "—")
+        sweep = [x for x in o.extra.get("batch_sweep") or [] if x.get("output_tokens_per_s")]
+        if len(sweep) > 1:
+            tput += "; sweep " + ", ".join(f"b{x['batch']} {x['output_tokens_per_s']:.4g}" for x in sweep)
+        cannot = o.extra.get("batch_unsupported") or {}
+        if cannot:
+            tput += "; " + "; ".join(f"b{b} unsupported: {why}" for b, why in cannot.items())
         svc = g.extra.get("service_tpot_ms")
         at = f"TPOT {_num(svc)} ms (the session's own stamps; offline has no bound)"
         lg = o.extra.get("loadgen") or {}

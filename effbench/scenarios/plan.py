@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from effbench.errors import did_you_mean
@@ -86,6 +86,19 @@ class OfflineOptions(_Options):
     streams: int = _count(1, 2, most=64, default=1)
     min_time_s: float | None = _number("seconds", 2, most=86_400)
     max_time_s: float | None = _number("seconds", 20, most=86_400)
+    # a generative model (task: generate): how many queued requests its session decodes together, swept; the
+    # cell's figure is the size with the most output tokens/s (default 1 and 4). A classifier's offline cells
+    # take the suite's batch_sizes instead.
+    batch_sizes: list[int] | None = Field(None, min_length=1, max_length=16, strict=True,
+                                          description="a list of 1 to 16 whole numbers from 1 to 256",
+                                          examples=["[1, 4, 8]"])
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(not 1 <= b <= 256 for b in v):
+            raise ValueError("whole numbers from 1 to 256")
+        return v
 
 
 class ServerOptions(_Options):

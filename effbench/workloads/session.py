@@ -100,12 +100,17 @@ class GenerationSession:
     `concurrency` says how the session serves requests that arrive while one is decoding (the server and
     offline scenarios): every runtime here serves one request at a time (`serving` says why), and a
     LoadGen system under test queues the others, so their queueing is part of their TTFT.
+
+    `batching` says whether the session decodes several requests together (`generate_batch`: one
+    prefill of all their prompts, then one forward per step for all of them; what offline's batch sweep
+    runs): None where it can, else the reason it cannot.
     """
 
     runtime: ClassVar[str]
     modules: ClassVar[tuple[str, ...]] = ()
     concurrency: ClassVar[int] = 1
     serving: ClassVar[str] = "one request at a time: the others wait in the system under test's queue"
+    batching: ClassVar[str | None] = "this runtime's session decodes one request at a time"
 
     def __init__(self, model: LlmModel, precision: str, *, threads: int, cache_dir: Path,
                  max_context: int, options: dict[str, Any]) -> None:
@@ -130,6 +135,38 @@ class GenerationSession:
         if len(clock.ids) != new_tokens:
             raise RuntimeError(f"{self.runtime} produced {len(clock.ids)} tokens, asked for {new_tokens}")
         return TokenTrace(clock.start_ns, tuple(clock.stamps), tuple(clock.ids), len(prompt_ids), kv, how)
+
+    def generate_batch(self, prompts: Sequence[Sequence[int]], new_tokens: int, *,
+                       on_first_token: Sequence[Callable[[], None] | None] | None = None) -> list[TokenTrace]:
+        """Several requests decoded together (prompts of one length, `new_tokens` forced for each, a fresh
+        KV cache): one trace per request, stamped as its tokens come out of the shared forwards; request i's
+        `on_first_token[i]` runs at its first token. One request is `generate`. `Unsupported` (with
+        `batching`'s reason) where the runtime cannot batch."""
+        hooks = list(on_first_token) if on_first_token is not None else [None] * len(prompts)
+        if not prompts or len(hooks) != len(prompts):
+            raise ValueError("generate_batch: one or more prompts, and one first-token hook per prompt")
+        if len(prompts) == 1:
+            return [self.generate(prompts[0], new_tokens, on_first_token=hooks[0])]
+        if self.batching is not None:
+            raise Unsupported(f"{self.runtime}: batches of {len(prompts)} requests: {self.batching}")
+        if len({len(p) for p in prompts}) != 1:
+            raise ValueError("generate_batch: the prompts must have one length (no padding is modelled)")
+        for p in prompts:
+            self._check(p, new_tokens)
+        clocks = [TokenClock(h) for h in hooks]
+        kv, how = self._decode_batch([list(p) for p in prompts], new_tokens, clocks)
+        for c in clocks:
+            if len(c.ids) != new_tokens:
+                raise RuntimeError(f"{self.runtime} produced {len(c.ids)} tokens for a request, asked for {new_tokens}")
+        per = None if kv is None else kv // len(prompts)
+        how = f"{how}; the batch's cache / {len(prompts)} requests"
+        return [TokenTrace(c.start_ns, tuple(c.stamps), tuple(c.ids), len(p), per, how) for c, p in zip(clocks, prompts)]
+
+    def _decode_batch(self, prompts: list[list[int]], new_tokens: int,
+                      clocks: list[TokenClock]) -> tuple[int | None, str]:
+        """Run one batch, each request on its clock (all started right before the runtime's first work);
+        return the whole batch's KV cache's measured bytes and how they were measured."""
+        raise NotImplementedError
 
     def _decode(self, prompt_ids: Sequence[int], new_tokens: int, clock: TokenClock) -> tuple[int | None, str]:
         """Run one request on `clock` (start it right before the runtime's first work); return the KV

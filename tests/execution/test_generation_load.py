@@ -66,7 +66,7 @@ def test_a_generative_server_bounded_by_one_call_latency_is_refused_when_the_sui
 def test_llama_tiny_offline_and_server_through_loadgen(tmp_path, cache_dir):
     from effbench.cli.app import main
     p = tmp_path / "s.yaml"
-    p.write_text(SUITE.format(scenarios=f"[{{offline: {{queries: 16}}}}, {SERVER}]"))
+    p.write_text(SUITE.format(scenarios=f"[{{offline: {{queries: 16, batch_sizes: [1, 2]}}}}, {SERVER}]"))
     out = tmp_path / "out"
     assert main(["run", str(p), "-o", str(out), "--cache-dir", str(cache_dir), "--no-progress"]) == 0
     recs = {json.loads(ln)["cell_id"]: json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()}
@@ -78,6 +78,13 @@ def test_llama_tiny_offline_and_server_through_loadgen(tmp_path, cache_dir):
         assert o["samples_per_s"] > 0 and o["passes"] == 3
         assert o["output_tokens_per_s"] == pytest.approx(6 * o["samples_per_s"], rel=0.02)
         assert all(r["valid"] for r in o["loadgen"]["runs"]), o["loadgen"]["runs"]
+        # the batch sweep: each size run 3 times; the figure is the size with the most output tokens/s
+        sweep = {x["batch"]: x for x in o["batch_sweep"]}
+        assert sorted(sweep) == [1, 2] and all(x["runs"] == 3 for x in sweep.values())
+        best = max(sweep.values(), key=lambda x: x["output_tokens_per_s"])
+        assert o["batch_size"] == best["batch"] and o["output_tokens_per_s"] == best["output_tokens_per_s"]
+        assert o["batch_unsupported"] == {}
+        assert off["generation"]["speedup_vs_fp32"] or prec == "fp32"
         # server: every rate LoadGen judged is kept, with TTFT and TPOT at p90 against their bounds
         s = srv["server"]
         assert s["latency_bound_ms"] == 300 and s["tpot_bound_ms"] == 50 and s["percentile"] == 90

@@ -268,3 +268,29 @@ def test_single_stream_sized_from_a_slow_warmup_is_rerun_until_it_lasts_its_mini
     r = run_loadgen({1: slow_at_first(1, 2, 30.0)}, s, tmp_path, qsl_samples=16)
     assert r.valid and r.constraints["Min duration satisfied"]
     assert r.settings.expected_latency_ms < 5
+
+
+def test_offline_token_latencies_with_requests_decoded_in_batches(tmp_path):
+    """A batch generator whose forwards cost the same for 1 or 4 requests (a bandwidth-bound decode): with
+    max_batch 4 LoadGen's offline tokens/s is about 4x that of one request at a time, every request of
+    the one query completes with its own token count, and each batch reports each request's first token."""
+    prefill, step, n = 4.0, 1.0, 6
+    seen = []
+
+    def batch(first_tokens):
+        seen.append(len(first_tokens))
+        time.sleep(prefill / 1e3)
+        for f in first_tokens:
+            f()
+        time.sleep((n - 1) * step / 1e3)
+        return [n] * len(first_tokens)
+    s = LoadGenSettings(scenario="offline", use_token_latencies=True, min_duration_ms=300, min_query_count=64)
+    one = run_loadgen_tokens(fake_generator(prefill, step, n), s, tmp_path / "b1", qsl_samples=1)
+    four = run_loadgen_tokens(fake_generator(prefill, step, n), s, tmp_path / "b4", qsl_samples=1,
+                              generate_batch=batch, max_batch=4)
+    assert one.valid and four.valid, (one.constraints, four.constraints)
+    assert max(seen) == 4 and sum(seen) >= 63      # offline's one query of >= 64 requests, in batches of 4
+    assert 3.0 < four.tokens.tokens_per_s / one.tokens.tokens_per_s < 4.4
+    assert four.tokens.tokens_per_s == pytest.approx(n * four.samples_per_s, rel=0.02)
+    with pytest.raises(ValueError, match="generate_batch"):
+        run_loadgen_tokens(fake_generator(prefill, step, n), s, tmp_path / "bad", qsl_samples=1, max_batch=4)

@@ -173,3 +173,53 @@ def test_ort_genai_bf16_on_cpu_is_unsupported_with_the_runtimes_reason(tiny, cac
     with pytest.raises(Unsupported, match="onnxruntime-genai") as e:
         open_session("onnxruntime-genai", tiny, "bf16", threads=1, cache_dir=cache_dir, max_context=256)
     assert "bf16" in str(e.value) and len(str(e.value)) > 40
+
+
+def _two_prompts(tiny):
+    """Two different prompts of one length: the first 16 held tokens and the 16 after them."""
+    ids = prompt_ids(tiny, 2 * PROMPT)
+    return [ids[:PROMPT], ids[PROMPT:]]
+
+
+def _batch_matches_one_at_a_time(session, prompts):
+    hooks = []
+    traces = session.generate_batch(prompts, NEW, on_first_token=[lambda i=i: hooks.append(i) for i in range(2)])
+    assert len(traces) == 2 and sorted(hooks) == [0, 1]               # each request's first token reported once
+    for p, t in zip(prompts, traces):
+        _request_checks(t)
+        assert t.output_ids == session.generate(p, NEW).output_ids   # greedy: a batch decodes what one request does
+    assert traces[0].output_ids != traces[1].output_ids               # two requests, not one copied
+    assert traces[0].start_ns == traces[1].start_ns                   # one prefill for both
+    return traces
+
+
+def test_torch_decodes_a_batch_of_requests_as_it_decodes_each(tiny, torch_fp32):
+    traces = _batch_matches_one_at_a_time(torch_fp32, _two_prompts(tiny))
+    assert torch_fp32.batching is None
+    # the batch's cache holds both requests: per request the same 11,776 bytes as one request alone
+    assert traces[0].kv_cache_bytes == 11_776 and "/ 2 requests" in traces[0].kv_measured
+    assert len(torch_fp32.generate_batch([prompt_ids(tiny, PROMPT)], NEW)) == 1
+    with pytest.raises(ValueError, match="one length"):
+        torch_fp32.generate_batch([prompt_ids(tiny, PROMPT), prompt_ids(tiny, PROMPT + 1)], NEW)
+
+
+@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed")
+def test_llamacpp_says_why_it_cannot_decode_a_batch(tiny, cache_dir):
+    s = open_session("llamacpp", tiny, "fp32", threads=1, cache_dir=cache_dir, max_context=256)
+    try:
+        assert len(s.generate_batch([prompt_ids(tiny, PROMPT)], NEW)) == 1     # one request is not a batch
+        with pytest.raises(Unsupported, match="n_seq_max 1"):
+            s.generate_batch(_two_prompts(tiny), NEW)
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_ORT_GENAI, reason="onnxruntime-genai is not installed")
+def test_ort_genai_decodes_a_batch_of_requests_as_it_decodes_each(tiny, cache_dir):
+    s = open_session("onnxruntime-genai", tiny, "fp32", threads=1, cache_dir=cache_dir, max_context=256)
+    try:
+        traces = _batch_matches_one_at_a_time(s, _two_prompts(tiny))
+        assert traces[0].kv_cache_bytes == 12_288          # the batch's buffer / 2: one request's 24 positions
+    finally:
+        s.close()

@@ -18,10 +18,11 @@ from effbench.scenarios.loadgen.settings import (
                                                  SINGLE_STREAM,
                                                  Call,
                                                  Generate,
+                                                 GenerateBatch,
                                                  LoadGenSettings,
 )
 
-__all__ = ["Call", "DEFAULT_PERCENTILE", "Generate", "LoadGenResult", "LoadGenSettings", "MLPERF_SEEDS", "MULTI_STREAM",
+__all__ = ["Call", "DEFAULT_PERCENTILE", "Generate", "GenerateBatch", "LoadGenResult", "LoadGenSettings", "MLPERF_SEEDS", "MULTI_STREAM",
            "OFFLINE", "RateSearch", "SCENARIOS", "SERVER", "SINGLE_STREAM", "SUTError", "TokenFigures", "find_max_qps",
            "parse_logs", "rate_dir", "read_detail", "read_summary", "run_loadgen", "run_loadgen_tokens",
            "server_runner", "trim_detail_log"]

@@ -25,6 +25,7 @@ from effbench.scenarios.loadgen.settings import (
     SWITCH_INTERVAL_S,
     Call,
     Generate,
+    GenerateBatch,
     LoadGenSettings,
 )
 
@@ -51,14 +52,15 @@ class _PoolSUT:
     Single-stream has one sample outstanding at a time, so there the pool size does not matter."""
 
     def __init__(self, calls: Sequence[Mapping[int, Call]], generate: Generate | None, threads: int,
-                 max_wait_ms: float = 0.0) -> None:
+                 max_wait_ms: float = 0.0, generate_batch: GenerateBatch | None = None, max_batch: int = 1) -> None:
         import mlperf_loadgen as lg
         self._lg = lg
         self._calls = [dict(c) for c in calls]
         self._sizes = sorted(self._calls[0]) if self._calls else [1]
-        self._max_batch = 1 if generate is not None else self._sizes[-1]
+        self._max_batch = (max_batch if generate_batch is not None else 1) if generate is not None else self._sizes[-1]
         self._wait_s = max_wait_ms / 1e3
         self._generate = generate
+        self._generate_batch = generate_batch
         self._pending: deque[int] = deque()
         self._cv = threading.Condition()
         self._closing = False
@@ -117,13 +119,20 @@ class _PoolSUT:
                 if self._generate is None:
                     calls[min(s for s in self._sizes if s >= len(ids))]()
                     lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in ids])
-                else:
+                elif len(ids) == 1:
                     (qid,) = ids
                     first_token, reported = _first_token_reporter(lg, qid)
                     n = int(self._generate(first_token))
                     if not reported():
                         raise RuntimeError("the generator returned without reporting its first token")
                     lg.QuerySamplesComplete([lg.QuerySampleResponse(qid, 0, 0, n)])
+                else:
+                    hooks = [_first_token_reporter(lg, qid) for qid in ids]
+                    counts = [int(n) for n in self._generate_batch([h[0] for h in hooks])]
+                    if len(counts) != len(ids) or not all(h[1]() for h in hooks):
+                        raise RuntimeError("the batch generator returned without a token count and a first token "
+                                           "for every request")
+                    lg.QuerySamplesComplete([lg.QuerySampleResponse(q, 0, 0, n) for q, n in zip(ids, counts)])
             except Exception:  # noqa: BLE001 - raised as SUTError after the test; LoadGen must see every sample end
                 if self.error is None:
                     self.error = traceback.format_exc()
@@ -181,17 +190,24 @@ def run_loadgen(calls: Mapping[int, Call] | Sequence[Mapping[int, Call]], settin
 
 def run_loadgen_tokens(generate: Generate, settings: LoadGenSettings, out_dir: str | Path, *, qsl_samples: int,
                        performance_samples: int | None = None, threads: int = 1, warmup_calls: int = 1,
+                       generate_batch: GenerateBatch | None = None, max_batch: int = 1,
                        max_detail_bytes: int = DETAIL_LOG_LIMIT_BYTES) -> LoadGenResult:
     """`run_loadgen` for generative requests with LoadGen's token latencies: one request per worker at a
-    time; its first token is reported with `FirstTokenComplete`, its end with `QuerySamplesComplete`
-    carrying the token count. LoadGen computes TTFT, TPOT = (latency - TTFT) / (n - 1) and, in the server
-    scenario, checks TTFT and TPOT at the percentile against `ttft_ms` and `tpot_ms`."""
+    time, or, with `generate_batch` and `max_batch` > 1, up to `max_batch` queued requests decoded
+    together (a worker takes what is queued, as a static batcher does; offline's one query fills every
+    batch but the last). Each request's first token is reported with `FirstTokenComplete`, its end with
+    `QuerySamplesComplete` carrying its token count. LoadGen computes TTFT, TPOT = (latency - TTFT) /
+    (n - 1) and, in the server scenario, checks TTFT and TPOT at the percentile against `ttft_ms` and
+    `tpot_ms`."""
     if not settings.use_token_latencies:
         raise ValueError("run_loadgen_tokens needs settings with use_token_latencies=True")
+    if max_batch < 1 or (max_batch > 1 and generate_batch is None):
+        raise ValueError("max_batch: 1, or more with a generate_batch that decodes that many requests together")
     fastest_s = _warm_up([(1, generate)], warmup_calls, lambda g: g(lambda: None))
-    return _run_sized(lambda s: _run(_PoolSUT([], generate, threads), s, out_dir, qsl_samples, performance_samples,
-                                     threads, max_detail_bytes),
-                      settings, _resolved(settings, fastest_s, threads))
+    return _run_sized(lambda s: _run(_PoolSUT([], generate, threads, generate_batch=generate_batch,
+                                              max_batch=max_batch),
+                                     s, out_dir, qsl_samples, performance_samples, threads, max_detail_bytes),
+                      settings, _resolved(settings, fastest_s, threads * max_batch))   # a batch: up to that many at once
 
 
 RESIZE_TRIES = 2      # reruns of a run that ended short of its minimum duration on an estimated size

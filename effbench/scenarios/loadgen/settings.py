@@ -11,6 +11,9 @@ Call = Callable[[], object]
 # output token exists; returns the number of tokens it produced (the first included, at least 2: LoadGen
 # computes TPOT = (latency - TTFT) / (n_tokens - 1) and rejects 0 or 1).
 Generate = Callable[[Callable[[], None]], int]
+# Several generative requests decoded together: called with one first-token callback per request (up to the
+# run's max_batch), returns each request's token count, in order.
+GenerateBatch = Callable[[list[Callable[[], None]]], list[int]]
 
 SINGLE_STREAM, MULTI_STREAM, OFFLINE, SERVER = "single-stream", "multi-stream", "offline", "server"
 SCENARIOS = (SINGLE_STREAM, MULTI_STREAM, OFFLINE, SERVER)

@@ -30,6 +30,8 @@ class LlamaCppSession(GenerationSession):
     modules = (LlamaCppRunner.runtime_module,)
     serving = ("one request at a time: one llama.cpp context holds one sequence's KV cache (n_seq_max 1) and is "
                "not safe to call from two threads; the others wait in the system under test's queue")
+    batching = ("the session's context is made with n_seq_max 1 (one sequence's KV cache); decoding a batch needs "
+                "llama.cpp's multi-sequence llama_batch, which effbench does not drive yet")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -60,6 +62,8 @@ class LlamaCppSession(GenerationSession):
                              compute_precision=LLAMACPP_QUANTIZED_COMPUTE if quantized else self.precision)
         self.weight_bytes, self.decode_weight_bytes = _gguf_weight_bytes(path)
         self.info.update({"llama_cpp_python": getattr(llama_cpp, "__version__", None), "gguf_type": gtype,
+                          # the CPU features the build uses (make install builds AVX2, portable, no AMX)
+                          "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
                           "n_threads": self.threads, "n_ctx": self.max_context})
 
     def _gguf(self) -> tuple[Path, str, str]:

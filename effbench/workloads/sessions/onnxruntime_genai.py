@@ -144,6 +144,30 @@ class OrtGenAISession(GenerationSession):
         del gen
         return kv, "present.* tensors' bytes (allocated for prompt + new tokens: past/present share one buffer)"
 
+    batching = None    # og.Generator decodes a batch: search option batch_size, the prompts as one [batch, prompt] array
+
+    def _decode_batch(self, prompts: list[list[int]], new_tokens: int,
+                      clocks: list[TokenClock]) -> tuple[int | None, str]:
+        import time
+        og = self._og
+        length = len(prompts[0]) + new_tokens
+        params = og.GeneratorParams(self._ogmodel)
+        params.set_search_options(max_length=length, min_length=length, do_sample=False, batch_size=len(prompts))
+        ids = np.asarray(prompts, dtype=np.int32)
+        gen = og.Generator(self._ogmodel, params)      # fresh KV cache per batch
+        t0 = time.perf_counter_ns()
+        for c in clocks:
+            c.start_ns = t0
+        gen.append_tokens(ids)
+        while not gen.is_done():
+            gen.generate_next_token()
+            toks = gen.get_next_tokens()
+            for c, t in zip(clocks, toks):
+                c.token(int(t))
+        kv = self._present_bytes(gen)
+        del gen
+        return kv, "present.* tensors' bytes (allocated for prompt + new tokens: past/present share one buffer)"
+
     def _present_bytes(self, gen) -> int | None:
         total = 0
         try:

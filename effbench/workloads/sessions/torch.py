@@ -95,6 +95,35 @@ class TorchSession(GenerationSession):
         kv = _cache_bytes(cache)
         return kv, "DynamicCache key/value tensors' bytes" if kv is not None else "not visible"
 
+    batching = None    # prompts of one length stack into [batch, prompt]: no padding, no attention mask
+
+    def _decode_batch(self, prompts: list[list[int]], new_tokens: int,
+                      clocks: list[TokenClock]) -> tuple[int | None, str]:
+        import time
+
+        import torch
+        from transformers import DynamicCache
+
+        model = self._model
+        ids = torch.tensor(prompts, dtype=torch.long)
+        with torch.inference_mode():
+            cache = DynamicCache(config=model.config)
+            kw = {self._cache_kw: cache}
+            t0 = time.perf_counter_ns()
+            for c in clocks:
+                c.start_ns = t0
+            out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **kw)
+            toks = out.logits[:, -1].argmax(-1)
+            for c, t in zip(clocks, toks.tolist()):
+                c.token(int(t))
+            for _ in range(new_tokens - 1):
+                out = model(input_ids=toks.view(-1, 1), use_cache=True, **kw)
+                toks = out.logits[:, -1].argmax(-1)
+                for c, t in zip(clocks, toks.tolist()):
+                    c.token(int(t))
+        kv = _cache_bytes(cache)
+        return kv, "DynamicCache key/value tensors' bytes" if kv is not None else "not visible"
+
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         import torch
         with torch.inference_mode():
