@@ -259,7 +259,7 @@ class LlmReference(_Strict):
     bits_per_weight: float = Field(gt=0, le=32)
     bits_source: str = Field(min_length=8)    # where bits_per_weight comes from (the format, or a published size)
     backend: str = Field(min_length=3)    # what ran it: "llama.cpp CPU, 4 threads", "llama.cpp Metal"
-    runner: str = "llamacpp"              # the effbench runner whose per-call overhead applies (if calibrated)
+    runner: str = Field(min_length=2)     # the effbench runner whose per-call overhead applies (if calibrated)
     # the precision the arithmetic runs at, whose peak projects it (llama.cpp's quantized CPU kernels: int8
     # dot products; Apple GPUs: the profile's fp32 GPU peak): what a record's kernel.compute_precision says
     compute_precision: Precision

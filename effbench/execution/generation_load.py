@@ -248,13 +248,7 @@ def _offline(gens: dict, batched: dict, options: dict, seed: int, log_dir: str,
     for k in keys:
         sweep, best = [], None
         for b in sorted(sizes[k]):
-            rs = runs[k, b]
-            tps = [r.tokens.tokens_per_s for r in rs if r.tokens and r.tokens.tokens_per_s]
-            row = {"batch": b, "output_tokens_per_s": float(np.median(tps)) if tps else None,
-                   "samples_per_s": _median([r.samples_per_s for r in rs]),
-                   "ttft_p50_ms": _median([r.tokens.ttft_ms.get("p50") for r in rs if r.tokens]),
-                   "tpot_p50_ms": _median([r.tokens.tpot_ms.get("p50") for r in rs if r.tokens]),
-                   "runs": len(rs), "valid": [r.valid for r in rs], "reason": failed.get((k, b))}
+            row = _sweep_row(b, runs[k, b], failed.get((k, b)))
             sweep.append(row)
             if row["output_tokens_per_s"] and (best is None or row["output_tokens_per_s"] > best["output_tokens_per_s"]):
                 best = row
@@ -284,6 +278,16 @@ def _offline(gens: dict, batched: dict, options: dict, seed: int, log_dir: str,
                                                     "tokens_per_s": r.tokens.tokens_per_s if r.tokens else None,
                                                     "summary": _relative(r.summary_path)} for r in rs]}}}
     return out, errors
+
+
+def _sweep_row(batch: int, rs: list, reason: str | None) -> dict:
+    """One batch size of a member's offline sweep: medians over its LoadGen runs."""
+    tps = [r.tokens.tokens_per_s for r in rs if r.tokens and r.tokens.tokens_per_s]
+    return {"batch": batch, "output_tokens_per_s": _median(tps),
+            "samples_per_s": _median([r.samples_per_s for r in rs]),
+            "ttft_p50_ms": _median([r.tokens.ttft_ms.get("p50") for r in rs if r.tokens]),
+            "tpot_p50_ms": _median([r.tokens.tpot_ms.get("p50") for r in rs if r.tokens]),
+            "runs": len(rs), "valid": [r.valid for r in rs], "reason": reason}
 
 
 def _median(xs: list) -> float | None:

@@ -31,7 +31,7 @@ STORED = ROOT / "bench" / "llm_reference_check.json"
 def _ref(**over) -> dict:
     r = {"model": "Llama 2 7B", "shape": "llama-2-7b", "quant": "Q4_0", "bits_per_weight": 4.5,
          "bits_source": "ggml block_q4_0: 18 bytes per 32 weights", "backend": "llama.cpp CPU, 4 threads",
-         "compute_precision": "int8", "test": "tg128", "tokens_per_s": 5.0,
+         "runner": "llamacpp", "compute_precision": "int8", "test": "tg128", "tokens_per_s": 5.0,
          "source": "https://example.org/bench", "quote": "| llama 7B Q4_0 | tg128 | 5.00 |"}
     return {**r, **over}
 

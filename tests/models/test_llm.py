@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from effbench.errors import UserError
-from effbench.models.llm import BUILTIN_SHAPES, check_gguf, load_gguf, load_hf, resolve_llm, train_tokenizer, write_gguf
+from effbench.models.gguf_writer import write_gguf
+from effbench.models.llm import BUILTIN_SHAPES, check_gguf, load_gguf, load_hf, resolve_llm, train_tokenizer
 
 
 @pytest.fixture(scope="module")

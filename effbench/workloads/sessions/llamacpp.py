@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from effbench.models.llm import write_gguf
+from effbench.models.gguf_writer import write_gguf
 from effbench.runners.llamacpp import LlamaCppRunner
 from effbench.variants.generative import LLAMACPP_QUANTIZED_COMPUTE
 from effbench.workloads.session import GenerationSession, Kernel, TokenClock, Unsupported, register
@@ -81,7 +81,7 @@ class LlamaCppSession(GenerationSession):
         folder = self.cache_dir / "llm-gguf" / model.fingerprint
         folder.mkdir(parents=True, exist_ok=True)
         f32 = folder / "F32.gguf"
-        origin = "written from the HF folder by effbench.models.llm.write_gguf"
+        origin = "written from the HF folder by effbench.models.gguf_writer.write_gguf"
         if model.gguf_path:
             origin += f" ({model.reference})"
         if not f32.exists():
