@@ -16,3 +16,17 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True, cwd=cwd or ROOT,
                           timeout=timeout, env=e)
+
+
+def require(module: str, extra: str):
+    """Import an optional runtime a test exercises, or fail the test naming the extra that installs it.
+
+    Never a skip: `make test` installs every extra, so a missing one is a broken install that CI must see."""
+    import importlib
+
+    import pytest
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pytest.fail(f"{module} is not importable ({e}): pip install -e '.[{extra}]' (make test installs every extra)",
+                    pytrace=False)

@@ -34,3 +34,10 @@ def test_c_declared():
     # a fails in its body and again at teardown; b's body passes (it swallowed the refusal) but teardown fails it
     res.assert_outcomes(passed=2, failed=1, errors=2)
     assert "not marked spawns or slow" in res.stdout.str()
+
+
+def test_a_missing_runtime_fails_the_test_naming_its_extra_never_skips():
+    from ebtest import require
+    with pytest.raises(pytest.fail.Exception, match=r"pip install -e '\.\[openvino\]'"):
+        require("effbench_no_such_runtime", "openvino")
+    assert require("json", "test").dumps([1]) == "[1]"

@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from ebtest import run_cli
+from ebtest import require, run_cli
 
 from effbench.report.layers import load_profiles, section
 
@@ -19,13 +19,14 @@ def _suite(tmp_path, runners: str):
 
 
 @pytest.mark.spawns
-@pytest.mark.parametrize("runner,module,profiler", [
-    ("onnxruntime", "onnxruntime", "ONNX Runtime profiler"),
-    ("openvino", "openvino", "OpenVINO PERF_COUNT"),
-    ("executorch", "executorch", "ExecuTorch ETDump"),
+@pytest.mark.parametrize("runner,module,extra,profiler", [
+    ("onnxruntime", "onnxruntime", "test", "ONNX Runtime profiler"),
+    ("openvino", "openvino", "openvino", "OpenVINO PERF_COUNT"),
+    ("executorch", "executorch", "executorch", "ExecuTorch ETDump"),
 ])
-def test_each_runtime_is_profiled_by_its_own_profiler_and_says_which(tmp_path, cache_dir, runner, module, profiler):
-    pytest.importorskip(module)
+def test_each_runtime_is_profiled_by_its_own_profiler_and_says_which(tmp_path, cache_dir, runner, module, extra,
+                                                                      profiler):
+    require(module, extra)
     out = tmp_path / "out"
     res = run_cli("layers", str(_suite(tmp_path, f"[{{name: {runner}, threads: 1}}]")), "--cell", f"cnn/fp32/{runner}/b4/*",
                   "-o", str(out), "--cache-dir", str(cache_dir), "--runs", "10", "--no-progress")
@@ -48,7 +49,7 @@ def test_each_runtime_is_profiled_by_its_own_profiler_and_says_which(tmp_path, c
 
 @pytest.mark.spawns
 def test_a_litert_cell_says_in_one_line_that_its_runtime_has_no_per_op_profiler(tmp_path, cache_dir):
-    pytest.importorskip("ai_edge_litert")
+    require("ai_edge_litert", "litert")
     out = tmp_path / "out"
     res = run_cli("layers", str(_suite(tmp_path, "[{name: litert, threads: 1}, {name: onnxruntime, threads: 1}]")),
                   "--cell", "cnn/fp32/litert/b4/*", "-o", str(out), "--cache-dir", str(cache_dir), "--no-progress")

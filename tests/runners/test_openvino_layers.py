@@ -4,9 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ebtest import require
 
-pytest.importorskip("openvino")
-pytest.importorskip("nncf")
+require("openvino", "openvino")
+require("nncf", "openvino")
 
 from effbench.measure.flops import count_work
 from effbench.measure.layers import LayerRow, text

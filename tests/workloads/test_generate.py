@@ -1,10 +1,10 @@
-"""llama-tiny end to end on every runtime that is installed: forced output length, per-token stamps, a
+"""llama-tiny end to end on every generative runtime (a missing one fails the test: `make test` installs them): forced output length, per-token stamps, a
 fresh KV cache per request whose measured bytes match the analytic size, what each precision really runs
 as, and agreement with torch FP32 (which checks the GGUF writer's and the ORT builder's weights)."""
-import importlib.util
 import time
 
 import pytest
+from ebtest import require
 
 from effbench.measure.generation import generation_figures, kl_mean, kv_cache_bytes, next_token_agreement
 from effbench.models.llm import resolve_llm
@@ -18,8 +18,6 @@ from effbench.workloads.generate import (
 )
 from effbench.workloads.sessions.torch import _torch_int4_weight_only
 
-HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
-HAS_ORT_GENAI = importlib.util.find_spec("onnxruntime_genai") is not None
 PROMPT, NEW = 16, 8
 
 
@@ -113,8 +111,8 @@ def test_open_session_refuses_bad_arguments(tiny, cache_dir):
         open_session("tensorrt", tiny, "fp32", threads=1, cache_dir=cache_dir)
 
 
-@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed")
 def test_llamacpp_f32_matches_torch(tiny, cache_dir, torch_fp32):
+    require("llama_cpp", "llm")
     s = open_session("llamacpp", tiny, "fp32", threads=1, cache_dir=cache_dir, max_context=256)
     try:
         ids = quality_text_ids(tiny, 64)
@@ -134,9 +132,9 @@ def test_llamacpp_f32_matches_torch(tiny, cache_dir, torch_fp32):
         s.close()
 
 
-@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed")
 @pytest.mark.parametrize("precision, gguf_type", [("int8", "Q8_0"), ("int4", "Q4_0"), ("fp16", "F16")])
 def test_llamacpp_gguf_types(tiny, cache_dir, precision, gguf_type):
+    require("llama_cpp", "llm")
     s = open_session("llamacpp", tiny, precision, threads=1, cache_dir=cache_dir, max_context=256)
     try:
         _request_checks(s.generate(prompt_ids(tiny, PROMPT), NEW))
@@ -148,8 +146,8 @@ def test_llamacpp_gguf_types(tiny, cache_dir, precision, gguf_type):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_ORT_GENAI, reason="onnxruntime-genai is not installed")
 def test_ort_genai_fp32_matches_torch_and_int4_records_its_accuracy_level(tiny, cache_dir, torch_fp32):
+    require("onnxruntime_genai", "llm")
     fp32 = open_session("onnxruntime-genai", tiny, "fp32", threads=1, cache_dir=cache_dir, max_context=256)
     ids = quality_text_ids(tiny, 64)
     assert kl_mean(torch_fp32.logits(ids), fp32.logits(ids)) < 1e-6
@@ -167,8 +165,8 @@ def test_ort_genai_fp32_matches_torch_and_int4_records_its_accuracy_level(tiny, 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_ORT_GENAI, reason="onnxruntime-genai is not installed")
 def test_ort_genai_bf16_on_cpu_is_unsupported_with_the_runtimes_reason(tiny, cache_dir):
+    require("onnxruntime_genai", "llm")
     # onnxruntime-genai 0.18's builder makes a bf16 graph, but the CPU provider has no bf16 Where kernel
     with pytest.raises(Unsupported, match="onnxruntime-genai") as e:
         open_session("onnxruntime-genai", tiny, "bf16", threads=1, cache_dir=cache_dir, max_context=256)
@@ -203,8 +201,8 @@ def test_torch_decodes_a_batch_of_requests_as_it_decodes_each(tiny, torch_fp32):
         torch_fp32.generate_batch([prompt_ids(tiny, PROMPT), prompt_ids(tiny, PROMPT + 1)], NEW)
 
 
-@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed")
 def test_llamacpp_says_why_it_cannot_decode_a_batch(tiny, cache_dir):
+    require("llama_cpp", "llm")
     s = open_session("llamacpp", tiny, "fp32", threads=1, cache_dir=cache_dir, max_context=256)
     try:
         assert len(s.generate_batch([prompt_ids(tiny, PROMPT)], NEW)) == 1     # one request is not a batch
@@ -215,8 +213,8 @@ def test_llamacpp_says_why_it_cannot_decode_a_batch(tiny, cache_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_ORT_GENAI, reason="onnxruntime-genai is not installed")
 def test_ort_genai_decodes_a_batch_of_requests_as_it_decodes_each(tiny, cache_dir):
+    require("onnxruntime_genai", "llm")
     s = open_session("onnxruntime-genai", tiny, "fp32", threads=1, cache_dir=cache_dir, max_context=256)
     try:
         traces = _batch_matches_one_at_a_time(s, _two_prompts(tiny))
