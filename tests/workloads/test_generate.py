@@ -201,13 +201,22 @@ def test_torch_decodes_a_batch_of_requests_as_it_decodes_each(tiny, torch_fp32):
         torch_fp32.generate_batch([prompt_ids(tiny, PROMPT), prompt_ids(tiny, PROMPT + 1)], NEW)
 
 
-def test_llamacpp_says_why_it_cannot_decode_a_batch(tiny, cache_dir):
+@pytest.mark.parametrize("precision", ["fp32", "int4"])
+def test_llamacpp_decodes_a_batch_of_requests_as_it_decodes_each(tiny, cache_dir, precision):
     require("llama_cpp", "llm")
-    s = open_session("llamacpp", tiny, "fp32", threads=1, cache_dir=cache_dir, max_context=256)
+    s = open_session("llamacpp", tiny, precision, threads=1, cache_dir=cache_dir, max_context=256)
     try:
-        assert len(s.generate_batch([prompt_ids(tiny, PROMPT)], NEW)) == 1     # one request is not a batch
-        with pytest.raises(Unsupported, match="n_seq_max 1"):
-            s.generate_batch(_two_prompts(tiny), NEW)
+        assert s.batching is None
+        alone = s.generate(prompt_ids(tiny, PROMPT), NEW)
+        traces = _batch_matches_one_at_a_time(s, _two_prompts(tiny))
+        # one sequence's KV rows per request, as one request alone holds them
+        assert traces[0].kv_cache_bytes == alone.kv_cache_bytes and "/ 2 requests" in traces[0].kv_measured
+        ids = prompt_ids(tiny, 3 * PROMPT)
+        three = s.generate_batch([ids[i * PROMPT:(i + 1) * PROMPT] for i in range(3)], NEW)
+        assert [t.output_ids for t in three[:2]] == [t.output_ids for t in traces]   # a larger size: a new context
+        again = s.generate_batch(_two_prompts(tiny), NEW)                             # a smaller one reuses it
+        assert [t.output_ids for t in again] == [t.output_ids for t in traces]
+        assert s.generate(prompt_ids(tiny, PROMPT), NEW).output_ids == alone.output_ids   # the session's own context
     finally:
         s.close()
 

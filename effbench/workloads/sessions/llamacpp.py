@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +31,10 @@ class LlamaCppSession(GenerationSession):
     modules = (LlamaCppRunner.runtime_module,)
     serving = ("one request at a time: one llama.cpp context holds one sequence's KV cache (n_seq_max 1) and is "
                "not safe to call from two threads; the others wait in the system under test's queue")
-    batching = ("the session's context is made with n_seq_max 1 (one sequence's KV cache); decoding a batch needs "
-                "llama.cpp's multi-sequence llama_batch, which effbench does not drive yet")
+    # a batch runs in a second context on the same loaded model, made with n_seq_max = the batch size (one KV
+    # cache shared by the sequences, kv_unified): one llama_batch holds every prompt (each its own seq_id),
+    # then one token per sequence per llama_decode
+    batching = None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -40,6 +43,7 @@ class LlamaCppSession(GenerationSession):
         except ImportError:
             raise Unsupported("llama-cpp-python is not installed (the [llm] extra compiles it once, ~5-10 min)") from None
         self._lc = llama_cpp
+        self._batch_ctx = None
         path, gtype, origin = self._gguf()
         from effbench.models.llm import check_gguf
         meta = check_gguf(path)
@@ -131,6 +135,65 @@ class LlamaCppSession(GenerationSession):
         kv = int(self._lc.llama_state_seq_get_size(llm._ctx.ctx, 0))
         return kv, "llama_state_seq_get_size: the sequence's KV rows in use (plus a small header)"
 
+    def _decode_batch(self, prompts: list[list[int]], new_tokens: int,
+                      clocks: list[TokenClock]) -> tuple[int | None, str]:
+        lc = self._lc
+        ctx, batch = self._batch_context(len(prompts))
+        n, p = len(prompts), len(prompts[0])
+        ctx.kv_cache_clear()     # a fresh KV cache per batch
+        batch.reset()
+        for i, ids in enumerate(prompts):
+            batch.add_sequence(ids, i, logits_all=False)     # positions 0..p-1 of sequence i, logits at its last
+        t0 = time.perf_counter_ns()
+        for c in clocks:
+            c.start_ns = t0
+        ctx.decode(batch)
+        toks = [self._argmax(lc.llama_get_logits_ith(ctx.ctx, (i + 1) * p - 1)) for i in range(n)]
+        for c, t in zip(clocks, toks):
+            c.token(t)
+        b = batch.batch
+        for step in range(new_tokens - 1):
+            b.n_tokens = n
+            for i, t in enumerate(toks):
+                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, p + step, 1, True
+                b.seq_id[i][0] = i
+            ctx.decode(batch)
+            toks = [self._argmax(lc.llama_get_logits_ith(ctx.ctx, i)) for i in range(n)]
+            for c, t in zip(clocks, toks):
+                c.token(t)
+        kv = sum(int(lc.llama_state_seq_get_size(ctx.ctx, i)) for i in range(n))
+        return kv, "llama_state_seq_get_size summed over the batch's sequences"
+
+    def _argmax(self, ptr) -> int:
+        return int(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).argmax())
+
+    def _batch_context(self, n: int):
+        """A context for up to `n` sequences on the loaded model, made when a batch is larger than any before
+        (so a LoadGen remainder batch, smaller than the sweep's size, reuses the one made at warm-up)."""
+        if self._batch_ctx is not None and self._batch_ctx[0] >= n:
+            return self._batch_ctx[1:]
+        self._close_batch_context()
+        from llama_cpp import _internals
+        params = self._lc.llama_context_params.from_buffer_copy(self._llm.context_params)
+        params.n_seq_max = n
+        params.kv_unified = True
+        # the whole batch's prompts in one llama_batch; llama.cpp computes it in micro-batches of the single
+        # context's size (memory for the attention scores stays that of one request's prefill)
+        params.n_ctx = params.n_batch = n * self.max_context
+        params.n_ubatch = self.max_context
+        with _quiet_fds():
+            ctx = _internals.LlamaContext(model=self._llm._model, params=params, verbose=False)
+            batch = _internals.LlamaBatch(n_tokens=n * self.max_context, embd=0, n_seq_max=1, verbose=False)
+        self._batch_ctx = (n, ctx, batch)
+        return ctx, batch
+
+    def _close_batch_context(self) -> None:
+        if getattr(self, "_batch_ctx", None) is not None:
+            _, ctx, batch = self._batch_ctx
+            batch.close()
+            ctx.close()
+        self._batch_ctx = None
+
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         if len(ids) > self.max_context:
             raise ValueError("more positions than the session's context")
@@ -144,6 +207,7 @@ class LlamaCppSession(GenerationSession):
         return out
 
     def close(self) -> None:
+        self._close_batch_context()
         if getattr(self, "_llm", None) is not None:
             self._llm.close()
             self._llm = None
