@@ -444,17 +444,17 @@ def aligned(array: np.ndarray, align: int = 64) -> np.ndarray:
     return out
 
 
-def sentinel_us(seconds: float = 0.03, clock: Callable[[], int] = time.perf_counter_ns) -> float:
+def sentinel_us(seconds: float = 0.03) -> float:
     """The machine's speed now: median time of a fixed small matmul (numpy, one thread, aligned buffers)
     in µs. Timed before and after each group of cells; a change says the machine drifted meanwhile."""
     a = aligned(np.random.default_rng(0).standard_normal((96, 96)).astype(np.float32))
     out = aligned(np.empty_like(a))
     times = []
-    end = clock() + seconds * 1e9
-    while len(times) < 20 or clock() < end:
-        t0 = clock()
+    end = time.perf_counter_ns() + seconds * 1e9
+    while len(times) < 20 or time.perf_counter_ns() < end:
+        t0 = time.perf_counter_ns()
         np.matmul(a, a, out=out)
-        times.append(clock() - t0)
+        times.append(time.perf_counter_ns() - t0)
     return float(np.median(times)) / 1e3
 
 
