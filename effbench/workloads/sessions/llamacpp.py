@@ -113,9 +113,10 @@ class LlamaCppSession(GenerationSession):
             raise Unsupported(f"llama.cpp's quantizer could not make {gtype} (llama_model_quantize returned {rc})")
         os.replace(tmp, dst)
 
-    def _last_logits(self) -> np.ndarray:
-        ptr = self._lc.llama_get_logits_ith(self._llm._ctx.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+    def _greedy(self, ctx, i: int = -1) -> int:
+        """The argmax of the logits llama.cpp kept for batch position `i` of `ctx` (-1: the last)."""
+        ptr = self._lc.llama_get_logits_ith(ctx.ctx, i)
+        return int(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).argmax())
 
     def _clear(self) -> None:
         self._llm._ctx.kv_cache_clear()     # a fresh KV cache per request
@@ -126,11 +127,11 @@ class LlamaCppSession(GenerationSession):
         self._clear()
         clock.start()
         llm.eval(list(prompt_ids))
-        tok = int(self._last_logits().argmax())
+        tok = self._greedy(llm._ctx)
         clock.token(tok)
         for _ in range(new_tokens - 1):
             llm.eval([tok])
-            tok = int(self._last_logits().argmax())
+            tok = self._greedy(llm._ctx)
             clock.token(tok)
         kv = int(self._lc.llama_state_seq_get_size(llm._ctx.ctx, 0))
         return kv, "llama_state_seq_get_size: the sequence's KV rows in use (plus a small header)"
@@ -148,7 +149,7 @@ class LlamaCppSession(GenerationSession):
         for c in clocks:
             c.start_ns = t0
         ctx.decode(batch)
-        toks = [self._argmax(lc.llama_get_logits_ith(ctx.ctx, (i + 1) * p - 1)) for i in range(n)]
+        toks = [self._greedy(ctx, (i + 1) * p - 1) for i in range(n)]
         for c, t in zip(clocks, toks):
             c.token(t)
         b = batch.batch
@@ -158,14 +159,11 @@ class LlamaCppSession(GenerationSession):
                 b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, p + step, 1, True
                 b.seq_id[i][0] = i
             ctx.decode(batch)
-            toks = [self._argmax(lc.llama_get_logits_ith(ctx.ctx, i)) for i in range(n)]
+            toks = [self._greedy(ctx, i) for i in range(n)]
             for c, t in zip(clocks, toks):
                 c.token(t)
         kv = sum(int(lc.llama_state_seq_get_size(ctx.ctx, i)) for i in range(n))
         return kv, "llama_state_seq_get_size summed over the batch's sequences"
-
-    def _argmax(self, ptr) -> int:
-        return int(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).argmax())
 
     def _batch_context(self, n: int):
         """A context for up to `n` sequences on the loaded model, made when a batch is larger than any before
